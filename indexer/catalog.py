@@ -1,0 +1,84 @@
+"""Read-side helpers over an index: info, latent listing, latent lookup by text.
+
+These are what `saedex info/latents`, search and the server share.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from indexer.embedder import get_embedder
+from indexer.store import Filter, IndexNotFound, LatentPoint, Store
+
+
+def require_index(store: Store, name: str) -> dict:
+    manifest = store.read_manifest()
+    if manifest is None:
+        raise IndexNotFound(f"no index named {name!r} (create it with `saedex index PATH --index {name}`)")
+    return manifest
+
+
+def index_info(store: Store, name: str) -> dict:
+    manifest = require_index(store, name)
+    datasets = {d: store.count(Filter({"dataset": d})) for d in manifest.get("datasets", [])}
+    return {
+        "index": name,
+        "documents": store.count(),
+        "datasets": datasets,
+        "reader": manifest.get("reader", {}),
+        "sae": manifest.get("sae", {}),
+        "embedder": manifest.get("embedder"),
+        "pooling": manifest.get("pooling"),
+    }
+
+
+def add_dataset(store: Store, dataset: str) -> None:
+    manifest = store.read_manifest() or {}
+    names = manifest.setdefault("datasets", [])
+    if dataset not in names:
+        names.append(dataset)
+        store.write_manifest(manifest)
+
+
+def latent_summary(p: LatentPoint, n_examples: int = 3) -> dict:
+    pl = p.payload
+    return {
+        "id": p.latent,
+        "label": pl.get("label", ""),
+        "description": pl.get("description", ""),
+        "doc_freq": float(pl.get("doc_freq", 0.0)),
+        "doc_count": int(pl.get("doc_count", 0)),
+        "quantiles": pl.get("quantiles", {}),
+        "examples": pl.get("examples", [])[:n_examples],
+    }
+
+
+def top_latents_by_freq(store: Store, top: int) -> list[LatentPoint]:
+    pts = [p for p in store.get_latents() if p.payload.get("doc_count", 0) > 0]
+    pts.sort(key=lambda p: -p.payload.get("doc_freq", 0.0))
+    return pts[:top]
+
+
+def latents_for_query(store: Store, query: str, top: int, label_weight: float = 0.5) -> list[tuple[int, float]]:
+    """Latents ranked by similarity of the query to their label *and* to what they fire on.
+
+    Score = label_weight * cos(query, label) + (1 - label_weight) * cos(query, snippets).
+    Both are exact searches over the latents collection (HNSW missed true neighbours here).
+    """
+    q = get_embedder().encode([query])[0].tolist()
+    pool = max(top * 4, 200)
+    a = dict(store.search_latents(q, "label", pool))
+    b = dict(store.search_latents(q, "snippets", pool))
+    keys = set(a) | set(b)
+    floor_a = min(a.values()) if a else 0.0
+    floor_b = min(b.values()) if b else 0.0
+    scored = [(k, label_weight * a.get(k, floor_a) + (1 - label_weight) * b.get(k, floor_b)) for k in keys]
+    scored.sort(key=lambda t: -t[1])
+    return scored[:top]
+
+
+def cosine_matrix(vectors: list[list[float]]) -> np.ndarray:
+    m = np.asarray(vectors, dtype=np.float32)
+    n = np.linalg.norm(m, axis=1, keepdims=True)
+    m = m / np.maximum(n, 1e-8)
+    return m @ m.T

@@ -1,0 +1,208 @@
+"""`saedex` commands owned by the indexer: index, info, latents, label, train-sae, drop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from indexer.cli_common import JsonOpt, UrlOpt, UserError, console, emit, err_console, friendly_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("index")(index_cmd)
+    app.command("info")(info_cmd)
+    app.command("latents")(latents_cmd)
+    app.command("label")(label_cmd)
+    app.command("train-sae")(train_sae_cmd)
+    app.command("drop")(drop_cmd)
+    app.command("indexes")(indexes_cmd)
+
+
+@friendly_errors
+def index_cmd(
+    path: Path = typer.Argument(..., help="JSONL, JSONL.gz, CSV, Parquet file or a folder of .txt files."),
+    index: str = typer.Option(..., "--index", help="Index name ([A-Za-z0-9_-])."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name stored with every document (default: file name)."),
+    text_field: str = typer.Option("text", "--text-field"),
+    id_field: Optional[str] = typer.Option(None, "--id-field", help="Field with document ids (default: content hash)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count broken records instead of failing."),
+    sae: Optional[str] = typer.Option(None, "--sae", help="SAE folder (sae-lens format) or release:sae_id; default: shipped SAE."),
+    reader: Optional[str] = typer.Option(None, "--reader", help="Reader model id/path (default: gemma3-270m)."),
+    layer: Optional[int] = typer.Option(None, "--layer"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Truncate documents at this many tokens."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    qdrant_url: Optional[str] = UrlOpt,
+    as_json: bool = JsonOpt,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+):
+    """Index a corpus: reader LM -> SAE -> max-pool -> Qdrant, then refresh latent stats and labels."""
+    from indexer.pipeline import Indexer, index_corpus
+    from indexer.reader import ReaderConfig
+    from indexer.sae import load_sae
+
+    cfg = ReaderConfig(batch_size=batch_size)
+    sae_cfg_meta = load_sae(sae).cfg.get("metadata", {}) if sae else {}
+    cfg.model = reader or sae_cfg_meta.get("saedex_reader") or cfg.model
+    cfg.layer = layer or sae_cfg_meta.get("saedex_layer") or cfg.layer
+    cfg.max_tokens = max_tokens or cfg.max_tokens
+    report = index_corpus(path, index, dataset, text_field, id_field, skip_invalid, qdrant_url,
+                          indexer=Indexer(cfg, sae), progress=not (quiet or as_json))
+    d = report.as_dict()
+    if report.invalid:
+        err_console.print(f"skipped {report.invalid} invalid record(s), e.g. {report.invalid_examples[0]}", highlight=False)
+    emit(d, as_json, lambda r: console.print(
+        f"indexed {r['indexed']} new document(s) into [bold]{index}[/bold] "
+        f"({r['already_indexed']} already there, {r['empty']} empty, {r['invalid']} invalid, "
+        f"{r['duplicates_in_input']} duplicate ids; {r['tokens']} tokens, {r['truncated_docs']} truncated, "
+        f"{r['tokens_per_s']} tok/s; {r['latents_relabelled']} latents (re)labelled)", highlight=False))
+
+
+@friendly_errors
+def info_cmd(index: str = typer.Option(..., "--index"), qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
+    """Documents per dataset and the recipe (reader, layer, SAE) of an index."""
+    from indexer.catalog import index_info
+    from indexer.store import open_store
+
+    store = open_store(index, qdrant_url)
+    try:
+        info = index_info(store, index)
+    finally:
+        store.close()
+    emit(info, as_json, lambda i: console.print_json(data=i))
+
+
+@friendly_errors
+def latents_cmd(
+    index: str = typer.Option(..., "--index"),
+    top: int = typer.Option(20, "--top", min=1),
+    query: Optional[str] = typer.Option(None, "--query", help="Rank latents by similarity of their label/contexts to this text."),
+    qdrant_url: Optional[str] = UrlOpt,
+    as_json: bool = JsonOpt,
+):
+    """Top latents by document frequency, or by similarity to --query."""
+    from indexer.catalog import latent_summary, latents_for_query, require_index, top_latents_by_freq
+    from indexer.store import open_store
+
+    store = open_store(index, qdrant_url)
+    try:
+        require_index(store, index)
+        if query is not None:
+            if not query.strip():
+                raise UserError("--query must not be empty")
+            ranked = latents_for_query(store, query, top)
+            pts = {p.latent: p for p in store.get_latents([i for i, _ in ranked])}
+            out = [latent_summary(pts[i]) | {"similarity": round(s, 4)} for i, s in ranked if i in pts]
+        else:
+            out = [latent_summary(p) for p in top_latents_by_freq(store, top)]
+    finally:
+        store.close()
+    emit({"latents": out}, as_json, _render_latents)
+
+
+def _render_latents(obj: dict) -> None:
+    t = Table(title="latents")
+    from rich.markup import escape
+
+    for col in ("id", "label", "doc freq", "example (firing token in \\[brackets])"):
+        t.add_column(col, overflow="fold")
+    for lat in obj["latents"]:
+        ex = next((e for e in lat["examples"] if e.get("span")), None)
+        shown = ""
+        if ex:
+            s, e = ex["span"]
+            shown = (ex["text"][max(0, s - 50):s] + "[" + ex["text"][s:e] + "]" + ex["text"][e:e + 50]).replace("\n", " ")
+        t.add_row(str(lat["id"]), escape(lat["label"]), f"{lat['doc_freq']:.3f}", escape(shown))
+    console.print(t)
+
+
+@friendly_errors
+def label_cmd(
+    index: str = typer.Option(..., "--index"),
+    llm: Optional[str] = typer.Option(None, "--llm", help="Label with this model on an OpenAI-compatible endpoint (OPENAI_BASE_URL, OPENAI_API_KEY)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated latent ids to label (default: all that fire)."),
+    min_docs: int = typer.Option(3, "--min-docs", help="Skip latents firing in fewer documents (LLM only)."),
+    concurrency: int = typer.Option(8, "--concurrency"),
+    qdrant_url: Optional[str] = UrlOpt,
+    as_json: bool = JsonOpt,
+):
+    """(Re)label latents: offline (default) or with an LLM (cached; unchanged latents are not relabelled)."""
+    from indexer.catalog import require_index
+    from indexer.latent_stats import refresh_latents
+    from indexer.store import open_store
+
+    store = open_store(index, qdrant_url)
+    try:
+        require_index(store, index)
+        if llm is None:
+            n = refresh_latents(store, progress=not as_json)
+            result = {"relabelled": n, "labeller": "offline"}
+        else:
+            from indexer.llm_labels import label_with_llm
+
+            ids = [int(x) for x in only.split(",")] if only else None
+            result = label_with_llm(store, llm, ids=ids, min_docs=min_docs, concurrency=concurrency, progress=not as_json)
+    finally:
+        store.close()
+    emit(result, as_json, lambda r: console.print_json(data=r))
+
+
+@friendly_errors
+def train_sae_cmd(
+    corpus: Path = typer.Argument(..., help="Training text (JSONL/JSONL.gz/CSV/Parquet/.txt folder)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for the SAE (sae-lens format) and report.json."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Activation cache (default: OUT/activations)."),
+    reader: str = typer.Option("gemma3-270m", "--reader"),
+    layer: int = typer.Option(6, "--layer"),
+    max_tokens: int = typer.Option(128, "--max-tokens", help="Per-document token limit."),
+    tokens: int = typer.Option(3_000_000, "--tokens", help="Training tokens to cache."),
+    holdout_docs: int = typer.Option(1000, "--holdout-docs", help="Last N documents held back for the report."),
+    width: int = typer.Option(16384, "--width", help="Number of latents (d_sae)."),
+    k: int = typer.Option(32, "--k", help="Active latents per token (TopK)."),
+    lr: float = typer.Option(4e-4, "--lr"),
+    batch_tokens: int = typer.Option(2048, "--batch-tokens"),
+    max_steps: int = typer.Option(100_000, "--max-steps"),
+    max_minutes: float = typer.Option(70.0, "--max-minutes", help="Wall-clock budget for training; the LR schedule is fitted to it."),
+    text_field: str = typer.Option("text", "--text-field"),
+    as_json: bool = JsonOpt,
+):
+    """Cache reader activations for a corpus and train a TopK SAE (resumable; re-run to continue)."""
+    from indexer.activation_cache import cache_activations
+    from indexer.reader import Reader, ReaderConfig, set_threads
+    from indexer.sae_training import TrainConfig, train_sae
+
+    set_threads()
+    cache = cache_dir or out / "activations"
+    rcfg = ReaderConfig(model=reader, layer=layer, max_tokens=max_tokens)
+    log = (lambda m: err_console.print(m, highlight=False))
+    prog_path = cache / "progress.json"
+    import json
+
+    if not (prog_path.exists() and json.loads(prog_path.read_text()).get("done")):
+        cache_activations(corpus, cache, Reader(rcfg), tokens, holdout_docs=holdout_docs, text_field=text_field, log=log)
+    tcfg = TrainConfig(d_sae=width, k=k, lr=lr, batch_tokens=batch_tokens, max_steps=max_steps, max_minutes=max_minutes)
+    meta = {"model_name": reader, "hook_name": f"blocks.{layer - 1}.hook_resid_post", "context_size": max_tokens,
+            "saedex_reader": reader, "saedex_layer": layer, "training_corpus": str(corpus)}
+    report = train_sae(cache, out, tcfg, meta, log=log)
+    emit({k_: v for k_, v in report.items() if k_ != "history"}, as_json, lambda r: console.print_json(data=r))
+
+
+@friendly_errors
+def drop_cmd(index: str = typer.Option(..., "--index"), qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
+    """Delete an index and everything in it."""
+    from indexer.store import open_store
+
+    store = open_store(index, qdrant_url)
+    existed = store.read_manifest() is not None
+    store.drop()
+    emit({"dropped": index, "existed": existed}, as_json, lambda r: console.print(f"dropped {index}" if existed else f"no index {index}"))
+
+
+@friendly_errors
+def indexes_cmd(qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
+    """List indexes."""
+    from indexer.store import list_indexes
+
+    emit({"indexes": list_indexes(qdrant_url)}, as_json, lambda r: console.print("\n".join(r["indexes"]) or "(none)"))

@@ -1,0 +1,83 @@
+"""Offline latent labeller: short labels from activating contexts, no LLM.
+
+None of the small local models can write labels (they echo the examples), so the default
+labeller reads the evidence directly:
+- the *firing tokens* (the token where the latent peaks in each top document), and
+- the words *around* them,
+each scored against background word frequencies of the corpus (tf x idf), so that ubiquitous
+words ("the", "and") only win when they really are the whole story. A latent firing on the same
+token everywhere is labelled by that token; a latent firing on many different tokens is labelled
+by the distinctive context vocabulary it shares.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]+|\d+|[^\sA-Za-z\d]")
+_STOP = set("""a an the and or but if of to in on at by for with from as is are was were be been being it its this that
+these those i you he she we they me him her us them my your his our their not no do does did so than then there here
+""".split())
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+class OfflineLabeller:
+    def __init__(self, background_texts: list[str]):
+        self.n_bg = max(len(background_texts), 1)
+        df: Counter = Counter()
+        for t in background_texts:
+            df.update(set(_words(t)))
+        self.df = df
+
+    def idf(self, w: str) -> float:
+        return math.log((self.n_bg + 1) / (self.df.get(w, 0) + 1)) + 1.0
+
+    def label(self, examples: list[dict]) -> dict:
+        fired = Counter()
+        context = Counter()
+        n = 0
+        for ex in examples:
+            span = ex.get("span")
+            if not span:
+                continue
+            n += 1
+            text = ex["text"]
+            tok = text[span[0] : span[1]].strip()
+            fired[tok.lower() if tok else "␣"] += 1
+            left = _words(text[: span[0]])[-4:]
+            right = _words(text[span[1] :])[:4]
+            context.update(set(left + right))
+        if n == 0:
+            return {"label": "(no examples)", "description": "", "source": "offline"}
+        # Firing tokens: share of examples, lightly weighted by distinctiveness.
+        tok_scores = {t: c / n * (0.5 + 0.5 * min(self.idf(t) / 4.0, 1.0)) for t, c in fired.items()}
+        top_tok = sorted(tok_scores, key=tok_scores.get, reverse=True)
+        ctx_scores = {w: (c / n) * self.idf(w) for w, c in context.items() if c >= 2 and w not in _STOP and len(w) > 1}
+        top_ctx = [w for w in sorted(ctx_scores, key=ctx_scores.get, reverse=True) if w not in top_tok[:3]][:3]
+        share = fired[top_tok[0]] / n
+        if share >= 0.5:
+            head = f'"{top_tok[0]}"'
+        else:
+            head = " / ".join(f'"{t}"' for t in top_tok[:3])
+        label = head + (f" ({', '.join(top_ctx[:2])})" if top_ctx else "")
+        ex = next((e for e in examples if e.get("span")), None)
+        quote = ""
+        if ex:
+            s, e = ex["span"]
+            t = ex["text"]
+            quote = f' e.g. "…{t[max(0, s - 40):s]}[{t[s:e]}]{t[e:e + 40]}…"'
+        desc = (
+            f"Fires on {', '.join(repr(t) for t in top_tok[:5])} "
+            f"(top token in {fired[top_tok[0]]}/{n} examples)"
+            + (f"; nearby words: {', '.join(top_ctx)}" if top_ctx else "")
+            + "." + quote
+        )
+        return {"label": label, "description": desc.replace("\n", " "), "source": "offline"}
+
+    def label_many(self, items: list[tuple[int, list[dict]]], progress: bool = False) -> dict[int, dict]:
+        return {latent: self.label(examples) for latent, examples in items}

@@ -1,0 +1,213 @@
+"""Per-latent statistics, examples, offline labels and label embeddings, from a scan of the index.
+
+Run after every ingest. One scan of the sparse vectors gives each latent's document frequency,
+activation quantiles (p90 normalises search scores) and its top-activating documents; the
+payloads of just those documents are then fetched to cut out the firing spans. A latent whose
+top examples did not change keeps its label and embeddings (labelling is the slow part).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.embedder import get_embedder
+from indexer.pooling import fire_spans
+from indexer.store import LatentPoint, Store
+
+N_TOP = 20
+N_NEG = 5
+N_SNIPPETS = 5
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
+
+
+@dataclass
+class Scan:
+    doc_ids: list[str]
+    latent: np.ndarray  # (nnz,) latent id of each non-zero
+    value: np.ndarray  # (nnz,) its max activation
+    row: np.ndarray  # (nnz,) document row
+
+
+def scan_index(store: Store, progress: bool = False, flt=None) -> Scan:
+    doc_ids: list[str] = []
+    lat, val, row = [], [], []
+    for hits in store.scroll_docs(flt=flt, with_sparse=True, payload_fields=["doc_id"], batch=2000):
+        for h in hits:
+            r = len(doc_ids)
+            doc_ids.append(h.doc_id)
+            if h.sparse:
+                k = np.fromiter(h.sparse.keys(), dtype=np.int32, count=len(h.sparse))
+                v = np.fromiter(h.sparse.values(), dtype=np.float32, count=len(h.sparse))
+                lat.append(k)
+                val.append(v)
+                row.append(np.full(len(k), r, dtype=np.int32))
+    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
+    return Scan(doc_ids, cat(lat, np.int32), cat(val, np.float32), cat(row, np.int32))
+
+
+def _examples_hash(doc_ids: list[str]) -> str:
+    return hashlib.sha256("\x1f".join(doc_ids).encode()).hexdigest()[:16]
+
+
+def snippet(text: str, span: list[int], width: int = 90) -> dict:
+    """A window of ``text`` around ``span`` with the span's position inside the window."""
+    s, e = span
+    a, b = max(0, s - width), min(len(text), e + width)
+    # widen to word boundaries so snippets do not start mid-word
+    while a > 0 and not text[a - 1].isspace() and s - a < width + 20:
+        a -= 1
+    while b < len(text) and not text[b].isspace() and b - e < width + 20:
+        b += 1
+    return {"text": text[a:b], "span": [s - a, e - a]}
+
+
+def refresh_latents(store: Store, progress: bool = True, labeller=None) -> int:
+    """Recompute latent stats/examples; (re)label latents whose examples changed. Returns #relabelled."""
+    from indexer.labels import OfflineLabeller
+
+    manifest = store.read_manifest() or {}
+    d_sae = int(manifest.get("sae", {}).get("d_sae", 0))
+    scan = scan_index(store, progress)
+    n_docs = len(scan.doc_ids)
+    if n_docs == 0:
+        return 0
+    order = np.lexsort((-scan.value, scan.latent))
+    lat, val, row = scan.latent[order], scan.value[order], scan.row[order]
+    bounds = np.flatnonzero(np.diff(lat)) + 1
+    starts = np.concatenate([[0], bounds]) if len(lat) else np.zeros(0, int)
+    ends = np.concatenate([bounds, [len(lat)]]) if len(lat) else np.zeros(0, int)
+    rng = np.random.default_rng(0)
+
+    existing = {p.latent: p for p in store.get_latents(with_vectors=True)}
+    stats: dict[int, dict] = {}
+    need_docs: set[int] = set()
+    for s, e in zip(starts, ends):
+        latent = int(lat[s])
+        vals = val[s:e]
+        top_rows = row[s : min(e, s + N_TOP)]
+        active = set(row[s:e].tolist()) if e - s < n_docs else None
+        neg: list[int] = []
+        if active is not None:
+            for cand in rng.integers(0, n_docs, size=4 * N_NEG):
+                if int(cand) not in active and int(cand) not in neg:
+                    neg.append(int(cand))
+                if len(neg) >= N_NEG:
+                    break
+        stats[latent] = {
+            "doc_count": int(e - s),
+            "doc_freq": float((e - s) / n_docs),
+            "quantiles": {name: float(np.quantile(vals, q)) for name, q in QUANTILES.items()} | {"max": float(vals[0])},
+            "top_rows": top_rows.tolist(),
+            "top_values": vals[: len(top_rows)].tolist(),
+            "neg_rows": neg,
+        }
+        need_docs.update(top_rows.tolist())
+        need_docs.update(neg)
+
+    # Fetch only the documents shown as examples (plus a background sample for word statistics).
+    bg_rows = rng.choice(n_docs, size=min(n_docs, 3000), replace=False).tolist()
+    fetch = sorted(need_docs | set(bg_rows))
+    payloads: dict[int, dict] = {}
+    for s in range(0, len(fetch), 500):
+        rows = fetch[s : s + 500]
+        for r, h in zip(rows, store.get_docs([scan.doc_ids[r] for r in rows])):
+            payloads[r] = h.payload
+    labeller = labeller or OfflineLabeller([payloads[r]["text"] for r in bg_rows if r in payloads])
+
+    points: list[LatentPoint] = []
+    to_label: list[tuple[int, list[dict]]] = []
+    for latent, st in stats.items():
+        examples = []
+        for r, v in zip(st["top_rows"], st["top_values"]):
+            p = payloads.get(r)
+            if p is None:
+                continue
+            span = fire_spans(p, [latent]).get(latent)
+            ex = {"doc_id": scan.doc_ids[r], "activation": round(float(v), 4), "dataset": p.get("dataset")}
+            if span:
+                ex.update(snippet(p["text"], span))
+                ex["doc_span"] = span
+            else:
+                ex.update({"text": p["text"][:200], "span": None})
+            examples.append(ex)
+        negatives = [{"doc_id": scan.doc_ids[r], "text": payloads[r]["text"][:300]} for r in st["neg_rows"] if r in payloads]
+        ehash = _examples_hash([e["doc_id"] for e in examples])
+        payload = {
+            "doc_freq": st["doc_freq"], "doc_count": st["doc_count"], "quantiles": st["quantiles"],
+            "examples": examples, "negatives": negatives, "examples_hash": ehash,
+        }
+        old = existing.get(latent)
+        if old and old.payload.get("examples_hash") == ehash and old.payload.get("label") and old.label_vec:
+            payload.update({k: old.payload[k] for k in ("label", "description", "label_source") if k in old.payload})
+            points.append(LatentPoint(latent, old.label_vec, old.snippet_vec, payload))
+        else:
+            to_label.append((latent, examples))
+            points.append(LatentPoint(latent, [], [], payload))
+
+    by_latent = {p.latent: p for p in points}
+    labels = labeller.label_many(to_label, progress=progress)
+    emb = get_embedder()
+    # Label key: what the label says. Snippet key: what the latent *does* (mean of its contexts).
+    lab_texts = [f"{labels[l]['label']}. {labels[l]['description']}" for l, _ in to_label]
+    lab_vecs = emb.encode(lab_texts) if lab_texts else np.zeros((0, emb.dim))
+    snip_vecs = _snippet_vectors([(l, ex) for l, ex in to_label], emb, progress)
+    for (latent, _), lv in zip(to_label, lab_vecs):
+        p = by_latent[latent]
+        p.payload.update({"label": labels[latent]["label"], "description": labels[latent]["description"],
+                          "label_source": labels[latent].get("source", "offline")})
+        p.label_vec = lv.tolist()
+        sv = snip_vecs.get(latent)
+        p.snippet_vec = sv.tolist() if sv is not None else lv.tolist()
+    # Latents that never fire in this index keep a stub so ids stay addressable.
+    for latent in range(d_sae):
+        if latent not in by_latent and latent not in existing:
+            zero = [0.0] * emb.dim
+            zero[0] = 1e-6
+            points.append(LatentPoint(latent, zero, zero, {"doc_freq": 0.0, "doc_count": 0, "quantiles": {}, "examples": [],
+                                                           "negatives": [], "label": "(never fires in this index)",
+                                                           "description": "", "examples_hash": ""}))
+        elif latent not in by_latent and latent in existing:
+            old = existing[latent]
+            old.payload.update({"doc_freq": 0.0, "doc_count": 0, "examples": [], "negatives": []})
+            points.append(old)
+    store.upsert_latents(points)
+    return len(to_label)
+
+
+def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool) -> dict[int, np.ndarray]:
+    """Mean embedding of each latent's top snippets; identical snippets are embedded once."""
+    keyed: dict[tuple, str] = {}
+    per_latent: dict[int, list[tuple]] = {}
+    for latent, examples in items:
+        keys = []
+        for ex in examples[:N_SNIPPETS]:
+            if ex.get("span") is None:
+                continue
+            key = (ex["doc_id"], tuple(ex.get("doc_span") or ()))
+            keyed.setdefault(key, _short_window(ex["text"], ex["span"]))
+            keys.append(key)
+        if len(keys) >= 2:
+            per_latent[latent] = keys
+    if not per_latent:
+        return {}
+    uniq = list({k for ks in per_latent.values() for k in ks})
+    if progress:
+        print(f"embedding {len(uniq):,} latent snippets", file=sys.stderr)
+    vecs = emb.encode([keyed[k] for k in uniq], batch_size=128)
+    pos = {k: i for i, k in enumerate(uniq)}
+    out = {}
+    for latent, keys in per_latent.items():
+        v = vecs[[pos[k] for k in keys]].mean(0)
+        out[latent] = v / max(np.linalg.norm(v), 1e-8)
+    return out
+
+
+def _short_window(text: str, span: list[int], words: int = 8) -> str:
+    s, e = span
+    left = text[:s].split()[-words:]
+    right = text[e:].split()[:words]
+    return " ".join(left + [text[s:e].strip()] + right)

@@ -1,0 +1,197 @@
+"""Index a corpus: read -> reader LM -> SAE -> max-pool -> Qdrant (+ dense baseline vectors).
+
+Guarantees:
+- *Nothing half-written on bad input*: the whole file is validated before the first write.
+- *Idempotent*: documents are keyed by id (default: content hash); ids already in the index
+  are skipped, so re-running a file adds nothing.
+- *Crash-safe*: each chunk is one upsert (one WAL record in Qdrant Edge, which survives kill -9),
+  so a killed run that is started again ends with exactly the documents of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexer.corpus import ReadStats, Record, read_corpus
+from indexer.embedder import DEFAULT_EMBEDDER, get_embedder
+from indexer.manifest import build_manifest, check_compatible
+from indexer.pooling import encode_and_pool, pack
+from indexer.reader import Reader, ReaderConfig, set_threads
+from indexer.sae import DEFAULT_SAE_DIR, load_sae
+from indexer.store import DocPoint, Store, open_store
+
+RESERVED = {"doc_id", "text", "dataset", "_fires", "_offsets", "n_tokens", "truncated"}
+
+
+@dataclass
+class IndexReport:
+    index: str
+    dataset: str
+    read: int = 0
+    empty: int = 0
+    invalid: int = 0
+    duplicates_in_input: int = 0
+    already_indexed: int = 0
+    indexed: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    truncated_docs: int = 0
+    seconds: float = 0.0
+    latents_relabelled: int = 0
+    invalid_examples: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["tokens_per_s"] = round(self.tokens / self.seconds, 1) if self.seconds else None
+        d["padding_fraction"] = round(self.padded_tokens / max(self.tokens + self.padded_tokens, 1), 4)
+        return d
+
+
+class Indexer:
+    """Holds the models (loaded once) and writes documents into one index."""
+
+    def __init__(self, reader_cfg: ReaderConfig | None = None, sae_path: str | None = None, embedder: str = DEFAULT_EMBEDDER):
+        set_threads()
+        self.reader_cfg = reader_cfg or ReaderConfig()
+        self.sae_path = str(sae_path or DEFAULT_SAE_DIR)
+        self.sae = load_sae(self.sae_path)
+        self._reader: Reader | None = None
+        self.embedder_name = embedder
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            self._reader = Reader(self.reader_cfg)
+            if self._reader.d_model != self.sae.d_in:
+                raise ValueError(f"SAE expects d_in={self.sae.d_in} but reader {self.reader_cfg.model} layer "
+                                 f"{self.reader_cfg.layer} has width {self._reader.d_model}")
+        return self._reader
+
+    def manifest(self) -> dict:
+        return build_manifest(self.reader_cfg, self.sae, self.sae_path if self.sae_path != str(DEFAULT_SAE_DIR) else "default",
+                              self.embedder_name, self.sae.d_in)
+
+    def prepare_store(self, store: Store, index: str) -> None:
+        new = self.manifest()
+        existing = store.read_manifest()
+        if existing is not None:
+            check_compatible(existing, new, index)
+        else:
+            store.create(dense_dim=get_embedder(self.embedder_name).dim, label_dim=get_embedder(self.embedder_name).dim)
+            store.write_manifest(new)
+
+    def encode_records(self, records: list[Record], dataset: str, report: IndexReport | None = None) -> list[DocPoint]:
+        """Reader + SAE + pooling + dense embedding for a chunk of records."""
+        texts = [r.text for r in records]
+        pooled: list = [None] * len(records)
+        for batch in self.reader.encode(texts):
+            docs = encode_and_pool(self.sae, batch.states, batch.offsets)
+            for i, p in zip(batch.indices, docs):
+                pooled[i] = p
+            if report is not None:
+                report.tokens += batch.n_tokens
+                report.padded_tokens += batch.n_padded
+                report.truncated_docs += batch.truncated
+        dense = get_embedder(self.embedder_name).encode(texts)
+        points = []
+        for r, p, dv in zip(records, pooled, dense):
+            payload = {("field_" + k if k in RESERVED else k): v for k, v in r.fields.items()}
+            payload.update({
+                "text": r.text, "dataset": dataset, "n_tokens": int(len(p.offsets)),
+                "_fires": pack(np.stack([p.indices, p.argmax_token], axis=1)) if len(p.indices) else "",
+                "_offsets": pack(p.offsets),
+            })
+            points.append(DocPoint(doc_id=r.id, sparse_indices=p.indices.tolist(), sparse_values=p.values.tolist(),
+                                   dense=dv.tolist(), payload=payload))
+        return points
+
+
+def collect_records(path: str | Path, text_field: str, id_field: str | None, skip_invalid: bool, report: IndexReport) -> list[Record]:
+    """Validate and read the whole input first, so a bad line aborts before anything is written."""
+    stats = ReadStats()
+    seen: set[str] = set()
+    records = []
+    for rec in read_corpus(path, text_field=text_field, id_field=id_field, skip_invalid=skip_invalid, stats=stats):
+        if rec.id in seen:
+            report.duplicates_in_input += 1
+            continue
+        seen.add(rec.id)
+        records.append(rec)
+    report.read, report.empty, report.invalid = stats.read, stats.empty, stats.invalid
+    report.invalid_examples = stats.invalid_examples
+    return records
+
+
+def index_corpus(
+    path: str | Path,
+    index: str,
+    dataset: str | None = None,
+    text_field: str = "text",
+    id_field: str | None = None,
+    skip_invalid: bool = False,
+    qdrant_url: str | None = None,
+    indexer: Indexer | None = None,
+    chunk_docs: int = 128,
+    refresh_latents: bool = True,
+    progress: bool = True,
+) -> IndexReport:
+    dataset = dataset or Path(path).name.split(".")[0]
+    report = IndexReport(index=index, dataset=dataset)
+    t0 = time.time()
+    records = collect_records(path, text_field, id_field, skip_invalid, report)
+    indexer = indexer or Indexer()
+    store = open_store(index, qdrant_url)
+    try:
+        indexer.prepare_store(store, index)
+        from indexer.catalog import add_dataset
+
+        add_dataset(store, dataset)
+        existing = store.existing_doc_ids([r.id for r in records]) if records else set()
+        report.already_indexed = len(existing)
+        todo = [r for r in records if r.id not in existing]
+        if todo:
+            indexer.reader  # load the models before the clock starts: throughput excludes loading
+            get_embedder(indexer.embedder_name)
+        bar = _progress(len(todo), f"index {dataset}", progress)
+        t_enc = time.time()
+        for s in range(0, len(todo), chunk_docs):
+            chunk = todo[s : s + chunk_docs]
+            store.upsert_docs(indexer.encode_records(chunk, dataset, report))
+            report.indexed += len(chunk)
+            bar.update(len(chunk))
+        bar.close()
+        report.seconds = round(time.time() - t_enc, 2)
+        if refresh_latents and (report.indexed or not _has_latents(store)):
+            from indexer.latent_stats import refresh_latents as _refresh
+
+            report.latents_relabelled = _refresh(store, progress=progress)
+    finally:
+        store.close()
+    report.seconds = report.seconds or round(time.time() - t0, 2)
+    return report
+
+
+def _has_latents(store: Store) -> bool:
+    try:
+        return bool(store.get_latents([0]))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def close(self) -> None: ...
+    def set_postfix(self, **kw) -> None: ...
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled or total == 0:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr, mininterval=1.0)

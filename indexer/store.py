@@ -1,0 +1,562 @@
+"""One small store interface, two Qdrant backends.
+
+- :class:`EdgeStore` (default): Qdrant Edge (``qdrant-edge-py``), Qdrant's engine in-process; one
+  shard directory per collection under ``$SAEDEX_HOME/indexes/NAME``. 1 ms sparse search at 200k
+  docs, where qdrant-client's pure-Python local mode takes hundreds.
+- :class:`ServerStore`: a Qdrant server or cluster through ``qdrant-client`` (``--qdrant-url``).
+
+Each index has two collections: ``docs`` (sparse ``sae`` vector of max-pooled latent
+activations, dense ``dense`` sentence embedding, payload with the text) and ``latents`` (one
+point per latent: dense ``label`` and ``snippets`` embeddings, payload with label, stats,
+examples). Qdrant ids must be integers or UUIDs, so a document's own id lives in the payload
+(``doc_id``) and its point id is the UUID5 of it - deterministic, which makes re-indexing
+idempotent (an upsert of the same document overwrites itself).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+_NS = uuid.UUID("6f1b6c1e-6a55-4c39-9d0e-5ae0e5ae0e5a")
+DOCS, LATENTS = "docs", "latents"
+
+
+class StoreError(RuntimeError):
+    """A store problem the user can act on (locked, missing, incompatible)."""
+
+
+class IndexNotFound(StoreError):
+    """No index of that name (HTTP 404, exit code 2)."""
+
+
+def point_id(doc_id: str) -> str:
+    return str(uuid.uuid5(_NS, doc_id))
+
+
+@dataclass
+class DocPoint:
+    doc_id: str
+    sparse_indices: list[int]
+    sparse_values: list[float]
+    dense: list[float]
+    payload: dict[str, Any]
+
+
+@dataclass
+class Hit:
+    doc_id: str
+    score: float
+    payload: dict[str, Any]
+    sparse: dict[int, float] | None = None
+
+
+@dataclass
+class LatentPoint:
+    latent: int
+    label_vec: list[float]
+    snippet_vec: list[float]
+    payload: dict[str, Any]
+
+
+@dataclass
+class Filter:
+    """Conjunction of ``field == value`` conditions (values may be lists: any-of)."""
+
+    equals: dict[str, Any] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not self.equals
+
+
+class Store(ABC):
+    """What the rest of saedex needs from Qdrant - nothing more."""
+
+    manifest_path: Path | None = None
+
+    @abstractmethod
+    def create(self, dense_dim: int, label_dim: int) -> None: ...
+    @abstractmethod
+    def exists(self) -> bool: ...
+    @abstractmethod
+    def read_manifest(self) -> dict | None: ...
+    @abstractmethod
+    def write_manifest(self, manifest: dict) -> None: ...
+    @abstractmethod
+    def upsert_docs(self, points: list[DocPoint]) -> None: ...
+    @abstractmethod
+    def existing_doc_ids(self, doc_ids: list[str]) -> set[str]: ...
+    @abstractmethod
+    def count(self, flt: Filter | None = None) -> int: ...
+    @abstractmethod
+    def get_docs(self, doc_ids: list[str], with_sparse: bool = False) -> list[Hit]: ...
+    @abstractmethod
+    def scroll_docs(
+        self, flt: Filter | None = None, with_sparse: bool = True, with_dense: bool = False,
+        payload_fields: list[str] | None = None, batch: int = 1000,
+    ) -> Iterator[list[Hit]]: ...
+    @abstractmethod
+    def search_sparse(self, indices: list[int], values: list[float], limit: int, flt: Filter | None = None) -> list[Hit]: ...
+    @abstractmethod
+    def search_dense(self, vector: list[float], limit: int, flt: Filter | None = None) -> list[Hit]: ...
+    @abstractmethod
+    def search_hybrid(
+        self, indices: list[int], values: list[float], vector: list[float], limit: int,
+        flt: Filter | None = None, rrf_k: int = 60, prefetch: int = 200,
+    ) -> list[Hit]: ...
+    @abstractmethod
+    def upsert_latents(self, points: list[LatentPoint]) -> None: ...
+    @abstractmethod
+    def get_latents(self, ids: list[int] | None = None, with_vectors: bool = False) -> list[LatentPoint]: ...
+    @abstractmethod
+    def search_latents(self, vector: list[float], using: str, limit: int) -> list[tuple[int, float]]: ...
+    @abstractmethod
+    def drop(self) -> None: ...
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- Qdrant Edge
+
+
+def _edge_filter(flt: Filter | None):
+    from qdrant_edge import FieldCondition, Filter as QF, MatchAny, MatchValue
+
+    if flt is None or flt.is_empty():
+        return None
+    must = []
+    for key, value in flt.equals.items():
+        if isinstance(value, (list, tuple, set)):
+            must.append(FieldCondition(key=key, match=MatchAny(any=list(value))))
+        else:
+            must.append(FieldCondition(key=key, match=MatchValue(value=value)))
+    return QF(must=must)
+
+
+def _sparse_of(vector: Any, name: str = "sae") -> dict[int, float] | None:
+    if not vector:
+        return None
+    v = vector.get(name) if isinstance(vector, dict) else None
+    if v is None:
+        return None
+    idx = v.indices if hasattr(v, "indices") else v["indices"]
+    val = v.values if hasattr(v, "values") else v["values"]
+    return dict(zip(map(int, idx), map(float, val)))
+
+
+class EdgeStore(Store):
+    """Qdrant Edge shards in a local folder. One process per index at a time (WAL lock)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.manifest_path = self.root / "manifest.json"
+        self._shards: dict[str, Any] = {}
+
+    def _open(self, name: str):
+        if name not in self._shards:
+            from qdrant_edge import EdgeShard
+
+            path = self.root / name
+            if not path.exists():
+                raise StoreError(f"index at {self.root} has no {name} collection (was it created?)")
+            try:
+                self._shards[name] = EdgeShard.load(str(path))
+            except Exception as e:  # noqa: BLE001
+                msg = str(e)
+                if "lock" in msg.lower() or "resource temporarily unavailable" in msg.lower():
+                    raise StoreError(
+                        f"index at {self.root} is open in another process (Qdrant Edge allows one process per "
+                        f"store; stop the other saedex process or use a Qdrant server with --qdrant-url): {msg}"
+                    ) from None
+                raise StoreError(f"cannot open {path}: {msg}") from None
+        return self._shards[name]
+
+    def exists(self) -> bool:
+        return self.manifest_path.exists() and (self.root / DOCS).exists()
+
+    def create(self, dense_dim: int, label_dim: int) -> None:
+        from qdrant_edge import (
+            Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams, EdgeVectorParams, HnswIndexConfig,
+            PayloadSchemaType, UpdateOperation,
+        )
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not (self.root / DOCS).exists():
+            cfg = EdgeConfig(
+                vectors={"dense": EdgeVectorParams(size=dense_dim, distance=Distance.Cosine)},
+                sparse_vectors={"sae": EdgeSparseVectorParams()},
+                on_disk_payload=True,
+            )
+            shard = EdgeShard.create(str(self.root / DOCS), cfg)
+            for key in ("doc_id", "dataset"):
+                shard.update(UpdateOperation.create_field_index(key, PayloadSchemaType.Keyword))
+            self._shards[DOCS] = shard
+        if not (self.root / LATENTS).exists():
+            # Exact search only for label vectors: HNSW (m=0 disables it) missed most true
+            # neighbours on this kind of data, and there are only thousands of latents.
+            lcfg = EdgeConfig(
+                vectors={
+                    "label": EdgeVectorParams(size=label_dim, distance=Distance.Cosine, hnsw_config=HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000)),
+                    "snippets": EdgeVectorParams(size=label_dim, distance=Distance.Cosine, hnsw_config=HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000)),
+                },
+            )
+            self._shards[LATENTS] = EdgeShard.create(str(self.root / LATENTS), lcfg)
+
+    def read_manifest(self) -> dict | None:
+        return json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else None
+
+    def write_manifest(self, manifest: dict) -> None:
+        tmp = self.manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.replace(self.manifest_path)
+
+    def upsert_docs(self, points: list[DocPoint]) -> None:
+        from qdrant_edge import Point, SparseVector, UpdateOperation
+
+        pts = [
+            Point(
+                id=point_id(p.doc_id),
+                vector={"sae": SparseVector(indices=p.sparse_indices, values=p.sparse_values), "dense": p.dense},
+                payload={**p.payload, "doc_id": p.doc_id},
+            )
+            for p in points
+        ]
+        self._open(DOCS).update(UpdateOperation.upsert_points(pts))
+
+    def existing_doc_ids(self, doc_ids: list[str]) -> set[str]:
+        found = set()
+        for s in range(0, len(doc_ids), 512):
+            recs = self._open(DOCS).retrieve([point_id(d) for d in doc_ids[s : s + 512]], ["doc_id"], False)
+            found.update(r.payload["doc_id"] for r in recs)
+        return found
+
+    def count(self, flt: Filter | None = None) -> int:
+        from qdrant_edge import CountRequest
+
+        return int(self._open(DOCS).count(CountRequest(exact=True, filter=_edge_filter(flt))))
+
+    def _hits(self, recs, with_sparse: bool) -> list[Hit]:
+        return [
+            Hit(doc_id=r.payload.get("doc_id", str(r.id)), score=float(getattr(r, "score", 0.0) or 0.0),
+                payload=dict(r.payload or {}), sparse=_sparse_of(r.vector) if with_sparse else None)
+            for r in recs
+        ]
+
+    def get_docs(self, doc_ids: list[str], with_sparse: bool = False) -> list[Hit]:
+        recs = self._open(DOCS).retrieve([point_id(d) for d in doc_ids], True, ["sae"] if with_sparse else False)
+        by_id = {r.payload["doc_id"]: r for r in recs}
+        return self._hits([by_id[d] for d in doc_ids if d in by_id], with_sparse)
+
+    def scroll_docs(self, flt=None, with_sparse=True, with_dense=False, payload_fields=None, batch=1000):
+        from qdrant_edge import ScrollRequest
+
+        vecs = [v for v, on in (("sae", with_sparse), ("dense", with_dense)) if on] or False
+        offset = None
+        shard = self._open(DOCS)
+        while True:
+            recs, offset = shard.scroll(ScrollRequest(
+                offset=offset, limit=batch, filter=_edge_filter(flt),
+                with_payload=payload_fields if payload_fields is not None else True, with_vector=vecs,
+            ))
+            hits = self._hits(recs, with_sparse)
+            if with_dense:
+                for h, r in zip(hits, recs):
+                    h.payload["_dense"] = list(r.vector["dense"])
+            if hits:
+                yield hits
+            if offset is None:
+                return
+
+    def _query(self, query, using, limit, flt, prefetches=None) -> list[Hit]:
+        from qdrant_edge import QueryRequest
+
+        req = QueryRequest(limit=limit, query=query, prefetches=prefetches, with_payload=True, with_vector=False,
+                           filter=None if prefetches else _edge_filter(flt))
+        return self._hits(self._open(DOCS).query(req), False)
+
+    def search_sparse(self, indices, values, limit, flt=None):
+        from qdrant_edge import Query, SparseVector
+
+        return self._query(Query.Nearest(SparseVector(indices=indices, values=values), using="sae"), "sae", limit, flt)
+
+    def search_dense(self, vector, limit, flt=None):
+        from qdrant_edge import Query
+
+        return self._query(Query.Nearest(list(vector), using="dense"), "dense", limit, flt)
+
+    def search_hybrid(self, indices, values, vector, limit, flt=None, rrf_k=60, prefetch=200):
+        from qdrant_edge import Fusion, Prefetch, Query, SparseVector
+
+        f = _edge_filter(flt)
+        pre = [
+            Prefetch(limit=prefetch, query=Query.Nearest(SparseVector(indices=indices, values=values), using="sae"), filter=f),
+            Prefetch(limit=prefetch, query=Query.Nearest(list(vector), using="dense"), filter=f),
+        ]
+        return self._query(Fusion.Rrf(k=rrf_k), None, limit, flt, prefetches=pre)
+
+    def upsert_latents(self, points: list[LatentPoint]) -> None:
+        from qdrant_edge import Point, UpdateOperation
+
+        pts = [Point(id=p.latent, vector={"label": p.label_vec, "snippets": p.snippet_vec}, payload={**p.payload, "latent": p.latent})
+               for p in points]
+        for s in range(0, len(pts), 1000):
+            self._open(LATENTS).update(UpdateOperation.upsert_points(pts[s : s + 1000]))
+
+    def get_latents(self, ids=None, with_vectors=False):
+        from qdrant_edge import ScrollRequest
+
+        shard = self._open(LATENTS)
+        if ids is not None:
+            recs = shard.retrieve([int(i) for i in ids], True, with_vectors)
+        else:
+            recs, offset = [], None
+            while True:
+                page, offset = shard.scroll(ScrollRequest(offset=offset, limit=2000, with_payload=True, with_vector=with_vectors))
+                recs.extend(page)
+                if offset is None:
+                    break
+        out = []
+        for r in recs:
+            v = r.vector or {}
+            out.append(LatentPoint(latent=int(r.id), label_vec=list(v.get("label", [])) if v else [],
+                                   snippet_vec=list(v.get("snippets", [])) if v else [], payload=dict(r.payload or {})))
+        return sorted(out, key=lambda p: p.latent) if ids is None else out
+
+    def search_latents(self, vector, using, limit):
+        from qdrant_edge import Query, QueryRequest, SearchParams
+
+        res = self._open(LATENTS).query(QueryRequest(
+            limit=limit, query=Query.Nearest(list(vector), using=using), with_payload=False, params=SearchParams(exact=True)))
+        return [(int(r.id), float(r.score)) for r in res]
+
+    def flush(self) -> None:
+        for s in self._shards.values():
+            s.flush()
+
+    def close(self) -> None:
+        for s in self._shards.values():
+            try:
+                s.flush()
+                s.close()
+            except Exception:  # noqa: BLE001 - closing twice is harmless
+                pass
+        self._shards.clear()
+
+    def drop(self) -> None:
+        import shutil
+
+        self.close()
+        if self.root.exists():
+            shutil.rmtree(self.root)
+
+
+# --------------------------------------------------------------------------- Qdrant server
+
+
+def _client_filter(flt: Filter | None):
+    from qdrant_client import models as m
+
+    if flt is None or flt.is_empty():
+        return None
+    must = []
+    for key, value in flt.equals.items():
+        if isinstance(value, (list, tuple, set)):
+            must.append(m.FieldCondition(key=key, match=m.MatchAny(any=list(value))))
+        else:
+            must.append(m.FieldCondition(key=key, match=m.MatchValue(value=value)))
+    return m.Filter(must=must)
+
+
+class ServerStore(Store):
+    """A Qdrant server or cluster via qdrant-client. Collections ``NAME__docs``/``NAME__latents``/``NAME__meta``.
+
+    ``url=":memory:"`` uses qdrant-client's local mode: only for tests of this code path.
+    """
+
+    def __init__(self, url: str, name: str, api_key: str | None = None, shards: int = 1, replicas: int = 1):
+        from qdrant_client import QdrantClient
+
+        self.client = QdrantClient(location=url) if url == ":memory:" else QdrantClient(url=url, api_key=api_key, timeout=60)
+        self.name = name
+        self.shards, self.replicas = shards, replicas
+
+    def _c(self, kind: str) -> str:
+        return f"{self.name}__{kind}"
+
+    def exists(self) -> bool:
+        return self.client.collection_exists(self._c("meta")) and self.client.collection_exists(self._c(DOCS))
+
+    def create(self, dense_dim: int, label_dim: int) -> None:
+        from qdrant_client import models as m
+
+        if not self.client.collection_exists(self._c(DOCS)):
+            self.client.create_collection(
+                self._c(DOCS),
+                vectors_config={"dense": m.VectorParams(size=dense_dim, distance=m.Distance.COSINE)},
+                sparse_vectors_config={"sae": m.SparseVectorParams()},
+                shard_number=self.shards, replication_factor=self.replicas, on_disk_payload=True,
+            )
+            for key in ("doc_id", "dataset"):
+                self.client.create_payload_index(self._c(DOCS), key, m.PayloadSchemaType.KEYWORD)
+        if not self.client.collection_exists(self._c(LATENTS)):
+            self.client.create_collection(self._c(LATENTS), vectors_config={
+                "label": m.VectorParams(size=label_dim, distance=m.Distance.COSINE),
+                "snippets": m.VectorParams(size=label_dim, distance=m.Distance.COSINE),
+            })
+        if not self.client.collection_exists(self._c("meta")):
+            self.client.create_collection(self._c("meta"), vectors_config={})
+
+    def read_manifest(self) -> dict | None:
+        if not self.client.collection_exists(self._c("meta")):
+            return None
+        recs = self.client.retrieve(self._c("meta"), [0], with_payload=True)
+        return json.loads(recs[0].payload["manifest"]) if recs else None
+
+    def write_manifest(self, manifest: dict) -> None:
+        from qdrant_client import models as m
+
+        self.client.upsert(self._c("meta"), [m.PointStruct(id=0, vector={}, payload={"manifest": json.dumps(manifest)})])
+
+    def upsert_docs(self, points: list[DocPoint]) -> None:
+        from qdrant_client import models as m
+
+        self.client.upsert(self._c(DOCS), [
+            m.PointStruct(id=point_id(p.doc_id), payload={**p.payload, "doc_id": p.doc_id},
+                          vector={"sae": m.SparseVector(indices=p.sparse_indices, values=p.sparse_values), "dense": p.dense})
+            for p in points
+        ], wait=True)
+
+    def existing_doc_ids(self, doc_ids: list[str]) -> set[str]:
+        found = set()
+        for s in range(0, len(doc_ids), 512):
+            recs = self.client.retrieve(self._c(DOCS), [point_id(d) for d in doc_ids[s : s + 512]], with_payload=["doc_id"])
+            found.update(r.payload["doc_id"] for r in recs)
+        return found
+
+    def count(self, flt=None) -> int:
+        return int(self.client.count(self._c(DOCS), count_filter=_client_filter(flt), exact=True).count)
+
+    def _hits(self, recs, with_sparse):
+        return [Hit(doc_id=r.payload.get("doc_id", str(r.id)), score=float(getattr(r, "score", 0.0) or 0.0),
+                    payload=dict(r.payload or {}), sparse=_sparse_of(r.vector) if with_sparse else None) for r in recs]
+
+    def get_docs(self, doc_ids, with_sparse=False):
+        recs = self.client.retrieve(self._c(DOCS), [point_id(d) for d in doc_ids], with_payload=True,
+                                    with_vectors=["sae"] if with_sparse else False)
+        by_id = {r.payload["doc_id"]: r for r in recs}
+        return self._hits([by_id[d] for d in doc_ids if d in by_id], with_sparse)
+
+    def scroll_docs(self, flt=None, with_sparse=True, with_dense=False, payload_fields=None, batch=1000):
+        vecs = [v for v, on in (("sae", with_sparse), ("dense", with_dense)) if on] or False
+        offset = None
+        while True:
+            recs, offset = self.client.scroll(self._c(DOCS), scroll_filter=_client_filter(flt), limit=batch, offset=offset,
+                                              with_payload=payload_fields if payload_fields is not None else True, with_vectors=vecs)
+            hits = self._hits(recs, with_sparse)
+            if with_dense:
+                for h, r in zip(hits, recs):
+                    h.payload["_dense"] = list(r.vector["dense"])
+            if hits:
+                yield hits
+            if offset is None:
+                return
+
+    def search_sparse(self, indices, values, limit, flt=None):
+        from qdrant_client import models as m
+
+        res = self.client.query_points(self._c(DOCS), query=m.SparseVector(indices=indices, values=values), using="sae",
+                                       limit=limit, query_filter=_client_filter(flt), with_payload=True)
+        return self._hits(res.points, False)
+
+    def search_dense(self, vector, limit, flt=None):
+        res = self.client.query_points(self._c(DOCS), query=list(vector), using="dense", limit=limit,
+                                       query_filter=_client_filter(flt), with_payload=True)
+        return self._hits(res.points, False)
+
+    def search_hybrid(self, indices, values, vector, limit, flt=None, rrf_k=60, prefetch=200):
+        from qdrant_client import models as m
+
+        f = _client_filter(flt)
+        res = self.client.query_points(
+            self._c(DOCS),
+            prefetch=[m.Prefetch(query=m.SparseVector(indices=indices, values=values), using="sae", limit=prefetch, filter=f),
+                      m.Prefetch(query=list(vector), using="dense", limit=prefetch, filter=f)],
+            query=m.RrfQuery(rrf=m.Rrf(k=rrf_k)), limit=limit, with_payload=True,
+        )
+        return self._hits(res.points, False)
+
+    def upsert_latents(self, points):
+        from qdrant_client import models as m
+
+        for s in range(0, len(points), 1000):
+            self.client.upsert(self._c(LATENTS), [
+                m.PointStruct(id=p.latent, vector={"label": p.label_vec, "snippets": p.snippet_vec}, payload={**p.payload, "latent": p.latent})
+                for p in points[s : s + 1000]
+            ], wait=True)
+
+    def get_latents(self, ids=None, with_vectors=False):
+        if ids is not None:
+            recs = self.client.retrieve(self._c(LATENTS), [int(i) for i in ids], with_payload=True, with_vectors=with_vectors)
+        else:
+            recs, offset = [], None
+            while True:
+                page, offset = self.client.scroll(self._c(LATENTS), limit=2000, offset=offset, with_payload=True, with_vectors=with_vectors)
+                recs.extend(page)
+                if offset is None:
+                    break
+        out = [LatentPoint(latent=int(r.id), label_vec=list((r.vector or {}).get("label", [])),
+                           snippet_vec=list((r.vector or {}).get("snippets", [])), payload=dict(r.payload or {})) for r in recs]
+        return sorted(out, key=lambda p: p.latent) if ids is None else out
+
+    def search_latents(self, vector, using, limit):
+        from qdrant_client import models as m
+
+        res = self.client.query_points(self._c(LATENTS), query=list(vector), using=using, limit=limit,
+                                       search_params=m.SearchParams(exact=True), with_payload=False)
+        return [(int(r.id), float(r.score)) for r in res.points]
+
+    def drop(self) -> None:
+        for kind in (DOCS, LATENTS, "meta"):
+            if self.client.collection_exists(self._c(kind)):
+                self.client.delete_collection(self._c(kind))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_store(name: str, qdrant_url: str | None = None) -> Store:
+    """The store for index ``name``: Qdrant Edge under ``$SAEDEX_HOME`` unless a URL is given."""
+    from indexer.paths import index_dir, validate_index_name
+
+    validate_index_name(name)
+    if qdrant_url:
+        return ServerStore(qdrant_url, name)
+    return EdgeStore(index_dir(name))
+
+
+def list_indexes(qdrant_url: str | None = None) -> list[str]:
+    from indexer.paths import saedex_home
+
+    if qdrant_url:
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(location=qdrant_url) if qdrant_url == ":memory:" else QdrantClient(url=qdrant_url)
+        names = {c.name.rsplit("__", 1)[0] for c in client.get_collections().collections if c.name.endswith("__meta")}
+        return sorted(names)
+    root = saedex_home() / "indexes"
+    return sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists()) if root.exists() else []
+
+
+def iter_chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for it in items:
+        chunk.append(it)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
