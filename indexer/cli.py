@@ -34,6 +34,7 @@ def index_cmd(
     layer: Optional[int] = typer.Option(None, "--layer"),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Truncate documents at this many tokens."),
     batch_size: int = typer.Option(8, "--batch-size"),
+    chunk_docs: int = typer.Option(128, "--chunk-docs", help="Documents per write (one atomic upsert each)."),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -49,7 +50,7 @@ def index_cmd(
     cfg.layer = layer or sae_cfg_meta.get("saedex_layer") or cfg.layer
     cfg.max_tokens = max_tokens or cfg.max_tokens
     report = index_corpus(path, index, dataset, text_field, id_field, skip_invalid, qdrant_url,
-                          indexer=Indexer(cfg, sae), progress=not (quiet or as_json))
+                          indexer=Indexer(cfg, sae), chunk_docs=chunk_docs, progress=not quiet)
     d = report.as_dict()
     if report.invalid:
         err_console.print(f"skipped {report.invalid} invalid record(s), e.g. {report.invalid_examples[0]}", highlight=False)

@@ -110,9 +110,19 @@ def _iter_parquet(path: Path) -> Iterator[tuple[str, dict]]:
             yield f"{path}:row {row}", obj
 
 
-def _iter_txt_folder(path: Path) -> Iterator[tuple[str, dict]]:
-    for f in sorted(path.rglob("*.txt")):
-        yield str(f), {"text": _check_utf8(f, f.read_bytes()), "id": str(f.relative_to(path)), "file": f.name}
+def _iter_txt_folder(path: Path) -> Iterator[tuple[str, Any]]:
+    """Each .txt file is a document; its id is the relative path, its sub-folder a field."""
+    files = sorted(path.rglob("*.txt"))
+    if not files:
+        raise CorpusError(f"{path}: folder has no .txt files")
+    for f in files:
+        rel = f.relative_to(path)
+        try:
+            text = _check_utf8(f, f.read_bytes())
+        except CorpusError as e:
+            yield str(f), e
+            continue
+        yield str(f), {"text": text, "id": str(rel), "folder": str(rel.parent) if str(rel.parent) != "." else ""}
 
 
 def _raw_records(path: Path) -> Iterator[tuple[str, Any]]:

@@ -21,7 +21,7 @@ from indexer.corpus import ReadStats, Record, read_corpus
 from indexer.embedder import DEFAULT_EMBEDDER, get_embedder
 from indexer.manifest import build_manifest, check_compatible
 from indexer.pooling import encode_and_pool, pack
-from indexer.reader import Reader, ReaderConfig, set_threads
+from indexer.reader import Reader, ReaderConfig, get_reader, set_threads
 from indexer.sae import DEFAULT_SAE_DIR, load_sae
 from indexer.store import DocPoint, Store, open_store
 
@@ -66,7 +66,7 @@ class Indexer:
     @property
     def reader(self) -> Reader:
         if self._reader is None:
-            self._reader = Reader(self.reader_cfg)
+            self._reader = get_reader(self.reader_cfg)
             if self._reader.d_model != self.sae.d_in:
                 raise ValueError(f"SAE expects d_in={self.sae.d_in} but reader {self.reader_cfg.model} layer "
                                  f"{self.reader_cfg.layer} has width {self._reader.d_model}")

@@ -64,7 +64,7 @@ class ReadBatch:
 def _resolve_local_dir(model: str) -> tuple[str, dict]:
     """Map a model name to something ``from_pretrained`` can open offline when possible."""
     if model in _GGUF_ALIASES:
-        cache = saedex_home() / "models" / model
+        cache = model_cache_dir() / model
         if (cache / "config.json").exists():
             return str(cache), {}
         import importlib
@@ -73,6 +73,27 @@ def _resolve_local_dir(model: str) -> tuple[str, dict]:
         gguf_path = pkg.assemble()
         return str(gguf_path.parent), {"gguf_file": gguf_path.name, "_save_to": str(cache)}
     return model, {}
+
+
+def model_cache_dir() -> Path:
+    """Dense copies of GGUF readers (1 GB each); ``SAEDEX_MODEL_CACHE`` lets tests share one."""
+    env = os.environ.get("SAEDEX_MODEL_CACHE")
+    return Path(env).expanduser() if env else saedex_home() / "models"
+
+
+_readers: dict[tuple, "Reader"] = {}
+
+
+def get_reader(config: "ReaderConfig") -> "Reader":
+    """One loaded reader per configuration and process (loading takes seconds; the server shares it)."""
+    key = (config.model, config.layer, config.max_tokens, config.dtype, config.batch_size)
+    with _load_lock:
+        cached = _readers.get(key)
+    if cached is None:
+        cached = Reader(config)
+        with _load_lock:
+            _readers.setdefault(key, cached)
+    return _readers[key]
 
 
 def _truncate_after_layer(model: torch.nn.Module, layer: int) -> torch.nn.Module:

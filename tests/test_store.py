@@ -1,0 +1,80 @@
+"""The store interface against both backends: Qdrant Edge (default) and qdrant-client.
+
+The server backend runs against a real Qdrant server when SAEDEX_TEST_QDRANT_URL is set, and
+otherwise against qdrant-client's in-process mode, which exercises the same client code path.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from indexer.store import DocPoint, EdgeStore, Filter, LatentPoint, ServerStore, StoreError
+
+
+def _backends():
+    yield "edge"
+    yield "client"
+
+
+@pytest.fixture(params=list(_backends()))
+def store(request, tmp_path):
+    if request.param == "edge":
+        s = EdgeStore(tmp_path / "idx")
+    else:
+        url = os.environ.get("SAEDEX_TEST_QDRANT_URL", ":memory:")
+        s = ServerStore(url, f"t{abs(hash(str(tmp_path))) % 10**8}")
+    s.create(dense_dim=4, label_dim=3)
+    yield s
+    s.drop()
+
+
+def _docs():
+    return [
+        DocPoint("a", [1, 5, 9], [0.5, 1.0, 2.0], [1, 0, 0, 0], {"text": "alpha", "dataset": "x", "n": 1}),
+        DocPoint("b", [5, 7], [3.0, 1.0], [0, 1, 0, 0], {"text": "beta", "dataset": "y", "n": 2}),
+        DocPoint("c", [9], [4.0], [0, 0, 1, 0], {"text": "gamma", "dataset": "y", "n": 3}),
+    ]
+
+
+def test_docs_roundtrip_search_and_filters(store):
+    store.upsert_docs(_docs())
+    store.upsert_docs(_docs()[:1])  # idempotent: same id overwrites
+    assert store.count() == 3
+    assert store.count(Filter({"dataset": "y"})) == 2
+    assert store.count(Filter({"dataset": ["x", "y"]})) == 3
+    assert store.existing_doc_ids(["a", "zzz", "c"]) == {"a", "c"}
+    hits = store.search_sparse([5, 9], [1.0, 1.0], 10)
+    assert [h.doc_id for h in hits][:1] == ["c"] and {h.doc_id for h in hits} == {"a", "b", "c"}
+    assert hits[0].score == pytest.approx(4.0)
+    assert [h.doc_id for h in store.search_sparse([5], [1.0], 10, Filter({"dataset": "x"}))] == ["a"]
+    assert store.search_dense([0, 1, 0.1, 0], 1)[0].doc_id == "b"
+    fused = store.search_hybrid([9], [1.0], [0, 0, 1, 0], 3, rrf_k=60)
+    assert fused[0].doc_id == "c"  # first in both lists
+    got = store.get_docs(["c", "a"], with_sparse=True)
+    assert [g.doc_id for g in got] == ["c", "a"] and got[1].sparse == {1: 0.5, 5: 1.0, 9: 2.0}
+    scanned = [h for batch in store.scroll_docs(batch=2) for h in batch]
+    assert sorted(h.doc_id for h in scanned) == ["a", "b", "c"]
+
+
+def test_latents_and_manifest(store):
+    store.upsert_latents([LatentPoint(3, [1, 0, 0], [0, 1, 0], {"label": "x"}), LatentPoint(4, [0, 1, 0], [1, 0, 0], {"label": "y"})])
+    assert store.search_latents([1, 0.2, 0], "label", 5)[0][0] == 3
+    assert store.search_latents([1, 0.2, 0], "snippets", 5)[0][0] == 4
+    assert [p.payload["label"] for p in store.get_latents()] == ["x", "y"]
+    assert store.get_latents([4], with_vectors=True)[0].label_vec == pytest.approx([0, 1, 0])
+    store.write_manifest({"reader": {"model": "m"}})
+    assert store.read_manifest() == {"reader": {"model": "m"}}
+
+
+def test_edge_second_process_gets_a_clear_lock_error(tmp_path):
+    a = EdgeStore(tmp_path / "locked")
+    a.create(4, 3)
+    a.upsert_docs(_docs())
+    b = EdgeStore(tmp_path / "locked")
+    with pytest.raises(StoreError, match="open in another process"):
+        b.count()
+    a.close()
+    assert b.count() == 3
+    b.close()
