@@ -90,6 +90,7 @@ def correlations_cmd(
     max_label_sim: float = typer.Option(0.2, "--max-label-sim"),
     min_support: int = typer.Option(5, "--min-support"),
     max_freq: float = typer.Option(0.5, "--max-freq", help="Skip latents present in more than this fraction of documents."),
+    per_doc: int = typer.Option(64, "--per-doc", help="Keep each document's N most salient latents (0 = all; cost grows with N^2)."),
     top: int = typer.Option(20, "--top"),
     plot: Optional[Path] = typer.Option(None, "--plot"),
     qdrant_url: Optional[str] = UrlOpt,
@@ -102,7 +103,7 @@ def correlations_cmd(
     store = _store(index, qdrant_url)
     try:
         res = correlations(store, index, _where(where), min_npmi=min_npmi, max_label_sim=max_label_sim,
-                           min_support=min_support, top=top, max_freq=max_freq)
+                           min_support=min_support, top=top, max_freq=max_freq, per_doc=per_doc)
     except AnalysisError as e:
         raise UserError(str(e)) from None
     finally:

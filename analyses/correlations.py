@@ -10,6 +10,12 @@ Pairs whose *labels* are similar (cosine of label embeddings above ``max_label_s
 dropped: "wife" co-occurring with "husband" is not news; "French" co-occurring with "2004" in a
 training set is an artefact worth seeing. Latents present in more than ``max_freq`` of the
 documents are skipped (they co-occur with everything and dominate the cost).
+
+Cost is sum over documents of (latents per document)^2. Max-pooling 128 tokens x k=32 gives a
+few hundred latents per document, which made X^T X take ~4 minutes at 100k documents. By default
+each document therefore keeps its ``per_doc`` (64) most *salient* latents - activation relative to
+the latent's mean activation - which cuts the work ~20x and keeps what defines the document
+(``per_doc=0`` keeps all).
 """
 
 from __future__ import annotations
@@ -29,6 +35,30 @@ def cooccurrence(B: sp.csr_matrix, chunk: int = 20000) -> sp.csr_matrix:
         Bc = B[s : s + chunk]
         C = C + sp.triu(Bc.T @ Bc, k=1).tocsr()
     return C
+
+
+def salient_binary(X: sp.csr_matrix, per_doc: int, threshold: float = 0.0) -> sp.csr_matrix:
+    """Binary matrix keeping, per row, the ``per_doc`` largest activations relative to each column's mean."""
+    X = X.tocsr()
+    Xb = X.multiply(X > threshold).tocsr()
+    Xb.eliminate_zeros()
+    if per_doc <= 0:
+        B = Xb.copy()
+        B.data[:] = 1.0
+        return B
+    counts = np.diff(Xb.tocsc().indptr)
+    sums = np.asarray(Xb.sum(axis=0)).ravel()
+    mean = np.divide(sums, counts, out=np.ones_like(sums), where=counts > 0)
+    rel = Xb.data / mean[Xb.indices]
+    keep = np.zeros(len(rel), dtype=bool)
+    for r in range(Xb.shape[0]):
+        a, b = Xb.indptr[r], Xb.indptr[r + 1]
+        if b - a <= per_doc:
+            keep[a:b] = True
+        else:
+            keep[a + np.argpartition(-rel[a:b], per_doc - 1)[:per_doc]] = True
+    rows = np.repeat(np.arange(Xb.shape[0]), np.diff(Xb.indptr))
+    return sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], Xb.indices[keep])), shape=Xb.shape)
 
 
 def npmi_pairs(B: sp.csr_matrix, min_support: int, min_npmi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -56,12 +86,13 @@ def correlations(
     threshold: float = 0.0,
     max_freq: float = 0.5,
     n_examples: int = 3,
+    per_doc: int = 64,
 ) -> dict:
     if top <= 0 or min_support < 1:
         raise AnalysisError("--top and --min-support must be positive")
     m = load_matrix(store, index, where)
     require_docs(m, "the filter", minimum=2)
-    B = m.binary(threshold)
+    B = salient_binary(m.X, per_doc, threshold)
     freq = np.asarray(B.sum(axis=0)).ravel() / m.n_docs
     cols = np.flatnonzero((freq <= max_freq) & (freq * m.n_docs >= min_support))
     Bs = B[:, cols].tocsr()
@@ -87,7 +118,7 @@ def correlations(
                       "label_sim": round(float(sim), 4), "examples": ex})
         if len(pairs) >= top:
             break
-    return {"documents": m.n_docs, "latents_considered": int(len(cols)), "pairs_above_min_npmi": int(len(npmi)),
+    return {"documents": m.n_docs, "per_doc": per_doc, "latents_considered": int(len(cols)), "pairs_above_min_npmi": int(len(npmi)),
             "dropped_similar_labels": dropped_similar, "pairs": pairs}
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import Timer  # noqa: E402
+from benchmarks.common import write_result, Timer  # noqa: E402
 from benchmarks.search_latency import synth_docs  # noqa: E402
 
 
@@ -73,10 +73,7 @@ def main() -> None:
             print(n, what, row[what], flush=True)
         res["sizes"][n] = row
         store.close()
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "analyses.json").write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
+    write_result("analyses", res)
 
 
 if __name__ == "__main__":

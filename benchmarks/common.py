@@ -52,3 +52,11 @@ class Timer:
 
     def __exit__(self, *a):
         self.s = time.perf_counter() - self.t
+
+
+def write_result(name: str, result: dict) -> None:
+    """Save to benchmarks/results/NAME.json and print."""
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import Timer, peak_rss_mb, real_texts  # noqa: E402
+from benchmarks.common import write_result, Timer, peak_rss_mb, real_texts  # noqa: E402
 
 
 def main() -> None:
@@ -67,10 +67,7 @@ def main() -> None:
         "truncated_docs": n_trunc,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "index_throughput.json").write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
+    write_result("index_throughput", res)
 
 
 if __name__ == "__main__":

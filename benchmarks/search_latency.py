@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import Timer, peak_rss_mb, percentiles  # noqa: E402
+from benchmarks.common import write_result, Timer, peak_rss_mb, percentiles  # noqa: E402
 
 
 def synth_docs(n: int, d_sae: int, nnz: int, rng: np.random.Generator):
@@ -109,10 +109,7 @@ def main() -> None:
         results["end_to_end_sae_search_real_index"] = {"index": args.real_index, "documents": store.count(), **percentiles(times)}
         store.close()
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "search_latency.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    write_result("search_latency", results)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ def cache_activations(
             prog["padded"] += b.n_padded
             prog["truncated"] += b.truncated
         i += len(chunk)
-        if pending_tokens >= shard_tokens or i >= len(train) or prog["tokens"] + pending_tokens >= max_tokens:
+        # Shard boundaries depend only on shard_tokens, so a smaller --tokens reproduces a prefix exactly.
+        if pending_tokens >= shard_tokens or i >= len(train):
             _write_atomic(out / f"shard_{prog['shards']:05d}.npy", _flush(pending))
             prog["shards"] += 1
             prog["tokens"] += pending_tokens

@@ -69,8 +69,6 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None) -> int:
     """Recompute latent stats/examples; (re)label latents whose examples changed. Returns #relabelled."""
     from indexer.labels import OfflineLabeller
 
-    manifest = store.read_manifest() or {}
-    d_sae = int(manifest.get("sae", {}).get("d_sae", 0))
     scan = scan_index(store, progress)
     n_docs = len(scan.doc_ids)
     if n_docs == 0:
@@ -120,13 +118,19 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None) -> int:
 
     points: list[LatentPoint] = []
     to_label: list[tuple[int, list[dict]]] = []
+    # One decode per document: which of the requested latents peak where.
+    wanted: dict[int, list[int]] = {}
+    for latent, st in stats.items():
+        for r in st["top_rows"]:
+            wanted.setdefault(r, []).append(latent)
+    spans_by_row = {r: fire_spans(payloads[r], lats) for r, lats in wanted.items() if r in payloads}
     for latent, st in stats.items():
         examples = []
         for r, v in zip(st["top_rows"], st["top_values"]):
             p = payloads.get(r)
             if p is None:
                 continue
-            span = fire_spans(p, [latent]).get(latent)
+            span = spans_by_row.get(r, {}).get(latent)
             ex = {"doc_id": scan.doc_ids[r], "activation": round(float(v), 4), "dataset": p.get("dataset")}
             if span:
                 ex.update(snippet(p["text"], span))
@@ -154,7 +158,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None) -> int:
     # Label key: what the label says. Snippet key: what the latent *does* (mean of its contexts).
     lab_texts = [f"{labels[l]['label']}. {labels[l]['description']}" for l, _ in to_label]
     lab_vecs = emb.encode(lab_texts) if lab_texts else np.zeros((0, emb.dim))
-    snip_vecs = _snippet_vectors([(l, ex) for l, ex in to_label], emb, progress)
+    snip_vecs = _snippet_vectors([(l, ex) for l, ex in to_label], emb, progress, store)
     for (latent, _), lv in zip(to_label, lab_vecs):
         p = by_latent[latent]
         p.payload.update({"label": labels[latent]["label"], "description": labels[latent]["description"],
@@ -162,24 +166,32 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None) -> int:
         p.label_vec = lv.tolist()
         sv = snip_vecs.get(latent)
         p.snippet_vec = sv.tolist() if sv is not None else lv.tolist()
-    # Latents that never fire in this index keep a stub so ids stay addressable.
-    for latent in range(d_sae):
-        if latent not in by_latent and latent not in existing:
-            zero = [0.0] * emb.dim
-            zero[0] = 1e-6
-            points.append(LatentPoint(latent, zero, zero, {"doc_freq": 0.0, "doc_count": 0, "quantiles": {}, "examples": [],
-                                                           "negatives": [], "label": "(never fires in this index)",
-                                                           "description": "", "examples_hash": ""}))
-        elif latent not in by_latent and latent in existing:
-            old = existing[latent]
-            old.payload.update({"doc_freq": 0.0, "doc_count": 0, "examples": [], "negatives": []})
-            points.append(old)
     store.upsert_latents(points)
+    manifest = store.read_manifest() or {}
+    manifest["latent_stats_docs"] = n_docs
+    store.write_manifest(manifest)
     return len(to_label)
 
 
-def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool) -> dict[int, np.ndarray]:
-    """Mean embedding of each latent's top snippets; identical snippets are embedded once."""
+def _snippet_cache_path(store: Store):
+    from pathlib import Path
+
+    from indexer.paths import saedex_home
+
+    root = getattr(store, "root", None)
+    if root is not None:
+        return Path(root) / "snippet_cache.pkl"
+    return saedex_home() / "cache" / f"{getattr(store, 'name', 'index')}.snippets.pkl"
+
+
+def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, store: Store | None = None) -> dict[int, np.ndarray]:
+    """Mean embedding of each latent's top snippets.
+
+    Identical snippets are embedded once, and embeddings are cached per index (keyed by document
+    and span), so an incremental ingest only embeds snippets it has not seen.
+    """
+    import pickle
+
     keyed: dict[tuple, str] = {}
     per_latent: dict[int, list[tuple]] = {}
     for latent, examples in items:
@@ -194,14 +206,29 @@ def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool) -
             per_latent[latent] = keys
     if not per_latent:
         return {}
+    cache_path = _snippet_cache_path(store) if store is not None else None
+    cache: dict[tuple, np.ndarray] = {}
+    if cache_path is not None and cache_path.exists():
+        try:
+            cache = pickle.loads(cache_path.read_bytes())
+        except Exception:  # noqa: BLE001 - a broken cache is rebuilt
+            cache = {}
     uniq = list({k for ks in per_latent.values() for k in ks})
-    if progress:
-        print(f"embedding {len(uniq):,} latent snippets", file=sys.stderr)
-    vecs = emb.encode([keyed[k] for k in uniq], batch_size=128)
-    pos = {k: i for i, k in enumerate(uniq)}
+    todo = [k for k in uniq if k not in cache]
+    if progress and todo:
+        print(f"embedding {len(todo):,} latent snippets ({len(uniq) - len(todo):,} cached)", file=sys.stderr)
+    if todo:
+        vecs = emb.encode([keyed[k] for k in todo], batch_size=128)
+        for k, v in zip(todo, vecs):
+            cache[k] = v.astype(np.float16)
+        if cache_path is not None:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_path.with_suffix(".tmp")
+            tmp.write_bytes(pickle.dumps(cache))
+            tmp.replace(cache_path)
     out = {}
     for latent, keys in per_latent.items():
-        v = vecs[[pos[k] for k in keys]].mean(0)
+        v = np.mean([cache[k].astype(np.float32) for k in keys], axis=0)
         out[latent] = v / max(np.linalg.norm(v), 1e-8)
     return out
 

@@ -166,7 +166,8 @@ def index_corpus(
             bar.update(len(chunk))
         bar.close()
         report.seconds = round(time.time() - t_enc, 2)
-        if refresh_latents and (report.indexed or not _has_latents(store)):
+        stale = (store.read_manifest() or {}).get("latent_stats_docs") != store.count()
+        if refresh_latents and (report.indexed or stale):
             from indexer.latent_stats import refresh_latents as _refresh
 
             report.latents_relabelled = _refresh(store, progress=progress)
@@ -174,13 +175,6 @@ def index_corpus(
         store.close()
     report.seconds = report.seconds or round(time.time() - t0, 2)
     return report
-
-
-def _has_latents(store: Store) -> bool:
-    try:
-        return bool(store.get_latents([0]))
-    except Exception:  # noqa: BLE001
-        return False
 
 
 class _NoBar:

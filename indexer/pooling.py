@@ -69,15 +69,21 @@ def encode_and_pool(sae: SparseAutoencoder, states: list[np.ndarray], offsets: l
 
 
 def fire_spans(payload: dict, latents: list[int]) -> dict[int, list[int]]:
-    """Character span [start, end] of the token where each latent peaks in a stored document."""
-    if "_fires" not in payload or "_offsets" not in payload:
+    """Character span [start, end] of the token where each latent peaks in a stored document.
+
+    ``_fires`` rows are sorted by latent id (pooling emits ascending ids), so lookups are binary
+    searches rather than a dict built per call (this runs for every example of every latent).
+    """
+    if not payload.get("_fires") or "_offsets" not in payload:
         return {}
     fires = unpack(payload["_fires"], 2)
     offs = unpack(payload["_offsets"], 2)
-    pos = {int(lat): int(t) for lat, t in fires}
+    want = np.asarray([int(x) for x in latents], dtype=np.int64)
+    pos = np.searchsorted(fires[:, 0], want)
     out = {}
-    for lat in latents:
-        t = pos.get(int(lat))
-        if t is not None and t < len(offs):
-            out[int(lat)] = [int(offs[t][0]), int(offs[t][1])]
+    for lat, p in zip(want.tolist(), pos.tolist()):
+        if p < len(fires) and fires[p, 0] == lat:
+            t = int(fires[p, 1])
+            if t < len(offs):
+                out[lat] = [int(offs[t][0]), int(offs[t][1])]
     return out

@@ -123,9 +123,8 @@ class Store(ABC):
 # --------------------------------------------------------------------------- Qdrant Edge
 
 
-def _edge_filter(flt: Filter | None):
-    from qdrant_edge import FieldCondition, Filter as QF, MatchAny, MatchValue
-
+def _build_filter(flt: Filter | None, Q, FieldCondition, MatchAny, MatchValue):
+    """Translate our filter into either client's model classes (they have the same shape)."""
     if flt is None or flt.is_empty():
         return None
     must = []
@@ -134,7 +133,13 @@ def _edge_filter(flt: Filter | None):
             must.append(FieldCondition(key=key, match=MatchAny(any=list(value))))
         else:
             must.append(FieldCondition(key=key, match=MatchValue(value=value)))
-    return QF(must=must)
+    return Q(must=must)
+
+
+def _edge_filter(flt: Filter | None):
+    import qdrant_edge as q
+
+    return _build_filter(flt, q.Filter, q.FieldCondition, q.MatchAny, q.MatchValue)
 
 
 def _sparse_of(vector: Any, name: str = "sae") -> dict[int, float] | None:
@@ -360,15 +365,7 @@ class EdgeStore(Store):
 def _client_filter(flt: Filter | None):
     from qdrant_client import models as m
 
-    if flt is None or flt.is_empty():
-        return None
-    must = []
-    for key, value in flt.equals.items():
-        if isinstance(value, (list, tuple, set)):
-            must.append(m.FieldCondition(key=key, match=m.MatchAny(any=list(value))))
-        else:
-            must.append(m.FieldCondition(key=key, match=m.MatchValue(value=value)))
-    return m.Filter(must=must)
+    return _build_filter(flt, m.Filter, m.FieldCondition, m.MatchAny, m.MatchValue)
 
 
 class ServerStore(Store):

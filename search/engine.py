@@ -55,6 +55,7 @@ class SearchOptions:
     max_doc_freq: float = 0.5
     rrf_k: int = 60
     explain_latents: int = 5
+    explain: bool = True  # evaluation turns it off: it ranks whole pools and only needs ids
 
     def validate(self, query: str | None) -> None:
         if self.method not in METHODS:
@@ -211,7 +212,7 @@ class SearchEngine:
             from search.llm_steps import llm_rerank
 
             hits, rerank_info = llm_rerank(query or "", hits, opts.llm_model)
-        results = self._explain(hits, latents, opts)
+        results = self._explain(hits, latents if opts.explain else [], opts)
         out = {"results": results, "latents": [w.as_dict() for w in latents], "method": opts.method}
         if rerank_info:
             out["rerank"] = rerank_info

@@ -103,7 +103,8 @@ def evaluate(engine: SearchEngine, queries: list[QuerySpec], methods: list[str] 
         row = {"name": q.name, "query": q.query, "pool": len(pool), "relevant": len(rel),
                "base_rate": round(len(rel) / max(len(pool), 1), 4), "methods": {}}
         for m in methods:
-            opts = SearchOptions(**{**base.__dict__, "method": m, "k": min(max(len(pool), 1), MAX_K), "where": Filter(dict(q.where))})
+            opts = SearchOptions(**{**base.__dict__, "method": m, "k": min(max(len(pool), 1), MAX_K), "where": Filter(dict(q.where)),
+                                    "explain": False})
             ranked = [r["id"] for r in engine.search(q.query, opts)["results"]]
             row["methods"][m] = {"ap": round(average_precision(ranked, rel), 4), "p@10": precision_at(ranked, rel, 10),
                                  "p@50": precision_at(ranked, rel, 50)}

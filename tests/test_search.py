@@ -42,11 +42,11 @@ def test_rank_weights_formula():
 
 @pytest.mark.parametrize("method", ["bm25", "dense", "hybrid"])
 def test_baselines(bbc_index, method):
-    r, out = search("football", "--index", bbc_index, "--k", "5", "--method", method)
+    r, out = search("the football club won the match", "--index", bbc_index, "--k", "5", "--method", method)
     assert r.exit_code == 0, r.output
-    assert len(out["results"]) == 5
+    assert len(out["results"]) == 5 and out["results"][0]["explanation"] == [] if method != "hybrid" else True
     if method == "bm25":
-        assert "football" in out["results"][0]["text"].lower()
+        assert any(w in out["results"][0]["text"].lower() for w in ("football", "club", "match"))
 
 
 def test_where_filter_and_large_k(bbc_index):
@@ -58,13 +58,13 @@ def test_where_filter_and_large_k(bbc_index):
 
 
 def test_like_excludes_the_document_and_finds_its_neighbours(bbc_index):
-    _, out = search("anything", "--index", bbc_index, "--k", "1", "--where", "topic=sport", "--method", "bm25")
+    _, out = search("the", "--index", bbc_index, "--k", "1", "--where", "topic=sports", "--method", "bm25")
     doc = out["results"][0]["id"]
     r, out = search("--index", bbc_index, "--k", "5", "--like", doc)
     assert r.exit_code == 0, r.output
     ids = [x["id"] for x in out["results"]]
     assert doc not in ids and len(ids) == 5
-    assert sum(x["fields"]["topic"] == "sport" for x in out["results"]) >= 2  # chance: 1 in 5
+    assert sum(x["fields"]["topic"] == "sports" for x in out["results"]) >= 2  # chance: 1 in 5
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -91,7 +91,7 @@ def test_llm_paths_without_llm_say_what_to_set(bbc_index):
 def llm_stub(monkeypatch):
     from tests.llm_stub import LLMStub
 
-    stub = LLMStub(keyword="football", fail_first=1)
+    stub = LLMStub(keyword="year", fail_first=1)
     monkeypatch.setenv("OPENAI_BASE_URL", stub.url)
     monkeypatch.setenv("OPENAI_API_KEY", "test")
     monkeypatch.setenv("SAEDEX_LLM_MODEL", "stub-model")
@@ -102,9 +102,9 @@ def llm_stub(monkeypatch):
 def test_llm_rerank_filter_and_expand(bbc_index, llm_stub):
     r, out = search("sport", "--index", bbc_index, "--k", "20", "--rerank")
     assert r.exit_code == 0, r.output
-    texts = [x["text"].lower() for x in out["results"]]
-    n_kw = sum("football" in t for t in texts)
-    assert n_kw > 0 and all("football" in t for t in texts[:n_kw])  # stub scores keyword docs 10
+    texts = [x["text"][:500].lower() for x in out["results"]]  # the reranker sees the first 500 characters
+    n_kw = sum("year" in t for t in texts)
+    assert 0 < n_kw < 20 and all("year" in t for t in texts[:n_kw])  # the stub scores docs with the keyword 10
     assert out["rerank"]["reranked"] == 20 and out["rerank"]["usage"]["calls"] >= 2
     _, plain = search("sport", "--index", bbc_index, "--k", "5")
     _, filt = search("sport", "--index", bbc_index, "--k", "5", "--llm-filter")
@@ -114,7 +114,8 @@ def test_llm_rerank_filter_and_expand(bbc_index, llm_stub):
 
 
 def test_llm_labelling_is_cached(bbc_index, llm_stub):
-    top = json.loads(cli("latents", "--index", bbc_index, "--top", "12", "--json").stdout)["latents"]
+    every = json.loads(cli("latents", "--index", bbc_index, "--top", "3000", "--json").stdout)["latents"]
+    top = [l for l in every if l["doc_count"] >= 3 and l["doc_freq"] < 0.5][:12]
     only = ",".join(str(l["id"]) for l in top)
     r = cli("label", "--index", bbc_index, "--llm", "stub-model", "--only", only, "--min-docs", "1", "--json")
     assert r.exit_code == 0, r.output
@@ -124,15 +125,15 @@ def test_llm_labelling_is_cached(bbc_index, llm_stub):
     r = cli("label", "--index", bbc_index, "--llm", "stub-model", "--only", only, "--min-docs", "1", "--json")
     second = json.loads(r.stdout)
     assert second["labelled"] == 0 and second["cached"] == first["labelled"] and len(llm_stub.requests) == n_requests
-    lat = json.loads(cli("latents", "--index", bbc_index, "--top", "12", "--json").stdout)["latents"]
-    assert sum(l["label"].startswith("stub label") for l in lat) == first["labelled"] == 12
+    lat = json.loads(cli("latents", "--index", bbc_index, "--top", "3000", "--json").stdout)["latents"]
+    assert sum(l["label"].startswith("stub label") for l in lat if str(l["id"]) in only.split(",")) == first["labelled"] == 12
     prompt = next(m for m in llm_stub.requests if "messages" in m)["messages"][-1]["content"]
     assert "<<" in prompt and "Non-activating examples" in prompt
 
 
 def test_eval_retrieval_reports_every_method(bbc_index, tmp_path):
     q = tmp_path / "q.jsonl"
-    q.write_text(json.dumps({"name": "sport", "query": "sports news", "rule": {"field": "topic", "equals": "sport"}}) + "\n")
+    q.write_text(json.dumps({"name": "sport", "query": "sports news", "rule": {"field": "topic", "equals": "sports"}}) + "\n")
     r = cli("eval-retrieval", "--index", bbc_index, "--queries", str(q), "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)

@@ -1,0 +1,128 @@
+// saedex web page: plain JS, no CDN, works offline. Talks to the /v1 API.
+"use strict";
+const $ = (s) => document.querySelector(s);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const key = $("#apikey").value || localStorage.getItem("saedex-key") || "";
+  if (key) h["Authorization"] = "Bearer " + key;
+  return h;
+}
+async function api(path, body) {
+  const r = await fetch(path, body === undefined ? { headers: headers() } : { method: "POST", headers: headers(), body: JSON.stringify(body) });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const d = data.detail;
+    throw new Error(Array.isArray(d) ? d.map((e) => `${e.field}: ${e.message}`).join("; ") : d || r.statusText);
+  }
+  return data;
+}
+function showError(e) { const el = $("#error"); el.textContent = e ? String(e.message || e) : ""; el.classList.toggle("hidden", !e); }
+const index = () => $("#index").value;
+
+function parseWhere(s) {
+  const out = {};
+  for (const part of s.split(",").map((x) => x.trim()).filter(Boolean)) {
+    const i = part.indexOf("=");
+    if (i < 1) throw new Error(`filter "${part}": use key=value`);
+    const v = part.slice(i + 1);
+    out[part.slice(0, i).trim()] = /^-?\d+$/.test(v) ? parseInt(v, 10) : v;
+  }
+  return out;
+}
+
+function highlight(text, spans) {
+  const sorted = [...spans].sort((a, b) => a[0] - b[0]);
+  let html = "", pos = 0;
+  for (const [s, e] of sorted) {
+    if (s < pos) continue;
+    html += esc(text.slice(pos, s)) + "<mark>" + esc(text.slice(s, e)) + "</mark>";
+    pos = e;
+  }
+  return html + esc(text.slice(pos));
+}
+function chip(latent, label, extra) {
+  return `<span class="chip" data-latent="${latent}" title="latent ${latent}">${esc(label)}${extra ? " · " + esc(extra) : ""}</span>`;
+}
+
+async function doSearch(ev) {
+  ev && ev.preventDefault();
+  showError(null);
+  try {
+    const body = { query: $("#q").value, k: parseInt($("#k").value, 10) || 10, method: $("#method").value, where: parseWhere($("#where").value) };
+    const out = await api(`/v1/indexes/${index()}/search`, body);
+    $("#query-latents").innerHTML = (out.latents || []).slice(0, 12).map((l) => chip(l.latent, l.label, l.weight.toFixed(2))).join("");
+    $("#results").innerHTML = out.results.map((r, i) => {
+      const spans = r.explanation.flatMap((e) => e.spans);
+      return `<div class="result" data-id="${esc(r.id)}">
+        <div class="meta">#${i + 1} · score ${r.score.toFixed(3)} · ${esc(r.dataset)} · ${esc(r.id)}</div>
+        <div class="text">${highlight(r.text.slice(0, 1500), spans.filter((s) => s[1] <= 1500))}</div>
+        <div class="chips">${r.explanation.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1))).join("")}</div>
+      </div>`;
+    }).join("") || "<p>No results.</p>";
+  } catch (e) { showError(e); }
+}
+
+async function openLatent(id) {
+  showError(null);
+  try {
+    const l = await api(`/v1/indexes/${index()}/latents/${id}`);
+    $("#latent-page").innerHTML = `<h2>latent ${l.id}: ${esc(l.label)}</h2>
+      <p>${esc(l.description)}</p>
+      <p class="muted">in ${(100 * l.doc_freq).toFixed(2)}% of documents (${l.doc_count}); p90 activation ${(l.quantiles.p90 || 0).toFixed(2)}; label: ${esc(l.label_source)}</p>
+      <h3>Top activating examples</h3>
+      ${l.examples.map((e) => `<div class="example">${e.span ? highlight(e.text, [e.span]) : esc(e.text)} <span class="muted">(${e.activation}, ${esc(e.doc_id)})</span></div>`).join("")}
+      <h3>Non-activating examples</h3>
+      ${(l.negatives || []).map((e) => `<div class="example">${esc(e.text)}</div>`).join("")}`;
+    switchView("latent");
+  } catch (e) { showError(e); }
+}
+
+async function doDiff(ev) {
+  ev && ev.preventDefault();
+  showError(null);
+  try {
+    const out = await api(`/v1/indexes/${index()}/diff`, { a: parseWhere($("#diff-a").value), b: parseWhere($("#diff-b").value), top: 20 });
+    const max = Math.max(0.001, ...out.latents.flatMap((l) => [l.freq_a, l.freq_b]));
+    $("#diff-chart").innerHTML = `<p>A: ${out.n_a} docs (blue) · B: ${out.n_b} docs (orange) · ${out.significant} significant latents</p>` +
+      out.latents.map((l) => `<div class="bar-row"><span>${chip(l.latent, l.label)} <span class="muted">p=${l.p_adj.toExponential(1)}</span></span>
+        <span><div class="bar a" style="width:${(100 * l.freq_a / max).toFixed(1)}%"></div><div class="bar b" style="width:${(100 * l.freq_b / max).toFixed(1)}%"></div></span></div>`).join("");
+  } catch (e) { showError(e); }
+}
+
+async function doLatents(ev) {
+  ev && ev.preventDefault();
+  showError(null);
+  try {
+    const q = $("#latent-q").value.trim();
+    const out = await api(`/v1/indexes/${index()}/latents?top=50${q ? "&query=" + encodeURIComponent(q) : ""}`);
+    $("#latent-list").innerHTML = out.latents.map((l) => `<div class="result">${chip(l.id, l.label)} <span class="muted">${(100 * l.doc_freq).toFixed(2)}% of docs</span>
+      ${l.examples[0] && l.examples[0].span ? `<div class="example">${highlight(l.examples[0].text, [l.examples[0].span])}</div>` : ""}</div>`).join("");
+  } catch (e) { showError(e); }
+}
+
+function switchView(name) {
+  document.querySelectorAll(".view").forEach((v) => v.classList.toggle("hidden", v.id !== "view-" + name));
+  document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.dataset.view === name));
+}
+
+async function init() {
+  const saved = localStorage.getItem("saedex-key");
+  if (saved) $("#apikey").value = saved;
+  $("#apikey").addEventListener("change", () => { localStorage.setItem("saedex-key", $("#apikey").value); loadIndexes(); });
+  document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () => switchView(t.dataset.view)));
+  document.body.addEventListener("click", (ev) => { const c = ev.target.closest(".chip"); if (c) openLatent(c.dataset.latent); });
+  $("#search-form").addEventListener("submit", doSearch);
+  $("#diff-form").addEventListener("submit", doDiff);
+  $("#latents-form").addEventListener("submit", doLatents);
+  await loadIndexes();
+}
+async function loadIndexes() {
+  try {
+    const out = await api("/v1/indexes");
+    $("#index").innerHTML = out.indexes.map((n) => `<option>${esc(n)}</option>`).join("");
+    showError(null);
+  } catch (e) { showError(e); }
+}
+init();
