@@ -19,7 +19,7 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def sample(name: str, n: int | None, seed: int = 0) -> list[dict]:
-    rows = [json.loads(l) for l in (SHARED / name).read_text().splitlines()]
+    rows = [json.loads(l) for l in (SHARED / name).read_text().split("\n") if l.strip()]
     random.Random(seed).shuffle(rows)
     return rows[:n] if n else rows
 

@@ -18,7 +18,7 @@ def real_texts(n: int, seed: int = 0) -> tuple[list[str], str]:
     rng = random.Random(seed)
     p = SHARED / "bbc_news.jsonl"
     if p.exists():
-        rows = [json.loads(l)["text"] for l in p.read_text().splitlines()]
+        rows = [json.loads(l)["text"] for l in p.read_text().split("\n") if l.strip()]
         src = "../shared/data/bbc_news.jsonl"
     else:
         import importlib.util

@@ -40,6 +40,7 @@ class Embedder:
         self.dim = int(dim_fn())
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """L2-normalised embeddings; sentence-transformers sorts by length, so batches pad little."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with _lock:

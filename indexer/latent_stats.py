@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ from indexer.store import LatentPoint, Store
 
 N_TOP = 20
 N_NEG = 5
-N_SNIPPETS = 5
+N_SNIPPETS = 3  # snippet embedding dominates refresh time; 3 short windows per latent
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 
 
@@ -156,8 +157,12 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None) -> int:
     labels = labeller.label_many(to_label, progress=progress)
     emb = get_embedder()
     # Label key: what the label says. Snippet key: what the latent *does* (mean of its contexts).
-    lab_texts = [f"{labels[l]['label']}. {labels[l]['description']}" for l, _ in to_label]
-    lab_vecs = emb.encode(lab_texts) if lab_texts else np.zeros((0, emb.dim))
+    # The label alone (tokens + context words) is short; the description's quote is already in the snippets.
+    lab_texts = [labels[l]["label"] for l, _ in to_label]
+    t0 = time.time()
+    lab_vecs = emb.encode(lab_texts, batch_size=256) if lab_texts else np.zeros((0, emb.dim))
+    if progress:
+        print(f"embedded {len(lab_texts):,} labels in {time.time() - t0:.0f} s", file=sys.stderr)
     snip_vecs = _snippet_vectors([(l, ex) for l, ex in to_label], emb, progress, store)
     for (latent, _), lv in zip(to_label, lab_vecs):
         p = by_latent[latent]
@@ -218,7 +223,10 @@ def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, s
     if progress and todo:
         print(f"embedding {len(todo):,} latent snippets ({len(uniq) - len(todo):,} cached)", file=sys.stderr)
     if todo:
-        vecs = emb.encode([keyed[k] for k in todo], batch_size=128)
+        t0 = time.time()
+        vecs = emb.encode([keyed[k] for k in todo], batch_size=256)
+        if progress:
+            print(f"embedded {len(todo):,} snippets in {time.time() - t0:.0f} s", file=sys.stderr)
         for k, v in zip(todo, vecs):
             cache[k] = v.astype(np.float16)
         if cache_path is not None:
@@ -233,7 +241,7 @@ def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, s
     return out
 
 
-def _short_window(text: str, span: list[int], words: int = 8) -> str:
+def _short_window(text: str, span: list[int], words: int = 4) -> str:
     s, e = span
     left = text[:s].split()[-words:]
     right = text[e:].split()[:words]

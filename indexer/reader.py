@@ -132,7 +132,6 @@ class Reader:
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
         self.config = config or ReaderConfig()
-        torch.set_grad_enabled(False)
         path, extra = _resolve_local_dir(self.config.model)
         save_to = extra.pop("_save_to", None)
         with _load_lock:

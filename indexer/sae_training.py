@@ -108,6 +108,11 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 def train_sae(cache_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, metadata: dict, log=print) -> dict:
     """Train on cached activations, checkpointing to ``out_dir``; returns the training report."""
+    with torch.enable_grad():
+        return _train_sae(Path(cache_dir), Path(out_dir), cfg, metadata, log)
+
+
+def _train_sae(cache_dir: Path, out_dir: Path, cfg: TrainConfig, metadata: dict, log) -> dict:
     cache_dir, out_dir = Path(cache_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = _load_training_tokens(cache_dir)

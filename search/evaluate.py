@@ -13,6 +13,7 @@ AP is measured over the same documents for all of them; each method ranks the wh
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ class QuerySpec:
 
 def load_queries(path: str | Path) -> list[QuerySpec]:
     out = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, line in enumerate(Path(path).read_text().split("\n"), 1):  # not splitlines: JSON may hold U+2028
         if not line.strip():
             continue
         try:
@@ -106,6 +107,12 @@ def evaluate(engine: SearchEngine, queries: list[QuerySpec], methods: list[str] 
             opts = SearchOptions(**{**base.__dict__, "method": m, "k": min(max(len(pool), 1), MAX_K), "where": Filter(dict(q.where)),
                                     "explain": False})
             ranked = [r["id"] for r in engine.search(q.query, opts)["results"]]
+            # A method that leaves documents unranked (BM25: no query word) gets them appended in a
+            # fixed random order, so every method's AP is over the same full pool.
+            seen = set(ranked)
+            rest = sorted(pool - seen)
+            random.Random(0).shuffle(rest)
+            ranked += rest
             row["methods"][m] = {"ap": round(average_precision(ranked, rel), 4), "p@10": precision_at(ranked, rel, 10),
                                  "p@50": precision_at(ranked, rel, 50)}
         rows.append(row)

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-from typer.testing import CliRunner
 
 
 def demo_corpus() -> Path:
@@ -21,15 +20,17 @@ def demo_corpus() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
 
 
-def run(*args: str) -> str:
+def run(*args: str) -> None:
+    """Run one saedex command in this process (models load once), output and progress bars live."""
     from server.cli import app
 
     print(f"\n$ saedex {' '.join(args)}", flush=True)
-    r = CliRunner().invoke(app, list(args))
-    print(r.output, end="", flush=True)
-    if r.exit_code != 0:
-        sys.exit(r.exit_code)
-    return r.output
+    try:
+        rc = app(list(args), standalone_mode=False)
+    except SystemExit as e:
+        rc = e.code
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)
 
 
 def main() -> None:
