@@ -37,8 +37,19 @@ NAME = r"^[A-Za-z0-9_-]{1,64}$"
 FilterValue = str | int | float | bool
 
 
-class SearchBody(BaseModel):
+class StrictBody(BaseModel):
+    """Unknown fields are errors (422 naming them), not silently ignored."""
+
     model_config = ConfigDict(extra="forbid")
+
+
+class SlicedBody(StrictBody):
+    """An analysis over the documents matching ``where``."""
+
+    where: dict[str, FilterValue] = Field(default_factory=dict, max_length=16)
+
+
+class SearchBody(StrictBody):
     query: Optional[str] = Field(None, max_length=2000)
     k: int = Field(10, ge=1, le=10_000)
     method: Literal["sae", "bm25", "dense", "hybrid"] = "sae"
@@ -49,8 +60,7 @@ class SearchBody(BaseModel):
     expand: int = Field(0, ge=0, le=20)
 
 
-class DiffBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DiffBody(StrictBody):
     a: dict[str, FilterValue] = Field(..., min_length=1, max_length=16)
     b: dict[str, FilterValue] | list[dict[str, FilterValue]] = Field(...)
     top: int = Field(20, ge=1, le=1000)
@@ -60,9 +70,7 @@ class DiffBody(BaseModel):
     hypotheses: int = Field(0, ge=0, le=10)
 
 
-class CorrelationsBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    where: dict[str, FilterValue] = Field(default_factory=dict, max_length=16)
+class CorrelationsBody(SlicedBody):
     min_npmi: float = Field(0.3, ge=-1, le=1)
     max_label_sim: float = Field(0.2, ge=-1, le=1)
     min_support: int = Field(5, ge=1)
@@ -71,9 +79,7 @@ class CorrelationsBody(BaseModel):
     top: int = Field(20, ge=1, le=1000)
 
 
-class ClustersBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    where: dict[str, FilterValue] = Field(default_factory=dict, max_length=16)
+class ClustersBody(SlicedBody):
     k: int = Field(5, ge=2, le=100)
     axis: Optional[str] = Field(None, max_length=500)
     method: Literal["sae", "dense"] = "sae"
