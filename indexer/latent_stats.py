@@ -178,17 +178,6 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None) -> int:
     return len(to_label)
 
 
-def _snippet_cache_path(store: Store):
-    from pathlib import Path
-
-    from indexer.paths import saedex_home
-
-    root = getattr(store, "root", None)
-    if root is not None:
-        return Path(root) / "snippet_cache.pkl"
-    return saedex_home() / "cache" / f"{getattr(store, 'name', 'index')}.snippets.pkl"
-
-
 def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, store: Store | None = None) -> dict[int, np.ndarray]:
     """Mean embedding of each latent's top snippets.
 
@@ -211,7 +200,7 @@ def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, s
             per_latent[latent] = keys
     if not per_latent:
         return {}
-    cache_path = _snippet_cache_path(store) if store is not None else None
+    cache_path = store.cache_file("snippet_cache.pkl") if store is not None else None
     cache: dict[tuple, np.ndarray] = {}
     if cache_path is not None and cache_path.exists():
         try:

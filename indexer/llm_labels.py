@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from indexer.embedder import get_embedder
 from indexer.llm import LLMClient, require_llm
-from indexer.paths import saedex_home
 from indexer.store import Store
 
 SYSTEM = (
@@ -39,16 +37,11 @@ def format_examples(payload: dict, n_pos: int = 10, n_neg: int = 10) -> str:
     return "\n".join(lines)
 
 
-def _cache_path(store: Store) -> Path:
-    root = getattr(store, "root", None)
-    return (Path(root) if root else saedex_home()) / "llm_labels_cache.json"
-
-
 def label_with_llm(store: Store, model: str | None, ids: list[int] | None = None, min_docs: int = 3,
                    concurrency: int = 8, progress: bool = True) -> dict:
     model = require_llm(model, "LLM labelling")
     client = LLMClient(model)
-    cache_file = _cache_path(store)
+    cache_file = store.cache_file("llm_labels_cache.json")
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     pts = store.get_latents(ids, with_vectors=True) if ids is not None else store.get_latents(with_vectors=True)
     pts = [p for p in pts if p.payload.get("doc_count", 0) >= min_docs and p.payload.get("examples")]

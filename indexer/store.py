@@ -79,6 +79,10 @@ class Store(ABC):
     manifest_path: Path | None = None
 
     @abstractmethod
+    def cache_file(self, filename: str) -> Path:
+        """Where derived per-index files (BM25, snippet embeddings, LLM labels) are cached."""
+
+    @abstractmethod
     def create(self, dense_dim: int, label_dim: int) -> None: ...
     @abstractmethod
     def exists(self) -> bool: ...
@@ -182,6 +186,9 @@ class EdgeStore(Store):
 
     def exists(self) -> bool:
         return self.manifest_path.exists() and (self.root / DOCS).exists()
+
+    def cache_file(self, filename: str) -> Path:
+        return self.root / filename
 
     def create(self, dense_dim: int, label_dim: int) -> None:
         from qdrant_edge import (
@@ -383,6 +390,13 @@ class ServerStore(Store):
 
     def _c(self, kind: str) -> str:
         return f"{self.name}__{kind}"
+
+    def cache_file(self, filename: str) -> Path:
+        from indexer.paths import saedex_home
+
+        d = saedex_home() / "cache"
+        d.mkdir(parents=True, exist_ok=True)
+        return d / f"{self.name}.{filename}"
 
     def exists(self) -> bool:
         return self.client.collection_exists(self._c("meta")) and self.client.collection_exists(self._c(DOCS))

@@ -11,12 +11,10 @@ from __future__ import annotations
 import pickle
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from indexer.paths import saedex_home
 from indexer.store import Filter, Store
 
 _TOKEN = re.compile(r"\w+")
@@ -70,16 +68,10 @@ def build_bm25(doc_ids: list[str], texts: list[str], key: str = "", k1: float = 
     return BM25Index(doc_ids=list(doc_ids), vocab=vocab, weights=w, key=key)
 
 
-def _cache_file(index: str) -> Path:
-    d = saedex_home() / "cache"
-    d.mkdir(parents=True, exist_ok=True)
-    return d / f"{index}.bm25.pkl"
-
-
-def load_or_build_bm25(store: Store, index: str) -> BM25Index:
+def load_or_build_bm25(store: Store) -> BM25Index:
     """Cached per index; rebuilt when the document count changes (indexes only grow)."""
     key = f"{store.count()}"
-    path = _cache_file(index)
+    path = store.cache_file("bm25.pkl")
     if path.exists():
         try:
             cached = pickle.loads(path.read_bytes())

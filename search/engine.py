@@ -238,7 +238,7 @@ class SearchEngine:
 
         with self._lock:
             if self._bm25 is None or self._bm25.key != str(self.store.count()):
-                self._bm25 = load_or_build_bm25(self.store, self.index)
+                self._bm25 = load_or_build_bm25(self.store)
         bm = self._bm25
         top = bm.top(query, opts.k, allowed_mask(self.store, bm, opts.where))
         docs = {h.doc_id: h for h in self.store.get_docs([bm.doc_ids[i] for i, _ in top])}
