@@ -1,72 +1,142 @@
-"""Indexing throughput: the reader's forward pass alone vs the whole pipeline, same documents, one run.
+"""Indexing throughput on full-length articles: the fp32 reader forward alone vs the whole pipeline
+with the chosen defaults, same documents, same run; plus the fast paths' agreement with fp32.
 
-    python benchmarks/index_throughput.py [--docs 300]
+    python benchmarks/index_throughput.py [--docs 200] [--precisions bf16,int8]
 
-Prints tokens/s of (1) the reader forward pass alone, (2) reader + SAE + max-pool, (3) the whole
-pipeline incl. the dense baseline embedding and the Qdrant Edge write; their ratios; padding
-fraction; truncated documents; peak RSS. Writes benchmarks/results/index_throughput.json.
+Measures, on the same real documents (BBC articles, whole):
+(1) reader forward alone, fp32 reference (windows, no SAE);
+(2) the whole pipeline with the defaults (precision auto, windows, SAE encode, max-pool, MiniLM
+    dense vector, Qdrant Edge write);
+(3) the previous release's pipeline (fp32, documents cut at 128 tokens) on the same documents;
+(4) for each fast precision: pooled vectors vs the fp32 pipeline's (cosine, top-10 latent
+    overlap, Jaccard of the non-zero sets) and its reader+SAE tokens/s.
+Tokens/s, docs/s, padding fraction, window overhead, truncated documents, peak RSS.
+Writes benchmarks/results/index_throughput.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import write_result, Timer, peak_rss_mb, real_texts  # noqa: E402
+from benchmarks.common import Timer, peak_rss_mb, real_texts, write_result  # noqa: E402
+
+
+def pooled(ix, texts):
+    """Reader + SAE + max-pool of texts -> list of {latent: value}; also (tokens, computed, padded, truncated)."""
+    from indexer.pooling import encode_and_pool
+
+    out = [None] * len(texts)
+    n = [0, 0, 0, 0]
+    for b in ix.reader.encode(texts):
+        for i, p in zip(b.indices, encode_and_pool(ix.sae, b.states, b.offsets)):
+            out[i] = dict(zip(p.indices.tolist(), p.values.tolist()))
+        n[0] += b.n_tokens
+        n[1] += b.n_computed
+        n[2] += b.n_padded
+        n[3] += b.truncated
+    return out, n
+
+
+def agreement(ref: list[dict], other: list[dict]) -> dict:
+    cos, top, jac = [], [], []
+    for a, b in zip(ref, other):
+        keys = sorted(set(a) | set(b))
+        va = np.array([a.get(k, 0.0) for k in keys])
+        vb = np.array([b.get(k, 0.0) for k in keys])
+        cos.append(float(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb) + 1e-12)))
+        ta = set(sorted(a, key=a.get, reverse=True)[:10])
+        tb = set(sorted(b, key=b.get, reverse=True)[:10])
+        top.append(len(ta & tb) / 10)
+        jac.append(len(set(a) & set(b)) / max(len(set(a) | set(b)), 1))
+    return {"cosine_mean": round(float(np.mean(cos)), 4), "cosine_min": round(float(np.min(cos)), 4),
+            "top10_overlap": round(float(np.mean(top)), 4), "nonzero_jaccard": round(float(np.mean(jac)), 4)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--docs", type=int, default=300)
+    ap.add_argument("--docs", type=int, default=200)
+    ap.add_argument("--precisions", default="bf16,int8")
     args = ap.parse_args()
-    os.environ.setdefault("SAEDEX_MODEL_CACHE", str(Path.home() / ".saedex" / "models"))
+    os.environ.setdefault("SAEDEX_MODEL_CACHE", str(Path.home() / ".cache" / "saedex-models"))
     os.environ["SAEDEX_HOME"] = tempfile.mkdtemp(prefix="saedex-bench-")
     from indexer.corpus import Record
     from indexer.embedder import get_embedder
     from indexer.pipeline import Indexer, IndexReport
-    from indexer.pooling import encode_and_pool
+    from indexer.reader import ReaderConfig
     from indexer.store import open_store
 
     texts, src = real_texts(args.docs)
-    ix = Indexer()
-    reader = ix.reader
-    get_embedder()
-    list(reader.encode(texts[:16]))  # warm-up
+    res: dict = {"docs": len(texts), "source": src + " (whole articles)", "cpu_count": os.cpu_count()}
 
-    with Timer() as t_fwd:
-        n_tok = n_pad = n_trunc = 0
-        for b in reader.encode(texts):
+    # (1) fp32 reader forward alone
+    ref = Indexer(ReaderConfig(precision="fp32"))
+    list(ref.reader.encode(texts[:4]))
+    with Timer() as t:
+        n_tok = n_comp = n_pad = n_trunc = 0
+        for b in ref.reader.encode(texts):
             n_tok += b.n_tokens
+            n_comp += b.n_computed
             n_pad += b.n_padded
             n_trunc += b.truncated
-    with Timer() as t_sae:
-        for b in reader.encode(texts):
-            encode_and_pool(ix.sae, b.states, b.offsets)
+    res["tokens"] = n_tok
+    res["forward_fp32"] = {"tok_s": round(n_tok / t.s, 1), "docs_s": round(len(texts) / t.s, 2), "seconds": round(t.s, 1)}
+    res["window_overhead"] = round(n_comp / n_tok, 3)
+    res["padding_fraction"] = round(n_pad / max(n_comp, 1), 4)
+    res["truncated_docs"] = n_trunc
+    res["reader"] = ref.reader_cfg.recipe()
+    with Timer() as t:
+        ref_vecs, _ = pooled(ref, texts)
+    res["forward_plus_sae_fp32"] = {"tok_s": round(n_tok / t.s, 1)}
+
+    # (2) the whole pipeline with the defaults
+    get_embedder()
+    ix = Indexer(ReaderConfig())
+    list(ix.reader.encode(texts[:4]))
     store = open_store("bench")
     ix.prepare_store(store, "bench")
-    recs = [Record(id=str(i), text=t, fields={}) for i, t in enumerate(texts)]
+    recs = [Record(id=str(i), text=t_, fields={}) for i, t_ in enumerate(texts)]
     rep = IndexReport(index="bench", dataset="bench")
-    with Timer() as t_all:
+    with Timer() as t:
         for s in range(0, len(recs), 128):
             store.upsert_docs(ix.encode_records(recs[s : s + 128], "bench", rep))
     store.close()
-    res = {
-        "docs": len(texts), "source": src, "tokens": n_tok, "reader": ix.reader_cfg.as_dict() | {"dtype": str(reader.dtype)},
-        "sae": {"d_sae": ix.sae.d_sae, "k": ix.sae.cfg.get("k")},
-        "forward_tok_s": round(n_tok / t_fwd.s, 1),
-        "forward_plus_sae_tok_s": round(n_tok / t_sae.s, 1),
-        "pipeline_tok_s": round(n_tok / t_all.s, 1),
-        "ratio_sae_vs_forward": round(t_fwd.s / t_sae.s, 3),
-        "ratio_pipeline_vs_forward": round(t_fwd.s / t_all.s, 3),
-        "padding_fraction": round(n_pad / (n_tok + n_pad), 4),
-        "truncated_docs": n_trunc,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
+    res["pipeline_default"] = {"precision": ix.reader.precision, "embedder_precision": get_embedder().precision,
+                               "tok_s": round(rep.tokens / t.s, 1), "docs_s": round(len(texts) / t.s, 2), "seconds": round(t.s, 1)}
+    res["ratio_pipeline_vs_fp32_forward"] = round(res["pipeline_default"]["tok_s"] / res["forward_fp32"]["tok_s"], 3)
+
+    # (3) the previous release's pipeline: fp32, documents cut at 128 tokens
+    old = Indexer(ReaderConfig(precision="fp32", max_tokens=128, window=128, overlap=0))
+    old.reader
+    store = open_store("bench_old")
+    old.prepare_store(store, "bench_old")
+    rep_old = IndexReport(index="bench_old", dataset="bench")
+    prev = os.environ.get("SAEDEX_EMBEDDER_FP32")
+    with Timer() as t:
+        for s in range(0, len(recs), 128):
+            store.upsert_docs(old.encode_records(recs[s : s + 128], "bench", rep_old))
+    store.close()
+    res["pipeline_previous_release"] = {"tok_s": round(rep_old.tokens / t.s, 1), "tokens": rep_old.tokens,
+                                        "note": "fp32 reader and SAE, 128-token cut (dense vectors as configured now)"}
+    res["speedup_vs_previous_release"] = round(res["pipeline_default"]["tok_s"] / res["pipeline_previous_release"]["tok_s"], 3)
+    del prev
+
+    # (4) agreement of the fast paths with fp32
+    res["agreement_with_fp32"] = {}
+    for prec in [p for p in args.precisions.split(",") if p]:
+        fx = Indexer(ReaderConfig(precision=prec))
+        list(fx.reader.encode(texts[:4]))
+        with Timer() as t:
+            vecs, _ = pooled(fx, texts)
+        res["agreement_with_fp32"][prec] = agreement(ref_vecs, vecs) | {"reader_plus_sae_tok_s": round(n_tok / t.s, 1)}
+    res["nonzero_latents_per_doc"] = round(float(np.mean([len(v) for v in ref_vecs])), 1)
+    res["peak_rss_mb"] = round(peak_rss_mb(), 1)
     write_result("index_throughput", res)
 
 

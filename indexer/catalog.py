@@ -8,14 +8,39 @@ from __future__ import annotations
 import numpy as np
 
 from indexer.embedder import get_embedder
+from indexer.manifest import check_version
 from indexer.store import Filter, IndexNotFound, LatentPoint, Store
+
+
+class LatentStatsStale(ValueError):
+    """Latent statistics do not cover the index's documents (exit 2 / HTTP 409)."""
 
 
 def require_index(store: Store, name: str) -> dict:
     manifest = store.read_manifest()
     if manifest is None:
         raise IndexNotFound(f"no index named {name!r} (create it with `saedex index PATH --index {name}`)")
+    check_version(manifest, name)
     return manifest
+
+
+def latent_stats_state(store: Store, manifest: dict) -> dict:
+    """Whether latent statistics (labels, p90, examples) cover every document.
+
+    An ingest killed after its last write but before the refresh leaves them stale; search
+    then refuses with a hint instead of silently ranking with missing latents.
+    """
+    docs = store.count()
+    covered = int(manifest.get("latent_stats_docs") or 0)
+    return {"documents": docs, "documents_covered": covered, "stale": covered != docs}
+
+
+def require_fresh_latent_stats(store: Store, name: str, manifest: dict) -> None:
+    state = latent_stats_state(store, manifest)
+    if state["stale"] and state["documents"]:
+        raise LatentStatsStale(
+            f"latent statistics of index {name!r} cover {state['documents_covered']} of {state['documents']} documents "
+            f"(an ingest stopped before refreshing them); run `saedex label --index {name}`")
 
 
 def index_info(store: Store, name: str) -> dict:
@@ -29,6 +54,8 @@ def index_info(store: Store, name: str) -> dict:
         "sae": manifest.get("sae", {}),
         "embedder": manifest.get("embedder"),
         "pooling": manifest.get("pooling"),
+        "inference": manifest.get("inference", {}),
+        "latent_stats": latent_stats_state(store, manifest),
     }
 
 

@@ -31,9 +31,14 @@ def index_cmd(
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count broken records instead of failing."),
     sae: Optional[str] = typer.Option(None, "--sae", help="SAE folder (sae-lens format) or release:sae_id; default: shipped SAE."),
     reader: Optional[str] = typer.Option(None, "--reader", help="Reader model id/path (default: gemma3-270m)."),
-    layer: Optional[int] = typer.Option(None, "--layer"),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Truncate documents at this many tokens."),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Residual stream after this block (default: the SAE's layer, 6)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Read documents up to this many tokens (default 4,096; longer ones are cut and counted)."),
+    window: Optional[int] = typer.Option(None, "--window", help="Tokens per reader window (default 1,024; see README)."),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help="Tokens of left context a window shares with the previous one (default 128)."),
+    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | int8 (auto: bf16 where native, else int8)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    batch_tokens: int = typer.Option(4096, "--batch-tokens", help="Tokens per forward pass."),
+    update: bool = typer.Option(False, "--update", help="Re-index documents whose id is indexed with a different text."),
     chunk_docs: int = typer.Option(128, "--chunk-docs", help="Documents per write (one atomic upsert each)."),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
@@ -44,20 +49,31 @@ def index_cmd(
     from indexer.reader import ReaderConfig
     from indexer.sae import load_sae
 
-    cfg = ReaderConfig(batch_size=batch_size)
     sae_cfg_meta = load_sae(sae).cfg.get("metadata", {}) if sae else {}
-    cfg.model = reader or sae_cfg_meta.get("saedex_reader") or cfg.model
-    cfg.layer = layer or sae_cfg_meta.get("saedex_layer") or cfg.layer
-    cfg.max_tokens = max_tokens or cfg.max_tokens
+    defaults = ReaderConfig.__dataclass_fields__
+    cfg = ReaderConfig(  # validates every value (a bad --layer/--window fails before anything is written)
+        model=reader or sae_cfg_meta.get("saedex_reader") or defaults["model"].default,
+        layer=layer if layer is not None else int(sae_cfg_meta.get("saedex_layer") or defaults["layer"].default),
+        max_tokens=max_tokens if max_tokens is not None else defaults["max_tokens"].default,
+        window=window if window is not None else defaults["window"].default,
+        overlap=overlap if overlap is not None else defaults["overlap"].default,
+        precision=precision, device=device, batch_tokens=batch_tokens)
     report = index_corpus(path, index, dataset, text_field, id_field, skip_invalid, qdrant_url,
-                          indexer=Indexer(cfg, sae), chunk_docs=chunk_docs, progress=not quiet)
+                          indexer=Indexer(cfg, sae), chunk_docs=chunk_docs, progress=not quiet, update=update)
     d = report.as_dict()
     if report.invalid:
         err_console.print(f"skipped {report.invalid} invalid record(s), e.g. {report.invalid_examples[0]}", highlight=False)
+    if report.ids_normalised:
+        err_console.print(f"warning: {report.ids_normalised} integer id(s) stored as strings (ids 1 and \"1\" are the same document)",
+                          highlight=False)
+    if report.changed and not update:
+        err_console.print(f"warning: {report.changed} document(s) already indexed under the same id have a different text; "
+                          f"kept the indexed version (re-run with --update to replace them)", highlight=False)
     emit(d, as_json, lambda r: console.print(
         f"indexed {r['indexed']} new document(s) into [bold]{index}[/bold] "
         f"({r['already_indexed']} already there, {r['empty']} empty, {r['invalid']} invalid, "
-        f"{r['duplicates_in_input']} duplicate ids; {r['tokens']} tokens, {r['truncated_docs']} truncated, "
+        f"{r['duplicates_in_input']} duplicate ids, {r['changed']} changed, {r['updated']} updated; "
+        f"{r['tokens']} tokens, {r['truncated_docs']} truncated, "
         f"{r['tokens_per_s']} tok/s; {r['latents_relabelled']} latents (re)labelled)", highlight=False))
 
 
@@ -158,6 +174,7 @@ def train_sae_cmd(
     reader: str = typer.Option("gemma3-270m", "--reader"),
     layer: int = typer.Option(6, "--layer"),
     max_tokens: int = typer.Option(128, "--max-tokens", help="Per-document token limit."),
+    precision: str = typer.Option("fp32", "--precision", help="Reader precision for the activation cache (fp32 reproduces the shipped SAE)."),
     tokens: int = typer.Option(3_000_000, "--tokens", help="Training tokens to cache."),
     holdout_docs: int = typer.Option(1000, "--holdout-docs", help="Last N documents held back for the report."),
     width: int = typer.Option(16384, "--width", help="Number of latents (d_sae)."),
@@ -176,7 +193,7 @@ def train_sae_cmd(
 
     set_threads()
     cache = cache_dir or out / "activations"
-    rcfg = ReaderConfig(model=reader, layer=layer, max_tokens=max_tokens)
+    rcfg = ReaderConfig(model=reader, layer=layer, max_tokens=max_tokens, precision=precision)
     log = (lambda m: err_console.print(m, highlight=False))
     prog_path = cache / "progress.json"
     import json
@@ -197,7 +214,7 @@ def drop_cmd(index: str = typer.Option(..., "--index"), qdrant_url: Optional[str
 
     store = open_store(index, qdrant_url)
     existed = store.read_manifest() is not None
-    store.drop()
+    store.drop()  # refuses (exit 1) while another process (indexer, server) has the index open
     emit({"dropped": index, "existed": existed}, as_json, lambda r: console.print(f"dropped {index}" if existed else f"no index {index}"))
 
 

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,9 +36,10 @@ class ReadStats:
     empty: int = 0
     invalid: int = 0
     invalid_examples: list[str] = field(default_factory=list)
+    ids_normalised: int = 0  # integer ids stored as their decimal string
 
     def as_dict(self) -> dict:
-        return {"read": self.read, "empty": self.empty, "invalid": self.invalid}
+        return {"read": self.read, "empty": self.empty, "invalid": self.invalid, "ids_normalised": self.ids_normalised}
 
 
 def content_id(text: str) -> str:
@@ -47,34 +49,39 @@ def content_id(text: str) -> str:
 
 def _check_utf8(path: Path, data: bytes) -> str:
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a UTF-8 byte-order mark (Excel, Notepad) is accepted
     except UnicodeDecodeError as e:
         raise CorpusError(f"{path}: not UTF-8 at byte offset {e.start} ({e.reason})") from None
 
 
-def _iter_text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line) of a possibly gzipped text file, checking UTF-8 with offsets."""
+def _iter_text_lines(path: Path) -> Iterator[tuple[int, str | CorpusError]]:
+    """Yield (line number, line) of a possibly gzipped text file, checking UTF-8 with offsets.
+
+    A line that is not UTF-8 is yielded as a :class:`CorpusError` (so ``--skip-invalid`` can skip
+    it); a file that cannot be read at all (corrupt or truncated gzip) raises one.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     offset = 0
     try:
         with opener(path, "rb") as fh:
             for lineno, raw in enumerate(fh, start=1):
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw, offset = raw[3:], 3  # UTF-8 byte-order mark
                 try:
-                    line = raw.decode("utf-8")
+                    line: str | CorpusError = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise CorpusError(
-                        f"{path}:{lineno}: not UTF-8 at byte offset {offset + e.start} ({e.reason})"
-                    ) from None
+                    line = CorpusError(f"{path}:{lineno}: not UTF-8 at byte offset {offset + e.start} ({e.reason})")
                 offset += len(raw)
                 yield lineno, line
-    except (OSError, EOFError) as e:
-        if isinstance(e, CorpusError):
-            raise
-        raise CorpusError(f"{path}: cannot read ({e})") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise CorpusError(f"{path}: cannot read ({'corrupt or truncated gzip: ' if path.suffix == '.gz' else ''}{e})") from None
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
     for lineno, line in _iter_text_lines(path):
+        if isinstance(line, CorpusError):
+            yield f"{path}:{lineno}", line
+            continue
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -89,10 +96,20 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
         yield where, obj
 
 
+CSV_FIELD_LIMIT = 64 * 1024 * 1024  # whole documents: Python's default 128 KiB is one long article
+
+
 def _iter_csv(path: Path) -> Iterator[tuple[str, dict]]:
     text = _check_utf8(path, path.read_bytes())
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise CorpusError(f"{path}:{reader.line_num}: invalid CSV ({e})") from None
         yield f"{path}:{reader.line_num}", dict(row)
 
 
@@ -162,6 +179,9 @@ def read_corpus(
             problem = f"{where}: field {text_field!r} must be a string, got {type(obj[text_field]).__name__}"
         elif id_field and (obj.get(id_field) is None or str(obj.get(id_field)) == ""):
             problem = f"{where}: missing id field {id_field!r}"
+        elif id_field and not _valid_id_type(obj[id_field]):
+            problem = (f"{where}: id field {id_field!r} must be a string or an integer, "
+                       f"got {type(obj[id_field]).__name__} {obj[id_field]!r}")
         if problem:
             if not skip_invalid:
                 raise CorpusError(problem)
@@ -173,10 +193,22 @@ def read_corpus(
         if not text.strip():
             stats.empty += 1
             continue
-        doc_id = str(obj[id_field]) if id_field else (str(obj["id"]) if path.is_dir() else content_id(text))
+        if id_field:
+            raw_id = obj[id_field]
+            if not isinstance(raw_id, str):
+                stats.ids_normalised += 1  # an integer: stored as its decimal string ("1" and 1 are one id)
+            doc_id = str(raw_id)
+        else:
+            doc_id = str(obj["id"]) if path.is_dir() else content_id(text)
         fields = {k: v for k, v in obj.items() if k not in (text_field,) and k != id_field}
         stats.read += 1
         yield Record(id=doc_id, text=text, fields=_jsonable(fields))
+
+
+def _valid_id_type(value: Any) -> bool:
+    """Ids are strings as given; integers are accepted as their decimal string. Booleans and floats
+    are refused: ``true`` -> "True" or ``1.0`` -> "1.0" would silently not match the user's ids."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _jsonable(fields: dict) -> dict:

@@ -28,26 +28,36 @@ def _resolve(name: str) -> str:
 
 
 class Embedder:
-    def __init__(self, name: str = DEFAULT_EMBEDDER, max_seq_length: int = 128):
+    def __init__(self, name: str = DEFAULT_EMBEDDER, max_seq_length: int = 256):
         os.environ.setdefault("HF_HUB_OFFLINE", "1") if name == DEFAULT_EMBEDDER else None
         from sentence_transformers import SentenceTransformer
 
         self.name = name
         self.model = SentenceTransformer(_resolve(name), device="cpu")
-        # Documents are truncated like the reader's input: the dense baseline sees what the SAE sees.
+        # 256 word pieces: the most MiniLM reads (its sentence-transformers limit); the SAE reads
+        # whole documents, so the dense baseline sees the first ~200 words of a long one.
         self.model.max_seq_length = max_seq_length
         dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim_fn())
+        # bf16 where the CPU multiplies bf16 natively: 1.65x faster, cosine to fp32 >= 0.9999
+        # (measured on 60 BBC articles); int8 was faster still but only 0.93 cosine, so not used.
+        from indexer.reader import cpu_has_native_bf16
+
+        self.precision = "bf16" if cpu_has_native_bf16() and os.environ.get("SAEDEX_EMBEDDER_FP32") != "1" else "fp32"
+        if self.precision == "bf16":
+            import torch
+
+            self.model.to(torch.bfloat16)
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """L2-normalised embeddings; sentence-transformers sorts by length, so batches pad little."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with _lock:
-            return np.asarray(
-                self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False),
-                dtype=np.float32,
-            )
+            v = np.asarray(
+                self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=False, show_progress_bar=False,
+                                  convert_to_tensor=True).float().cpu().numpy(), dtype=np.float32)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
 @lru_cache(maxsize=4)

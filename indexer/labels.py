@@ -56,9 +56,10 @@ class OfflineLabeller:
             return {"label": "(no examples)", "description": "", "source": "offline"}
         # Firing tokens: share of examples, lightly weighted by distinctiveness.
         tok_scores = {t: c / n * (0.5 + 0.5 * min(self.idf(t) / 4.0, 1.0)) for t, c in fired.items()}
-        top_tok = sorted(tok_scores, key=tok_scores.get, reverse=True)
+        # Ties broken by the string itself: labels must not depend on set/hash order between runs.
+        top_tok = sorted(tok_scores, key=lambda t: (-tok_scores[t], t))
         ctx_scores = {w: (c / n) * self.idf(w) for w, c in context.items() if c >= 2 and w not in _STOP and len(w) > 1}
-        top_ctx = [w for w in sorted(ctx_scores, key=ctx_scores.get, reverse=True) if w not in top_tok[:3]][:3]
+        top_ctx = [w for w in sorted(ctx_scores, key=lambda w: (-ctx_scores[w], w)) if w not in top_tok[:3]][:3]
         share = fired[top_tok[0]] / n
         if share >= 0.5:
             head = f'"{top_tok[0]}"'

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.corpus import ReadStats, Record, read_corpus
+from indexer.corpus import ReadStats, Record, content_id, read_corpus
 from indexer.embedder import DEFAULT_EMBEDDER, get_embedder
 from indexer.manifest import build_manifest, check_compatible
 from indexer.pooling import encode_and_pool, pack
@@ -25,7 +25,7 @@ from indexer.reader import Reader, ReaderConfig, get_reader, set_threads
 from indexer.sae import DEFAULT_SAE_DIR, load_sae
 from indexer.store import DocPoint, Store, open_store
 
-RESERVED = {"doc_id", "text", "dataset", "_fires", "_offsets", "n_tokens", "truncated"}
+RESERVED = {"doc_id", "text", "dataset", "_fires", "_offsets", "n_tokens", "truncated", "content_hash"}
 
 
 @dataclass
@@ -41,6 +41,10 @@ class IndexReport:
     tokens: int = 0
     padded_tokens: int = 0
     truncated_docs: int = 0
+    computed_tokens: int = 0  # positions run through the reader (BOS per window, overlap context)
+    changed: int = 0  # ids already indexed with a different text
+    updated: int = 0  # of those, replaced (--update)
+    ids_normalised: int = 0  # integer ids turned into strings
     seconds: float = 0.0
     latents_relabelled: int = 0
     invalid_examples: list[str] = field(default_factory=list)
@@ -48,7 +52,8 @@ class IndexReport:
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d["tokens_per_s"] = round(self.tokens / self.seconds, 1) if self.seconds else None
-        d["padding_fraction"] = round(self.padded_tokens / max(self.tokens + self.padded_tokens, 1), 4)
+        d["padding_fraction"] = round(self.padded_tokens / max(self.computed_tokens, 1), 4)
+        d["window_overhead"] = round(self.computed_tokens / self.tokens, 3) if self.tokens else None
         return d
 
 
@@ -66,18 +71,24 @@ class Indexer:
     @property
     def reader(self) -> Reader:
         if self._reader is None:
-            self._reader = get_reader(self.reader_cfg)
-            if self._reader.d_model != self.sae.d_in:
+            reader = get_reader(self.reader_cfg)
+            if reader.d_model != self.sae.d_in:
                 raise ValueError(f"SAE expects d_in={self.sae.d_in} but reader {self.reader_cfg.model} layer "
-                                 f"{self.reader_cfg.layer} has width {self._reader.d_model}")
+                                 f"{self.reader_cfg.layer} has width {reader.d_model}")
+            # The SAE's encoder matmul runs in the reader's precision, on its device.
+            self.sae.set_precision(reader.precision, reader.device)
+            self._reader = reader
         return self._reader
 
     def manifest(self) -> dict:
         return build_manifest(self.reader_cfg, self.sae, self.sae_path if self.sae_path != str(DEFAULT_SAE_DIR) else "default",
-                              self.embedder_name, self.sae.d_in)
+                              self.embedder_name, self.sae.d_in, precision=self.reader.precision)
 
     def prepare_store(self, store: Store, index: str) -> None:
+        """Validate the recipe (loads the reader: a bad --layer fails here), take the store's lock,
+        and only then create the index or check it: a failed or concurrent run leaves no trace."""
         new = self.manifest()
+        store.lock()
         existing = store.read_manifest()
         if existing is not None:
             check_compatible(existing, new, index)
@@ -96,13 +107,14 @@ class Indexer:
             if report is not None:
                 report.tokens += batch.n_tokens
                 report.padded_tokens += batch.n_padded
+                report.computed_tokens += batch.n_computed
                 report.truncated_docs += batch.truncated
         dense = get_embedder(self.embedder_name).encode(texts)
         points = []
         for r, p, dv in zip(records, pooled, dense):
             payload = {("field_" + k if k in RESERVED else k): v for k, v in r.fields.items()}
             payload.update({
-                "text": r.text, "dataset": dataset, "n_tokens": int(len(p.offsets)),
+                "text": r.text, "dataset": dataset, "n_tokens": int(len(p.offsets)), "content_hash": content_id(r.text),
                 "_fires": pack(np.stack([p.indices, p.argmax_token], axis=1)) if len(p.indices) else "",
                 "_offsets": pack(p.offsets),
             })
@@ -123,6 +135,7 @@ def collect_records(path: str | Path, text_field: str, id_field: str | None, ski
         seen.add(rec.id)
         records.append(rec)
     report.read, report.empty, report.invalid = stats.read, stats.empty, stats.invalid
+    report.ids_normalised = stats.ids_normalised
     report.invalid_examples = stats.invalid_examples
     return records
 
@@ -139,7 +152,10 @@ def index_corpus(
     chunk_docs: int = 128,
     refresh_latents: bool = True,
     progress: bool = True,
+    update: bool = False,
 ) -> IndexReport:
+    """Index a corpus file. Ids already present are skipped when their text is unchanged; ids whose
+    text changed are reported (``changed``) and, with ``update=True``, re-encoded and replaced."""
     dataset = dataset or Path(path).name.split(".")[0]
     report = IndexReport(index=index, dataset=dataset)
     t0 = time.time()
@@ -151,9 +167,15 @@ def index_corpus(
         from indexer.catalog import add_dataset
 
         add_dataset(store, dataset)
-        existing = store.existing_doc_ids([r.id for r in records]) if records else set()
-        report.already_indexed = len(existing)
+        existing = store.existing_doc_hashes([r.id for r in records]) if records else {}
+        changed = [r for r in records if r.id in existing and existing[r.id] != content_id(r.text)]
+        report.changed = len(changed)
+        report.already_indexed = len(existing) - len(changed)
         todo = [r for r in records if r.id not in existing]
+        if update:
+            todo += changed
+            report.updated = len(changed)
+            report.already_indexed = len(existing) - len(changed)
         if todo:
             indexer.reader  # load the models before the clock starts: throughput excludes loading
             get_embedder(indexer.embedder_name)
@@ -164,10 +186,11 @@ def index_corpus(
             store.upsert_docs(indexer.encode_records(chunk, dataset, report))
             report.indexed += len(chunk)
             bar.update(len(chunk))
+        report.indexed -= report.updated  # replaced documents are counted apart from new ones
         bar.close()
         report.seconds = round(time.time() - t_enc, 2)
         stale = (store.read_manifest() or {}).get("latent_stats_docs") != store.count()
-        if refresh_latents and (report.indexed or stale):
+        if refresh_latents and (report.indexed or report.updated or stale):
             from indexer.latent_stats import refresh_latents as _refresh
 
             report.latents_relabelled = _refresh(store, progress=progress)

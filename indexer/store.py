@@ -20,7 +20,7 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 _NS = uuid.UUID("6f1b6c1e-6a55-4c39-9d0e-5ae0e5ae0e5a")
 DOCS, LATENTS = "docs", "latents"
@@ -28,6 +28,10 @@ DOCS, LATENTS = "docs", "latents"
 
 class StoreError(RuntimeError):
     """A store problem the user can act on (locked, missing, incompatible)."""
+
+
+class IndexLocked(StoreError):
+    """Another process has the index open (Qdrant Edge: one process per index)."""
 
 
 class IndexNotFound(StoreError):
@@ -93,7 +97,20 @@ class Store(ABC):
     @abstractmethod
     def upsert_docs(self, points: list[DocPoint]) -> None: ...
     @abstractmethod
-    def existing_doc_ids(self, doc_ids: list[str]) -> set[str]: ...
+    def existing_doc_hashes(self, doc_ids: list[str]) -> dict[str, str | None]:
+        """id -> stored content hash (None for documents stored without one) of the ids present."""
+
+    def existing_doc_ids(self, doc_ids: list[str]) -> set[str]:
+        return set(self.existing_doc_hashes(doc_ids))
+
+    def lock(self) -> None:
+        """Take the writer's lock before anything is written (a no-op where the backend serialises)."""
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
     @abstractmethod
     def count(self, flt: Filter | None = None) -> int: ...
     @abstractmethod
@@ -164,6 +181,7 @@ class EdgeStore(Store):
         self.root = Path(root)
         self.manifest_path = self.root / "manifest.json"
         self._shards: dict[str, Any] = {}
+        self._lock_fd: int | None = None
 
     def _open(self, name: str):
         if name not in self._shards:
@@ -177,7 +195,7 @@ class EdgeStore(Store):
             except Exception as e:  # noqa: BLE001
                 msg = str(e)
                 if "lock" in msg.lower() or "resource temporarily unavailable" in msg.lower():
-                    raise StoreError(
+                    raise IndexLocked(
                         f"index at {self.root} is open in another process (Qdrant Edge allows one process per "
                         f"store; stop the other saedex process or use a Qdrant server with --qdrant-url): {msg}"
                     ) from None
@@ -239,12 +257,39 @@ class EdgeStore(Store):
         ]
         self._open(DOCS).update(UpdateOperation.upsert_points(pts))
 
-    def existing_doc_ids(self, doc_ids: list[str]) -> set[str]:
-        found = set()
+    def existing_doc_hashes(self, doc_ids: list[str]) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
         for s in range(0, len(doc_ids), 512):
-            recs = self._open(DOCS).retrieve([point_id(d) for d in doc_ids[s : s + 512]], ["doc_id"], False)
-            found.update(r.payload["doc_id"] for r in recs)
+            recs = self._open(DOCS).retrieve([point_id(d) for d in doc_ids[s : s + 512]], ["doc_id", "content_hash"], False)
+            found.update((r.payload["doc_id"], r.payload.get("content_hash")) for r in recs)
         return found
+
+    def lock(self) -> None:
+        """One writer per index: an OS lock on ``.writer.lock`` plus Qdrant Edge's own shard locks
+        (held by any process with the index open, e.g. a server): both must be free."""
+        import fcntl
+        import os
+
+        if self._lock_fd is not None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".writer.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise IndexLocked(f"index {self.root.name!r} is being written by another process; wait for it to finish") from None
+        self._lock_fd = fd
+        for name in (DOCS, LATENTS):
+            if (self.root / name).exists():
+                self._open(name)
+
+    def _unlock(self) -> None:
+        import os
+
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def count(self, flt: Filter | None = None) -> int:
         from qdrant_edge import CountRequest
@@ -357,13 +402,25 @@ class EdgeStore(Store):
             except Exception:  # noqa: BLE001 - closing twice is harmless
                 pass
         self._shards.clear()
+        self._unlock()
 
     def drop(self) -> None:
+        """Delete the index, but only once this process holds it: never under a running indexer or server."""
         import shutil
 
+        if not self.root.exists():
+            return
+        try:
+            self.lock()  # raises IndexLocked while another process has the index open
+        except IndexLocked:
+            raise
+        except StoreError:
+            pass  # a broken shard must not make an index undeletable; we hold the writer's lock
+        # Rename first (atomic): from here on no other process can find the index half-deleted.
+        doomed = self.root.with_name(f".{self.root.name}.dropping-{uuid.uuid4().hex[:8]}")
+        self.root.rename(doomed)
         self.close()
-        if self.root.exists():
-            shutil.rmtree(self.root)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- Qdrant server
@@ -441,11 +498,12 @@ class ServerStore(Store):
             for p in points
         ], wait=True)
 
-    def existing_doc_ids(self, doc_ids: list[str]) -> set[str]:
-        found = set()
+    def existing_doc_hashes(self, doc_ids: list[str]) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
         for s in range(0, len(doc_ids), 512):
-            recs = self.client.retrieve(self._c(DOCS), [point_id(d) for d in doc_ids[s : s + 512]], with_payload=["doc_id"])
-            found.update(r.payload["doc_id"] for r in recs)
+            recs = self.client.retrieve(self._c(DOCS), [point_id(d) for d in doc_ids[s : s + 512]],
+                                        with_payload=["doc_id", "content_hash"])
+            found.update((r.payload["doc_id"], r.payload.get("content_hash")) for r in recs)
         return found
 
     def count(self, flt=None) -> int:
@@ -559,15 +617,5 @@ def list_indexes(qdrant_url: str | None = None) -> list[str]:
         names = {c.name.rsplit("__", 1)[0] for c in client.get_collections().collections if c.name.endswith("__meta")}
         return sorted(names)
     root = saedex_home() / "indexes"
-    return sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists()) if root.exists() else []
-
-
-def iter_chunks(items: Iterable, size: int) -> Iterator[list]:
-    chunk: list = []
-    for it in items:
-        chunk.append(it)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    return sorted(p.name for p in root.iterdir()
+                  if not p.name.startswith(".") and (p / "manifest.json").exists()) if root.exists() else []

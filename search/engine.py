@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.catalog import latents_for_query, require_index
+from indexer.catalog import latents_for_query, require_fresh_latent_stats, require_index
 from indexer.embedder import get_embedder
 from indexer.pooling import fire_spans
 from indexer.store import Filter, Hit, Store
@@ -180,7 +180,8 @@ class SearchEngine:
 
                 r = self.manifest["reader"]
                 sae_path = self.manifest["sae"].get("path")
-                self._indexer = Indexer(ReaderConfig(model=r["model"], layer=r["layer"], max_tokens=r["max_tokens"]),
+                self._indexer = Indexer(ReaderConfig(model=r["model"], layer=r["layer"], max_tokens=r["max_tokens"],
+                                                     window=r["window"], overlap=r["overlap"]),
                                         None if sae_path in (None, "default") else sae_path, self.manifest.get("embedder"))
             return self._indexer
 
@@ -194,6 +195,7 @@ class SearchEngine:
             hits = self.store.search_dense(get_embedder().encode([query])[0].tolist(), opts.k, opts.where)
             latents = []
         else:
+            require_fresh_latent_stats(self.store, self.index, self.store.read_manifest() or self.manifest)
             latents = self._latents(query, opts)
             if not latents:
                 return {"results": [], "latents": [], "warning": "no latent matched the query"}

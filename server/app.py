@@ -29,6 +29,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from indexer.store import IndexNotFound, StoreError
+from indexer.catalog import LatentStatsStale
+from indexer.manifest import OutdatedIndex
 
 log = logging.getLogger("saedex.server")
 STATIC = Path(__file__).parent / "static"
@@ -188,6 +190,14 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     @app.exception_handler(IndexNotFound)
     async def not_found(request: Request, exc: IndexNotFound):
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(LatentStatsStale)
+    async def _stale(request: Request, exc: LatentStatsStale):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(OutdatedIndex)
+    async def _outdated(request: Request, exc: OutdatedIndex):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError):
