@@ -41,6 +41,7 @@ def diff_cmd(
     multi: bool = typer.Option(False, "--multi", help="Treat each --b as its own slice: A vs the max of the others."),
     top: int = typer.Option(20, "--top"),
     threshold: float = typer.Option(0.0, "--threshold", help="A document has a latent when its max activation exceeds this."),
+    floor: float = typer.Option(0.5, "--floor", help="Count a latent in a document only where it fires at >= this x its median strength (0 = any non-zero)."),
     min_coverage: float = typer.Option(0.005, "--min-coverage"),
     max_coverage: float = typer.Option(0.95, "--max-coverage"),
     hypotheses: int = typer.Option(0, "--hypotheses", help="LLM merges top latents into N verified hypotheses."),
@@ -58,7 +59,7 @@ def diff_cmd(
     store = _store(index, qdrant_url)
     try:
         res = diff(store, index, fa, fb, top=top, threshold=threshold, min_coverage=min_coverage,
-                   max_coverage=max_coverage, hypotheses=hypotheses, llm_model=llm)
+                   max_coverage=max_coverage, hypotheses=hypotheses, llm_model=llm, floor=floor)
     except AnalysisError as e:
         raise UserError(str(e)) from None
     finally:
@@ -91,6 +92,7 @@ def correlations_cmd(
     min_support: int = typer.Option(5, "--min-support"),
     max_freq: float = typer.Option(0.5, "--max-freq", help="Skip latents present in more than this fraction of documents."),
     per_doc: int = typer.Option(64, "--per-doc", help="Keep each document's N most salient latents (0 = all; cost grows with N^2)."),
+    floor: float = typer.Option(0.5, "--floor", help="Count a latent in a document only where it fires at >= this x its median strength (0 = any non-zero)."),
     top: int = typer.Option(20, "--top"),
     plot: Optional[Path] = typer.Option(None, "--plot"),
     qdrant_url: Optional[str] = UrlOpt,
@@ -103,7 +105,7 @@ def correlations_cmd(
     store = _store(index, qdrant_url)
     try:
         res = correlations(store, index, _where(where), min_npmi=min_npmi, max_label_sim=max_label_sim,
-                           min_support=min_support, top=top, max_freq=max_freq, per_doc=per_doc)
+                           min_support=min_support, top=top, max_freq=max_freq, per_doc=per_doc, floor=floor)
     except AnalysisError as e:
         raise UserError(str(e)) from None
     finally:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.matrix import AnalysisError, load_matrix, require_docs
+from analyses.matrix import DEFAULT_FLOOR, AnalysisError, load_matrix, require_docs
 from indexer.store import Filter, Store
 
 
@@ -87,10 +87,13 @@ def correlations(
     max_freq: float = 0.5,
     n_examples: int = 3,
     per_doc: int = 64,
+    floor: float = DEFAULT_FLOOR,
 ) -> dict:
     if top <= 0 or min_support < 1:
         raise AnalysisError("--top and --min-support must be positive")
-    m = load_matrix(store, index, where)
+    if not 0 <= floor <= 10:
+        raise AnalysisError("--floor must be between 0 and 10")
+    m = load_matrix(store, index, where, floor=floor)
     require_docs(m, "the filter", minimum=2)
     B = salient_binary(m.X, per_doc, threshold)
     freq = np.asarray(B.sum(axis=0)).ravel() / m.n_docs
@@ -118,7 +121,7 @@ def correlations(
                       "label_sim": round(float(sim), 4), "examples": ex})
         if len(pairs) >= top:
             break
-    return {"documents": m.n_docs, "per_doc": per_doc, "latents_considered": int(len(cols)), "pairs_above_min_npmi": int(len(npmi)),
+    return {"documents": m.n_docs, "per_doc": per_doc, "floor": floor, "latents_considered": int(len(cols)), "pairs_above_min_npmi": int(len(npmi)),
             "dropped_similar_labels": dropped_similar, "pairs": pairs}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from analyses.matrix import AnalysisError, DocMatrix, latent_labels, load_matrix, require_docs
+from analyses.matrix import DEFAULT_FLOOR, AnalysisError, DocMatrix, latent_labels, load_matrix, require_docs
 from indexer.pooling import fire_spans
 from indexer.store import Filter, Store
 
@@ -55,6 +55,7 @@ def diff(
     max_coverage: float = 0.95,
     n_examples: int = 5,
     hypotheses: int = 0,
+    floor: float = DEFAULT_FLOOR,
     llm_model: str | None = None,
 ) -> dict:
     others = b if isinstance(b, list) else [b]
@@ -62,9 +63,11 @@ def diff(
         raise AnalysisError("diff needs at least one B filter")
     if top <= 0:
         raise AnalysisError("--top must be positive")
-    A = load_matrix(store, index, a)
+    if not 0 <= floor <= 10:
+        raise AnalysisError("--floor must be between 0 and 10")
+    A = load_matrix(store, index, a, floor=floor)
     require_docs(A, f"filter A ({_desc(a)})")
-    Bs = [load_matrix(store, index, f) for f in others]
+    Bs = [load_matrix(store, index, f, floor=floor) for f in others]
     for f, Bm in zip(others, Bs):
         require_docs(Bm, f"filter B ({_desc(f)})")
     ca = doc_counts(A, threshold)
@@ -97,6 +100,7 @@ def diff(
         })
     _attach_spans(store, rows)
     out = {"n_a": A.n_docs, "n_b": [Bm.n_docs for Bm in Bs] if len(Bs) > 1 else Bs[0].n_docs, "threshold": threshold,
+           "floor": floor,
            "tested_latents": int(len(cand)), "significant": int((p_adj[cand] < 0.05).sum()), "latents": rows}
     if hypotheses:
         from analyses.hypotheses import hypothesize_and_verify

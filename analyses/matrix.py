@@ -34,8 +34,13 @@ class DocMatrix:
         return B.tocsr()
 
 
+DEFAULT_FLOOR = 0.5
+
+
 def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: list[str] | None = None,
-                with_dense: bool = False) -> DocMatrix:
+                with_dense: bool = False, floor: float = 0.0) -> DocMatrix:
+    """The slice's docs x latents matrix; with ``floor`` > 0, activations below ``floor`` x the
+    latent's median document activation (p50 in latent stats) are dropped (see :func:`apply_floor`)."""
     manifest = require_index(store, index)
     d_sae = int(manifest["sae"]["d_sae"])
     ids: list[str] = []
@@ -64,10 +69,37 @@ def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: lis
         shape=(len(ids), d_sae),
     )
     X.sort_indices()
+    if floor > 0:
+        X = apply_floor(X, latent_medians(store, d_sae), floor)
     m = DocMatrix(ids, X, payloads)
     if with_dense:
         m.dense = np.asarray(dense, dtype=np.float32)  # type: ignore[attr-defined]
     return m
+
+
+def latent_medians(store: Store, d_sae: int) -> np.ndarray:
+    """Each latent's median max-pooled activation over the documents where it fires (0 if unknown)."""
+    p50 = np.zeros(d_sae, dtype=np.float32)
+    for p in store.get_latents():
+        if 0 <= p.latent < d_sae:
+            p50[p.latent] = float(p.payload.get("quantiles", {}).get("p50", 0.0))
+    return p50
+
+
+def apply_floor(X: sp.csr_matrix, p50: np.ndarray, floor: float) -> sp.csr_matrix:
+    """Drop weak pooled activations: the noise floor of max-pooling whole documents.
+
+    TopK makes every token fire 32 latents, many weakly; max-pooled over a ~600-token article
+    that leaves ~3,600 non-zero latents per document, so "the document has latent X" stops
+    meaning much. Measured on a planted test (whole BBC articles, a closing sentence in 10% of
+    B): with presence = any non-zero, no top-5 diff latent had the planted documents as its
+    examples; counting a latent only where it fires at >= 0.5x its median strength put the
+    sentence's own latent in the top 5, all 5 examples planted.
+    """
+    X = X.copy()
+    X.data[X.data < floor * p50[X.indices]] = 0.0
+    X.eliminate_zeros()
+    return X
 
 
 def require_docs(m: DocMatrix, what: str, minimum: int = 1) -> None:

@@ -280,9 +280,13 @@ class EdgeStore(Store):
             os.close(fd)
             raise IndexLocked(f"index {self.root.name!r} is being written by another process; wait for it to finish") from None
         self._lock_fd = fd
-        for name in (DOCS, LATENTS):
-            if (self.root / name).exists():
-                self._open(name)
+        try:
+            for name in (DOCS, LATENTS):
+                if (self.root / name).exists():
+                    self._open(name)
+        except IndexLocked:
+            self.close()  # hold nothing while refusing
+            raise
 
     def _unlock(self) -> None:
         import os

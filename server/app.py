@@ -67,6 +67,7 @@ class DiffBody(StrictBody):
     b: dict[str, FilterValue] | list[dict[str, FilterValue]] = Field(...)
     top: int = Field(20, ge=1, le=1000)
     threshold: float = Field(0.0, ge=0)
+    floor: float = Field(0.5, ge=0, le=10)
     min_coverage: float = Field(0.005, ge=0, le=1)
     max_coverage: float = Field(0.95, ge=0, le=1)
     hypotheses: int = Field(0, ge=0, le=10)
@@ -78,6 +79,7 @@ class CorrelationsBody(SlicedBody):
     min_support: int = Field(5, ge=1)
     max_freq: float = Field(0.5, gt=0, le=1)
     per_doc: int = Field(64, ge=0, le=4096)
+    floor: float = Field(0.5, ge=0, le=10)
     top: int = Field(20, ge=1, le=1000)
 
 
@@ -260,14 +262,16 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
         if isinstance(b, list) and not b:
             raise HTTPException(422, "b: give at least one filter")
         return _analysis(run, name, a=_filter(body.a), b=b, top=body.top, threshold=body.threshold,
-                         min_coverage=body.min_coverage, max_coverage=body.max_coverage, hypotheses=body.hypotheses)
+                         min_coverage=body.min_coverage, max_coverage=body.max_coverage, hypotheses=body.hypotheses,
+                         floor=body.floor)
 
     @app.post("/v1/indexes/{name}/correlations", dependencies=protected)
     def correlations(body: CorrelationsBody, name: str = IndexName) -> dict:
         from analyses.correlations import correlations as run
 
         return _analysis(run, name, where=_filter(body.where), min_npmi=body.min_npmi, max_label_sim=body.max_label_sim,
-                         min_support=body.min_support, top=body.top, max_freq=body.max_freq, per_doc=body.per_doc)
+                         min_support=body.min_support, top=body.top, max_freq=body.max_freq, per_doc=body.per_doc,
+                         floor=body.floor)
 
     @app.post("/v1/indexes/{name}/clusters", dependencies=protected)
     def clusters(body: ClustersBody, name: str = IndexName) -> dict:

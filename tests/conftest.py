@@ -41,8 +41,9 @@ def bbc_folder() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
 
 
-def load_bbc(n_per_topic: int, seed: int = 0) -> list[dict]:
-    """Real BBC articles (first paragraph or two), ``n_per_topic`` from each of the 5 topics."""
+def load_bbc(n_per_topic: int, seed: int = 0, max_chars: int | None = 700) -> list[dict]:
+    """Real BBC articles, ``n_per_topic`` from each of the 5 topics: the first ``max_chars``
+    characters (a paragraph or two; the fast default) or whole (``max_chars=None``)."""
     rng = random.Random(seed)
     out = []
     for topic_dir in sorted(p for p in bbc_folder().iterdir() if p.is_dir()):
@@ -54,7 +55,7 @@ def load_bbc(n_per_topic: int, seed: int = 0) -> list[dict]:
                 text = f.read_bytes().decode("utf-8")
             except UnicodeDecodeError:
                 continue
-            out.append({"id": f"{topic_dir.name}/{f.stem}", "text": text[:700], "topic": topic_dir.name})
+            out.append({"id": f"{topic_dir.name}/{f.stem}", "text": text[:max_chars] if max_chars else text, "topic": topic_dir.name})
             taken += 1
             if taken >= n_per_topic:
                 break

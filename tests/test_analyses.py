@@ -14,28 +14,30 @@ from tests.conftest import load_bbc, shared_file, write_jsonl
 from tests.test_index_e2e import cli
 
 PHRASE = " Subscribe now to our premium newsletter for exclusive discount codes!"
+CLOSING = " I hope it is correct."  # the paper's flagship artefact: a closing phrase at the very end
 PAIR = (" The ferry to Stockholm was cancelled.", " Grandma knitted purple socks.")
 
 
-def build_planted(texts: list[str], tmp_path, name: str) -> dict:
-    """A = texts; B = the same texts with PHRASE appended to 10%; PAIR planted in 3% of A and of B."""
+def build_planted(texts: list[str], tmp_path, name: str, phrase: str = PHRASE, pair_share: float = 0.03) -> dict:
+    """A = texts; B = the same texts with ``phrase`` appended to 10%; PAIR planted in ``pair_share`` of A and of B.
+    Plants go at the end of a document (the phrase last)."""
     rng = random.Random(1)
     n = len(texts)
     planted_b = set(rng.sample(range(n), n // 10))
-    pair_docs = set(rng.sample(range(n), max(3, round(0.03 * n))))
+    pair_docs = set(rng.sample(range(n), max(3, round(pair_share * n))))
     rows = []
     for i, t in enumerate(texts):
         extra = "".join(PAIR) if i in pair_docs else ""
         rows.append({"id": f"a{i}", "text": t + extra, "side": "a"})
-        rows.append({"id": f"b{i}", "text": t + extra + (PHRASE if i in planted_b else ""), "side": "b"})
+        rows.append({"id": f"b{i}", "text": t + extra + (phrase if i in planted_b else ""), "side": "b"})
     path = write_jsonl(tmp_path / f"{name}.jsonl", rows)
     r = cli("index", str(path), "--index", name, "--dataset", name, "--id-field", "id", "--json", "--quiet")
     assert r.exit_code == 0, r.output
     return {"planted_b": {f"b{i}" for i in planted_b}, "pair": {f"{s}{i}" for i in pair_docs for s in "ab"}}
 
 
-def check_planted(name: str, planted: dict):
-    r = cli("diff", "--index", name, "--a", "side=a", "--b", "side=b", "--top", "10", "--json")
+def check_planted(name: str, planted: dict, top_n: int = 10, per_doc: str = "0", min_support: str = "3"):
+    r = cli("diff", "--index", name, "--a", "side=a", "--b", "side=b", "--top", str(top_n), "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     top = res["latents"]
@@ -50,7 +52,7 @@ def check_planted(name: str, planted: dict):
     assert 0 < best["p_adj"] <= 1  # 10 planted of 100: too few to survive FDR over ~10k latents
     # --per-doc 0: exact NPMI over every latent (the default keeps each document's 64 most salient
     # latents for speed, which can drop a plant in long documents)
-    r = cli("correlations", "--index", name, "--min-support", "3", "--top", "50", "--min-npmi", "0.5", "--per-doc", "0", "--json")
+    r = cli("correlations", "--index", name, "--min-support", min_support, "--top", "50", "--min-npmi", "0.5", "--per-doc", per_doc, "--json")
     assert r.exit_code == 0, r.output
     pairs = json.loads(r.stdout)["pairs"]
     planted_pairs = [p for p in pairs if p["examples"] and set(p["examples"]) <= planted["pair"] and p["label_sim"] <= 0.2]
@@ -59,8 +61,26 @@ def check_planted(name: str, planted: dict):
 
 
 def test_planted_structure_on_bbc(tmp_path, indexer_obj):
-    texts = [r["text"][:300] for r in load_bbc(20, seed=3)]  # 100 short docs so plants are never truncated
+    texts = [r["text"][:300] for r in load_bbc(20, seed=3)]  # 100 short docs: diff and NPMI plants
     check_planted("planted", build_planted(texts, tmp_path, "planted"))
+
+
+def test_closing_sentence_at_the_end_of_whole_long_articles_is_found_by_diff(tmp_path, indexer_obj):
+    """Whole BBC articles of >= 500 tokens (most read in one 1,024-token window, the longest in two):
+    a closing sentence at the *end* of 10% of B is a top-5 diff latent whose examples are the
+    planted documents, with the default noise floor."""
+    tok = indexer_obj.reader.tokenizer
+    texts = [r["text"] for r in load_bbc(60, seed=3, max_chars=None) if len(tok(r["text"], add_special_tokens=False)["input_ids"]) >= 500][:100]
+    assert len(texts) == 100
+    planted = build_planted(texts, tmp_path, "planted_long", phrase=CLOSING, pair_share=0.05)
+    r = cli("diff", "--index", "planted_long", "--a", "side=a", "--b", "side=b", "--top", "5", "--json")
+    assert r.exit_code == 0, r.output
+    top = json.loads(r.stdout)["latents"]
+    assert all(x["more_in"] == "b" for x in top), top  # B = A + the sentence: every top latent leans to B
+    assert [x for x in top if x["examples"] and set(x["examples"]) <= planted["planted_b"]], top
+    # without the floor (any non-zero counts) no top-5 latent shows the planted documents
+    r = cli("diff", "--index", "planted_long", "--a", "side=a", "--b", "side=b", "--top", "5", "--floor", "0", "--json")
+    assert not [x for x in json.loads(r.stdout)["latents"] if set(x["examples"]) <= planted["planted_b"]]
 
 
 @pytest.mark.shared

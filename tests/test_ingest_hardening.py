@@ -117,3 +117,137 @@ def test_old_manifest_is_refused_with_rebuild_hint(tmp_path):
     with pytest.raises(OutdatedIndex, match=r"older saedex .*cut at 128 tokens.*saedex drop --index legacy"):
         require_index(store, "legacy")
     store.drop()
+
+
+# ----------------------------------------------------------------------------- with the real reader
+
+def _cli(*args: str):
+    from tests.test_index_e2e import cli
+
+    return cli(*args)
+
+
+def test_changed_text_is_reported_and_update_replaces_it(indexer_obj, tmp_path):
+    from indexer.pipeline import index_corpus
+    from indexer.store import open_store
+
+    rows = [{"id": f"d{i}", "text": r["text"][:400]} for i, r in enumerate(load_bbc(1, seed=11))]  # 5 docs
+    p = write_jsonl(tmp_path / "v1.jsonl", rows)
+    assert index_corpus(p, "upd", dataset="d", id_field="id", indexer=indexer_obj, progress=False).indexed == 5
+    rows[2]["text"] = "A completely different text about chess openings and endgames."
+    p2 = write_jsonl(tmp_path / "v2.jsonl", rows)
+    r = _cli("index", str(p2), "--index", "upd", "--dataset", "d", "--id-field", "id", "--json", "--quiet")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert (rep["indexed"], rep["already_indexed"], rep["changed"], rep["updated"]) == (0, 4, 1, 0)
+    assert "--update" in r.stderr
+    with open_store("upd") as s:
+        assert "chess" not in s.get_docs(["d2"])[0].payload["text"]
+    r = _cli("index", str(p2), "--index", "upd", "--dataset", "d", "--id-field", "id", "--update", "--json", "--quiet")
+    rep = json.loads(r.stdout)
+    assert (rep["indexed"], rep["changed"], rep["updated"]) == (0, 1, 1), rep
+    with open_store("upd") as s:
+        assert s.count() == 5
+        hit = s.get_docs(["d2"], with_sparse=True)[0]
+        assert "chess" in hit.payload["text"] and hit.payload["n_tokens"] < 20
+        assert s.read_manifest()["latent_stats_docs"] == 5
+    info = json.loads(_cli("info", "--index", "upd", "--json").stdout)
+    assert info["latent_stats"] == {"documents": 5, "documents_covered": 5, "stale": False}
+    r = _cli("index", str(p2), "--index", "upd", "--dataset", "d", "--id-field", "id", "--json", "--quiet")
+    assert json.loads(r.stdout)["changed"] == 0  # the replacement is now the indexed version
+
+
+def test_invalid_layer_fails_before_anything_is_written(tmp_path):
+    p = write_jsonl(tmp_path / "one.jsonl", [{"id": "x", "text": "Some text to read."}])
+    r = _cli("index", str(p), "--index", "badlayer", "--layer", "0", "--json")
+    assert r.exit_code == 2 and "--layer must be >= 1" in r.output
+    r = _cli("index", str(p), "--index", "badlayer", "--layer", "30", "--json")
+    assert r.exit_code == 2 and "layer 30 out of range" in r.output and "Traceback" not in r.output
+    assert "badlayer" not in json.loads(_cli("indexes", "--json").stdout)["indexes"]
+    assert _cli("info", "--index", "badlayer", "--json").exit_code == 2
+
+
+def test_second_writer_is_refused_and_leaves_no_phantom_dataset(indexer_obj, tmp_path):
+    from indexer.pipeline import index_corpus
+    from indexer.store import IndexLocked, open_store
+
+    p = write_jsonl(tmp_path / "w.jsonl", [{"id": "x", "text": "First writer's document."}])
+    index_corpus(p, "writers", dataset="first", id_field="id", indexer=indexer_obj, progress=False)
+    holder = open_store("writers")
+    holder.lock()  # a writer in progress
+    try:
+        q = write_jsonl(tmp_path / "w2.jsonl", [{"id": "y", "text": "Second writer's document."}])
+        with pytest.raises(IndexLocked):
+            index_corpus(q, "writers", dataset="second", id_field="id", indexer=indexer_obj, progress=False)
+        assert holder.read_manifest()["datasets"] == ["first"]
+    finally:
+        holder.close()
+
+
+def test_stale_latent_stats_are_reported_and_search_says_how_to_fix(indexer_obj, tmp_path):
+    from indexer.pipeline import index_corpus
+
+    rows = [{"id": f"s{i}", "text": r["text"][:300]} for i, r in enumerate(load_bbc(2, seed=5))]
+    index_corpus(write_jsonl(tmp_path / "a.jsonl", rows[:6]), "stale", dataset="d", id_field="id", indexer=indexer_obj, progress=False)
+    # an ingest that dies after its writes, before the latent refresh
+    index_corpus(write_jsonl(tmp_path / "b.jsonl", rows[6:]), "stale", dataset="d", id_field="id", indexer=indexer_obj,
+                 progress=False, refresh_latents=False)
+    info = json.loads(_cli("info", "--index", "stale", "--json").stdout)
+    assert info["latent_stats"] == {"documents": 10, "documents_covered": 6, "stale": True}
+    r = _cli("search", "government spending", "--index", "stale", "--json")
+    assert r.exit_code == 2 and "cover 6 of 10 documents" in r.output and "saedex label --index stale" in r.output
+    assert _cli("label", "--index", "stale", "--json").exit_code == 0
+    r = _cli("search", "government spending", "--index", "stale", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["results"]
+
+
+def test_drop_refuses_while_another_process_has_the_index_open(indexer_obj, tmp_path):
+    from indexer.pipeline import index_corpus
+
+    index_corpus(write_jsonl(tmp_path / "a.jsonl", [{"id": "x", "text": "Kept while in use."}]), "held", dataset="d",
+                 id_field="id", indexer=indexer_obj, progress=False)
+    code = ("import sys, time; from indexer.store import open_store; s = open_store('held'); s.get_docs(['x']);"
+            " print('open', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        assert proc.stdout.readline().strip() == "open"
+        r = _cli("drop", "--index", "held", "--json")
+        assert r.exit_code == 1 and "open in another process" in r.output
+        assert "held" in json.loads(_cli("indexes", "--json").stdout)["indexes"]
+    finally:
+        proc.kill()
+        proc.wait()
+    r = _cli("drop", "--index", "held", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"dropped": "held", "existed": True}
+
+
+def test_document_vector_does_not_depend_on_batch_neighbours(indexer_obj):
+    from indexer.corpus import Record
+
+    texts = [r["text"] for r in load_bbc(2, seed=9, max_chars=None)]  # whole articles of different lengths
+    recs = [Record(str(i), t, {}) for i, t in enumerate(texts)]
+    together = indexer_obj.encode_records(recs, "x")
+    for i in (0, 3, 7):
+        alone = indexer_obj.encode_records([recs[i]], "x")[0]
+        assert alone.sparse_indices == together[i].sparse_indices
+        assert alone.sparse_values == together[i].sparse_values  # bit-identical: no padding, no shared rows
+
+
+def test_long_documents_are_read_whole_across_windows_with_exact_spans(indexer_obj):
+    from indexer.pipeline import Indexer
+    from indexer.pooling import unpack
+    from indexer.reader import ReaderConfig
+    from indexer.corpus import Record
+
+    text = " ".join(r["text"] for r in load_bbc(1, seed=2, max_chars=None))  # ~2,000 tokens: several 256-token windows
+    small = Indexer(ReaderConfig(window=256, overlap=32, precision=indexer_obj.reader_cfg.precision))
+    point = small.encode_records([Record("long", text, {})], "x")[0]
+    tok = small.reader.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    assert point.payload["n_tokens"] == len(tok["input_ids"]) > 1000
+    offs = unpack(point.payload["_offsets"], 2)
+    assert [tuple(o) for o in offs] == [tuple(o) for o in tok["offset_mapping"]]
+    fires = unpack(point.payload["_fires"], 2)
+    assert fires[:, 1].max() > 900  # latents peak deep into the document, far past the first window
+    # the last window's tokens are read with context: the vector of the whole document differs from its first window's
+    first = small.encode_records([Record("head", text[: offs[255][1]], {})], "x")[0]
+    assert len(point.sparse_indices) > len(first.sparse_indices)
