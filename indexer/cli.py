@@ -35,7 +35,7 @@ def index_cmd(
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Read documents up to this many tokens (default 4,096; longer ones are cut and counted)."),
     window: Optional[int] = typer.Option(None, "--window", help="Tokens per reader window (default 1,024; see README)."),
     overlap: Optional[int] = typer.Option(None, "--overlap", help="Tokens of left context a window shares with the previous one (default 128)."),
-    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 (auto: bf16 on GPUs and CPUs with native bf16, else fp32)."),
+    precision: str = typer.Option("auto", "--precision", envvar="SAEDEX_PRECISION", help="auto | fp32 | bf16 (auto: bf16 on GPUs and CPUs with native bf16, else fp32)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     batch_tokens: int = typer.Option(4096, "--batch-tokens", help="Tokens per forward pass."),
     update: bool = typer.Option(False, "--update", help="Re-index documents whose id is indexed with a different text."),

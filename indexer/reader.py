@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -55,7 +55,8 @@ class ReaderConfig:
     max_tokens: int = DEFAULT_MAX_TOKENS
     window: int = DEFAULT_WINDOW
     overlap: int = DEFAULT_OVERLAP
-    precision: str = "auto"  # auto: bf16 on GPUs and CPUs with native bf16 matmuls, else fp32
+    # auto: bf16 on GPUs and CPUs with native bf16 matmuls, else fp32; SAEDEX_PRECISION overrides the default
+    precision: str = field(default_factory=lambda: os.environ.get("SAEDEX_PRECISION", "auto"))
     device: str = "auto"
     batch_tokens: int = 2048  # tokens per forward pass (windows of equal length share a batch)
 
