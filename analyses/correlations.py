@@ -91,8 +91,6 @@ def correlations(
 ) -> dict:
     if top <= 0 or min_support < 1:
         raise AnalysisError("--top and --min-support must be positive")
-    if not 0 <= floor <= 10:
-        raise AnalysisError("--floor must be between 0 and 10")
     m = load_matrix(store, index, where, floor=floor)
     require_docs(m, "the filter", minimum=2)
     B = salient_binary(m.X, per_doc, threshold)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from analyses.matrix import DEFAULT_FLOOR, AnalysisError, DocMatrix, latent_labels, load_matrix, require_docs
+from analyses.matrix import DEFAULT_FLOOR, AnalysisError, DocMatrix, latent_labels, latent_medians, load_matrix, require_docs
 from indexer.pooling import fire_spans
 from indexer.store import Filter, Store
 
@@ -63,11 +63,10 @@ def diff(
         raise AnalysisError("diff needs at least one B filter")
     if top <= 0:
         raise AnalysisError("--top must be positive")
-    if not 0 <= floor <= 10:
-        raise AnalysisError("--floor must be between 0 and 10")
-    A = load_matrix(store, index, a, floor=floor)
+    medians = latent_medians(store, index) if floor > 0 else None  # read once for every slice
+    A = load_matrix(store, index, a, floor=floor, medians=medians)
     require_docs(A, f"filter A ({_desc(a)})")
-    Bs = [load_matrix(store, index, f, floor=floor) for f in others]
+    Bs = [load_matrix(store, index, f, floor=floor, medians=medians) for f in others]
     for f, Bm in zip(others, Bs):
         require_docs(Bm, f"filter B ({_desc(f)})")
     ca = doc_counts(A, threshold)

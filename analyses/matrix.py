@@ -38,9 +38,12 @@ DEFAULT_FLOOR = 0.5
 
 
 def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: list[str] | None = None,
-                with_dense: bool = False, floor: float = 0.0) -> DocMatrix:
+                with_dense: bool = False, floor: float = 0.0, medians: np.ndarray | None = None) -> DocMatrix:
     """The slice's docs x latents matrix; with ``floor`` > 0, activations below ``floor`` x the
-    latent's median document activation (p50 in latent stats) are dropped (see :func:`apply_floor`)."""
+    latent's median document activation (p50 in latent stats) are dropped (see :func:`apply_floor`).
+    Pass ``medians`` (from :func:`latent_medians`) when loading several slices, to read them once."""
+    if not 0 <= floor <= 10:
+        raise AnalysisError("--floor must be between 0 and 10")
     manifest = require_index(store, index)
     d_sae = int(manifest["sae"]["d_sae"])
     ids: list[str] = []
@@ -70,15 +73,16 @@ def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: lis
     )
     X.sort_indices()
     if floor > 0:
-        X = apply_floor(X, latent_medians(store, d_sae), floor)
+        X = apply_floor(X, medians if medians is not None else latent_medians(store, index), floor)
     m = DocMatrix(ids, X, payloads)
     if with_dense:
         m.dense = np.asarray(dense, dtype=np.float32)  # type: ignore[attr-defined]
     return m
 
 
-def latent_medians(store: Store, d_sae: int) -> np.ndarray:
+def latent_medians(store: Store, index: str) -> np.ndarray:
     """Each latent's median max-pooled activation over the documents where it fires (0 if unknown)."""
+    d_sae = int(require_index(store, index)["sae"]["d_sae"])
     p50 = np.zeros(d_sae, dtype=np.float32)
     for p in store.get_latents():
         if 0 <= p.latent < d_sae:

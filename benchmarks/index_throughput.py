@@ -117,7 +117,6 @@ def main() -> None:
     store = open_store("bench_old")
     old.prepare_store(store, "bench_old")
     rep_old = IndexReport(index="bench_old", dataset="bench")
-    prev = os.environ.get("SAEDEX_EMBEDDER_FP32")
     with Timer() as t:
         for s in range(0, len(recs), 128):
             store.upsert_docs(old.encode_records(recs[s : s + 128], "bench", rep_old))
@@ -125,7 +124,6 @@ def main() -> None:
     res["pipeline_previous_release"] = {"tok_s": round(rep_old.tokens / t.s, 1), "tokens": rep_old.tokens,
                                         "note": "fp32 reader and SAE, 128-token cut (dense vectors as configured now)"}
     res["speedup_vs_previous_release"] = round(res["pipeline_default"]["tok_s"] / res["pipeline_previous_release"]["tok_s"], 3)
-    del prev
 
     # (4) agreement of the fast paths with fp32
     res["agreement_with_fp32"] = {}

@@ -50,14 +50,12 @@ def index_cmd(
     from indexer.sae import load_sae
 
     sae_cfg_meta = load_sae(sae).cfg.get("metadata", {}) if sae else {}
-    defaults = ReaderConfig.__dataclass_fields__
-    cfg = ReaderConfig(  # validates every value (a bad --layer/--window fails before anything is written)
-        model=reader or sae_cfg_meta.get("saedex_reader") or defaults["model"].default,
-        layer=layer if layer is not None else int(sae_cfg_meta.get("saedex_layer") or defaults["layer"].default),
-        max_tokens=max_tokens if max_tokens is not None else defaults["max_tokens"].default,
-        window=window if window is not None else defaults["window"].default,
-        overlap=overlap if overlap is not None else defaults["overlap"].default,
-        precision=precision, device=device, batch_tokens=batch_tokens)
+    given = {"model": reader or sae_cfg_meta.get("saedex_reader"),
+             "layer": layer if layer is not None else sae_cfg_meta.get("saedex_layer"),
+             "max_tokens": max_tokens, "window": window, "overlap": overlap}
+    # ReaderConfig validates every value: a bad --layer/--window fails before anything is written
+    cfg = ReaderConfig(**{k: v for k, v in given.items() if v is not None},
+                       precision=precision, device=device, batch_tokens=batch_tokens)
     report = index_corpus(path, index, dataset, text_field, id_field, skip_invalid, qdrant_url,
                           indexer=Indexer(cfg, sae), chunk_docs=chunk_docs, progress=not quiet, update=update)
     d = report.as_dict()

@@ -39,14 +39,14 @@ class Embedder:
         self.model.max_seq_length = max_seq_length
         dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim_fn())
-        # bf16 where the CPU multiplies bf16 natively: 1.65x faster, cosine to fp32 >= 0.9999
-        # (measured on 60 BBC articles); int8 was faster still but only 0.93 cosine, so not used.
-        from indexer.reader import cpu_has_native_bf16
+        # The reader's precision rule (SAEDEX_PRECISION, else bf16 where native): bf16 MiniLM ran
+        # 1.65x faster at cosine >= 0.9999 to fp32 (60 BBC articles); int8 reached only 0.93.
+        import torch
 
-        self.precision = "bf16" if cpu_has_native_bf16() and os.environ.get("SAEDEX_EMBEDDER_FP32") != "1" else "fp32"
+        from indexer.reader import ReaderConfig, resolve_precision
+
+        self.precision = resolve_precision(ReaderConfig().precision, torch.device("cpu"))
         if self.precision == "bf16":
-            import torch
-
             self.model.to(torch.bfloat16)
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:

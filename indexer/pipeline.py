@@ -169,13 +169,10 @@ def index_corpus(
         add_dataset(store, dataset)
         existing = store.existing_doc_hashes([r.id for r in records]) if records else {}
         changed = [r for r in records if r.id in existing and existing[r.id] != content_id(r.text)]
+        new = [r for r in records if r.id not in existing]
         report.changed = len(changed)
         report.already_indexed = len(existing) - len(changed)
-        todo = [r for r in records if r.id not in existing]
-        if update:
-            todo += changed
-            report.updated = len(changed)
-            report.already_indexed = len(existing) - len(changed)
+        todo = new + changed if update else new
         if todo:
             indexer.reader  # load the models before the clock starts: throughput excludes loading
             get_embedder(indexer.embedder_name)
@@ -184,10 +181,9 @@ def index_corpus(
         for s in range(0, len(todo), chunk_docs):
             chunk = todo[s : s + chunk_docs]
             store.upsert_docs(indexer.encode_records(chunk, dataset, report))
-            report.indexed += len(chunk)
             bar.update(len(chunk))
-        report.indexed -= report.updated  # replaced documents are counted apart from new ones
         bar.close()
+        report.indexed, report.updated = len(new), len(todo) - len(new)
         report.seconds = round(time.time() - t_enc, 2)
         stale = (store.read_manifest() or {}).get("latent_stats_docs") != store.count()
         if refresh_latents and (report.indexed or report.updated or stale):

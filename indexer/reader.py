@@ -97,9 +97,9 @@ class ReadBatch:
     states: list[np.ndarray]
     offsets: list[np.ndarray]
     n_tokens: int  # document tokens read (each once)
-    n_padded: int  # padding positions in the forward passes of this step
     truncated: int  # documents cut at max_tokens
-    n_computed: int = 0  # positions run through the model (BOS + overlap recomputation + padding)
+    n_computed: int = 0  # positions run through the model (BOS + overlap recomputation)
+    n_padded: int = 0  # padding positions: always 0, forward passes hold equal-length windows only
 
 
 def plan_windows(n: int, window: int, overlap: int) -> list[tuple[int, int, int]]:
@@ -213,8 +213,8 @@ class Reader:
         self.model = _truncate_after_layer(model, self.config.layer)
         self.device = resolve_device(self.config.device)
         self.precision = resolve_precision(self.config.precision, self.device)
-        self.model = prepare_for_precision(self.model.eval(), self.precision, self.device)
-        self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self.model = self.model.eval().to(device=self.device, dtype=dtype)
         self.d_model = int(self.model.config.hidden_size)
         self.special_ids = set(self.tokenizer.all_special_ids)
         self.bos_id = self.tokenizer.bos_token_id
@@ -260,7 +260,7 @@ class Reader:
         # documents with no content tokens complete at once
         empty = [d for d, plan in enumerate(plans) if not plan]
         if empty:
-            yield self._finish(empty, toks, parts, n_computed=0, n_padded=0)
+            yield self._finish(empty, toks, parts, n_computed=0)
         computed = 0  # positions run since the last yield (a batch may finish no document)
         for length in sorted(rows_by_len):
             rows = rows_by_len[length]
@@ -278,10 +278,10 @@ class Reader:
                 if done:
                     if progress is not None:
                         progress(len(done))
-                    yield self._finish(done, toks, parts, n_computed=computed, n_padded=0)
+                    yield self._finish(done, toks, parts, n_computed=computed)
                     computed = 0
 
-    def _finish(self, docs: list[int], toks: list[dict], parts: dict, n_computed: int, n_padded: int) -> ReadBatch:
+    def _finish(self, docs: list[int], toks: list[dict], parts: dict, n_computed: int) -> ReadBatch:
         states, offsets = [], []
         n_tokens = 0
         for d in docs:
@@ -292,7 +292,7 @@ class Reader:
             states.append(h[keep])
             offsets.append(offs[keep])
             n_tokens += len(ids)
-        return ReadBatch(indices=docs, states=states, offsets=offsets, n_tokens=n_tokens, n_padded=n_padded,
+        return ReadBatch(indices=docs, states=states, offsets=offsets, n_tokens=n_tokens,
                          truncated=sum(bool(toks[d]["truncated"]) for d in docs), n_computed=n_computed)
 
 
@@ -329,11 +329,6 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return name
-
-
-def prepare_for_precision(model: torch.nn.Module, precision: str, device: torch.device) -> torch.nn.Module:
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    return model.to(device=device, dtype=dtype)
 
 
 def set_threads() -> None:

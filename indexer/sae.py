@@ -81,13 +81,11 @@ class SparseAutoencoder:
         vals, idx = dense.topk(k, dim=-1)
         return vals, idx
 
-    _precision: str = "fp32"
-    _fast: tuple | None = None
+    _fast: tuple | None = None  # (W_enc, b_enc) in the encoding dtype/device; None: fp32 on CPU
 
     def set_precision(self, precision: str, device: torch.device | str = "cpu") -> "SparseAutoencoder":
         """Encode with ``fp32`` or ``bf16`` weights on ``device`` (the reader's choice, see reader.resolve_precision)."""
         device = torch.device(device)
-        self._precision = precision
         if precision == "bf16":
             self._fast = (self.W_enc.to(device=device, dtype=torch.bfloat16), self.b_enc.to(device=device, dtype=torch.bfloat16))
         elif device.type != "cpu":
