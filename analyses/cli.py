@@ -91,7 +91,7 @@ def correlations_cmd(
     max_label_sim: float = typer.Option(0.2, "--max-label-sim"),
     min_support: int = typer.Option(5, "--min-support"),
     max_freq: float = typer.Option(0.5, "--max-freq", help="Skip latents present in more than this fraction of documents."),
-    per_doc: int = typer.Option(64, "--per-doc", help="Keep each document's N most salient latents (0 = all; cost grows with N^2)."),
+    per_doc: int = typer.Option(512, "--per-doc", help="Keep each document's N most salient latents (0 = all; cost grows with N^2)."),
     floor: float = typer.Option(0.5, "--floor", help="Count a latent in a document only where it fires at >= this x its median strength (0 = any non-zero)."),
     top: int = typer.Option(20, "--top"),
     plot: Optional[Path] = typer.Option(None, "--plot"),
@@ -116,7 +116,7 @@ def correlations_cmd(
         plot_correlations(res, plot)
 
     def render(r):
-        t = Table(title=f"correlations over {r['documents']} docs ({r['dropped_similar_labels']} pairs with similar labels dropped)")
+        t = Table(title=f"correlations over {r['documents']} docs (dropped: {r['dropped_same_span']} pairs peaking on the same tokens, {r['dropped_similar_labels']} with similar labels)")
         for c in ("a", "label a", "b", "label b", "npmi", "count", "label sim", "example"):
             t.add_column(c, overflow="fold")
         for p in r["pairs"]:

