@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+DIFF_A, DIFF_B = "sports", "business"  # the demo's diff: two folders of the BBC corpus
 
 
 def demo_corpus() -> Path:
@@ -65,7 +66,7 @@ def main() -> None:
     run("latents", "--index", "demo", "--top", "15")
     run("latents", "--index", "demo", "--query", "quoting what someone said", "--top", "5")
     run("search", "direct quotes from people", "--index", "demo", "--k", "3")
-    run("diff", "--index", "demo", "--a", "folder=sports", "--b", "folder=Business", "--top", "10")
+    run("diff", "--index", "demo", "--a", f"folder={DIFF_A}", "--b", f"folder={DIFF_B}", "--top", "10")
     print(f"\ndemo finished in {time.time() - t0:.0f} s; try `saedex search \"...\" --index demo` or `saedex serve`.")
 
 
