@@ -145,6 +145,7 @@ def correlations(
         ex = [m.doc_ids[r] for r in rows[:n_examples]]
         pa, pb = lats.get(a), lats.get(b)
         pairs.append({"a": a, "b": b, "label_a": pa.payload.get("label", "") if pa else "", "label_b": pb.payload.get("label", "") if pb else "",
+                      "quality_a": pa.payload.get("quality") if pa else None, "quality_b": pb.payload.get("quality") if pb else None,
                       "npmi": round(float(npmi[o]), 4), "count": int(cij[o]), "max_cond_prob": round(float(cond[o]), 4),
                       "label_sim": round(float(sim), 4), "examples": ex})
         if len(pairs) >= top:
@@ -177,8 +178,16 @@ def distinct_texts(m: DocMatrix) -> tuple[DocMatrix, int]:
 _CONTEXT_WORDS = re.compile(r"\s*\([^()]*\)\s*$")
 
 
+_LEXICAL = re.compile(r'^token "(.+?)"')
+
+
 def label_head(label: str) -> str:
-    """What a label says the latent fires on: an offline label without its "(context words)"."""
+    """What a label says the latent fires on: an offline label without its "(context words)", a
+    dictionary label as it is, and for a lexical dictionary label (``token "for" after "waiting"``)
+    the token alone - the shared ``token "`` wording would make every lexical pair look alike."""
+    m = _LEXICAL.match(label)
+    if m:
+        return m.group(1)
     return _CONTEXT_WORDS.sub("", label).strip() or label
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from analyses.matrix import DEFAULT_FLOOR, AnalysisError, DocMatrix, latent_labels, latent_medians, load_matrix, require_docs
+from analyses.matrix import DEFAULT_FLOOR, AnalysisError, DocMatrix, latent_cards, latent_medians, load_matrix, require_docs
 from indexer.pooling import fire_spans
 from indexer.store import Filter, Store
 
@@ -85,14 +85,15 @@ def diff(
     p_adj[cand] = bh_adjust(p[cand])
     d = fa - fb
     order = cand[np.argsort(-np.abs(d[cand]), kind="stable")][:top]
-    labels = latent_labels(store, order.tolist())
+    cards = latent_cards(store, order.tolist())
     rows = []
     for lat in order.tolist():
         src = A if d[lat] > 0 else Bs[int(which[lat])]
         ex_rows = top_docs_for_latent(src, lat, n_examples)
         ex_ids = [src.doc_ids[r] for r in ex_rows]
         rows.append({
-            "latent": lat, "label": labels.get(lat, ""), "freq_a": round(float(fa[lat]), 5), "freq_b": round(float(fb[lat]), 5),
+            "latent": lat, "label": cards.get(lat, {}).get("label", ""), "kind": cards.get(lat, {}).get("kind"),
+            "quality": cards.get(lat, {}).get("quality"), "freq_a": round(float(fa[lat]), 5), "freq_b": round(float(fb[lat]), 5),
             "diff": round(float(d[lat]), 5), "ratio": round(float((fa[lat] + 1e-4) / (fb[lat] + 1e-4)), 3),
             "z": round(float(z[lat]), 3), "p_adj": float(p_adj[lat]), "more_in": "a" if d[lat] > 0 else "b",
             "examples": ex_ids,

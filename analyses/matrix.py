@@ -111,5 +111,12 @@ def require_docs(m: DocMatrix, what: str, minimum: int = 1) -> None:
         raise AnalysisError(f"{what} matches {m.n_docs} document(s); need at least {minimum}")
 
 
+def latent_cards(store: Store, ids: list[int]) -> dict[int, dict]:
+    """Label, kind (concept | lexical) and label quality of each latent, for analysis tables."""
+    pts = store.get_latents(sorted(set(int(i) for i in ids))) if ids else []
+    return {p.latent: {"label": p.payload.get("label", ""), "kind": p.payload.get("kind", "lexical"),
+                       "quality": p.payload.get("quality")} for p in pts}
+
+
 def latent_labels(store: Store, ids: list[int]) -> dict[int, str]:
     return {p.latent: p.payload.get("label", "") for p in store.get_latents(sorted(set(int(i) for i in ids)))} if ids else {}

@@ -1,5 +1,5 @@
-"""Spot-check labels: N random latents (firing in >= 5 documents) with label and two activating
-examples, firing token in [brackets].
+"""Spot-check labels: N random latents (firing in >= 5 documents) with label, kind, quality and two
+activating examples, firing token in [brackets].
 
     python benchmarks/spot_check.py --index demo [--n 10 --seed 0]
 """
@@ -29,7 +29,9 @@ def main() -> None:
         store.close()
     for p in random.Random(args.seed).sample(pts, min(args.n, len(pts))):
         pl = p.payload
-        print(f"\n### latent {p.latent}: {pl['label']}  (in {pl['doc_count']} docs)")
+        q = pl.get("quality")
+        print(f"\n### latent {p.latent}: {pl['label']}  [{pl.get('kind', 'lexical')}, quality {q if q is not None else '-'}] "
+              f"(in {pl['doc_count']} docs)")
         for ex in [e for e in pl["examples"] if e.get("span")][:2]:
             s, e = ex["span"]
             t = ex["text"]

@@ -18,6 +18,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--index", default="dev")
     ap.add_argument("--queries", default=str(Path(__file__).parent / "queries" / "dev.jsonl"))
+    ap.add_argument("--grid", default="0,0.5,1;0,0.5,1;0,0.5;0.2,0.5;100",
+                    help="label_weight;direction_weight;quality_weight;T;n_latents value lists")
     args = ap.parse_args()
     from indexer.store import open_store
     from search.engine import SearchEngine, SearchOptions
@@ -27,9 +29,11 @@ def main() -> None:
     eng = SearchEngine(store, args.index)
     qs = load_queries(args.queries)
     rows = []
-    for lw, t, n, mdf in itertools.product((0.0, 0.5, 1.0), (0.1, 0.2, 0.5), (30, 100), (0.5,)):
-        res = evaluate(eng, qs, ["sae"], SearchOptions(label_weight=lw, temperature=t, n_latents=n, max_doc_freq=mdf))
-        row = {"label_weight": lw, "T": t, "n": n, "max_df": mdf, "map": res["summary"]["sae"]["map"],
+    grid = [tuple(float(x) for x in g.split(",")) for g in args.grid.split(";")]
+    for lw, dw, qw, t, n in itertools.product(*grid):
+        opts = SearchOptions(label_weight=lw, direction_weight=dw, quality_weight=qw, temperature=t, n_latents=int(n))
+        res = evaluate(eng, qs, ["sae"], opts)
+        row = {"label_weight": lw, "direction_weight": dw, "quality_weight": qw, "T": t, "n": int(n), "map": res["summary"]["sae"]["map"],
                "per_query": {q["name"]: q["methods"]["sae"]["ap"] for q in res["queries"]}}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -73,6 +73,11 @@ def latent_summary(p: LatentPoint, n_examples: int = 3) -> dict:
         "id": p.latent,
         "label": pl.get("label", ""),
         "description": pl.get("description", ""),
+        # concept | lexical, and how well the label detects the latent on held-out contexts
+        # (AUC in [0, 1]; null for offline labels of latents the SAE's dictionary lacks)
+        "kind": pl.get("kind", "lexical"),
+        "quality": pl.get("quality"),
+        "label_source": pl.get("label_source", "offline"),
         "doc_freq": float(pl.get("doc_freq", 0.0)),
         "doc_count": int(pl.get("doc_count", 0)),
         "quantiles": pl.get("quantiles", {}),
@@ -86,21 +91,53 @@ def top_latents_by_freq(store: Store, top: int) -> list[LatentPoint]:
     return pts[:top]
 
 
-def latents_for_query(store: Store, query: str, top: int, label_weight: float = 0.5) -> list[tuple[int, float]]:
-    """Latents ranked by similarity of the query to their label *and* to what they fire on.
+DIRECTION_WEIGHT = 0.5  # chosen on the dev queries (benchmarks/tune_search.py; README)
+QUALITY_WEIGHT = 0.5
 
-    Score = label_weight * cos(query, label) + (1 - label_weight) * cos(query, snippets).
-    Both are exact searches over the latents collection (HNSW missed true neighbours here).
+
+def latents_for_query(store: Store, query: str, top: int, label_weight: float = 0.5,
+                      direction_weight: float = DIRECTION_WEIGHT, quality_weight: float = QUALITY_WEIGHT) -> list[tuple[int, float]]:
+    """Latents ranked by what they are called, what they fire on here, and what they do.
+
+    - name: cos(query, label vector) (the dictionary's concept text where the SAE ships one);
+    - evidence: cos(query, mean of this index's firing snippets);
+    - direction: cos(query, the latent's contrastive direction from the SAE's dictionary - its
+      activating contexts minus non-activating ones, so what every text shares cancels out).
+
+    score = (1 - dw) * (lw * name + (1 - lw) * evidence) + dw * direction, times
+    (1 - qw) + qw * quality, so a latent whose label detects it poorly counts less. Label and
+    snippet lookups are exact searches over the latents collection; directions are one matmul.
     """
-    q = get_embedder().encode([query])[0].tolist()
+    from indexer.dictionary import dictionary_for
+
+    q = get_embedder().encode([query])[0]
     pool = max(top * 4, 200)
-    a = dict(store.search_latents(q, "label", pool))
-    b = dict(store.search_latents(q, "snippets", pool))
-    keys = set(a) | set(b)
+    a = dict(store.search_latents(q.tolist(), "label", pool))
+    b = dict(store.search_latents(q.tolist(), "snippets", pool))
+    d = dictionary_for(store.read_manifest() or {}) if direction_weight > 0 else None
+    c: dict[int, float] = {}
+    if d is not None:
+        sims = d.directions @ q
+        idx = np.argpartition(-sims, min(pool, len(sims) - 1))[:pool]
+        c = {int(i): float(sims[i]) for i in idx}
+    else:
+        direction_weight = 0.0
+    keys = set(a) | set(b) | set(c)
+    present = {p.latent: p for p in store.get_latents(sorted(keys))} if c or quality_weight > 0 else {k: None for k in keys}
     floor_a = min(a.values()) if a else 0.0
     floor_b = min(b.values()) if b else 0.0
-    scored = [(k, label_weight * a.get(k, floor_a) + (1 - label_weight) * b.get(k, floor_b)) for k in keys]
-    scored.sort(key=lambda t: -t[1])
+    floor_c = min(c.values()) if c else 0.0
+    scored = []
+    for k in keys:
+        if k not in present:  # a direction for a latent that never fires in this index
+            continue
+        s = (1 - direction_weight) * (label_weight * a.get(k, floor_a) + (1 - label_weight) * b.get(k, floor_b))
+        s += direction_weight * c.get(k, floor_c)
+        p = present[k]
+        qual = p.payload.get("quality") if p is not None else None
+        s *= (1 - quality_weight) + quality_weight * (0.5 if qual is None else float(qual))
+        scored.append((k, s))
+    scored.sort(key=lambda t: (-t[1], t[0]))
     return scored[:top]
 
 

@@ -1,4 +1,4 @@
-"""`saedex` commands owned by the indexer: index, info, latents, label, train-sae, drop."""
+"""`saedex` commands owned by the indexer: index, info, latents, label, train-sae, build-dictionary, drop."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
     app.command("latents")(latents_cmd)
     app.command("label")(label_cmd)
     app.command("train-sae")(train_sae_cmd)
+    app.command("build-dictionary")(build_dictionary_cmd)
     app.command("drop")(drop_cmd)
     app.command("indexes")(indexes_cmd)
 
@@ -121,7 +122,7 @@ def _render_latents(obj: dict) -> None:
     t = Table(title="latents")
     from rich.markup import escape
 
-    for col in ("id", "label", "doc freq", "example (firing token in \\[brackets])"):
+    for col in ("id", "label", "kind", "quality", "doc freq", "example (firing token in \\[brackets])"):
         t.add_column(col, overflow="fold")
     for lat in obj["latents"]:
         ex = next((e for e in lat["examples"] if e.get("span")), None)
@@ -129,7 +130,9 @@ def _render_latents(obj: dict) -> None:
         if ex:
             s, e = ex["span"]
             shown = (ex["text"][max(0, s - 50):s] + "[" + ex["text"][s:e] + "]" + ex["text"][e:e + 50]).replace("\n", " ")
-        t.add_row(str(lat["id"]), escape(lat["label"]), f"{lat['doc_freq']:.3f}", escape(shown))
+        q = lat.get("quality")
+        t.add_row(str(lat["id"]), escape(lat["label"]), lat.get("kind", ""), f"{q:.2f}" if q is not None else "-",
+                  f"{lat['doc_freq']:.3f}", escape(shown))
     console.print(t)
 
 
@@ -140,10 +143,11 @@ def label_cmd(
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated latent ids to label (default: all that fire)."),
     min_docs: int = typer.Option(3, "--min-docs", help="Skip latents firing in fewer documents (LLM only)."),
     concurrency: int = typer.Option(8, "--concurrency"),
+    own_data: bool = typer.Option(False, "--own-data", help="Label from this index's own examples (offline labeller) instead of the SAE's dictionary."),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
 ):
-    """(Re)label latents: offline (default) or with an LLM (cached; unchanged latents are not relabelled)."""
+    """(Re)label latents: from the SAE's concept dictionary (default), the index's own data, or an LLM."""
     from indexer.catalog import require_index
     from indexer.latent_stats import refresh_latents
     from indexer.store import open_store
@@ -152,8 +156,8 @@ def label_cmd(
     try:
         require_index(store, index)
         if llm is None:
-            n = refresh_latents(store, progress=not as_json)
-            result = {"relabelled": n, "labeller": "offline"}
+            n = refresh_latents(store, progress=not as_json, own_labels=own_data)
+            result = {"relabelled": n, "labeller": "offline" if own_data else "dictionary (offline for latents it lacks)"}
         else:
             from indexer.llm_labels import label_with_llm
 
@@ -203,6 +207,24 @@ def train_sae_cmd(
             "saedex_reader": reader, "saedex_layer": layer, "training_corpus": str(corpus)}
     report = train_sae(cache, out, tcfg, meta, log=log)
     emit({k_: v for k_, v in report.items() if k_ != "history"}, as_json, lambda r: console.print_json(data=r))
+
+
+@friendly_errors
+def build_dictionary_cmd(
+    corpus: Path = typer.Argument(..., help="Text to read (JSONL/JSONL.gz with a 'text' field): the SAE's training corpus."),
+    sae: Path = typer.Option(Path(__file__).parent / "default_sae", "--sae", help="SAE folder; the dictionary is written beside its weights."),
+    work: Path = typer.Option(Path("dictionary_work"), "--work", help="Folder for resumable intermediate state."),
+    docs: int = typer.Option(12000, "--docs", help="Documents to read."),
+    per_latent: int = typer.Option(16, "--per-latent", help="Activating contexts kept per latent (half choose the label, half score it)."),
+    as_json: bool = JsonOpt,
+):
+    """Build the SAE's concept dictionary: directions, labels, quality scores (resumable; re-run to continue)."""
+    from indexer.dictionary.build import build_dictionary
+
+    if not corpus.exists():
+        raise typer.BadParameter(f"{corpus}: no such file")
+    res = build_dictionary(corpus, sae, work, max_docs=docs, per_latent=per_latent)
+    emit(res, as_json, lambda r: console.print_json(data=r))
 
 
 @friendly_errors

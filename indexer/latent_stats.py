@@ -66,9 +66,17 @@ def snippet(text: str, span: list[int], width: int = 90) -> dict:
     return {"text": text[a:b], "span": [s - a, e - a]}
 
 
-def refresh_latents(store: Store, progress: bool = True, labeller=None) -> int:
-    """Recompute latent stats/examples; (re)label latents whose examples changed. Returns #relabelled."""
+def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labels: bool = False) -> int:
+    """Recompute latent stats/examples; label latents. Returns #labelled by the offline labeller.
+
+    Labels come from the SAE's concept dictionary where one is shipped for its weights (same names
+    for the same latents in every index; no labelling cost). ``own_labels`` (or a latent the
+    dictionary lacks) uses the offline labeller on this index's own examples instead.
+    """
+    from indexer.dictionary import dictionary_for
     from indexer.labels import OfflineLabeller
+
+    dictionary = None if own_labels else dictionary_for(store.read_manifest() or {})
 
     scan = scan_index(store, progress)
     n_docs = len(scan.doc_ids)
@@ -119,6 +127,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None) -> int:
 
     points: list[LatentPoint] = []
     to_label: list[tuple[int, list[dict]]] = []
+    to_snippet: list[tuple[int, list[dict]]] = []  # dictionary-labelled latents whose examples changed
     # One decode per document: which of the requested latents peak where.
     wanted: dict[int, list[int]] = {}
     for latent, st in stats.items():
@@ -146,9 +155,21 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None) -> int:
             "examples": examples, "negatives": negatives, "examples_hash": ehash,
         }
         old = existing.get(latent)
-        if old and old.payload.get("examples_hash") == ehash and old.payload.get("label") and old.label_vec:
-            payload.update({k: old.payload[k] for k in ("label", "description", "label_source") if k in old.payload})
+        entry = dictionary.entry(latent) if dictionary else None
+        old_source = old.payload.get("label_source", "offline") if old else ""
+        # An LLM label stays while its examples do; an offline label stays when it is still wanted.
+        keep_old = bool(old and old.payload.get("examples_hash") == ehash and old.payload.get("label") and old.label_vec
+                        and (old_source.startswith("llm:") or (old_source == "offline" and entry is None)))
+        if keep_old:
+            payload.update({k: old.payload[k] for k in ("label", "description", "label_source", "kind", "quality") if k in old.payload})
             points.append(LatentPoint(latent, old.label_vec, old.snippet_vec, payload))
+        elif entry is not None:
+            payload.update({"label": entry["label"], "description": entry["description"], "label_source": "dictionary",
+                            "kind": entry["kind"], "quality": entry["quality"]})
+            snip = old.snippet_vec if old and old.payload.get("examples_hash") == ehash and old.snippet_vec else None
+            points.append(LatentPoint(latent, dictionary.label_vecs[latent].tolist(), snip or [], payload))
+            if snip is None:
+                to_snippet.append((latent, examples))
         else:
             to_label.append((latent, examples))
             points.append(LatentPoint(latent, [], [], payload))
@@ -163,11 +184,15 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None) -> int:
     lab_vecs = emb.encode(lab_texts, batch_size=256) if lab_texts else np.zeros((0, emb.dim))
     if progress:
         print(f"embedded {len(lab_texts):,} labels in {time.time() - t0:.0f} s", file=sys.stderr)
-    snip_vecs = _snippet_vectors([(l, ex) for l, ex in to_label], emb, progress, store)
+    snip_vecs = _snippet_vectors([(l, ex) for l, ex in to_label + to_snippet], emb, progress, store)
+    for latent, _ in to_snippet:
+        p = by_latent[latent]
+        sv = snip_vecs.get(latent)
+        p.snippet_vec = sv.tolist() if sv is not None else p.label_vec
     for (latent, _), lv in zip(to_label, lab_vecs):
         p = by_latent[latent]
         p.payload.update({"label": labels[latent]["label"], "description": labels[latent]["description"],
-                          "label_source": labels[latent].get("source", "offline")})
+                          "label_source": labels[latent].get("source", "offline"), "kind": "lexical", "quality": None})
         p.label_vec = lv.tolist()
         sv = snip_vecs.get(latent)
         p.snippet_vec = sv.tolist() if sv is not None else lv.tolist()

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.catalog import latents_for_query, require_fresh_latent_stats, require_index
+from indexer.catalog import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, require_fresh_latent_stats, require_index
 from indexer.embedder import get_embedder
 from indexer.pooling import fire_spans
 from indexer.store import Filter, Hit, Store
@@ -52,6 +52,8 @@ class SearchOptions:
     llm_filter: bool = False
     llm_model: str | None = None
     label_weight: float = 0.5
+    direction_weight: float = DIRECTION_WEIGHT
+    quality_weight: float = QUALITY_WEIGHT
     max_doc_freq: float = 0.5
     rrf_k: int = 60
     explain_latents: int = 5
@@ -116,12 +118,14 @@ class SearchEngine:
                 self._latent_cache[p.latent] = {
                     "label": pl.get("label", ""), "p90": float(pl.get("quantiles", {}).get("p90", 0.0) or 0.0),
                     "doc_freq": float(pl.get("doc_freq", 0.0)), "description": pl.get("description", ""),
+                    "kind": pl.get("kind", "lexical"), "quality": pl.get("quality"),
                 }
         return {i: self._latent_cache[i] for i in ids if i in self._latent_cache}
 
     # ------------------------------------------------------------------ query -> latents
     def query_latents(self, query: str, opts: SearchOptions) -> list[WeightedLatent]:
-        ranked = latents_for_query(self.store, query, opts.n_latents * 2, label_weight=opts.label_weight)
+        ranked = latents_for_query(self.store, query, opts.n_latents * 2, label_weight=opts.label_weight,
+                                   direction_weight=opts.direction_weight, quality_weight=opts.quality_weight)
         meta = self.latent_meta([i for i, _ in ranked])
         kept = [(i, s) for i, s in ranked if i in meta and meta[i]["p90"] > 0 and meta[i]["doc_freq"] <= opts.max_doc_freq]
         kept = kept[: opts.n_latents]
@@ -262,7 +266,9 @@ class SearchEngine:
             top = contrib[: opts.explain_latents]
             spans = fire_spans(h.payload, [lat for lat, _, _ in top])
             for lat, w, a in top:
-                expl.append({"latent": lat, "label": w.label, "weight": round(w.weight, 5), "activation": round(float(a), 4),
+                meta = self._latent_cache.get(lat, {})
+                expl.append({"latent": lat, "label": w.label, "kind": meta.get("kind"), "quality": meta.get("quality"),
+                             "weight": round(w.weight, 5), "activation": round(float(a), 4),
                              "contribution": round(w.weight * a / w.p90, 5), "spans": [spans[lat]] if lat in spans else []})
             fields = {k: v for k, v in h.payload.items() if k not in HIDDEN_PAYLOAD}
             out.append({"id": h.doc_id, "score": round(float(h.score), 6), "text": h.payload.get("text", ""),

@@ -42,8 +42,11 @@ function highlight(text, spans) {
   }
   return html + esc(text.slice(pos));
 }
-function chip(latent, label, extra) {
-  return `<span class="chip" data-latent="${latent}" title="latent ${latent}">${esc(label)}${extra ? " · " + esc(extra) : ""}</span>`;
+// quality: how well the label detects the latent on held-out text (null: not measured); low ones are faded
+function chip(latent, label, extra, quality) {
+  const q = quality === null || quality === undefined ? "" : ` · label quality ${Number(quality).toFixed(2)}`;
+  const cls = quality !== null && quality !== undefined && quality < 0.7 ? "chip unreliable" : "chip";
+  return `<span class="${cls}" data-latent="${latent}" title="latent ${latent}${q}">${esc(label)}${extra ? " · " + esc(extra) : ""}</span>`;
 }
 
 async function doSearch(ev) {
@@ -58,7 +61,7 @@ async function doSearch(ev) {
       return `<div class="result" data-id="${esc(r.id)}">
         <div class="meta">#${i + 1} · score ${r.score.toFixed(3)} · ${esc(r.dataset)} · ${esc(r.id)}</div>
         <div class="text">${highlight(r.text.slice(0, 1500), spans.filter((s) => s[1] <= 1500))}</div>
-        <div class="chips">${r.explanation.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1))).join("")}</div>
+        <div class="chips">${r.explanation.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality)).join("")}</div>
       </div>`;
     }).join("") || "<p>No results.</p>";
   } catch (e) { showError(e); }
@@ -70,7 +73,7 @@ async function openLatent(id) {
     const l = await api(`/v1/indexes/${index()}/latents/${id}`);
     $("#latent-page").innerHTML = `<h2>latent ${l.id}: ${esc(l.label)}</h2>
       <p>${esc(l.description)}</p>
-      <p class="muted">in ${(100 * l.doc_freq).toFixed(2)}% of documents (${l.doc_count}); p90 activation ${(l.quantiles.p90 || 0).toFixed(2)}; label: ${esc(l.label_source)}</p>
+      <p class="muted">in ${(100 * l.doc_freq).toFixed(2)}% of documents (${l.doc_count}); p90 activation ${(l.quantiles.p90 || 0).toFixed(2)}; label: ${esc(l.label_source)}, ${esc(l.kind || "lexical")}${l.quality === null || l.quality === undefined ? "" : ", quality " + Number(l.quality).toFixed(2)}</p>
       <h3>Top activating examples</h3>
       ${l.examples.map((e) => `<div class="example">${e.span ? highlight(e.text, [e.span]) : esc(e.text)} <span class="muted">(${e.activation}, ${esc(e.doc_id)})</span></div>`).join("")}
       <h3>Non-activating examples</h3>
@@ -86,7 +89,7 @@ async function doDiff(ev) {
     const out = await api(`/v1/indexes/${index()}/diff`, { a: parseWhere($("#diff-a").value), b: parseWhere($("#diff-b").value), top: 20 });
     const max = Math.max(0.001, ...out.latents.flatMap((l) => [l.freq_a, l.freq_b]));
     $("#diff-chart").innerHTML = `<p>A: ${out.n_a} docs (blue) · B: ${out.n_b} docs (orange) · ${out.significant} significant latents</p>` +
-      out.latents.map((l) => `<div class="bar-row"><span>${chip(l.latent, l.label)} <span class="muted">p=${l.p_adj.toExponential(1)}</span></span>
+      out.latents.map((l) => `<div class="bar-row"><span>${chip(l.latent, l.label, null, l.quality)} <span class="muted">p=${l.p_adj.toExponential(1)}</span></span>
         <span><div class="bar a" style="width:${(100 * l.freq_a / max).toFixed(1)}%"></div><div class="bar b" style="width:${(100 * l.freq_b / max).toFixed(1)}%"></div></span></div>`).join("");
   } catch (e) { showError(e); }
 }
@@ -97,7 +100,7 @@ async function doLatents(ev) {
   try {
     const q = $("#latent-q").value.trim();
     const out = await api(`/v1/indexes/${index()}/latents?top=50${q ? "&query=" + encodeURIComponent(q) : ""}`);
-    $("#latent-list").innerHTML = out.latents.map((l) => `<div class="result">${chip(l.id, l.label)} <span class="muted">${(100 * l.doc_freq).toFixed(2)}% of docs</span>
+    $("#latent-list").innerHTML = out.latents.map((l) => `<div class="result">${chip(l.id, l.label, null, l.quality)} <span class="muted">${(100 * l.doc_freq).toFixed(2)}% of docs · ${esc(l.kind || "lexical")}</span>
       ${l.examples[0] && l.examples[0].span ? `<div class="example">${highlight(l.examples[0].text, [l.examples[0].span])}</div>` : ""}</div>`).join("");
   } catch (e) { showError(e); }
 }

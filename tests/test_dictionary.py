@@ -1,0 +1,103 @@
+"""The concept dictionary: its scoring pieces, its on-disk contract, the shipped dictionary of the
+default SAE, and that indexes take their labels from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analyses.correlations import label_head
+from indexer.dictionary.labelling import _lexical_quality, auc_rows
+from indexer.dictionary.store import load_dictionary, save_dictionary
+from indexer.dictionary.vocabulary import taxonomy
+from indexer.sae import DEFAULT_SAE_DIR, load_sae
+from tests.test_index_e2e import cli
+
+
+def test_auc_rows_matches_the_pairwise_definition():
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(1, 1, (9, 3)), rng.normal(0, 1, (40, 3))
+    pos[0, 2] = neg[0, 2]  # a tie counts half
+    want = [np.mean([(p > n) + 0.5 * (p == n) for p in pos[:, j] for n in neg[:, j]]) for j in range(3)]
+    assert auc_rows(pos, neg) == pytest.approx(want)
+    assert auc_rows(np.ones((3, 1)), np.zeros((5, 1)))[0] == 1.0
+
+
+def test_lexical_quality_is_a_whole_word_detector():
+    act = ["waiting for the bus", "for sure", "done for"]
+    bg = ["forest walk", "information", "made for you"]
+    # TPR 1, FPR 1/3 ("forest" and "information" do not count): 0.5 * (1 + 1 - 1/3)
+    assert _lexical_quality("for", act, bg) == pytest.approx(0.5 * (1 + 1 - 1 / 3))
+    assert _lexical_quality("␣", act, bg) == 0.5
+
+
+def test_label_heads_compare_what_latents_fire_on():
+    assert label_head('"stockholm" (ferry, grandma)') == '"stockholm"'
+    assert label_head('token "for" after "waiting"') == "for"
+    assert label_head("plot synopsis") == "plot synopsis"
+
+
+def test_taxonomy_is_well_formed():
+    t = taxonomy()
+    assert len(t) >= 200
+    names = [c.name for c in t]
+    assert len(set(names)) == len(names)
+    assert all(c.text.startswith(c.name + ": ") and len(c.text) > len(c.name) + 10 for c in t)
+
+
+class _Weights:
+    def __init__(self, h: str):
+        self.h = h
+
+    def content_hash(self) -> str:
+        return self.h
+
+
+def test_dictionary_round_trip_and_refusal_for_other_weights(tmp_path: Path):
+    d = {"latents": {3: {"label": "sarcasm", "kind": "concept", "quality": 0.81, "description": "x"}},
+         "directions": np.eye(4, 6, dtype=np.float32), "label_vecs": np.ones((4, 6), np.float32), "build": {"documents": 7}}
+    save_dictionary(tmp_path, d, _Weights("abc"))
+    got = load_dictionary(tmp_path, "abc")
+    assert got is not None and got.entry(3)["label"] == "sarcasm" and got.entry(2) is None
+    assert got.directions.shape == (4, 6) and got.directions.dtype == np.float32
+    assert got.quality()[3] == pytest.approx(0.81)
+    assert load_dictionary(tmp_path, "other-weights") is None  # never applied to another SAE
+    assert load_dictionary(tmp_path / "nothing-here", None) is None
+
+
+SHIPPED = (DEFAULT_SAE_DIR / "dictionary.json").exists()
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no dictionary shipped beside the default SAE")
+def test_shipped_dictionary_describes_the_default_sae():
+    sae = load_sae()
+    d = load_dictionary(DEFAULT_SAE_DIR, sae.content_hash())
+    assert d is not None, "dictionary.json was built for other weights"
+    assert d.directions.shape == (sae.d_sae, 384)
+    assert len(d.latents) >= 0.5 * sae.d_sae
+    kinds = {e["kind"] for e in d.latents.values()}
+    assert kinds <= {"concept", "lexical"} and "concept" in kinds
+    q = np.array([e["quality"] for e in d.latents.values()])
+    assert ((0 <= q) & (q <= 1)).all()
+    norms = np.linalg.norm(d.directions[sorted(d.latents)], axis=1)
+    assert np.allclose(norms, 1, atol=0.01)
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no dictionary shipped beside the default SAE")
+def test_indexes_take_labels_kind_and_quality_from_the_dictionary(bbc_index):
+    r = cli("latents", "--index", bbc_index, "--top", "30", "--json")
+    assert r.exit_code == 0, r.output
+    lats = json.loads(r.stdout)["latents"]
+    from_dict = [l for l in lats if l["label_source"] == "dictionary"]
+    assert len(from_dict) >= 0.8 * len(lats)
+    for l in from_dict:
+        assert l["kind"] in ("concept", "lexical") and 0 <= l["quality"] <= 1
+    # the index's own labels stay one flag away
+    r = cli("label", "--index", bbc_index, "--own-data", "--json")
+    assert r.exit_code == 0, r.output
+    lats = json.loads(cli("latents", "--index", bbc_index, "--top", "30", "--json").stdout)["latents"]
+    assert all(l["label_source"] == "offline" for l in lats)
+    assert cli("label", "--index", bbc_index, "--json").exit_code == 0  # back to the dictionary
