@@ -66,13 +66,17 @@ def cluster(
     n_examples: int = 5,
     seed: int = 0,
     with_coords: bool = False,
+    floor: float = 0.0,
 ) -> dict:
     if method not in ("sae", "dense"):
         raise AnalysisError(f"unknown clustering method {method!r}; use sae or dense")
     if k < 2:
         raise AnalysisError("k must be at least 2")
     fields = [label_field] if label_field else []
-    m = load_matrix(store, index, where, fields=fields, with_dense=(method == "dense"))
+    # No noise floor by default (unlike diff and correlations): on 999 whole BBC articles, topic
+    # accuracy was 0.741 at floor 0, 0.735 at 0.5 and 0.707 at 1.0 - Jaccard over many latents
+    # already discounts weak one-off firings.
+    m = load_matrix(store, index, where, fields=fields, with_dense=(method == "dense"), floor=floor if method == "sae" else 0.0)
     require_docs(m, "the filter", minimum=k)
     if label_field and not any(label_field in p for p in m.payload):
         raise AnalysisError(f"unknown field {label_field!r}: no document in the slice has it")

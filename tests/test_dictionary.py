@@ -30,13 +30,15 @@ def test_lexical_quality_is_a_whole_word_detector():
     act = ["waiting for the bus", "for sure", "done for"]
     bg = ["forest walk", "information", "made for you"]
     # TPR 1, FPR 1/3 ("forest" and "information" do not count): 0.5 * (1 + 1 - 1/3)
-    assert _lexical_quality("for", act, bg) == pytest.approx(0.5 * (1 + 1 - 1 / 3))
-    assert _lexical_quality("␣", act, bg) == 0.5
+    assert _lexical_quality(["for"], act, bg) == pytest.approx(0.5 * (1 + 1 - 1 / 3))
+    assert _lexical_quality(["␣"], act, bg) == 0.5
+    assert _lexical_quality(["bus", "sure"], act, bg) == pytest.approx(0.5 * (1 + 2 / 3 - 0))
 
 
 def test_label_heads_compare_what_latents_fire_on():
     assert label_head('"stockholm" (ferry, grandma)') == '"stockholm"'
     assert label_head('token "for" after "waiting"') == "for"
+    assert label_head('token "socks" (clothing)') == "socks"
     assert label_head("plot synopsis") == "plot synopsis"
 
 
@@ -101,3 +103,28 @@ def test_indexes_take_labels_kind_and_quality_from_the_dictionary(bbc_index):
     lats = json.loads(cli("latents", "--index", bbc_index, "--top", "30", "--json").stdout)["latents"]
     assert all(l["label_source"] == "offline" for l in lats)
     assert cli("label", "--index", bbc_index, "--json").exit_code == 0  # back to the dictionary
+
+
+def test_build_dictionary_end_to_end_and_resume(tmp_path: Path):
+    """A tiny build (8 real BBC paragraphs, taxonomy only): every stage runs, the dictionary loads
+    for the SAE it was built for, and a second run resumes from the saved stages."""
+    import shutil
+
+    from indexer.dictionary.build import build_dictionary
+    from tests.conftest import load_bbc, write_jsonl
+
+    sae_dir = tmp_path / "sae"
+    shutil.copytree(DEFAULT_SAE_DIR, sae_dir, ignore=shutil.ignore_patterns("dictionary.*"))
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": r["text"]} for r in load_bbc(2, seed=5, max_chars=400)][:8])
+    work = tmp_path / "work"
+    rec = build_dictionary(corpus, sae_dir, work, max_docs=8, per_latent=4, n_background=8, vocabulary=taxonomy(), progress=False)
+    assert rec["documents"] == 8 and rec["vocabulary"] == len(taxonomy()) and rec["background_contexts"] >= 4
+    d = load_dictionary(sae_dir, load_sae(sae_dir).content_hash())
+    assert d is not None and len(d.latents) > 20
+    for l, e in d.latents.items():
+        assert e["kind"] in ("concept", "lexical") and 0 <= e["quality"] <= 1 and e["label"]
+        assert abs(float(np.linalg.norm(d.directions[l])) - 1) < 0.01
+    timings = json.loads((work / "timings.json").read_text())
+    build_dictionary(corpus, sae_dir, work, max_docs=8, per_latent=4, n_background=8, vocabulary=taxonomy(), progress=False)
+    again = json.loads((work / "timings.json").read_text())
+    assert again["collect"] == timings["collect"] and again["embed_contexts"] == timings["embed_contexts"]  # resumed

@@ -20,7 +20,7 @@ import numpy as np
 
 
 def build_dictionary(corpus: Path, sae_dir: Path, work: Path, max_docs: int, per_latent: int = 16,
-                     progress: bool = True) -> dict:
+                     n_background: int = 4000, vocabulary: list | None = None, progress: bool = True) -> dict:
     from indexer.dictionary.collect import collect
     from indexer.dictionary.labelling import label_all
     from indexer.dictionary.store import save_dictionary
@@ -41,9 +41,18 @@ def build_dictionary(corpus: Path, sae_dir: Path, work: Path, max_docs: int, per
     ix = Indexer(sae_path=str(sae_dir))
     state_path = work / "collect.pkl"
     state = pickle.loads(state_path.read_bytes()) if state_path.exists() else None
-    if state is None or state.docs_read < max_docs:
-        state = collect(ix, corpus, state_path, max_docs=max_docs, per_latent=per_latent)
+    # (read the instance's own attributes: a dataclass default would answer for an older pickle)
+    seen = vars(state) if state is not None else {}
+    if state is None or not seen.get("complete", state.docs_read >= max_docs) or (
+            state.docs_read < max_docs and not seen.get("corpus_ended", False)):
+        before = state.docs_read if state is not None else -1
+        state = collect(ix, corpus, state_path, max_docs=max_docs, per_latent=per_latent, n_background=n_background)
         done("collect", t0)
+        if state.docs_read != before:  # new contexts: the embeddings of the old ones are stale
+            import shutil
+
+            (work / "contexts.npy").unlink(missing_ok=True)
+            shutil.rmtree(work / "contexts_parts", ignore_errors=True)
 
     emb = get_embedder()
     ctx_ids = sorted(state.contexts)
@@ -56,7 +65,7 @@ def build_dictionary(corpus: Path, sae_dir: Path, work: Path, max_docs: int, per
         done("embed_contexts", t0)
     vecs = np.load(ctx_path).astype(np.float32)
 
-    vocab = load_vocabulary()
+    vocab = vocabulary if vocabulary is not None else load_vocabulary()
     con_path = work / "concepts.npy"
     if not con_path.exists():
         t0 = time.time()

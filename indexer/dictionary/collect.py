@@ -44,6 +44,8 @@ class CollectState:
     fired_tokens: np.ndarray | None = None  # (d_sae,) token firings
     fired_docs: np.ndarray | None = None  # (d_sae,) documents with >= 1 firing
     background: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (context, latents firing in it)
+    complete: bool = False  # the last run finished (max_docs read, or the corpus ended)
+    corpus_ended: bool = False
 
     def __post_init__(self) -> None:
         if self.best_act is None:
@@ -89,8 +91,10 @@ def collect(indexer, corpus: Path, state_path: Path, max_docs: int, per_latent: 
         next(texts, None)
     t0, last_ckpt = time.time(), state.docs_read
     batch: list[str] = []
+    state.corpus_ended = True
     for text in texts:
         if state.docs_read + len(batch) >= max_docs:
+            state.corpus_ended = False
             break
         batch.append(text)
         if len(batch) == batch_docs:
@@ -104,6 +108,7 @@ def collect(indexer, corpus: Path, state_path: Path, max_docs: int, per_latent: 
                       f"({rate:.1f} docs/s this run)", file=sys.stderr, flush=True)
     if batch:
         _read_batch(batch, state, reader, sae, rng, bg_every)
+    state.complete = True
     _save(state, state_path)
     return state
 

@@ -8,8 +8,9 @@ For every latent with enough contexts:
   are split in two by activation rank: the even ranks choose the label, the odd ranks (and a
   disjoint half of the background) score it - the **quality** is that held-out AUC.
 - **lexical label**: the token it fires on (``token "for" after "waiting"``), scored the same way
-  as a detector "the context contains that token". A latent is ``lexical`` when its firing token
-  detects it at least as well as the best concept; otherwise ``concept``.
+  as a detector "the context contains that token". A latent is ``lexical`` when one token takes at
+  least half of its firings (qualified by its concept when that separates well: ``token "-"
+  (code)``) or when no concept reaches AUC 0.70; otherwise ``concept``.
 - **promoted tokens**: the reader's own unembedding applied to the latent's decoder direction
   (logit lens): free, offline evidence of what the latent writes, kept in the description.
 """
@@ -28,6 +29,7 @@ from indexer.dictionary.vocabulary import Concept
 MIN_CONTEXTS = 4
 SHORTLIST = 48
 CONCEPT_MIN_AUC = 0.70
+ALSO_CONCEPT_AUC = 0.80  # a lexical label names the concept too from this held-out AUC
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d+")
 
 
@@ -35,7 +37,8 @@ def label_all(state, row_of: dict[int, int], ctx: np.ndarray, bg: np.ndarray, vo
               indexer, emb, progress: bool = True) -> dict:
     d_sae = state.d_sae
     tok = indexer.reader.tokenizer
-    promoted = promoted_tokens(indexer, top=8)
+    eligible = [l for l in range(d_sae) if int((state.best_ctx[l] >= 0).sum()) >= MIN_CONTEXTS]
+    promoted = dict(zip(eligible, promoted_tokens(indexer, eligible, top=8)))
     # background split: even rows choose, odd rows score; per latent, drop rows it fires in
     n_bg = len(state.background)
     fires_in_bg = [set() for _ in range(d_sae)]
@@ -48,10 +51,9 @@ def label_all(state, row_of: dict[int, int], ctx: np.ndarray, bg: np.ndarray, vo
     bg_mean = bg.mean(axis=0)
     directions = np.zeros((d_sae, ctx.shape[1]), np.float32)
     latents: dict[int, dict] = {}
-    for l in range(d_sae):
+    vec_texts: dict[int, str] = {}  # what the label vector embeds: the concept's text, or the token (+ concept)
+    for l in eligible:
         ids = [int(c) for c in state.best_ctx[l] if c >= 0]
-        if len(ids) < MIN_CONTEXTS:
-            continue
         rows = np.asarray([row_of[c] for c in ids])
         fb = fires_in_bg[l]
         bg_c = np.asarray([r for r in bg_choose_all if r not in fb], dtype=np.int64) if fb else bg_choose_all
@@ -67,40 +69,50 @@ def label_all(state, row_of: dict[int, int], ctx: np.ndarray, bg: np.ndarray, vo
         # token evidence
         texts = [state.contexts[c] for c in ids]
         fired = Counter(tok.decode([t]).strip().lower() or "␣" for (_, _, _, t) in texts)
-        top_tok, top_n = sorted(fired.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        ranked_toks = sorted(fired.items(), key=lambda kv: (-kv[1], kv[0]))
+        top_tok, top_n = ranked_toks[0]
+        one_token = top_n / len(ids) >= 0.5
+        # a latent without one dominant token is detected by its few most common ones
+        tokens = [top_tok] if one_token else [t for t, _ in ranked_toks[:3]]
         before = Counter(_prev_word(w, s) for (w, s, _, _) in texts)
         prev, prev_n = sorted(before.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        lex_q = _lexical_quality(top_tok, [texts[k][0].lower() for k in range(1, len(texts), 2)], [bg_text_lower[r] for r in bg_s])
-        lexical = (top_n / len(ids) >= 0.5 and lex_q >= concept_q) or concept_q < CONCEPT_MIN_AUC
+        lex_q = _lexical_quality(tokens, [texts[k][0].lower() for k in range(1, len(texts), 2)], [bg_text_lower[r] for r in bg_s])
+        concept = vocab[best]
+        # a WordNet "concept" that is the firing word itself ("freely" for "free") names no concept
+        echo = concept.source == "wordnet" and _same_stem(concept.name, top_tok)
+        # One dominant firing token makes a latent lexical, whatever the contexts have in common: on
+        # a first build, latents firing on "-" in code or on "q" near "Pittsburgh" were named "code"
+        # and "Pittsburgh", and fired on "-" and "Q" in news text. The concept, when it separates
+        # well, qualifies the token instead: 'token "-" (code)'.
+        lexical = one_token or concept_q < CONCEPT_MIN_AUC
         if lexical:
-            label = f'token "{top_tok}"' + (f' after "{prev}"' if prev and prev_n / len(ids) >= 0.5 else "")
-            quality = lex_q if top_n / len(ids) >= 0.5 else min(lex_q, concept_q)
+            after = f' after "{prev}"' if one_token and prev and prev_n / len(ids) >= 0.5 else ""
+            # a lexical latent whose token also belongs to a concept says so: 'token "socks" (clothing)'
+            # not the token's own WordNet entry ("freely" for "free"): that adds nothing
+            also = concept_q >= ALSO_CONCEPT_AUC and not echo
+            shown = f'token "{top_tok}"{after}' if one_token else "tokens " + " / ".join(f'"{t}"' for t in tokens)
+            label = shown + (f" ({concept.name})" if also else "")
+            vec_text = " / ".join(f'"{t}"' for t in tokens) + after + (f"; {concept.text}" if also else "")
+            quality = max(lex_q, concept_q) if also else lex_q
         else:
-            label, quality = vocab[best].name, concept_q
+            label, vec_text, quality = concept.name, concept.text, concept_q
         evidence = ", ".join(f"'{t}'" for t, _ in sorted(fired.items(), key=lambda kv: (-kv[1], kv[0]))[:5])
         desc = (f"{'Concept: ' + vocab[best].text + '. ' if not lexical else ''}"
                 f"Fires on {evidence} (top token in {top_n}/{len(ids)} contexts). "
                 f"Best concept {vocab[best].name!r} (held-out AUC {concept_q:.2f}); token detector AUC {lex_q:.2f}. "
                 f"Promotes: {', '.join(repr(p) for p in promoted[l])}.")
+        vec_texts[l] = vec_text
         latents[l] = {"label": label, "kind": "lexical" if lexical else "concept", "quality": round(float(quality), 3),
                       "concept": vocab[best].name, "concept_auc": round(concept_q, 3), "token": top_tok,
                       "token_auc": round(float(lex_q), 3), "description": desc, "promotes": promoted[l],
-                      "fired_docs": int(state.fired_docs[l]), "example": texts[0][0][:240]}
-        if progress and l % 2000 == 0:
-            print(f"labelled up to latent {l:,}", file=sys.stderr, flush=True)
-    labels_text = [latents[l]["label"] if latents[l]["kind"] == "lexical" else vocab_text(vocab, latents[l]["concept"])
-                   for l in sorted(latents)]
+                      "fired_docs": int(state.fired_docs[l])}
+        if progress and len(latents) % 2000 == 0:
+            print(f"labelled {len(latents):,} of {len(eligible):,} latents", file=sys.stderr, flush=True)
+    labels_text = [vec_texts[l] for l in sorted(latents)]
     label_vecs = np.zeros_like(directions)
     if labels_text:
         label_vecs[sorted(latents)] = emb.encode(labels_text, batch_size=256)
     return {"latents": latents, "directions": directions, "label_vecs": label_vecs}
-
-
-def vocab_text(vocab: list[Concept], name: str) -> str:
-    for c in vocab:
-        if c.name == name:
-            return c.text
-    return name
 
 
 def auc_rows(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
@@ -116,26 +128,35 @@ def auc_rows(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     return out
 
 
+def _same_stem(a: str, b: str) -> bool:
+    a, b = a.lower(), b.lower()
+    return len(a) >= 3 and len(b) >= 3 and a[:4] == b[:4]
+
+
 def _prev_word(window: str, start: int) -> str:
     words = _WORD.findall(window[:start])
     return words[-1].lower() if words else ""
 
 
-def _lexical_quality(token: str, act_lower: list[str], bg_lower: list[str]) -> float:
-    """AUC of the detector "the context contains ``token``": 0.5 * (1 + TPR - FPR)."""
-    if not act_lower or not bg_lower or token == "␣":
+def _lexical_quality(tokens: list[str], act_lower: list[str], bg_lower: list[str]) -> float:
+    """AUC of the detector "the context contains one of ``tokens``": 0.5 * (1 + TPR - FPR)."""
+    tokens = [t for t in tokens if t != "␣"]
+    if not act_lower or not bg_lower or not tokens:
         return 0.5
-    pat = re.compile(r"(?<![a-z0-9])" + re.escape(token) + r"(?![a-z0-9])") if re.match(r"^[a-z0-9]", token) else None
-    hit = (lambda s: bool(pat.search(s))) if pat else (lambda s: token in s)
+    pats = [re.compile(r"(?<![a-z0-9])" + re.escape(t) + r"(?![a-z0-9])") if re.match(r"^[a-z0-9]", t) else None for t in tokens]
+
+    def hit(s: str) -> bool:
+        return any((p.search(s) if p else t in s) for p, t in zip(pats, tokens))
+
     tpr = sum(map(hit, act_lower)) / len(act_lower)
     fpr = sum(map(hit, bg_lower)) / len(bg_lower)
     return 0.5 * (1 + tpr - fpr)
 
 
-def promoted_tokens(indexer, top: int = 8, block: int = 512) -> list[list[str]]:
-    """Logit lens on each decoder direction: the output tokens it raises most (the reader's unembedding)."""
+def promoted_tokens(indexer, latents: list[int], top: int = 8, block: int = 512) -> list[list[str]]:
+    """Logit lens on decoder directions: the output tokens each raises most (the reader's unembedding)."""
     W_U = indexer.reader.model.get_input_embeddings().weight.detach()
-    W_dec = indexer.sae.W_dec.detach().to(W_U.dtype)
+    W_dec = indexer.sae.W_dec.detach()[latents].to(W_U.dtype)
     tok = indexer.reader.tokenizer
     out: list[list[str]] = []
     with torch.inference_mode():
