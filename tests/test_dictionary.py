@@ -84,8 +84,11 @@ def test_shipped_dictionary_describes_the_default_sae():
     assert kinds <= {"concept", "lexical"} and "concept" in kinds
     q = np.array([e["quality"] for e in d.latents.values()])
     assert ((0 <= q) & (q <= 1)).all()
+    assert np.isfinite(d.directions).all() and np.isfinite(d.label_vecs).all()
     norms = np.linalg.norm(d.directions[sorted(d.latents)], axis=1)
-    assert np.allclose(norms, 1, atol=0.01)
+    unit = np.abs(norms - 1) < 0.01
+    # the few latents firing in every background context have no contrast (zero direction)
+    assert unit.mean() > 0.999 and np.all(unit | (norms == 0)), norms[~unit]
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no dictionary shipped beside the default SAE")
@@ -94,9 +97,15 @@ def test_indexes_take_labels_kind_and_quality_from_the_dictionary(bbc_index):
     assert r.exit_code == 0, r.output
     lats = json.loads(r.stdout)["latents"]
     from_dict = [l for l in lats if l["label_source"] == "dictionary"]
-    assert len(from_dict) >= 0.8 * len(lats)
+    assert len(from_dict) >= 0.3 * len(lats)
     for l in from_dict:
         assert l["kind"] in ("concept", "lexical") and 0 <= l["quality"] <= 1
+    # the others: latents the dictionary lacks, or lexical entries whose token does not fire here
+    d = load_dictionary(DEFAULT_SAE_DIR)
+    for l in lats:
+        if l["label_source"] != "dictionary":
+            e = d.entry(l["id"])
+            assert e is None or e["kind"] == "lexical", (l["label"], e)
     # the index's own labels stay one flag away
     r = cli("label", "--index", bbc_index, "--own-data", "--json")
     assert r.exit_code == 0, r.output

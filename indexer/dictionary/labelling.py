@@ -58,8 +58,10 @@ def label_all(state, row_of: dict[int, int], ctx: np.ndarray, bg: np.ndarray, vo
         fb = fires_in_bg[l]
         bg_c = np.asarray([r for r in bg_choose_all if r not in fb], dtype=np.int64) if fb else bg_choose_all
         bg_s = np.asarray([r for r in bg_score_all if r not in fb], dtype=np.int64) if fb else bg_score_all
+        if len(bg_c) == 0 or len(bg_s) == 0:  # fires in (nearly) every context: no contrast to draw
+            bg_c, bg_s = bg_choose_all, bg_score_all
         d = ctx[rows].mean(axis=0) - (bg[np.concatenate([bg_c, bg_s])].mean(axis=0) if fb else bg_mean)
-        directions[l] = d / max(float(np.linalg.norm(d)), 1e-8)
+        directions[l] = d / max(float(np.linalg.norm(d)), 1e-8) if np.isfinite(d).all() else 0.0
         choose, score = rows[0::2], rows[1::2]
         d_choose = ctx[choose].mean(axis=0) - bg[bg_c].mean(axis=0)
         short = np.argsort(-(con @ d_choose))[:SHORTLIST]

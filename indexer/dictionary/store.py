@@ -68,5 +68,6 @@ def _read(sae_dir: Path) -> Dictionary | None:
     meta = json.loads(j.read_text(encoding="utf-8"))
     arrays = np.load(z)
     return Dictionary(sae_hash=meta["sae_hash"], latents={int(k): v for k, v in meta["latents"].items()},
-                      directions=arrays["directions"].astype(np.float32), label_vecs=arrays["label_vecs"].astype(np.float32),
+                      directions=np.nan_to_num(arrays["directions"].astype(np.float32)),
+                      label_vecs=np.nan_to_num(arrays["label_vecs"].astype(np.float32)),
                       build=meta.get("build", {}))
