@@ -44,6 +44,7 @@ SAME_SPAN_TOKENS = 2  # peaks this close (in tokens) count as the same spot
 SAME_SPAN_SHARE = 0.25  # a pair peaking at the same spot in this share of its shared documents is dropped
 SAME_SPAN_SAMPLE = 12  # shared documents checked per pair (the strongest)
 DEFAULT_PER_DOC = 512
+MAX_EXAMINED = 3000  # candidate pairs examined by the filters, strongest NPMI first
 
 
 def cooccurrence(B: sp.csr_matrix, chunk: int = 20000) -> sp.csr_matrix:
@@ -122,10 +123,13 @@ def correlations(
     Xs = X[:, cols].tocsr()
     B = salient_binary(Xs, per_doc)
     i, j, npmi, cij, cond = npmi_pairs(B, min_support, min_npmi)
-    order = np.argsort(-npmi, kind="stable")
-    lat_ids = sorted(set(cols[i].tolist()) | set(cols[j].tolist()))
+    # The filters below cost a payload fetch and an embedding per new latent, so only the
+    # strongest pairs are examined (a request with --max-label-sim 1e-8 once walked 40k pairs).
+    order = np.argsort(-npmi, kind="stable")[: max(MAX_EXAMINED, 50 * top)]
+    lat_ids = sorted(set(cols[i[order]].tolist()) | set(cols[j[order]].tolist()))
     lats = {p.latent: p for p in store.get_latents(lat_ids)} if lat_ids else {}
     heads = _HeadSimilarity({l: p.payload.get("label", "") for l, p in lats.items()})
+    heads.embed_all()
     peaks = _PeakPositions(store, m.doc_ids)
     pairs, dropped_similar, dropped_same_span = [], 0, 0
     Bc = B.tocsc()
@@ -150,7 +154,7 @@ def correlations(
                       "label_sim": round(float(sim), 4), "examples": ex})
         if len(pairs) >= top:
             break
-    return {"documents": m.n_docs, "duplicate_docs_skipped": duplicates, "per_doc": per_doc, "floor": floor, "latents_considered": int(len(cols)), "pairs_above_min_npmi": int(len(npmi)),
+    return {"documents": m.n_docs, "duplicate_docs_skipped": duplicates, "pairs_examined": min(len(order), len(npmi)), "per_doc": per_doc, "floor": floor, "latents_considered": int(len(cols)), "pairs_above_min_npmi": int(len(npmi)),
             "dropped_same_span": dropped_same_span, "dropped_similar_labels": dropped_similar, "pairs": pairs}
 
 
@@ -197,6 +201,15 @@ class _HeadSimilarity:
     def __init__(self, labels: dict[int, str]):
         self.heads = {l: label_head(t) for l, t in labels.items() if t}
         self.vecs: dict[str, np.ndarray] = {}
+
+    def embed_all(self) -> None:
+        """One batch for every head (a pair at a time cost ~10 ms per latent)."""
+        todo = sorted(set(self.heads.values()) - set(self.vecs))
+        if todo:
+            from indexer.embedder import get_embedder
+
+            for h, v in zip(todo, get_embedder().encode(todo, batch_size=256)):
+                self.vecs[h] = v / max(float(np.linalg.norm(v)), 1e-8)
 
     def similarity(self, a: int, b: int) -> float:
         ha, hb = self.heads.get(a), self.heads.get(b)
