@@ -196,7 +196,7 @@ def label_head(label: str) -> str:
 
 
 class _HeadSimilarity:
-    """Cosine between label heads, embedded lazily (most candidate pairs never reach this check)."""
+    """Cosine between label heads, all embedded in one batch by :meth:`embed_all`."""
 
     def __init__(self, labels: dict[int, str]):
         self.heads = {l: label_head(t) for l, t in labels.items() if t}
@@ -217,12 +217,6 @@ class _HeadSimilarity:
             return 0.0
         if ha == hb:
             return 1.0
-        missing = [h for h in (ha, hb) if h not in self.vecs]
-        if missing:
-            from indexer.embedder import get_embedder
-
-            for h, v in zip(missing, get_embedder().encode(missing)):
-                self.vecs[h] = v / max(float(np.linalg.norm(v)), 1e-8)
         return float(self.vecs[ha] @ self.vecs[hb])
 
 

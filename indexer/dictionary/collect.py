@@ -66,13 +66,11 @@ def read_texts(path: Path) -> Iterator[str]:
 
 
 def context_window(text: str, s: int, e: int, width: int = CONTEXT_CHARS) -> tuple[str, int, int]:
-    """The text around [s, e), widened to word boundaries; returns (window, s', e') inside it."""
-    a, b = max(0, s - width), min(len(text), e + width)
-    while a > 0 and not text[a - 1].isspace() and s - a < width + 20:
-        a -= 1
-    while b < len(text) and not text[b].isspace() and b - e < width + 20:
-        b += 1
-    return text[a:b].replace("\n", " "), s - a, e - a
+    """The text around [s, e) on word boundaries (latent_stats.snippet); returns (window, s', e')."""
+    from indexer.latent_stats import snippet
+
+    win = snippet(text, [s, e], width)
+    return win["text"].replace("\n", " "), win["span"][0], win["span"][1]
 
 
 def collect(indexer, corpus: Path, state_path: Path, max_docs: int, per_latent: int = 16, n_background: int = 4000,
