@@ -10,7 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+import pyarrow as pa
+
 from indexer.catalog import require_index
+from indexer.columns import column_values, fresh_copy, reference_for, row_mask
 from indexer.store import Filter, Store
 
 
@@ -39,50 +42,56 @@ DEFAULT_FLOOR = 0.5
 
 def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: list[str] | None = None,
                 with_dense: bool = False, floor: float = 0.0, medians: np.ndarray | None = None) -> DocMatrix:
-    """The slice's docs x latents matrix; with ``floor`` > 0, activations below ``floor`` x the
-    latent's median document activation (p50 in latent stats) are dropped (see :func:`apply_floor`).
-    Pass ``medians`` (from :func:`latent_medians`) when loading several slices, to read them once."""
+    """The slice's docs x latents matrix, read from the index's columnar copy (rebuilt from Qdrant
+    first if it is stale); with ``floor`` > 0, activations below ``floor`` x the latent's reference
+    strength are dropped (see :func:`apply_floor`). Pass ``medians`` (from :func:`latent_medians`)
+    when loading several slices, to read them once. ``with_dense`` (the dense clustering baseline)
+    reads the dense vectors of the slice from Qdrant: the copy holds only what SAE analyses need."""
     if not 0 <= floor <= 10:
         raise AnalysisError("--floor must be between 0 and 10")
     manifest = require_index(store, index)
-    d_sae = int(manifest["sae"]["d_sae"])
+    copy = fresh_copy(store, manifest)
+    d_sae = copy.d_sae
     ids: list[str] = []
-    payloads: list[dict] = []
-    indptr = [0]
-    idx_chunks, val_chunks = [], []
-    dense: list[list[float]] = []
-    nnz = 0
-    for hits in store.scroll_docs(flt=flt, with_sparse=True, with_dense=with_dense,
-                                  payload_fields=["doc_id"] + list(fields or []), batch=2000):
-        for h in hits:
-            ids.append(h.doc_id)
-            sp_ = h.sparse or {}
-            k = np.fromiter(sp_.keys(), dtype=np.int32, count=len(sp_))
-            v = np.fromiter(sp_.values(), dtype=np.float32, count=len(sp_))
-            idx_chunks.append(k)
-            val_chunks.append(v)
-            nnz += len(k)
-            indptr.append(nnz)
-            if with_dense:
-                dense.append(h.payload.pop("_dense"))
-            payloads.append(h.payload)
-    X = sp.csr_matrix(
-        (np.concatenate(val_chunks) if val_chunks else np.zeros(0, np.float32),
-         np.concatenate(idx_chunks) if idx_chunks else np.zeros(0, np.int32), np.asarray(indptr, dtype=np.int64)),
-        shape=(len(ids), d_sae),
-    )
+    payloads_cols: dict[str, list] = {f: [] for f in (fields or [])}
+    parts = []
+    for shard in copy.iter_shards():
+        rows = np.flatnonzero(row_mask(shard.table, flt))
+        if len(rows) == 0:
+            continue
+        whole = len(rows) == shard.rows
+        parts.append(shard.csr(d_sae, None if whole else rows))
+        col = shard.table.column("doc_id")
+        ids.extend(col.to_pylist() if whole else col.take(pa.array(rows)).to_pylist())
+        for f in payloads_cols:
+            vals = column_values(shard.table, f)
+            payloads_cols[f].extend(vals if whole else [vals[r] for r in rows])
+    X = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, d_sae), dtype=np.float32)
+    X = sp.csr_matrix(X, dtype=np.float32)
     X.sort_indices()
+    payloads = [{f: payloads_cols[f][r] for f in payloads_cols if payloads_cols[f][r] is not None} for r in range(len(ids))]
     if floor > 0:
         X = apply_floor(X, medians if medians is not None else latent_medians(store, index), floor)
     m = DocMatrix(ids, X, payloads)
     if with_dense:
-        m.dense = np.asarray(dense, dtype=np.float32)  # type: ignore[attr-defined]
+        dense = {}
+        for hits in store.scroll_docs(flt=flt, with_sparse=False, with_dense=True, payload_fields=["doc_id"], batch=2000):
+            for h in hits:
+                dense[h.doc_id] = h.payload.pop("_dense")
+        m.dense = np.asarray([dense[d] for d in ids], dtype=np.float32)  # type: ignore[attr-defined]
     return m
 
 
 def latent_medians(store: Store, index: str) -> np.ndarray:
-    """Each latent's median max-pooled activation over the documents where it fires (0 if unknown)."""
-    d_sae = int(require_index(store, index)["sae"]["d_sae"])
+    """Each latent's reference strength for the noise floor: the SAE's own (its median max-pooled
+    activation on its training corpus, shipped beside the weights) where it has one - fixed per
+    SAE, so counts stored in the columnar copy stay valid as the index grows - else the index's
+    median document activation (p50 in latent stats; 0 if unknown)."""
+    manifest = require_index(store, index)
+    d_sae = int(manifest["sae"]["d_sae"])
+    ref = reference_for(manifest, d_sae)
+    if ref is not None:
+        return ref
     p50 = np.zeros(d_sae, dtype=np.float32)
     for p in store.get_latents():
         if 0 <= p.latent < d_sae:

@@ -34,19 +34,19 @@ class Scan:
     row: np.ndarray  # (nnz,) document row
 
 
-def scan_index(store: Store, progress: bool = False, flt=None) -> Scan:
+def scan_index(store: Store, progress: bool = False) -> Scan:
+    """Every document's pooled vector, from the columnar copy (rebuilt from Qdrant if stale)."""
+    from indexer.columns import fresh_copy
+
+    copy = fresh_copy(store, store.read_manifest() or {}, progress=progress)
     doc_ids: list[str] = []
     lat, val, row = [], [], []
-    for hits in store.scroll_docs(flt=flt, with_sparse=True, payload_fields=["doc_id"], batch=2000):
-        for h in hits:
-            r = len(doc_ids)
-            doc_ids.append(h.doc_id)
-            if h.sparse:
-                k = np.fromiter(h.sparse.keys(), dtype=np.int32, count=len(h.sparse))
-                v = np.fromiter(h.sparse.values(), dtype=np.float32, count=len(h.sparse))
-                lat.append(k)
-                val.append(v)
-                row.append(np.full(len(k), r, dtype=np.int32))
+    for shard in copy.iter_shards():
+        base = len(doc_ids)
+        doc_ids.extend(shard.doc_ids())
+        lat.append(shard.indices.astype(np.int32))
+        val.append(np.asarray(shard.values, np.float32))
+        row.append((base + np.repeat(np.arange(shard.rows, dtype=np.int64), np.diff(shard.indptr))).astype(np.int32))
     cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
     return Scan(doc_ids, cat(lat, np.int32), cat(val, np.float32), cat(row, np.int32))
 

@@ -173,6 +173,7 @@ def index_corpus(
         report.changed = len(changed)
         report.already_indexed = len(existing) - len(changed)
         todo = new + changed if update else new
+        columns = _columns_writer(store, replacing=bool(update and changed))
         if todo:
             indexer.reader  # load the models before the clock starts: throughput excludes loading
             get_embedder(indexer.embedder_name)
@@ -180,7 +181,10 @@ def index_corpus(
         t_enc = time.time()
         for s in range(0, len(todo), chunk_docs):
             chunk = todo[s : s + chunk_docs]
-            store.upsert_docs(indexer.encode_records(chunk, dataset, report))
+            points = indexer.encode_records(chunk, dataset, report)
+            store.upsert_docs(points)
+            if columns is not None:  # after Qdrant: a crash leaves the copy short, which readers detect
+                columns.append_points(points)
             bar.update(len(chunk))
         bar.close()
         report.indexed, report.updated = len(new), len(todo) - len(new)
@@ -194,6 +198,21 @@ def index_corpus(
         store.close()
     report.seconds = report.seconds or round(time.time() - t0, 2)
     return report
+
+
+def _columns_writer(store: Store, replacing: bool):
+    """The columnar copy to append to in step with Qdrant, or None when it is stale or about to be
+    (documents replaced in place): then the next analysis rebuilds it from a Qdrant scan."""
+    from indexer.columns import copy_for
+
+    copy = copy_for(store, store.read_manifest() or {})
+    n = store.count()
+    if replacing:
+        copy.invalidate()
+        return None
+    if n == 0 and not copy.usable():
+        copy.initialise()
+    return copy if copy.is_fresh(n) else None
 
 
 class _NoBar:

@@ -593,6 +593,9 @@ class ServerStore(Store):
         return [(int(r.id), float(r.score)) for r in res.points]
 
     def drop(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.cache_file("columns"), ignore_errors=True)  # the local columnar copy
         for kind in (DOCS, LATENTS, "meta"):
             if self.client.collection_exists(self._c(kind)):
                 self.client.delete_collection(self._c(kind))
