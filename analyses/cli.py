@@ -1,4 +1,4 @@
-"""`saedex diff`, `saedex correlations`, `saedex cluster`."""
+"""`saedex diff`, `saedex correlations`, `saedex cluster`, and `saedex export` / `import` (Parquet)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def register(app: typer.Typer) -> None:
     app.command("diff")(diff_cmd)
     app.command("correlations")(correlations_cmd)
     app.command("cluster")(cluster_cmd)
+    app.command("export")(export_cmd)
+    app.command("import")(import_cmd)
 
 
 def _store(index: str, qdrant_url: str | None):
@@ -41,7 +43,7 @@ def diff_cmd(
     multi: bool = typer.Option(False, "--multi", help="Treat each --b as its own slice: A vs the max of the others."),
     top: int = typer.Option(20, "--top"),
     threshold: float = typer.Option(0.0, "--threshold", help="A document has a latent when its max activation exceeds this."),
-    floor: float = typer.Option(0.5, "--floor", help="Count a latent in a document only where it fires at >= this x its median strength (0 = any non-zero)."),
+    floor: float = typer.Option(0.5, "--floor", help="Count a latent in a document only where it fires at >= this x its typical strength (the SAE's median pooled activation; 0 = any non-zero)."),
     min_coverage: float = typer.Option(0.005, "--min-coverage"),
     max_coverage: float = typer.Option(0.95, "--max-coverage"),
     hypotheses: int = typer.Option(0, "--hypotheses", help="LLM merges top latents into N verified hypotheses."),
@@ -92,7 +94,8 @@ def correlations_cmd(
     min_support: int = typer.Option(5, "--min-support"),
     max_freq: float = typer.Option(0.5, "--max-freq", help="Skip latents present in more than this fraction of documents."),
     per_doc: int = typer.Option(512, "--per-doc", help="Keep each document's N most salient latents (0 = all; cost grows with N^2)."),
-    floor: float = typer.Option(0.5, "--floor", help="Count a latent in a document only where it fires at >= this x its median strength (0 = any non-zero)."),
+    max_docs: int = typer.Option(5000, "--max-docs", help="Sample this many documents from larger slices (seeded); 0 = exact, every document."),
+    floor: float = typer.Option(0.5, "--floor", help="Count a latent in a document only where it fires at >= this x its typical strength (the SAE's median pooled activation; 0 = any non-zero)."),
     top: int = typer.Option(20, "--top"),
     plot: Optional[Path] = typer.Option(None, "--plot"),
     qdrant_url: Optional[str] = UrlOpt,
@@ -105,7 +108,7 @@ def correlations_cmd(
     store = _store(index, qdrant_url)
     try:
         res = correlations(store, index, _where(where), min_npmi=min_npmi, max_label_sim=max_label_sim,
-                           min_support=min_support, top=top, max_freq=max_freq, per_doc=per_doc, floor=floor)
+                           min_support=min_support, top=top, max_freq=max_freq, per_doc=per_doc, floor=floor, max_docs=max_docs)
     except AnalysisError as e:
         raise UserError(str(e)) from None
     finally:
@@ -163,3 +166,41 @@ def cluster_cmd(
             console.print(f"scores vs {label_field}: {r['scores']}")
 
     emit(res, as_json, render)
+
+
+@friendly_errors
+def export_cmd(
+    index: str = typer.Option(..., "--index"),
+    parquet: Path = typer.Option(..., "--parquet", help="Output file: one row per document (id, dataset, text, latents, values, payload fields)."),
+    where: Optional[List[str]] = typer.Option(None, "--where", help="FIELD=VALUE; repeat to AND."),
+    dense: bool = typer.Option(False, "--dense", help="Also write the dense baseline vectors."),
+    qdrant_url: Optional[str] = UrlOpt,
+    as_json: bool = JsonOpt,
+):
+    """Export an index's pooled vectors to Parquet (the recipe rides in the file's metadata)."""
+    from indexer.catalog import require_index
+    from indexer.interchange import export_parquet
+    from indexer.store import open_store
+    flt = _where(where)
+    store = open_store(index, qdrant_url)
+    try:
+        out = export_parquet(store, require_index(store, index), parquet, flt, dense, progress=not as_json)
+    finally:
+        store.close()
+    emit(out, as_json, lambda o: console.print(f"exported {o['documents']:,} documents to {o['path']}"))
+
+
+@friendly_errors
+def import_cmd(
+    path: Path = typer.Argument(..., help="A Parquet file written by `saedex export` (or of that shape)."),
+    index: str = typer.Option(..., "--index"),
+    qdrant_url: Optional[str] = UrlOpt,
+    as_json: bool = JsonOpt,
+):
+    """Load pooled vectors from Parquet into an index (created from the file's recipe if new)."""
+    from indexer.interchange import import_parquet
+
+    rep = import_parquet(path, index, qdrant_url, progress=not as_json)
+    emit(rep.as_dict(), as_json, lambda o: console.print(
+        f"imported {o['indexed']:,} of {o['read']:,} documents into {index} ({o['already_indexed']:,} already there, "
+        f"{o['dense_computed']:,} dense vectors computed)"))

@@ -15,8 +15,11 @@ import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
 from analyses.diff import bh_adjust, two_proportion_test
-from analyses.matrix import AnalysisError, latent_labels, load_matrix, require_docs
-from indexer.catalog import latents_for_query
+import pyarrow as pa
+
+from analyses.matrix import AnalysisError, latent_labels, latent_medians, load_matrix, require_docs, sample_positions, slice_counts
+from indexer.catalog import latents_for_query, require_index
+from indexer.columns import column_values, fresh_copy, row_mask
 from indexer.store import Filter, Store
 
 MAX_SPECTRAL_DOCS = 6000
@@ -67,12 +70,23 @@ def cluster(
     seed: int = 0,
     with_coords: bool = False,
     floor: float = 0.0,
+    stream_above: int | None = None,
 ) -> dict:
+    """``stream_above`` (default MAX_SPECTRAL_DOCS): slices larger than this are clustered in
+    passes over the columnar copy instead of in memory (same algorithm, same result)."""
+    stream_above = MAX_SPECTRAL_DOCS if stream_above is None else stream_above
     if method not in ("sae", "dense"):
         raise AnalysisError(f"unknown clustering method {method!r}; use sae or dense")
     if k < 2:
         raise AnalysisError("k must be at least 2")
     fields = [label_field] if label_field else []
+    if method == "sae":
+        manifest = require_index(store, index)
+        copy = fresh_copy(store, manifest)
+        n_slice = sum(int(row_mask(sh.table, where).sum()) for sh in copy.iter_shards())
+        if n_slice > stream_above:
+            return _cluster_streaming(store, index, copy, where, k, axis, label_field, axis_latents, min_coverage,
+                                      max_coverage, threshold, n_examples, seed, floor, n_slice)
     # No noise floor by default (unlike diff and correlations): on 999 whole BBC articles, topic
     # accuracy was 0.741 at floor 0, 0.735 at 0.5 and 0.707 at 1.0 - Jaccard over many latents
     # already discounts weak one-off firings.
@@ -111,6 +125,115 @@ def cluster(
         out["_coords"] = TruncatedSVD(2, random_state=seed).fit_transform(feats)
         out["_pred"] = pred
     return out
+
+
+def _cluster_streaming(store: Store, index: str, copy, where, k: int, axis, label_field, axis_latents: int, min_coverage: float,
+                       max_coverage: float, threshold: float, n_examples: int, seed: int, floor: float, n: int) -> dict:
+    """The same clustering for slices larger than MAX_SPECTRAL_DOCS without holding the slice in
+    memory: spectral clustering on the same seeded sample the in-memory path fits on, then two
+    passes over the columnar copy - assign every document to the nearest cluster profile (cosine)
+    and count latents per cluster; then pick each cluster's most central documents."""
+    ref = latent_medians(store, index) if floor > 0 else None
+    _, counts = slice_counts(copy, where, floor, ref, threshold)
+    freq = counts / n
+    cols = np.flatnonzero((freq >= min_coverage) & (freq <= max_coverage))
+    if axis:
+        related = set(select_axis_latents(store, axis, axis_latents))
+        cols = np.array([c for c in cols if c in related], dtype=int)
+    if len(cols) == 0:
+        raise AnalysisError("no latents left to cluster on (axis too narrow or coverage filters too strict)")
+    fit_pos = sample_positions(n, MAX_SPECTRAL_DOCS, seed)
+    fit = load_matrix(store, index, where, floor=floor, medians=ref, positions=fit_pos)
+    from sklearn.cluster import SpectralClustering
+
+    Bfit = fit.binary(threshold)[:, cols].tocsr()
+    labels_fit = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed,
+                                    assign_labels="cluster_qr").fit_predict(jaccard(Bfit))
+    cent = np.vstack([np.asarray(Bfit[labels_fit == c].mean(axis=0)).ravel() for c in range(k)])
+    cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-8)
+    cent_full = np.zeros((copy.d_sae, k))  # centroids over all latents (zero off-axis): no column slicing per shard
+    cent_full[cols] = cent.T
+    d_sae = copy.d_sae
+    cin = np.zeros((k, d_sae))
+    ids: list[str] = []
+    truth: list = []
+    preds = []
+
+    def binary_rows(shard, rows):
+        X = shard.csr(d_sae, None if len(rows) == shard.rows else rows)
+        keep = X.data > threshold
+        if ref is not None and floor > 0:
+            keep &= X.data >= floor * ref[X.indices]
+        X.data = keep.astype(np.float32)
+        X.eliminate_zeros()
+        return X
+
+    pos = 0
+    for shard in copy.iter_shards():
+        rows = np.flatnonzero(row_mask(shard.table, where))
+        if len(rows) == 0:
+            continue
+        B = binary_rows(shard, rows)
+        pred = np.asarray(B @ cent_full).argmax(axis=1)
+        fits = fit_pos[(fit_pos >= pos) & (fit_pos < pos + len(rows))]
+        pred[fits - pos] = labels_fit[np.searchsorted(fit_pos, fits)]
+        pos += len(rows)
+        preds.append(pred)
+        cin += (B.T @ sp.csr_matrix((np.ones(len(pred)), (np.arange(len(pred)), pred)), shape=(len(pred), k))).T.toarray()
+        col = shard.table.column("doc_id")
+        ids.extend(col.take(pa.array(rows)).to_pylist())
+        if label_field:
+            vals = column_values(shard.table, label_field)
+            truth.extend(vals[r] for r in rows)
+    pred = np.concatenate(preds)
+    sizes = np.bincount(pred, minlength=k)
+    prof = cin / np.maximum(sizes, 1)[:, None]
+    best: list[list[tuple[float, int]]] = [[] for _ in range(k)]
+    pos = 0
+    for shard in copy.iter_shards():  # second pass: the most central documents of each cluster
+        rows = np.flatnonzero(row_mask(shard.table, where))
+        if len(rows) == 0:
+            continue
+        B = binary_rows(shard, rows)
+        p = pred[pos : pos + len(rows)]
+        score = np.asarray(B @ prof.T)[np.arange(len(rows)), p]  # each row against its own cluster's profile
+        for c in range(k):
+            m_ = np.flatnonzero(p == c)
+            top = m_[np.argsort(-score[m_], kind="stable")][:n_examples]
+            best[c] = sorted(best[c] + [(-float(score[t]), pos + int(t)) for t in top])[:n_examples]
+        pos += len(rows)
+    clusters = _describe_counts(store, cin, sizes, n, [[ids[r] for _, r in best[c]] for c in range(k)])
+    out = {"documents": n, "method": "sae", "axis": axis, "latents_used": int(len(cols)), "clusters": clusters,
+           "assignments": dict(zip(ids, pred.tolist())), "scores": {}, "fitted_on": int(len(fit_pos))}
+    if label_field:
+        if all(t is None for t in truth):
+            raise AnalysisError(f"unknown field {label_field!r}: no document in the slice has it")
+        out["scores"] = cluster_scores(pred, truth)
+    return out
+
+
+def _describe_counts(store: Store, cin: np.ndarray, sizes: np.ndarray, n: int, examples: list[list[str]]) -> list[dict]:
+    """Each cluster's most over-represented latents (in-cluster vs the rest), from latent counts."""
+    total = cin.sum(axis=0)
+    per, all_top = [], []
+    for c in range(len(sizes)):
+        nin, nout = int(sizes[c]), max(n - int(sizes[c]), 1)
+        if nin == 0:
+            per.append([])
+            continue
+        d = cin[c] / nin - (total - cin[c]) / nout
+        _, p = two_proportion_test(cin[c], nin, total - cin[c], nout)
+        cand = np.flatnonzero(d > 0)
+        padj = np.ones_like(p)
+        padj[cand] = bh_adjust(p[cand])
+        top = cand[np.argsort(-d[cand], kind="stable")][:8]
+        per.append([(int(t), float(d[t]), float(cin[c][t] / nin), float(padj[t])) for t in top])
+        all_top += [int(t) for t in top]
+    labels = latent_labels(store, all_top)
+    return [{"id": c, "size": int(sizes[c]),
+             "latents": [{"latent": t, "label": labels.get(t, ""), "diff": round(dd, 4), "freq_in": round(fi, 4), "p_adj": pa}
+                         for t, dd, fi, pa in per[c]],
+             "examples": examples[c]} for c in range(len(sizes))]
 
 
 def _spectral(Bs: sp.csr_matrix, fit_rows: np.ndarray, k: int, seed: int) -> np.ndarray:

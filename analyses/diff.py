@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from analyses.matrix import DEFAULT_FLOOR, AnalysisError, DocMatrix, latent_cards, latent_medians, load_matrix, require_docs
+from analyses.matrix import DEFAULT_FLOOR, AnalysisError, latent_cards, latent_medians, load_matrix, slice_counts
+from indexer.catalog import require_index
+from indexer.columns import fresh_copy
 from indexer.pooling import fire_spans
 from indexer.store import Filter, Store
 
@@ -34,14 +36,11 @@ def bh_adjust(p: np.ndarray) -> np.ndarray:
     return stats.false_discovery_control(np.clip(p, 0, 1), method="bh")
 
 
-def doc_counts(m: DocMatrix, threshold: float) -> np.ndarray:
-    return np.asarray((m.X > threshold).sum(axis=0)).ravel().astype(np.float64)
-
-
-def top_docs_for_latent(m: DocMatrix, latent: int, n: int) -> list[int]:
-    col = m.X[:, latent].toarray().ravel()
-    nz = np.flatnonzero(col > 0)
-    return nz[np.argsort(-col[nz], kind="stable")][:n].tolist()
+def top_docs_in_slice(store: Store, latent: int, flt: Filter, n: int, min_value: float) -> list[str]:
+    """The slice's documents where ``latent`` is strongest (above ``min_value``), from Qdrant's
+    sparse index: one exact inverted-index query instead of a pass over the slice."""
+    hits = store.search_sparse([int(latent)], [1.0], limit=n, flt=None if flt.is_empty() else flt)
+    return [h.doc_id for h in hits if h.score > min_value][:n]
 
 
 def diff(
@@ -63,22 +62,30 @@ def diff(
         raise AnalysisError("diff needs at least one B filter")
     if top <= 0:
         raise AnalysisError("--top must be positive")
-    medians = latent_medians(store, index) if floor > 0 else None  # read once for every slice
-    A = load_matrix(store, index, a, floor=floor, medians=medians)
-    require_docs(A, f"filter A ({_desc(a)})")
-    Bs = [load_matrix(store, index, f, floor=floor, medians=medians) for f in others]
-    for f, Bm in zip(others, Bs):
-        require_docs(Bm, f"filter B ({_desc(f)})")
-    ca = doc_counts(A, threshold)
-    fa = ca / A.n_docs
-    fbs = np.stack([doc_counts(Bm, threshold) / Bm.n_docs for Bm in Bs])
-    which = fbs.argmax(axis=0) if len(Bs) > 1 else np.zeros(len(fa), dtype=int)
-    fb = fbs[which, np.arange(len(fa))] if len(Bs) > 1 else fbs[0]
-    nb = np.array([Bs[w].n_docs for w in which])
+    if not 0 <= floor <= 10:
+        raise AnalysisError("--floor must be between 0 and 10")
+    manifest = require_index(store, index)
+    copy = fresh_copy(store, manifest)
+    ref = latent_medians(store, index) if floor > 0 else None
+    na, ca = slice_counts(copy, a, floor, ref, threshold)
+    if na < 1:
+        raise AnalysisError(f"filter A ({_desc(a)}) matches 0 document(s); need at least 1")
+    nbs, cbs = [], []
+    for f in others:
+        n_, c_ = slice_counts(copy, f, floor, ref, threshold)
+        if n_ < 1:
+            raise AnalysisError(f"filter B ({_desc(f)}) matches 0 document(s); need at least 1")
+        nbs.append(n_)
+        cbs.append(c_)
+    fa = ca / na
+    fbs = np.stack([c_ / n_ for c_, n_ in zip(cbs, nbs)])
+    which = fbs.argmax(axis=0) if len(others) > 1 else np.zeros(len(fa), dtype=int)
+    fb = fbs[which, np.arange(len(fa))] if len(others) > 1 else fbs[0]
+    nb = np.array(nbs)[which]
     cb = fb * nb
     # Two-proportion test against the B slice that sets fb (the max of the others).
-    z, p = two_proportion_test(ca, A.n_docs, cb, nb)
-    pooled = (ca + cb) / (A.n_docs + nb)
+    z, p = two_proportion_test(ca, na, cb, nb)
+    pooled = (ca + cb) / (na + nb)
     keep = (pooled >= min_coverage) & (pooled <= max_coverage) & ((ca + cb) > 0)
     cand = np.flatnonzero(keep)
     p_adj = np.ones_like(p)
@@ -88,24 +95,25 @@ def diff(
     cards = latent_cards(store, order.tolist())
     rows = []
     for lat in order.tolist():
-        src = A if d[lat] > 0 else Bs[int(which[lat])]
-        ex_rows = top_docs_for_latent(src, lat, n_examples)
-        ex_ids = [src.doc_ids[r] for r in ex_rows]
+        src = a if d[lat] > 0 else others[int(which[lat])]
+        min_value = max(threshold, floor * float(ref[lat]) if ref is not None else 0.0)
         rows.append({
             "latent": lat, "label": cards.get(lat, {}).get("label", ""), "kind": cards.get(lat, {}).get("kind"),
             "quality": cards.get(lat, {}).get("quality"), "freq_a": round(float(fa[lat]), 5), "freq_b": round(float(fb[lat]), 5),
             "diff": round(float(d[lat]), 5), "ratio": round(float((fa[lat] + 1e-4) / (fb[lat] + 1e-4)), 3),
             "z": round(float(z[lat]), 3), "p_adj": float(p_adj[lat]), "more_in": "a" if d[lat] > 0 else "b",
-            "examples": ex_ids,
+            "examples": top_docs_in_slice(store, lat, src, n_examples, min_value),
         })
     _attach_spans(store, rows)
-    out = {"n_a": A.n_docs, "n_b": [Bm.n_docs for Bm in Bs] if len(Bs) > 1 else Bs[0].n_docs, "threshold": threshold,
+    out = {"n_a": na, "n_b": nbs if len(others) > 1 else nbs[0], "threshold": threshold,
            "floor": floor,
            "tested_latents": int(len(cand)), "significant": int((p_adj[cand] < 0.05).sum()), "latents": rows}
     if hypotheses:
         from analyses.hypotheses import hypothesize_and_verify
 
-        out["hypotheses"] = hypothesize_and_verify(store, rows, A, Bs[0], hypotheses, llm_model)
+        A = load_matrix(store, index, a, floor=floor, medians=ref)
+        B0 = load_matrix(store, index, others[0], floor=floor, medians=ref)
+        out["hypotheses"] = hypothesize_and_verify(store, rows, A, B0, hypotheses, llm_model)
     return out
 
 

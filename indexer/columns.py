@@ -42,6 +42,8 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import scipy.sparse as sp
 
+from indexer.store import StoreError
+
 FORMAT = 1
 DIRNAME = "columns"
 REBUILD_ROWS = 65536  # rows per shard written by a rebuild or a bulk append
@@ -51,7 +53,7 @@ COUNT_FLOORS = (0.0, 0.5)  # floors (x reference strength) whose per-dataset cou
 JSON_META = b"saedex.json"
 
 
-class ColumnCopyError(RuntimeError):
+class ColumnCopyError(StoreError):
     """The columnar copy cannot be read or written (a one-line message names the path)."""
 
 
