@@ -17,7 +17,8 @@ from scipy.optimize import linear_sum_assignment
 from analyses.diff import bh_adjust, two_proportion_test
 import pyarrow as pa
 
-from analyses.matrix import AnalysisError, latent_labels, latent_medians, load_matrix, require_docs, sample_positions, slice_counts
+from analyses.matrix import (AnalysisError, canonical_order, latent_labels, latent_medians, load_matrix, require_docs, sample_positions,
+                             slice_counts)
 from indexer.catalog import latents_for_query, require_index
 from indexer.columns import column_values, fresh_copy, row_mask
 from indexer.store import Filter, Store
@@ -86,7 +87,7 @@ def cluster(
         n_slice = sum(int(row_mask(sh.table, where).sum()) for sh in copy.iter_shards())
         if n_slice > stream_above:
             return _cluster_streaming(store, index, copy, where, k, axis, label_field, axis_latents, min_coverage,
-                                      max_coverage, threshold, n_examples, seed, floor, n_slice)
+                                      max_coverage, threshold, n_examples, seed, floor, n_slice, with_coords)
     # No noise floor by default (unlike diff and correlations): on 999 whole BBC articles, topic
     # accuracy was 0.741 at floor 0, 0.735 at 0.5 and 0.707 at 1.0 - Jaccard over many latents
     # already discounts weak one-off firings.
@@ -128,7 +129,8 @@ def cluster(
 
 
 def _cluster_streaming(store: Store, index: str, copy, where, k: int, axis, label_field, axis_latents: int, min_coverage: float,
-                       max_coverage: float, threshold: float, n_examples: int, seed: int, floor: float, n: int) -> dict:
+                       max_coverage: float, threshold: float, n_examples: int, seed: int, floor: float, n: int,
+                       with_coords: bool = False) -> dict:
     """The same clustering for slices larger than MAX_SPECTRAL_DOCS without holding the slice in
     memory: spectral clustering on the same seeded sample the in-memory path fits on, then two
     passes over the columnar copy - assign every document to the nearest cluster profile (cosine)
@@ -142,7 +144,12 @@ def _cluster_streaming(store: Store, index: str, copy, where, k: int, axis, labe
         cols = np.array([c for c in cols if c in related], dtype=int)
     if len(cols) == 0:
         raise AnalysisError("no latents left to cluster on (axis too narrow or coverage filters too strict)")
-    fit_pos = sample_positions(n, MAX_SPECTRAL_DOCS, seed)
+    shards = list(copy.iter_shards())
+    canon = canonical_order(shards, [np.flatnonzero(row_mask(sh.table, where)) for sh in shards])
+    del shards
+    rank = np.empty_like(canon)
+    rank[canon] = np.arange(len(canon))  # copy position -> canonical position
+    fit_pos = sample_positions(n, MAX_SPECTRAL_DOCS, seed)  # canonical positions, as the in-memory path samples
     fit = load_matrix(store, index, where, floor=floor, medians=ref, positions=fit_pos)
     from sklearn.cluster import SpectralClustering
 
@@ -151,6 +158,9 @@ def _cluster_streaming(store: Store, index: str, copy, where, k: int, axis, labe
                                     assign_labels="cluster_qr").fit_predict(jaccard(Bfit))
     cent = np.vstack([np.asarray(Bfit[labels_fit == c].mean(axis=0)).ravel() for c in range(k)])
     cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-8)
+    fit_copy = canon[fit_pos]  # the same documents in copy order
+    o = np.argsort(fit_copy)
+    fit_copy, fit_labels = fit_copy[o], labels_fit[o]
     cent_full = np.zeros((copy.d_sae, k))  # centroids over all latents (zero off-axis): no column slicing per shard
     cent_full[cols] = cent.T
     d_sae = copy.d_sae
@@ -175,8 +185,8 @@ def _cluster_streaming(store: Store, index: str, copy, where, k: int, axis, labe
             continue
         B = binary_rows(shard, rows)
         pred = np.asarray(B @ cent_full).argmax(axis=1)
-        fits = fit_pos[(fit_pos >= pos) & (fit_pos < pos + len(rows))]
-        pred[fits - pos] = labels_fit[np.searchsorted(fit_pos, fits)]
+        a, b = np.searchsorted(fit_copy, [pos, pos + len(rows)])
+        pred[fit_copy[a:b] - pos] = fit_labels[a:b]
         pos += len(rows)
         preds.append(pred)
         cin += (B.T @ sp.csr_matrix((np.ones(len(pred)), (np.arange(len(pred)), pred)), shape=(len(pred), k))).T.toarray()
@@ -199,16 +209,21 @@ def _cluster_streaming(store: Store, index: str, copy, where, k: int, axis, labe
         score = np.asarray(B @ prof.T)[np.arange(len(rows)), p]  # each row against its own cluster's profile
         for c in range(k):
             m_ = np.flatnonzero(p == c)
-            top = m_[np.argsort(-score[m_], kind="stable")][:n_examples]
-            best[c] = sorted(best[c] + [(-float(score[t]), pos + int(t)) for t in top])[:n_examples]
+            top = m_[np.lexsort((rank[pos + m_], -score[m_]))][:n_examples]
+            best[c] = sorted(best[c] + [(-float(score[t]), int(rank[pos + t]), pos + int(t)) for t in top])[:n_examples]
         pos += len(rows)
-    clusters = _describe_counts(store, cin, sizes, n, [[ids[r] for _, r in best[c]] for c in range(k)])
+    clusters = _describe_counts(store, cin, sizes, n, [[ids[r] for _, _, r in best[c]] for c in range(k)])
     out = {"documents": n, "method": "sae", "axis": axis, "latents_used": int(len(cols)), "clusters": clusters,
-           "assignments": dict(zip(ids, pred.tolist())), "scores": {}, "fitted_on": int(len(fit_pos))}
+           "assignments": {ids[r]: int(pred[r]) for r in canon}, "scores": {}, "fitted_on": int(len(fit_pos))}
     if label_field:
         if all(t is None for t in truth):
             raise AnalysisError(f"unknown field {label_field!r}: no document in the slice has it")
         out["scores"] = cluster_scores(pred, truth)
+    if with_coords:  # --plot shows the fitted sample
+        from sklearn.decomposition import TruncatedSVD
+
+        out["_coords"] = TruncatedSVD(2, random_state=seed).fit_transform(Bfit)
+        out["_pred"] = labels_fit
     return out
 
 

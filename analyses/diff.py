@@ -16,7 +16,7 @@ from analyses.matrix import DEFAULT_FLOOR, AnalysisError, latent_cards, latent_m
 from indexer.catalog import require_index
 from indexer.columns import fresh_copy
 from indexer.pooling import fire_spans
-from indexer.store import Filter, Store
+from indexer.store import Filter, Store, point_id
 
 
 def two_proportion_test(ca: np.ndarray, na: int, cb: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +39,10 @@ def bh_adjust(p: np.ndarray) -> np.ndarray:
 def top_docs_in_slice(store: Store, latent: int, flt: Filter, n: int, min_value: float) -> list[str]:
     """The slice's documents where ``latent`` is strongest (above ``min_value``), from Qdrant's
     sparse index: one exact inverted-index query instead of a pass over the slice."""
-    hits = store.search_sparse([int(latent)], [1.0], limit=n, flt=None if flt.is_empty() else flt)
+    hits = store.search_sparse([int(latent)], [1.0], limit=min(4 * n, 100), flt=None if flt.is_empty() else flt)
+    # Equal activations (common in bf16) are ordered by point id, not by Qdrant's insertion order:
+    # an index re-created from an export shows the same examples.
+    hits.sort(key=lambda h: (-h.score, point_id(h.doc_id)))
     return [h.doc_id for h in hits if h.score > min_value][:n]
 
 

@@ -50,7 +50,8 @@ def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: lis
     reads the dense vectors of the slice from Qdrant: the copy holds only what SAE analyses need.
     ``max_docs`` > 0 reads a seeded uniform sample of that many documents when the slice is larger
     (the matrix's ``sampled_from`` says from how many); ``positions`` reads exactly those rows of
-    the slice (0-based, in the copy's order)."""
+    the slice (0-based, in canonical order). Rows come in canonical order (see
+    :func:`indexer.columns.order_keys`), the order a Qdrant scroll returns."""
     if not 0 <= floor <= 10:
         raise AnalysisError("--floor must be between 0 and 10")
     manifest = require_index(store, index)
@@ -61,26 +62,34 @@ def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: lis
     parts = []
     shards = list(copy.iter_shards())
     selected = [np.flatnonzero(row_mask(sh.table, flt)) for sh in shards]
-    total = sum(len(r) for r in selected)
+    canon = canonical_order(shards, selected)
+    total = len(canon)
     if 0 < max_docs < total or positions is not None:
+        chosen = canon[sample_positions(total, max_docs, seed) if positions is None else np.asarray(positions, np.int64)]
         pick = np.zeros(total, dtype=bool)
-        pick[sample_positions(total, max_docs, seed) if positions is None else positions] = True
+        pick[chosen] = True
         pos = 0
         for k, r in enumerate(selected):
             selected[k] = r[pick[pos : pos + len(r)]]
             pos += len(r)
+    keys = []
     for shard, rows in zip(shards, selected):
         if len(rows) == 0:
             continue
         whole = len(rows) == shard.rows
         parts.append(shard.csr(d_sae, None if whole else rows))
+        keys.append(shard.order[rows])
         col = shard.table.column("doc_id")
         ids.extend(col.to_pylist() if whole else col.take(pa.array(rows)).to_pylist())
         for f in payloads_cols:
             vals = column_values(shard.table, f)
             payloads_cols[f].extend(vals if whole else [vals[r] for r in rows])
+    # Canonical row order (by Qdrant point id), whatever order the documents were written in.
+    perm = np.argsort(np.concatenate(keys), kind="stable") if keys else np.zeros(0, np.int64)
+    ids = [ids[i] for i in perm]
+    payloads_cols = {f: [v[i] for i in perm] for f, v in payloads_cols.items()}
     X = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, d_sae), dtype=np.float32)
-    X = sp.csr_matrix(X, dtype=np.float32)
+    X = sp.csr_matrix(X, dtype=np.float32)[perm] if len(perm) else sp.csr_matrix(X, dtype=np.float32)
     X.sort_indices()
     payloads = [{f: payloads_cols[f][r] for f in payloads_cols if payloads_cols[f][r] is not None} for r in range(len(ids))]
     if floor > 0:
@@ -94,6 +103,12 @@ def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: lis
                 dense[h.doc_id] = h.payload.pop("_dense")
         m.dense = np.asarray([dense[d] for d in ids], dtype=np.float32)  # type: ignore[attr-defined]
     return m
+
+
+def canonical_order(shards: list, selected: list[np.ndarray]) -> np.ndarray:
+    """For each canonical position of the slice, its position in copy (write) order."""
+    keys = [sh.order[r] for sh, r in zip(shards, selected) if len(r)]
+    return np.argsort(np.concatenate(keys), kind="stable") if keys else np.zeros(0, np.int64)
 
 
 def sample_positions(total: int, size: int, seed: int) -> np.ndarray:

@@ -13,6 +13,7 @@ Layout (``<index>/columns/``)::
         indices.npy  uint16 (int32 when d_sae > 65535)
         values.npy   float32, exactly what Qdrant holds
         rows.arrow   Arrow IPC: doc_id + the filterable payload fields (no text, no firing spans)
+        order.npy    uint64 canonical sort key per row (the Qdrant point id's top bits)
         counts.npz   per dataset: rows, and per latent the documents where it is non-zero and where
                      it is >= 0.5 x the SAE's reference strength (diff answers dataset slices from these)
 
@@ -46,7 +47,7 @@ from indexer.store import StoreError
 
 FORMAT = 1
 DIRNAME = "columns"
-REBUILD_ROWS = 65536  # rows per shard written by a rebuild or a bulk append
+REBUILD_ROWS = 16384  # rows per shard written by a rebuild or a bulk append (bounds its memory)
 FAN_IN = 8  # small shards merged this many at a time
 NOT_COPIED = {"text", "_fires", "_offsets", "_dense"}  # payload that analyses never filter or count on
 COUNT_FLOORS = (0.0, 0.5)  # floors (x reference strength) whose per-dataset counts each shard stores
@@ -81,6 +82,7 @@ class Shard:
     values: np.ndarray
     table: pa.Table
     counts: dict[str, Any]
+    order: np.ndarray  # uint64 canonical sort key per row (see :func:`order_keys`)
 
     @property
     def rows(self) -> int:
@@ -272,9 +274,10 @@ class ColumnCopy:
                 table = ipc.open_file(src).read_all()
             with np.load(ref.path / "counts.npz", allow_pickle=False) as z:
                 counts = {k: z[k] for k in z.files}
+            order = np.load(ref.path / "order.npy", allow_pickle=False)
         except (OSError, ValueError, pa.ArrowException) as e:
             raise ColumnCopyError(f"columnar copy shard {ref.path} is unreadable ({e}); delete {self.root} to rebuild it") from None
-        return Shard(indptr, indices, values, table, counts)
+        return Shard(indptr, indices, values, table, counts, order)
 
     def iter_shards(self) -> Iterator[Shard]:
         for ref in self.shards():
@@ -301,7 +304,8 @@ class ColumnCopy:
         val = np.fromiter((v for p in points for v in p.sparse_values), np.float32, count=int(indptr[-1]))
         self.append([p.doc_id for p in points], indptr, idx, val, [p.payload for p in points])
 
-    def _write_shard(self, first: int, last: int, doc_ids: list[str], indptr, indices, values, table: pa.Table) -> ShardRef:
+    def _write_shard(self, first: int, last: int, doc_ids: list[str], indptr, indices, values, table: pa.Table,
+                     order: np.ndarray | None = None) -> ShardRef:
         indices = np.asarray(indices)
         if len(indices) and (indices.min() < 0 or indices.max() >= self.d_sae):
             raise ColumnCopyError(f"latent id out of range [0, {self.d_sae}) in a document written to {self.root}")
@@ -316,6 +320,7 @@ class ColumnCopy:
         with pa.OSFile(str(tmp / "rows.arrow"), "wb") as sink, ipc.new_file(sink, table.schema) as w:
             w.write_table(table)
         np.savez(tmp / "counts.npz", **self._counts(indptr, idx, val, table))
+        np.save(tmp / "order.npy", order_keys(doc_ids) if order is None else np.asarray(order, np.uint64))
         ref = ShardRef(self.root / f"shard-{first:012d}-{last:012d}-{len(doc_ids)}", first, last, len(doc_ids))
         os.rename(tmp, ref.path)
         return ref
@@ -360,7 +365,8 @@ class ColumnCopy:
         table = pa.concat_tables([p.table for p in parts], promote_options="permissive")
         ids = table.column("doc_id").to_pylist()
         self._write_shard(refs[0].first, refs[-1].last, ids, np.concatenate(indptr),
-                          np.concatenate([p.indices for p in parts]), np.concatenate([p.values for p in parts]), table)
+                          np.concatenate([p.indices for p in parts]), np.concatenate([p.values for p in parts]), table,
+                          np.concatenate([p.order for p in parts]))
         for r in refs:
             shutil.rmtree(r.path, ignore_errors=True)
 
@@ -406,6 +412,17 @@ class ColumnCopy:
 
     def drop(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def order_keys(doc_ids: list[str]) -> np.ndarray:
+    """Each document's canonical position key: the top 64 bits of its Qdrant point id.
+
+    Analyses and latent statistics order documents by this key, not by when they were written,
+    so an index re-created in another order (an import, a rebuild on another machine) gives
+    the same examples, samples and tie-breaks - and the same order a Qdrant scroll returns."""
+    from indexer.store import point_id
+
+    return np.fromiter((int(point_id(d).replace("-", "")[:16], 16) for d in doc_ids), np.uint64, count=len(doc_ids))
 
 
 def _floor_key(f: float) -> str:

@@ -40,15 +40,21 @@ def scan_index(store: Store, progress: bool = False) -> Scan:
 
     copy = fresh_copy(store, store.read_manifest() or {}, progress=progress)
     doc_ids: list[str] = []
-    lat, val, row = [], [], []
+    lat, val, row, keys = [], [], [], []
     for shard in copy.iter_shards():
         base = len(doc_ids)
         doc_ids.extend(shard.doc_ids())
+        keys.append(np.asarray(shard.order))
         lat.append(shard.indices.astype(np.int32))
         val.append(np.asarray(shard.values, np.float32))
         row.append((base + np.repeat(np.arange(shard.rows, dtype=np.int64), np.diff(shard.indptr))).astype(np.int32))
     cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
-    return Scan(doc_ids, cat(lat, np.int32), cat(val, np.float32), cat(row, np.int32))
+    # Rows in canonical order (by Qdrant point id), so examples, negatives and labels do not
+    # depend on the order documents were written in (an import or a rebuild gives the same).
+    perm = np.argsort(cat(keys, np.uint64), kind="stable")
+    rank = np.empty_like(perm)
+    rank[perm] = np.arange(len(perm))
+    return Scan([doc_ids[i] for i in perm], cat(lat, np.int32), cat(val, np.float32), rank[cat(row, np.int32)].astype(np.int32))
 
 
 def _examples_hash(doc_ids: list[str]) -> str:
@@ -83,7 +89,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
     n_docs = len(scan.doc_ids)
     if n_docs == 0:
         return 0
-    order = np.lexsort((-scan.value, scan.latent))
+    order = np.lexsort((scan.row, -scan.value, scan.latent))  # ties: canonical row order
     lat, val, row = scan.latent[order], scan.value[order], scan.row[order]
     bounds = np.flatnonzero(np.diff(lat)) + 1
     starts = np.concatenate([[0], bounds]) if len(lat) else np.zeros(0, int)

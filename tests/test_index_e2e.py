@@ -123,8 +123,31 @@ def test_kill_9_mid_index_then_rerun_gives_exactly_the_documents(tmp_path):
     assert "/100" in seen, seen[-500:]
     partial = _count("crash")
     assert 0 < partial < 100
+    from indexer.columns import copy_for
+    from indexer.store import open_store
+
+    store = open_store("crash")
+    rows = copy_for(store, store.read_manifest()).n_rows()
+    store.close()
+    assert rows <= partial  # the copy is written after Qdrant: a kill can leave it short, never ahead
     again = subprocess.run(cmd + ["--json", "--quiet"], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
     assert again.returncode == 0, again.stderr
     rep = json.loads(again.stdout)
     assert rep["already_indexed"] == partial and rep["indexed"] == 100 - partial
     assert _count("crash") == 100
+    # the columnar copy (what analyses read) ends equal to Qdrant, row for row
+    from indexer.columns import fresh_copy
+    from indexer.store import open_store
+
+    store = open_store("crash")
+    try:
+        copy = fresh_copy(store, store.read_manifest(), progress=False)
+        got = {}
+        for sh in copy.iter_shards():
+            for r, d in enumerate(sh.doc_ids()):
+                a, b = sh.indptr[r], sh.indptr[r + 1]
+                got[d] = dict(zip(sh.indices[a:b].astype(int).tolist(), sh.values[a:b].tolist()))
+        want = {h.doc_id: h.sparse for hits in store.scroll_docs(with_sparse=True, payload_fields=["doc_id"]) for h in hits}
+        assert got == want and len(got) == 100
+    finally:
+        store.close()
