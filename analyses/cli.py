@@ -94,7 +94,7 @@ def correlations_cmd(
     min_support: int = typer.Option(5, "--min-support"),
     max_freq: float = typer.Option(0.5, "--max-freq", help="Skip latents present in more than this fraction of documents."),
     per_doc: int = typer.Option(512, "--per-doc", help="Keep each document's N most salient latents (0 = all; cost grows with N^2)."),
-    max_docs: int = typer.Option(5000, "--max-docs", help="Sample this many documents from larger slices (seeded); 0 = exact, every document."),
+    max_docs: int = typer.Option(4000, "--max-docs", help="Sample this many documents from larger slices (seeded); 0 = exact, every document."),
     floor: float = typer.Option(0.5, "--floor", help="Count a latent in a document only where it fires at >= this x its typical strength (the SAE's median pooled activation; 0 = any non-zero)."),
     top: int = typer.Option(20, "--top"),
     plot: Optional[Path] = typer.Option(None, "--plot"),

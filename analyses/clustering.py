@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 from analyses.diff import bh_adjust, two_proportion_test
 import pyarrow as pa
 
-from analyses.matrix import (AnalysisError, canonical_order, latent_labels, latent_medians, load_matrix, require_docs, sample_positions,
+from analyses.matrix import (AnalysisError, canonical_order, check_bound, check_filter, latent_labels, latent_medians, load_matrix, require_docs, sample_positions,
                              slice_counts)
 from indexer.catalog import latents_for_query, require_index
 from indexer.columns import column_values, fresh_copy, row_mask
@@ -80,11 +80,14 @@ def cluster(
         raise AnalysisError(f"unknown clustering method {method!r}; use sae or dense")
     if k < 2:
         raise AnalysisError("k must be at least 2")
+    check_bound("k", k, 2, 100)
+    check_bound("--axis-latents", axis_latents, 1, 5000)
+    check_filter(where, "--where")
     fields = [label_field] if label_field else []
     if method == "sae":
         manifest = require_index(store, index)
         copy = fresh_copy(store, manifest)
-        n_slice = sum(int(row_mask(sh.table, where).sum()) for sh in copy.iter_shards())
+        n_slice = sum(int(row_mask(sh.table, where).sum()) for sh in copy.iter_shards(arrays=False))
         if n_slice > stream_above:
             return _cluster_streaming(store, index, copy, where, k, axis, label_field, axis_latents, min_coverage,
                                       max_coverage, threshold, n_examples, seed, floor, n_slice, with_coords)
@@ -144,7 +147,7 @@ def _cluster_streaming(store: Store, index: str, copy, where, k: int, axis, labe
         cols = np.array([c for c in cols if c in related], dtype=int)
     if len(cols) == 0:
         raise AnalysisError("no latents left to cluster on (axis too narrow or coverage filters too strict)")
-    shards = list(copy.iter_shards())
+    shards = list(copy.iter_shards(arrays=False))
     canon = canonical_order(shards, [np.flatnonzero(row_mask(sh.table, where)) for sh in shards])
     del shards
     rank = np.empty_like(canon)

@@ -20,7 +20,7 @@ Two filters drop pairs that are related by construction rather than by the data:
   socks" pair had labels ``"stockholm" (ferry, grandma)`` and ``"socks" (grandma, knitted)`` at
   cosine 0.27, while the heads sit at 0.13.
 Each distinct text counts once (see :func:`distinct_texts`). Slices larger than ``max_docs``
-(default 5,000) are sampled; the output's ``sampled_from`` says from how many documents. Latents present in more than ``max_freq`` of the documents are skipped (they co-occur with
+(default 4,000) are sampled; the output's ``sampled_from`` says from how many documents. Latents present in more than ``max_freq`` of the documents are skipped (they co-occur with
 everything and dominate the cost).
 
 Cost is sum over documents of (latents per document)^2. A whole article keeps ~3,300 latents
@@ -37,7 +37,7 @@ import scipy.sparse as sp
 
 import re
 
-from analyses.matrix import DEFAULT_FLOOR, AnalysisError, DocMatrix, load_matrix, require_docs
+from analyses.matrix import DEFAULT_FLOOR, AnalysisError, DocMatrix, check_bound, check_filter, load_matrix, require_docs
 from indexer.pooling import unpack
 from indexer.store import Filter, Store
 
@@ -47,11 +47,11 @@ SAME_SPAN_SAMPLE = 12  # shared documents checked per pair (the strongest)
 DEFAULT_PER_DOC = 512
 MAX_EXAMINED = 3000  # candidate pairs examined by the filters, strongest NPMI first
 # Co-occurrence costs sum over documents of (kept latents)^2, ~131k pairs per whole document at
-# per_doc=512: ~4.5 s per 1,000 such documents here (scipy's sparse product). Larger slices are
-# sampled (seeded, uniform; a pattern in 1% of a million documents has ~50 documents in the
+# per_doc=512: ~6 s per 1,000 such documents here (scipy's sparse product). Larger slices are
+# sampled (seeded, uniform; a pattern in 1% of a million documents has ~40 documents in the
 # sample), which bounds the cost whatever the index size; ``max_docs=0`` counts every document
 # (the CLI's --max-docs 0), at a cost that grows linearly.
-DEFAULT_MAX_DOCS = 5000
+DEFAULT_MAX_DOCS = 4000
 
 
 def cooccurrence(B: sp.csr_matrix, chunk: int = 20000) -> sp.csr_matrix:
@@ -122,6 +122,9 @@ def correlations(
         raise AnalysisError("--top and --min-support must be positive")
     if max_docs < 0:
         raise AnalysisError("--max-docs must be 0 (every document) or positive")
+    check_bound("--top", top, 1, 1000)
+    check_bound("--per-doc", per_doc, 0, 4096)
+    check_filter(where, "--where")
     m = load_matrix(store, index, where, fields=["content_hash"], floor=floor, max_docs=max_docs, seed=seed)
     sampled_from = int(getattr(m, "sampled_from", m.n_docs))
     require_docs(m, "the filter", minimum=2)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from analyses.matrix import DEFAULT_FLOOR, AnalysisError, latent_cards, latent_medians, load_matrix, slice_counts
+from analyses.matrix import (DEFAULT_FLOOR, MAX_SLICES, AnalysisError, check_bound, check_filter, latent_cards, latent_medians,
+                             load_matrix, slice_counts)
 from indexer.catalog import require_index
 from indexer.columns import fresh_copy
 from indexer.pooling import fire_spans
@@ -65,6 +66,12 @@ def diff(
         raise AnalysisError("diff needs at least one B filter")
     if top <= 0:
         raise AnalysisError("--top must be positive")
+    check_bound("--top", top, 1, 1000)
+    check_bound("the number of B slices", len(others), 1, MAX_SLICES)
+    check_bound("--examples", n_examples, 0, 100)
+    check_filter(a, "filter A")
+    for f in others:
+        check_filter(f, "filter B")
     if not 0 <= floor <= 10:
         raise AnalysisError("--floor must be between 0 and 10")
     manifest = require_index(store, index)

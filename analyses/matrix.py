@@ -60,7 +60,8 @@ def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: lis
     ids: list[str] = []
     payloads_cols: dict[str, list] = {f: [] for f in (fields or [])}
     parts = []
-    shards = list(copy.iter_shards())
+    refs = copy.shards()
+    shards = [copy.load(r, arrays=False) for r in refs]  # row tables and order keys; vectors one shard at a time below
     selected = [np.flatnonzero(row_mask(sh.table, flt)) for sh in shards]
     canon = canonical_order(shards, selected)
     total = len(canon)
@@ -73,9 +74,10 @@ def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: lis
             selected[k] = r[pick[pos : pos + len(r)]]
             pos += len(r)
     keys = []
-    for shard, rows in zip(shards, selected):
+    for ref, rows in zip(refs, selected):
         if len(rows) == 0:
             continue
+        shard = copy.load(ref)
         whole = len(rows) == shard.rows
         parts.append(shard.csr(d_sae, None if whole else rows))
         keys.append(shard.order[rows])
@@ -204,6 +206,27 @@ def apply_floor(X: sp.csr_matrix, p50: np.ndarray, floor: float) -> sp.csr_matri
     X.data[X.data < floor * p50[X.indices]] = 0.0
     X.eliminate_zeros()
     return X
+
+
+MAX_FILTER_FIELDS = 16  # conditions per filter
+MAX_FILTER_VALUES = 1000  # any-of values per condition
+MAX_SLICES = 32  # B slices of one diff (each is a pass over the copy unless answered from stored counts)
+
+
+def check_bound(name: str, value: int, lo: int, hi: int) -> None:
+    """Cost bounds every caller (CLI, API, library) hits the same way, with a one-line message."""
+    if not lo <= value <= hi:
+        raise AnalysisError(f"{name} must be between {lo} and {hi} (got {value})")
+
+
+def check_filter(flt: Filter | None, what: str) -> None:
+    if flt is None:
+        return
+    if len(flt.equals) > MAX_FILTER_FIELDS:
+        raise AnalysisError(f"{what}: at most {MAX_FILTER_FIELDS} conditions (got {len(flt.equals)})")
+    for k, v in flt.equals.items():
+        if isinstance(v, (list, tuple, set)) and len(v) > MAX_FILTER_VALUES:
+            raise AnalysisError(f"{what}: {k} lists {len(v)} values; at most {MAX_FILTER_VALUES}")
 
 
 def require_docs(m: DocMatrix, what: str, minimum: int = 1) -> None:

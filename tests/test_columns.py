@@ -192,3 +192,21 @@ def test_streaming_clustering_equals_the_in_memory_algorithm(monkeypatch):
         # the in-memory path scores centrality in float32, the streaming one in float64: ties may break differently
         assert len(set(ca["examples"]) & set(cb["examples"])) >= 4
     store.close()
+
+
+def test_analyses_refuse_requests_beyond_their_cost_bounds():
+    from analyses.clustering import cluster
+    from analyses.correlations import correlations
+    from analyses.diff import diff
+    from analyses.matrix import AnalysisError
+
+    store, _ = make_store("colbounds", synth_points(60))
+    with pytest.raises(AnalysisError, match="B slices"):
+        diff(store, "colbounds", Filter({"dataset": "A"}), [Filter({"dataset": "B"})] * 33)
+    with pytest.raises(AnalysisError, match="at most 1000"):
+        diff(store, "colbounds", Filter({"label": [str(i) for i in range(1001)]}), Filter({"dataset": "B"}))
+    with pytest.raises(AnalysisError, match="--top"):
+        correlations(store, "colbounds", top=10**6)
+    with pytest.raises(AnalysisError, match="k must be between"):
+        cluster(store, "colbounds", k=1000)
+    store.close()
