@@ -24,7 +24,7 @@ test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_corpus.py tests/test_store.py tests/test_sae.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_corpus.py tests/test_store.py tests/test_sae.py tests/test_columns.py
 
 bench: setup
 	$(BIN)/python benchmarks/index_throughput.py
