@@ -398,7 +398,7 @@ class ColumnCopy:
                 new.append(list(buf_ids), indptr, np.concatenate(buf_idx), np.concatenate(buf_val), list(buf_pay), merge=False)
                 buf_ids.clear(), buf_pay.clear(), buf_idx.clear(), buf_val.clear()
 
-        for hits in hits_batches:
+        for hits in _prefetched(hits_batches):
             for h in hits:
                 s = h.sparse or {}
                 buf_ids.append(h.doc_id)
@@ -429,6 +429,32 @@ def order_keys(doc_ids: list[str]) -> np.ndarray:
     from indexer.store import point_id
 
     return np.fromiter((int(point_id(d).replace("-", "")[:16], 16) for d in doc_ids), np.uint64, count=len(doc_ids))
+
+
+def _prefetched(batches: Iterable[list], depth: int = 2) -> Iterator[list]:
+    """Fetch the next scan pages in a thread while this one is converted: on a Qdrant server the
+    wait for the network overlaps the work, and the store's native code overlaps Python's."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    failure: list[BaseException] = []
+
+    def pump() -> None:
+        try:
+            for b in batches:
+                q.put(b)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the reader's thread
+            failure.append(e)
+        finally:
+            q.put(done)
+
+    threading.Thread(target=pump, daemon=True, name="columns-scan").start()
+    while (item := q.get()) is not done:
+        yield item
+    if failure:
+        raise failure[0]
 
 
 def _floor_key(f: float) -> str:

@@ -13,6 +13,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -26,35 +27,62 @@ N_SNIPPETS = 3  # snippet embedding dominates refresh time; 3 short windows per 
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 
 
+BLOCK_NNZ = 40_000_000  # non-zeros held at once while computing latent statistics (~400 MB)
+
+
 @dataclass
 class Scan:
+    """The index's pooled vectors for latent statistics: doc ids in canonical order, and the
+    non-zeros delivered one block of latents at a time (memory stays ~BLOCK_NNZ x 10 bytes
+    whatever the index size; a 1M-document index has ~1.5 billion non-zeros)."""
+
     doc_ids: list[str]
-    latent: np.ndarray  # (nnz,) latent id of each non-zero
-    value: np.ndarray  # (nnz,) its max activation
-    row: np.ndarray  # (nnz,) document row
+    blocks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]]  # (latent, value, row) per block
 
 
-def scan_index(store: Store, progress: bool = False) -> Scan:
-    """Every document's pooled vector, from the columnar copy (rebuilt from Qdrant if stale)."""
+def scan_index(store: Store, progress: bool = False, block_nnz: int = BLOCK_NNZ) -> Scan:
+    """Read the columnar copy (rebuilt from Qdrant if stale): one pass for ids and per-latent
+    counts, then one pass per block of latents holding at most ``block_nnz`` non-zeros."""
     from indexer.columns import fresh_copy
 
     copy = fresh_copy(store, store.read_manifest() or {}, progress=progress)
     doc_ids: list[str] = []
-    lat, val, row, keys = [], [], [], []
+    keys = []
+    counts = np.zeros(copy.d_sae, np.int64)
     for shard in copy.iter_shards():
-        base = len(doc_ids)
         doc_ids.extend(shard.doc_ids())
         keys.append(np.asarray(shard.order))
-        lat.append(shard.indices.astype(np.int32))
-        val.append(np.asarray(shard.values, np.float32))
-        row.append((base + np.repeat(np.arange(shard.rows, dtype=np.int64), np.diff(shard.indptr))).astype(np.int32))
-    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
+        counts += np.bincount(shard.indices, minlength=copy.d_sae)
     # Rows in canonical order (by Qdrant point id), so examples, negatives and labels do not
     # depend on the order documents were written in (an import or a rebuild gives the same).
-    perm = np.argsort(cat(keys, np.uint64), kind="stable")
+    perm = np.argsort(np.concatenate(keys) if keys else np.zeros(0, np.uint64), kind="stable")
     rank = np.empty_like(perm)
     rank[perm] = np.arange(len(perm))
-    return Scan([doc_ids[i] for i in perm], cat(lat, np.int32), cat(val, np.float32), rank[cat(row, np.int32)].astype(np.int32))
+    ids = [doc_ids[i] for i in perm]
+    cuts = [0]
+    acc = 0
+    for lat, c in enumerate(counts.tolist()):
+        if acc and acc + c > block_nnz:
+            cuts.append(lat)
+            acc = 0
+        acc += c
+    cuts.append(copy.d_sae)
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            lat_l, val_l, row_l = [], [], []
+            base = 0
+            for shard in copy.iter_shards():
+                idx = np.asarray(shard.indices)
+                pos = np.flatnonzero((idx >= lo) & (idx < hi)) if (lo, hi) != (0, copy.d_sae) else np.arange(len(idx))
+                lat_l.append(idx[pos].astype(np.int32))
+                val_l.append(np.asarray(shard.values[pos], np.float32))
+                row_l.append(rank[base + np.searchsorted(shard.indptr, pos, side="right") - 1].astype(np.int32))
+                base += shard.rows
+            cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
+            yield cat(lat_l, np.int32), cat(val_l, np.float32), cat(row_l, np.int32)
+
+    return Scan(ids, blocks)
 
 
 def _examples_hash(doc_ids: list[str]) -> str:
@@ -89,38 +117,40 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
     n_docs = len(scan.doc_ids)
     if n_docs == 0:
         return 0
-    order = np.lexsort((scan.row, -scan.value, scan.latent))  # ties: canonical row order
-    lat, val, row = scan.latent[order], scan.value[order], scan.row[order]
-    bounds = np.flatnonzero(np.diff(lat)) + 1
-    starts = np.concatenate([[0], bounds]) if len(lat) else np.zeros(0, int)
-    ends = np.concatenate([bounds, [len(lat)]]) if len(lat) else np.zeros(0, int)
     rng = np.random.default_rng(0)
 
     existing = {p.latent: p for p in store.get_latents(with_vectors=True)}
     stats: dict[int, dict] = {}
     need_docs: set[int] = set()
-    for s, e in zip(starts, ends):
-        latent = int(lat[s])
-        vals = val[s:e]
-        top_rows = row[s : min(e, s + N_TOP)]
-        active = set(row[s:e].tolist()) if e - s < n_docs else None
-        neg: list[int] = []
-        if active is not None:
-            for cand in rng.integers(0, n_docs, size=4 * N_NEG):
-                if int(cand) not in active and int(cand) not in neg:
-                    neg.append(int(cand))
-                if len(neg) >= N_NEG:
-                    break
-        stats[latent] = {
-            "doc_count": int(e - s),
-            "doc_freq": float((e - s) / n_docs),
-            "quantiles": {name: float(np.quantile(vals, q)) for name, q in QUANTILES.items()} | {"max": float(vals[0])},
-            "top_rows": top_rows.tolist(),
-            "top_values": vals[: len(top_rows)].tolist(),
-            "neg_rows": neg,
-        }
-        need_docs.update(top_rows.tolist())
-        need_docs.update(neg)
+    for lat_b, val_b, row_b in scan.blocks():
+        order = np.lexsort((row_b, -val_b, lat_b))  # by latent, strongest first; ties: canonical row order
+        lat, val, row = lat_b[order], val_b[order], row_b[order]
+        bounds = np.flatnonzero(np.diff(lat)) + 1
+        starts = np.concatenate([[0], bounds]) if len(lat) else np.zeros(0, int)
+        ends = np.concatenate([bounds, [len(lat)]]) if len(lat) else np.zeros(0, int)
+        for s, e in zip(starts, ends):
+            latent = int(lat[s])
+            vals = val[s:e]
+            top_rows = row[s : min(e, s + N_TOP)]
+            neg: list[int] = []
+            if e - s < n_docs:
+                cands = rng.integers(0, n_docs, size=4 * N_NEG)
+                absent = ~np.isin(cands, row[s:e])  # one vectorised test, not a set of every row per latent
+                for cand, ok in zip(cands.tolist(), absent.tolist()):
+                    if ok and cand not in neg:
+                        neg.append(cand)
+                    if len(neg) >= N_NEG:
+                        break
+            stats[latent] = {
+                "doc_count": int(e - s),
+                "doc_freq": float((e - s) / n_docs),
+                "quantiles": {name: float(np.quantile(vals, q)) for name, q in QUANTILES.items()} | {"max": float(vals[0])},
+                "top_rows": top_rows.tolist(),
+                "top_values": vals[: len(top_rows)].tolist(),
+                "neg_rows": neg,
+            }
+            need_docs.update(top_rows.tolist())
+            need_docs.update(neg)
 
     # Fetch only the documents shown as examples (plus a background sample for word statistics).
     bg_rows = rng.choice(n_docs, size=min(n_docs, 3000), replace=False).tolist()

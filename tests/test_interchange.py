@@ -100,3 +100,32 @@ def test_bad_import_files_are_refused_in_one_line(bbc_index, tmp_path):
     r = cli("import", str(plain), "--index", "bad3")
     assert r.exit_code == 2 and "saedex.recipe" in r.output
     assert "bad1" not in cli("indexes", "--json").stdout  # nothing half-written
+
+
+def test_latent_statistics_read_in_latent_blocks_equal_one_pass(monkeypatch):
+    """Latent statistics hold one block of latents at a time (a 1M-document index has ~1.5
+    billion non-zeros); however the latents are split, the stored statistics are identical."""
+    import indexer.latent_stats as L
+    import tests.test_columns as T
+    from indexer.columns import copy_for
+    from indexer.manifest import MANIFEST_VERSION
+    from indexer.store import open_store
+
+    results = []
+    for i, block in enumerate((10**9, 500)):
+        monkeypatch.setattr(L, "BLOCK_NNZ", block)
+        pts = T.synth_points(200, seed=1)
+        for p in pts:
+            p.dense = [1.0] + [0.0] * 383
+        store = open_store(f"blocks{i}")
+        store.create(dense_dim=384, label_dim=384)
+        manifest = {"version": MANIFEST_VERSION, "sae": {"d_sae": T.D_SAE}, "reader": {}}
+        store.write_manifest(manifest)
+        copy = copy_for(store, manifest)
+        copy.initialise()
+        store.upsert_docs(pts)
+        copy.append_points(pts)
+        L.refresh_latents(store, progress=False)
+        results.append({p.latent: {k: v for k, v in p.payload.items()} for p in store.get_latents()})
+        store.close()
+    assert len(results[0]) > 400 and results[0] == results[1]
