@@ -25,7 +25,15 @@ def strip_timing(d):
     return d
 
 
-def test_export_import_round_trip_reproduces_diff_and_search(bbc_index, tmp_path):
+def test_export_import_round_trip_reproduces_diff_and_search(indexer_obj, tmp_path):
+    # An index of its own: the shared one gets LLM labels from other tests, and labels an LLM
+    # wrote are index state that an export does not carry (the import labels from the dictionary).
+    from indexer.pipeline import index_corpus
+    from tests.conftest import load_bbc, write_jsonl
+
+    bbc_index = "rt_source"
+    src = write_jsonl(tmp_path / "src.jsonl", load_bbc(24))
+    assert index_corpus(src, bbc_index, dataset="bbc", id_field="id", indexer=indexer_obj, progress=False).indexed == 120
     path = tmp_path / "bbc.parquet"
     out = run_json("export", "--index", bbc_index, "--parquet", str(path), "--dense")
     assert out["documents"] == 120
