@@ -46,6 +46,7 @@ SAME_SPAN_SHARE = 0.25  # a pair peaking at the same spot in this share of its s
 SAME_SPAN_SAMPLE = 12  # shared documents checked per pair (the strongest)
 DEFAULT_PER_DOC = 512
 MAX_EXAMINED = 3000  # candidate pairs examined by the filters, strongest NPMI first
+MAX_EXAMINED_CAP = 6000  # however large --top is (top=835 once meant 41,750 pairs and a 10 s timeout)
 # Co-occurrence costs sum over documents of (kept latents)^2, ~131k pairs per whole document at
 # per_doc=512: ~6 s per 1,000 such documents here (scipy's sparse product). Larger slices are
 # sampled (seeded, uniform; a pattern in 1% of a million documents has ~40 documents in the
@@ -140,7 +141,7 @@ def correlations(
     i, j, npmi, cij, cond = npmi_pairs(B, min_support, min_npmi)
     # The filters below cost a payload fetch and an embedding per new latent, so only the
     # strongest pairs are examined (a request with --max-label-sim 1e-8 once walked 40k pairs).
-    order = np.argsort(-npmi, kind="stable")[: max(MAX_EXAMINED, 50 * top)]
+    order = np.argsort(-npmi, kind="stable")[: min(MAX_EXAMINED_CAP, max(MAX_EXAMINED, 50 * top))]
     lat_ids = sorted(set(cols[i[order]].tolist()) | set(cols[j[order]].tolist()))
     lats = {p.latent: p for p in store.get_latents(lat_ids)} if lat_ids else {}
     heads = _HeadSimilarity({l: p.payload.get("label", "") for l, p in lats.items()})

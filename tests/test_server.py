@@ -220,3 +220,14 @@ def test_web_page_in_headless_chromium(live_server, bbc_index):
         page.wait_for_selector(".bar-row", timeout=60000)
         assert page.locator(".bar-row").count() == 20
         browser.close()
+
+
+def test_correlations_with_a_huge_top_stay_bounded(client, bbc_index):
+    """schemathesis found top=835 with max_label_sim=1e-8 walking 41,750 pairs past a 10 s timeout."""
+    import time
+
+    t = time.time()
+    r = client.post(f"/v1/indexes/{bbc_index}/correlations", headers=AUTH,
+                    json={"max_label_sim": 1e-08, "top": 835, "min_npmi": 0.0})
+    assert r.status_code == 200 and r.json()["pairs_examined"] <= 6000
+    assert time.time() - t < 10
