@@ -140,7 +140,7 @@ def correlations(
     B = salient_binary(Xs, per_doc)
     i, j, npmi, cij, cond = npmi_pairs(B, min_support, min_npmi)
     # The filters below cost a payload fetch and an embedding per new latent, so only the
-    # strongest pairs are examined (a request with --max-label-sim 1e-8 once walked 40k pairs).
+    # strongest pairs are examined, at most MAX_EXAMINED_CAP (--max-label-sim 1e-8 once walked 40k pairs).
     order = np.argsort(-npmi, kind="stable")[: min(MAX_EXAMINED_CAP, max(MAX_EXAMINED, 50 * top))]
     lat_ids = sorted(set(cols[i[order]].tolist()) | set(cols[j[order]].tolist()))
     lats = {p.latent: p for p in store.get_latents(lat_ids)} if lat_ids else {}
