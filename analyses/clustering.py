@@ -20,7 +20,7 @@ import pyarrow as pa
 from analyses.matrix import (AnalysisError, canonical_order, check_bound, check_filter, latent_labels, latent_medians, load_matrix, require_docs, sample_positions,
                              slice_counts)
 from indexer.catalog import latents_for_query, require_index
-from indexer.columns import column_values, fresh_copy, row_mask
+from indexer.columns import above_floor, column_values, fresh_copy, row_mask
 from indexer.store import Filter, Store
 
 MAX_SPECTRAL_DOCS = 6000
@@ -87,10 +87,11 @@ def cluster(
     if method == "sae":
         manifest = require_index(store, index)
         copy = fresh_copy(store, manifest)
-        n_slice = sum(int(row_mask(sh.table, where).sum()) for sh in copy.iter_shards(arrays=False))
-        if n_slice > stream_above:
-            return _cluster_streaming(store, index, copy, where, k, axis, label_field, axis_latents, min_coverage,
-                                      max_coverage, threshold, n_examples, seed, floor, n_slice, with_coords)
+        tables = list(copy.iter_shards(arrays=False))  # row tables and order keys only
+        selected = [np.flatnonzero(row_mask(sh.table, where)) for sh in tables]
+        if sum(len(r) for r in selected) > stream_above:
+            return _cluster_streaming(store, index, copy, tables, selected, where, k, axis, label_field, axis_latents,
+                                      min_coverage, max_coverage, threshold, n_examples, seed, floor, with_coords)
     # No noise floor by default (unlike diff and correlations): on 999 whole BBC articles, topic
     # accuracy was 0.741 at floor 0, 0.735 at 0.5 and 0.707 at 1.0 - Jaccard over many latents
     # already discounts weak one-off firings.
@@ -131,13 +132,15 @@ def cluster(
     return out
 
 
-def _cluster_streaming(store: Store, index: str, copy, where, k: int, axis, label_field, axis_latents: int, min_coverage: float,
-                       max_coverage: float, threshold: float, n_examples: int, seed: int, floor: float, n: int,
-                       with_coords: bool = False) -> dict:
+def _cluster_streaming(store: Store, index: str, copy, tables: list, selected: list[np.ndarray], where, k: int, axis,
+                       label_field, axis_latents: int, min_coverage: float, max_coverage: float, threshold: float,
+                       n_examples: int, seed: int, floor: float, with_coords: bool = False) -> dict:
     """The same clustering for slices larger than MAX_SPECTRAL_DOCS without holding the slice in
     memory: spectral clustering on the same seeded sample the in-memory path fits on, then two
     passes over the columnar copy - assign every document to the nearest cluster profile (cosine)
-    and count latents per cluster; then pick each cluster's most central documents."""
+    and count latents per cluster; then pick each cluster's most central documents. ``tables`` and
+    ``selected`` are the copy's shards (without vectors) and the slice's rows in each."""
+    n = sum(len(r) for r in selected)
     ref = latent_medians(store, index) if floor > 0 else None
     _, counts = slice_counts(copy, where, floor, ref, threshold)
     freq = counts / n
@@ -147,9 +150,7 @@ def _cluster_streaming(store: Store, index: str, copy, where, k: int, axis, labe
         cols = np.array([c for c in cols if c in related], dtype=int)
     if len(cols) == 0:
         raise AnalysisError("no latents left to cluster on (axis too narrow or coverage filters too strict)")
-    shards = list(copy.iter_shards(arrays=False))
-    canon = canonical_order(shards, [np.flatnonzero(row_mask(sh.table, where)) for sh in shards])
-    del shards
+    canon = canonical_order(tables, selected)
     rank = np.empty_like(canon)
     rank[canon] = np.arange(len(canon))  # copy position -> canonical position
     fit_pos = sample_positions(n, MAX_SPECTRAL_DOCS, seed)  # canonical positions, as the in-memory path samples
@@ -174,16 +175,12 @@ def _cluster_streaming(store: Store, index: str, copy, where, k: int, axis, labe
 
     def binary_rows(shard, rows):
         X = shard.csr(d_sae, None if len(rows) == shard.rows else rows)
-        keep = X.data > threshold
-        if ref is not None and floor > 0:
-            keep &= X.data >= floor * ref[X.indices]
-        X.data = keep.astype(np.float32)
+        X.data = above_floor(X.data, X.indices, ref, floor, threshold).astype(np.float32)
         X.eliminate_zeros()
         return X
 
     pos = 0
-    for shard in copy.iter_shards():
-        rows = np.flatnonzero(row_mask(shard.table, where))
+    for shard, rows in zip(copy.iter_shards(), selected):
         if len(rows) == 0:
             continue
         B = binary_rows(shard, rows)
@@ -203,8 +200,7 @@ def _cluster_streaming(store: Store, index: str, copy, where, k: int, axis, labe
     prof = cin / np.maximum(sizes, 1)[:, None]
     best: list[list[tuple[float, int]]] = [[] for _ in range(k)]
     pos = 0
-    for shard in copy.iter_shards():  # second pass: the most central documents of each cluster
-        rows = np.flatnonzero(row_mask(shard.table, where))
+    for shard, rows in zip(copy.iter_shards(), selected):  # second pass: each cluster's most central documents
         if len(rows) == 0:
             continue
         B = binary_rows(shard, rows)

@@ -127,7 +127,7 @@ def correlations(
     check_bound("--per-doc", per_doc, 0, 4096)
     check_filter(where, "--where")
     m = load_matrix(store, index, where, fields=["content_hash"], floor=floor, max_docs=max_docs, seed=seed)
-    sampled_from = int(getattr(m, "sampled_from", m.n_docs))
+    sampled_from = m.sampled_from if m.sampled_from is not None else m.n_docs
     require_docs(m, "the filter", minimum=2)
     m, duplicates = distinct_texts(m)
     X = m.X.multiply(m.X > threshold).tocsr()

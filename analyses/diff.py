@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from analyses.matrix import (DEFAULT_FLOOR, MAX_SLICES, AnalysisError, check_bound, check_filter, latent_cards, latent_medians,
-                             load_matrix, slice_counts)
+from analyses.matrix import (DEFAULT_FLOOR, MAX_SLICES, AnalysisError, check_bound, check_filter, check_floor, latent_cards,
+                             latent_medians, load_matrix, slice_counts)
 from indexer.catalog import require_index
-from indexer.columns import fresh_copy
+from indexer.columns import above_floor, fresh_copy
 from indexer.pooling import fire_spans
 from indexer.store import Filter, Store, point_id
 
@@ -37,14 +37,16 @@ def bh_adjust(p: np.ndarray) -> np.ndarray:
     return stats.false_discovery_control(np.clip(p, 0, 1), method="bh")
 
 
-def top_docs_in_slice(store: Store, latent: int, flt: Filter, n: int, min_value: float) -> list[str]:
-    """The slice's documents where ``latent`` is strongest (above ``min_value``), from Qdrant's
-    sparse index: one exact inverted-index query instead of a pass over the slice."""
+def top_docs_in_slice(store: Store, latent: int, flt: Filter, n: int, ref: np.ndarray | None, floor: float,
+                      threshold: float) -> list[str]:
+    """The slice's documents where ``latent`` is strongest (and present by the counts' rule), from
+    Qdrant's sparse index: one exact inverted-index query instead of a pass over the slice."""
     hits = store.search_sparse([int(latent)], [1.0], limit=min(4 * n, 100), flt=None if flt.is_empty() else flt)
     # Equal activations (common in bf16) are ordered by point id, not by Qdrant's insertion order:
     # an index re-created from an export shows the same examples.
     hits.sort(key=lambda h: (-h.score, point_id(h.doc_id)))
-    return [h.doc_id for h in hits if h.score > min_value][:n]
+    present = above_floor(np.array([h.score for h in hits], np.float32), np.full(len(hits), int(latent)), ref, floor, threshold)
+    return [h.doc_id for h, ok in zip(hits, present.tolist()) if ok][:n]
 
 
 def diff(
@@ -72,8 +74,7 @@ def diff(
     check_filter(a, "filter A")
     for f in others:
         check_filter(f, "filter B")
-    if not 0 <= floor <= 10:
-        raise AnalysisError("--floor must be between 0 and 10")
+    check_floor(floor)
     manifest = require_index(store, index)
     copy = fresh_copy(store, manifest)
     ref = latent_medians(store, index) if floor > 0 else None
@@ -106,13 +107,12 @@ def diff(
     rows = []
     for lat in order.tolist():
         src = a if d[lat] > 0 else others[int(which[lat])]
-        min_value = max(threshold, floor * float(ref[lat]) if ref is not None else 0.0)
         rows.append({
             "latent": lat, "label": cards.get(lat, {}).get("label", ""), "kind": cards.get(lat, {}).get("kind"),
             "quality": cards.get(lat, {}).get("quality"), "freq_a": round(float(fa[lat]), 5), "freq_b": round(float(fb[lat]), 5),
             "diff": round(float(d[lat]), 5), "ratio": round(float((fa[lat] + 1e-4) / (fb[lat] + 1e-4)), 3),
             "z": round(float(z[lat]), 3), "p_adj": float(p_adj[lat]), "more_in": "a" if d[lat] > 0 else "b",
-            "examples": top_docs_in_slice(store, lat, src, n_examples, min_value),
+            "examples": top_docs_in_slice(store, lat, src, n_examples, ref, floor, threshold),
         })
     _attach_spans(store, rows)
     out = {"n_a": na, "n_b": nbs if len(others) > 1 else nbs[0], "threshold": threshold,

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import pyarrow as pa
 
 from indexer.catalog import require_index
-from indexer.columns import ColumnCopy, _ranges, column_values, fresh_copy, reference_for, row_mask
+from indexer.columns import ColumnCopy, _ranges, above_floor, column_values, fresh_copy, reference_for, row_mask
 from indexer.store import Filter, Store
 
 
@@ -26,6 +26,7 @@ class DocMatrix:
     doc_ids: list[str]
     X: sp.csr_matrix  # float32 max activations
     payload: list[dict]  # requested payload fields per doc
+    sampled_from: int | None = None  # documents in the slice, when these rows are a sample of it
 
     @property
     def n_docs(self) -> int:
@@ -52,8 +53,7 @@ def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: lis
     (the matrix's ``sampled_from`` says from how many); ``positions`` reads exactly those rows of
     the slice (0-based, in canonical order). Rows come in canonical order (see
     :func:`indexer.columns.order_keys`), the order a Qdrant scroll returns."""
-    if not 0 <= floor <= 10:
-        raise AnalysisError("--floor must be between 0 and 10")
+    check_floor(floor)
     manifest = require_index(store, index)
     copy = fresh_copy(store, manifest)
     d_sae = copy.d_sae
@@ -96,8 +96,7 @@ def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: lis
     payloads = [{f: payloads_cols[f][r] for f in payloads_cols if payloads_cols[f][r] is not None} for r in range(len(ids))]
     if floor > 0:
         X = apply_floor(X, medians if medians is not None else latent_medians(store, index), floor)
-    m = DocMatrix(ids, X, payloads)
-    m.sampled_from = total  # type: ignore[attr-defined]
+    m = DocMatrix(ids, X, payloads, sampled_from=total)
     if with_dense:
         dense = {}
         for hits in store.scroll_docs(flt=flt, with_sparse=False, with_dense=True, payload_fields=["doc_id"], batch=2000):
@@ -163,10 +162,7 @@ def slice_counts(copy: ColumnCopy, flt: Filter | None, floor: float, ref: np.nda
         else:
             take = _ranges(shard.indptr[rows], shard.indptr[rows + 1] - shard.indptr[rows])
             idx, val = shard.indices[take], shard.values[take]
-        keep = val > threshold
-        if floor > 0 and ref is not None:
-            keep &= val >= floor * ref[idx]
-        counts += np.bincount(idx[keep], minlength=copy.d_sae)
+        counts += np.bincount(idx[above_floor(val, idx, ref, floor, threshold)], minlength=copy.d_sae)
     return n, counts.astype(np.float64)
 
 
@@ -203,7 +199,7 @@ def apply_floor(X: sp.csr_matrix, p50: np.ndarray, floor: float) -> sp.csr_matri
     sentence's own latent in the top 5, all 5 examples planted.
     """
     X = X.copy()
-    X.data[X.data < floor * p50[X.indices]] = 0.0
+    X.data[~above_floor(X.data, X.indices, p50, floor, threshold=-np.inf)] = 0.0
     X.eliminate_zeros()
     return X
 
@@ -217,6 +213,11 @@ def check_bound(name: str, value: int, lo: int, hi: int) -> None:
     """Cost bounds every caller (CLI, API, library) hits the same way, with a one-line message."""
     if not lo <= value <= hi:
         raise AnalysisError(f"{name} must be between {lo} and {hi} (got {value})")
+
+
+def check_floor(floor: float) -> None:
+    if not 0 <= floor <= 10:
+        raise AnalysisError("--floor must be between 0 and 10")
 
 
 def check_filter(flt: Filter | None, what: str) -> None:

@@ -340,11 +340,9 @@ class ColumnCopy:
         out: dict[str, np.ndarray] = {"datasets": np.array(names, dtype=str), "rows": np.bincount(row_ds[row_ds >= 0], minlength=len(names)).astype(np.int64)}
         ok = nnz_ds >= 0
         for f in COUNT_FLOORS:
-            keep = ok & (val > 0)
-            if f > 0:
-                if self.reference is None:
-                    continue
-                keep &= val >= f * self.reference[idx]
+            if f > 0 and self.reference is None:
+                continue
+            keep = ok & above_floor(val, idx, self.reference, f)
             key = nnz_ds[keep] * self.d_sae + idx[keep].astype(np.int64)
             out[_floor_key(f)] = np.bincount(key, minlength=len(names) * self.d_sae).reshape(len(names), self.d_sae).astype(np.int32)
         return out
@@ -457,6 +455,17 @@ def _prefetched(batches: Iterable[list], depth: int = 2) -> Iterator[list]:
         raise failure[0]
 
 
+def above_floor(values: np.ndarray, latents: np.ndarray, reference: np.ndarray | None, floor: float,
+                threshold: float = 0.0) -> np.ndarray:
+    """Which pooled activations count as the latent being present: above ``threshold`` and at
+    >= ``floor`` x the latent's reference strength (no floor without a reference). The one rule
+    behind stored counts, diff, NPMI and clustering."""
+    keep = np.asarray(values) > threshold
+    if floor > 0 and reference is not None:
+        keep &= np.asarray(values) >= floor * reference[np.asarray(latents)]
+    return keep
+
+
 def _floor_key(f: float) -> str:
     return f"present_at_{f:g}".replace(".", "_")
 
@@ -479,8 +488,6 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def copy_for(store, manifest: dict) -> ColumnCopy:
     """The columnar copy of the index behind ``store`` (not checked for freshness)."""
-    from indexer.dictionary.reference import load_reference
-
     d_sae = int(manifest["sae"]["d_sae"])
     return ColumnCopy(store.cache_file(DIRNAME), d_sae, reference_for(manifest, d_sae))
 
@@ -488,16 +495,28 @@ def copy_for(store, manifest: dict) -> ColumnCopy:
 def reference_for(manifest: dict, d_sae: int) -> np.ndarray | None:
     """The SAE's reference strengths (see :mod:`indexer.dictionary.reference`), or None."""
     from indexer.dictionary.reference import load_reference
-    from indexer.sae import DEFAULT_SAE_DIR
+    from indexer.sae import sae_dir
 
     path = (manifest.get("sae") or {}).get("path")
     if not path:
         return None
-    sae_dir = DEFAULT_SAE_DIR if path == "default" else Path(path)
     try:
-        return load_reference(sae_dir, d_sae)
+        return load_reference(sae_dir(path), d_sae)
     except (OSError, ValueError):
         return None
+
+
+def writer_for(store, replacing: bool) -> ColumnCopy | None:
+    """The copy a writer (ingest, import) appends to in step with Qdrant, or None when it is
+    stale or about to be (documents replaced in place): then the next reader rebuilds it."""
+    copy = copy_for(store, store.read_manifest() or {})
+    n = store.count()
+    if replacing:
+        copy.invalidate()
+        return None
+    if n == 0 and not copy.usable():
+        copy.initialise()
+    return copy if copy.is_fresh(n) else None
 
 
 def fresh_copy(store, manifest: dict, progress: bool = True) -> ColumnCopy:

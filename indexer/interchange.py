@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from indexer.columns import column_values, payload_table, writer_for
 from indexer.store import DocPoint, Filter, Store
 
 RECIPE_KEY = b"saedex.recipe"
@@ -39,8 +40,6 @@ def recipe_of(manifest: dict) -> dict:
 def export_parquet(store: Store, manifest: dict, path: Path, flt: Filter | None = None, dense: bool = False,
                    progress: bool = True) -> dict:
     """Write the index (or a filtered slice) to ``path``; returns counts."""
-    from indexer.columns import payload_table
-
     tables = []
     n = 0
     for hits in store.scroll_docs(flt=flt, with_sparse=True, with_dense=dense, payload_fields=None, batch=2000):
@@ -56,19 +55,19 @@ def export_parquet(store: Store, manifest: dict, path: Path, flt: Filter | None 
                 dense_rows.append(payload.pop("_dense"))
             payload.pop("doc_id", None)
             payloads.append(payload)
-        t = _rows_table(ids, lat, val, payloads, dense_rows if dense else None, payload_table)
+        t = _rows_table(ids, lat, val, payloads, dense_rows if dense else None)
         tables.append(t)
         n += len(ids)
         if progress:
             print(f"export: {n:,} documents", file=sys.stderr, flush=True)
-    table = pa.concat_tables(tables, promote_options="permissive") if tables else _rows_table([], [], [], [], [] if dense else None, payload_table)
+    table = pa.concat_tables(tables, promote_options="permissive") if tables else _rows_table([], [], [], [], [] if dense else None)
     meta = dict(table.schema.metadata or {})
     meta[RECIPE_KEY] = json.dumps(recipe_of(manifest)).encode()
     pq.write_table(table.replace_schema_metadata(meta), str(path), compression="zstd")
     return {"documents": n, "path": str(path), "columns": table.column_names, "dense": dense}
 
 
-def _rows_table(ids, lat, val, payloads, dense_rows, payload_table) -> pa.Table:
+def _rows_table(ids, lat, val, payloads, dense_rows) -> pa.Table:
     texts = [p.pop("text", None) for p in payloads]
     datasets = [p.pop("dataset", None) for p in payloads]
     extra = payload_table(ids, payloads).drop_columns(["doc_id"])
@@ -126,10 +125,8 @@ def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch:
     non-negative values), so a bad file leaves the index untouched. Ids already in the index are
     skipped, as with ``saedex index``."""
     from indexer.catalog import add_dataset
-    from indexer.columns import copy_for
     from indexer.embedder import DEFAULT_EMBEDDER, get_embedder
     from indexer.manifest import check_compatible, check_version
-    from indexer.pipeline import _columns_writer
     from indexer.store import open_store
 
     path = Path(path)
@@ -155,7 +152,7 @@ def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch:
         datasets = sorted({d for d in (table.column("dataset").to_pylist() if "dataset" in table.column_names else []) if d})
         for d in datasets or ["imported"]:
             add_dataset(store, d)
-        columns = _columns_writer(store, replacing=False)
+        columns = writer_for(store, replacing=False)
         payload_cols = [c for c in table.column_names if c not in CORE]
         rows = [i for i, d in enumerate(ids) if d not in present]
         for s in range(0, len(rows), batch):
@@ -177,8 +174,6 @@ def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch:
 
 
 def _points(part: pa.Table, payload_cols: list[str], embedder, report: ImportReport) -> list[DocPoint]:
-    from indexer.columns import column_values
-
     ids = part.column("id").to_pylist()
     texts = part.column("text").to_pylist()
     lat = part.column("latents").to_pylist()

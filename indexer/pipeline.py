@@ -23,6 +23,7 @@ from indexer.manifest import build_manifest, check_compatible
 from indexer.pooling import encode_and_pool, pack
 from indexer.reader import Reader, ReaderConfig, get_reader, set_threads
 from indexer.sae import DEFAULT_SAE_DIR, load_sae
+from indexer.columns import writer_for
 from indexer.store import DocPoint, Store, open_store
 
 RESERVED = {"doc_id", "text", "dataset", "_fires", "_offsets", "n_tokens", "truncated", "content_hash"}
@@ -173,7 +174,7 @@ def index_corpus(
         report.changed = len(changed)
         report.already_indexed = len(existing) - len(changed)
         todo = new + changed if update else new
-        columns = _columns_writer(store, replacing=bool(update and changed))
+        columns = writer_for(store, replacing=bool(update and changed))
         if todo:
             indexer.reader  # load the models before the clock starts: throughput excludes loading
             get_embedder(indexer.embedder_name)
@@ -198,21 +199,6 @@ def index_corpus(
         store.close()
     report.seconds = report.seconds or round(time.time() - t0, 2)
     return report
-
-
-def _columns_writer(store: Store, replacing: bool):
-    """The columnar copy to append to in step with Qdrant, or None when it is stale or about to be
-    (documents replaced in place): then the next analysis rebuilds it from a Qdrant scan."""
-    from indexer.columns import copy_for
-
-    copy = copy_for(store, store.read_manifest() or {})
-    n = store.count()
-    if replacing:
-        copy.invalidate()
-        return None
-    if n == 0 and not copy.usable():
-        copy.initialise()
-    return copy if copy.is_fresh(n) else None
 
 
 class _NoBar:

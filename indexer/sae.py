@@ -113,13 +113,18 @@ class SparseAutoencoder:
         return h.hexdigest()[:16]
 
 
+def sae_dir(path: str | Path | None) -> Path:
+    """The folder an SAE path names: ``None`` or ``"default"`` (as manifests record it) is the
+    SAE shipped with saedex."""
+    return DEFAULT_SAE_DIR if path in (None, "", "default") else Path(path)
+
+
 def load_sae(path: str | Path | None = None) -> SparseAutoencoder:
     """Load an SAE folder in sae-lens format (default: the SAE shipped with saedex).
 
     ``path`` may also be ``release:sae_id`` for a sae-lens pretrained release, which needs a hub.
     """
-    if path is None or str(path) == "default":
-        path = DEFAULT_SAE_DIR
+    path = sae_dir(None if path is None else str(path))
     spath = str(path)
     if ":" in spath and not Path(spath).exists():
         return _load_pretrained_release(spath)

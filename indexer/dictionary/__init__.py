@@ -8,13 +8,10 @@ from indexer.dictionary.store import Dictionary, load_dictionary
 
 def dictionary_for(manifest: dict) -> Dictionary | None:
     """The dictionary of the index's SAE, if one was built for exactly these weights."""
-    from indexer.sae import DEFAULT_SAE_DIR
+    from indexer.sae import sae_dir
 
     sae = manifest.get("sae", {})
-    path = sae.get("path")
-    if path in (None, "", "default"):
-        path = DEFAULT_SAE_DIR
-    return load_dictionary(path, sae.get("hash"))
+    return load_dictionary(sae_dir(sae.get("path")), sae.get("hash"))
 
 
 __all__ = ["Dictionary", "dictionary_for", "load_dictionary"]
