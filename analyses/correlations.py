@@ -37,6 +37,7 @@ import scipy.sparse as sp
 
 import re
 
+from indexer.progress import checkpoint
 from analyses.matrix import DEFAULT_FLOOR, AnalysisError, DocMatrix, check_bound, check_filter, load_matrix, require_docs
 from indexer.pooling import unpack
 from indexer.store import Filter, Store
@@ -55,11 +56,13 @@ MAX_EXAMINED_CAP = 6000  # however large --top is (top=835 once meant 41,750 pai
 DEFAULT_MAX_DOCS = 4000
 
 
-def cooccurrence(B: sp.csr_matrix, chunk: int = 20000) -> sp.csr_matrix:
-    """Upper triangle of B^T B (float32 counts), accumulated over row chunks."""
+def cooccurrence(B: sp.csr_matrix, chunk: int = 2000) -> sp.csr_matrix:
+    """Upper triangle of B^T B (float32 counts), accumulated over row chunks (each chunk is a
+    point where a cancelled job stops)."""
     d = B.shape[1]
     C = sp.csr_matrix((d, d), dtype=np.float32)
     for s in range(0, B.shape[0], chunk):
+        checkpoint(s, B.shape[0])
         Bc = B[s : s + chunk]
         C = C + sp.triu(Bc.T @ Bc, k=1).tocsr()
     return C
@@ -80,6 +83,8 @@ def salient_binary(X: sp.csr_matrix, per_doc: int, threshold: float = 0.0) -> sp
     rel = Xb.data / mean[Xb.indices]
     keep = np.zeros(len(rel), dtype=bool)
     for r in range(Xb.shape[0]):
+        if r % 1000 == 0:
+            checkpoint()
         a, b = Xb.indptr[r], Xb.indptr[r + 1]
         if b - a <= per_doc:
             keep[a:b] = True

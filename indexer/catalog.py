@@ -95,8 +95,9 @@ DIRECTION_WEIGHT = 0.0  # measured on the dev queries: directions lowered SAE MA
 QUALITY_WEIGHT = 0.5  # 0.3358 vs 0.3327 without quality weighting (dev queries)
 
 
-def latents_for_query(store: Store, query: str, top: int, label_weight: float = 0.5,
-                      direction_weight: float = DIRECTION_WEIGHT, quality_weight: float = QUALITY_WEIGHT) -> list[tuple[int, float]]:
+def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_weight: float = 0.5,
+                      direction_weight: float = DIRECTION_WEIGHT, quality_weight: float = QUALITY_WEIGHT,
+                      table=None) -> list[tuple[int, float]]:
     """Latents ranked by what they are called, what they fire on here, and what they do.
 
     - name: cos(query, label vector) (the dictionary's concept text where the SAE ships one);
@@ -105,40 +106,48 @@ def latents_for_query(store: Store, query: str, top: int, label_weight: float = 
       activating contexts minus non-activating ones, so what every text shares cancels out).
 
     score = (1 - dw) * (lw * name + (1 - lw) * evidence) + dw * direction, times
-    (1 - qw) + qw * quality, so a latent whose label detects it poorly counts less. Label and
-    snippet lookups are exact searches over the latents collection; directions are one matmul.
+    (1 - qw) + qw * quality, so a latent whose label detects it poorly counts less. Each signal
+    nominates its ``pool`` best latents; a nominee's missing signal counts as that signal's
+    pool floor. All of it is matrix products over the index's in-memory latent table
+    (:mod:`indexer.latent_table`; pass ``table`` when the caller holds it). ``query`` may be
+    given already embedded.
     """
-    from indexer.dictionary import dictionary_for
+    from indexer.latent_table import latent_table
 
-    q = get_embedder().encode([query])[0]
-    pool = max(top * 4, 200)
-    a = dict(store.search_latents(q.tolist(), "label", pool))
-    b = dict(store.search_latents(q.tolist(), "snippets", pool))
-    d = dictionary_for(store.read_manifest() or {}) if direction_weight > 0 else None
-    c: dict[int, float] = {}
-    if d is not None:
-        sims = d.directions @ q
-        idx = np.argpartition(-sims, min(pool, len(sims) - 1))[:pool]
-        c = {int(i): float(sims[i]) for i in idx}
-    else:
-        direction_weight = 0.0
-    keys = set(a) | set(b) | set(c)
-    present = {p.latent: p for p in store.get_latents(sorted(keys))} if c or quality_weight > 0 else {k: None for k in keys}
-    floor_a = min(a.values()) if a else 0.0
-    floor_b = min(b.values()) if b else 0.0
-    floor_c = min(c.values()) if c else 0.0
-    scored = []
-    for k in keys:
-        if k not in present:  # a direction for a latent that never fires in this index
-            continue
-        s = (1 - direction_weight) * (label_weight * a.get(k, floor_a) + (1 - label_weight) * b.get(k, floor_b))
-        s += direction_weight * c.get(k, floor_c)
-        p = present[k]
-        qual = p.payload.get("quality") if p is not None else None
-        s *= (1 - quality_weight) + quality_weight * (0.5 if qual is None else float(qual))
-        scored.append((k, s))
-    scored.sort(key=lambda t: (-t[1], t[0]))
-    return scored[:top]
+    table = table if table is not None else latent_table(store)
+    if table.size == 0:
+        return []
+    q = get_embedder().encode_query(query) if isinstance(query, str) else np.asarray(query, np.float32)
+    q = q / max(float(np.linalg.norm(q)), 1e-12)
+    pool = min(max(top * 4, 200), table.size)
+    signals = [(label_weight * (1 - direction_weight), table.label_vecs @ q),
+               ((1 - label_weight) * (1 - direction_weight), table.snippet_vecs @ q)]
+    if direction_weight > 0:
+        from indexer.dictionary import dictionary_for
+
+        d = dictionary_for(store.read_manifest() or {})
+        if d is not None:
+            dirs = d.directions[np.minimum(table.ids, d.directions.shape[0] - 1)]
+            signals.append((direction_weight, dirs.astype(np.float32) @ q))
+        else:
+            signals = [(w / (1 - direction_weight), sims) for w, sims in signals]
+    nominated = np.zeros(table.size, bool)
+    tops = []
+    for _, sims in signals:
+        best = np.argpartition(-sims, pool - 1)[:pool]
+        nominated[best] = True
+        tops.append(best)
+    rows = np.flatnonzero(nominated)
+    score = np.zeros(len(rows), np.float64)
+    for (w, sims), best in zip(signals, tops):
+        floor = float(sims[best].min())
+        in_pool = np.zeros(table.size, bool)
+        in_pool[best] = True
+        score += w * np.where(in_pool[rows], sims[rows], floor)
+    qual = table.quality[rows]
+    score *= (1 - quality_weight) + quality_weight * np.where(np.isnan(qual), 0.5, qual)
+    order = np.lexsort((table.ids[rows], -score))[:top]
+    return [(int(table.ids[rows[i]]), float(score[i])) for i in order]
 
 
 def cosine_matrix(vectors: list[list[float]]) -> np.ndarray:

@@ -286,7 +286,11 @@ class ColumnCopy:
         return Shard(indptr, indices, values, table, counts, order)
 
     def iter_shards(self, arrays: bool = True) -> Iterator[Shard]:
-        for ref in self.shards():
+        from indexer.progress import checkpoint
+
+        refs = self.shards()
+        for n, ref in enumerate(refs):
+            checkpoint(n, len(refs))  # where a cancelled analysis job stops
             yield self.load(ref, arrays=arrays)
 
     # --- writing

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _lock = threading.Lock()
+_cache_lock = threading.Lock()
+QUERY_CACHE = 4096
 
 
 def _resolve(name: str) -> str:
@@ -48,6 +51,24 @@ class Embedder:
         self.precision = resolve_precision(ReaderConfig().precision, torch.device("cpu"))
         if self.precision == "bf16":
             self.model.to(torch.bfloat16)
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One text's embedding, remembered (LRU, QUERY_CACHE texts): reviewers repeat and page
+        through the same queries, and an embedding is a pure function of the text. The array is
+        read-only because it is shared."""
+        with _cache_lock:
+            v = self._queries.get(text)
+            if v is not None:
+                self._queries.move_to_end(text)
+                return v
+        v = self.encode([text])[0]
+        v.flags.writeable = False
+        with _cache_lock:
+            self._queries[text] = v
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return v
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """L2-normalised embeddings, each independent of what it is batched with.

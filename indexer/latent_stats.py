@@ -8,6 +8,8 @@ top examples did not change keeps its label and embeddings (labelling is the slo
 
 from __future__ import annotations
 
+import json
+
 import hashlib
 import re
 import sys
@@ -248,8 +250,6 @@ def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, s
     Identical snippets are embedded once, and embeddings are cached per index (keyed by document
     and span), so an incremental ingest only embeds snippets it has not seen.
     """
-    import pickle
-
     keyed: dict[tuple, str] = {}
     per_latent: dict[int, list[tuple]] = {}
     for latent, examples in items:
@@ -264,13 +264,8 @@ def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, s
             per_latent[latent] = keys
     if not per_latent:
         return {}
-    cache_path = store.cache_file("snippet_cache.pkl") if store is not None else None
-    cache: dict[tuple, np.ndarray] = {}
-    if cache_path is not None and cache_path.exists():
-        try:
-            cache = pickle.loads(cache_path.read_bytes())
-        except Exception:  # noqa: BLE001 - a broken cache is rebuilt
-            cache = {}
+    cache_path = store.cache_file("snippet_cache.npz") if store is not None else None
+    cache = _load_snippet_cache(cache_path) if cache_path is not None else {}
     uniq = list({k for ks in per_latent.values() for k in ks})
     todo = [k for k in uniq if k not in cache]
     if progress and todo:
@@ -283,15 +278,43 @@ def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, s
         for k, v in zip(todo, vecs):
             cache[k] = v.astype(np.float16)
         if cache_path is not None:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_suffix(".tmp")
-            tmp.write_bytes(pickle.dumps(cache))
-            tmp.replace(cache_path)
+            _save_snippet_cache(cache_path, cache)
     out = {}
     for latent, keys in per_latent.items():
         v = np.mean([cache[k].astype(np.float32) for k in keys], axis=0)
         out[latent] = v / max(np.linalg.norm(v), 1e-8)
     return out
+
+
+def _snippet_key(key: tuple) -> str:
+    return json.dumps([key[0], list(key[1])], separators=(",", ":"))
+
+
+def _load_snippet_cache(path) -> dict[tuple, np.ndarray]:
+    """The snippet-embedding cache: an ``.npz`` of JSON keys and fp16 rows (never a pickle, so a
+    file planted in an index folder cannot run code)."""
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys, vecs = z["keys"].tolist(), z["vectors"]
+        out = {}
+        for k, v in zip(keys, vecs):
+            doc, span = json.loads(k)
+            out[(doc, tuple(span))] = v
+        return out
+    except Exception:  # noqa: BLE001 - a broken cache is rebuilt
+        return {}
+
+
+def _save_snippet_cache(path, cache: dict[tuple, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(cache)
+    dim = len(next(iter(cache.values()))) if cache else 0
+    vecs = np.stack([cache[k] for k in keys]).astype(np.float16) if keys else np.zeros((0, dim), np.float16)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, keys=np.array([_snippet_key(k) for k in keys], dtype=str), vectors=vecs)
+    tmp.replace(path)
 
 
 AGREEMENT = 0.5

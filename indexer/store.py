@@ -94,6 +94,20 @@ class Store(ABC):
     def read_manifest(self) -> dict | None: ...
     @abstractmethod
     def write_manifest(self, manifest: dict) -> None: ...
+
+    @abstractmethod
+    def manifest_token(self) -> str | None:
+        """A cheap token that changes whenever the manifest is written (None: no index). Long-lived
+        readers (the server) poll it to notice labels refreshed, documents added, or the index
+        dropped and re-created by another process."""
+
+    @staticmethod
+    def _stamp(manifest: dict) -> dict:
+        """Every manifest write gets a new ``revision``; ``generation`` is set once, when the index
+        is created, so a dropped and re-created index has a new one."""
+        manifest.setdefault("generation", uuid.uuid4().hex)
+        manifest["revision"] = uuid.uuid4().hex
+        return manifest
     @abstractmethod
     def upsert_docs(self, points: list[DocPoint]) -> None: ...
     @abstractmethod
@@ -120,14 +134,17 @@ class Store(ABC):
         self, flt: Filter | None = None, with_sparse: bool = True, with_dense: bool = False,
         payload_fields: list[str] | None = None, batch: int = 1000,
     ) -> Iterator[list[Hit]]: ...
+    # Searches return hits with payloads; ``with_sparse`` also returns each hit's SAE vector (what
+    # a search's explanations read), saving a second round trip per search.
     @abstractmethod
-    def search_sparse(self, indices: list[int], values: list[float], limit: int, flt: Filter | None = None) -> list[Hit]: ...
+    def search_sparse(self, indices: list[int], values: list[float], limit: int, flt: Filter | None = None,
+                      with_sparse: bool = False) -> list[Hit]: ...
     @abstractmethod
-    def search_dense(self, vector: list[float], limit: int, flt: Filter | None = None) -> list[Hit]: ...
+    def search_dense(self, vector: list[float], limit: int, flt: Filter | None = None, with_sparse: bool = False) -> list[Hit]: ...
     @abstractmethod
     def search_hybrid(
         self, indices: list[int], values: list[float], vector: list[float], limit: int,
-        flt: Filter | None = None, rrf_k: int = 60, prefetch: int = 200,
+        flt: Filter | None = None, rrf_k: int = 60, prefetch: int = 200, with_sparse: bool = False,
     ) -> list[Hit]: ...
     @abstractmethod
     def upsert_latents(self, points: list[LatentPoint]) -> None: ...
@@ -144,23 +161,34 @@ class Store(ABC):
 # --------------------------------------------------------------------------- Qdrant Edge
 
 
-def _build_filter(flt: Filter | None, Q, FieldCondition, MatchAny, MatchValue):
-    """Translate our filter into either client's model classes (they have the same shape)."""
+def _build_filter(flt: Filter | None, Q, FieldCondition, MatchAny, MatchValue, Range):
+    """Translate our filter into either client's model classes (they have the same shape).
+
+    Qdrant matches strings, integers and booleans exactly; a float (``score=1.5``) has no exact
+    match, so it becomes the range [v, v], and an any-of list holding floats a ``should`` of
+    those (values are validated upstream: finite, see :func:`search.filters.check_value`)."""
     if flt is None or flt.is_empty():
         return None
     must = []
     for key, value in flt.equals.items():
-        if isinstance(value, (list, tuple, set)):
-            must.append(FieldCondition(key=key, match=MatchAny(any=list(value))))
-        else:
-            must.append(FieldCondition(key=key, match=MatchValue(value=value)))
+        is_list = isinstance(value, (list, tuple, set))
+        values = list(value) if is_list else [value]
+        floats = [v for v in values if isinstance(v, float)]
+        exact = [v for v in values if not isinstance(v, float)]
+        if not floats:
+            must.append(FieldCondition(key=key, match=MatchAny(any=exact) if is_list else MatchValue(value=value)))
+            continue
+        options = [FieldCondition(key=key, range=Range(gte=v, lte=v)) for v in floats]
+        if exact:
+            options.append(FieldCondition(key=key, match=MatchAny(any=exact)))
+        must.append(options[0] if len(options) == 1 else Q(should=options))
     return Q(must=must)
 
 
 def _edge_filter(flt: Filter | None):
     import qdrant_edge as q
 
-    return _build_filter(flt, q.Filter, q.FieldCondition, q.MatchAny, q.MatchValue)
+    return _build_filter(flt, q.Filter, q.FieldCondition, q.MatchAny, q.MatchValue, q.RangeFloat)
 
 
 def _sparse_of(vector: Any, name: str = "sae") -> dict[int, float] | None:
@@ -241,8 +269,17 @@ class EdgeStore(Store):
 
     def write_manifest(self, manifest: dict) -> None:
         tmp = self.manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.write_text(json.dumps(self._stamp(manifest), indent=2))
         tmp.replace(self.manifest_path)
+
+    def manifest_token(self) -> str | None:
+        import os
+
+        try:  # written by rename: a new inode every time (one stat, no read)
+            st = os.stat(self.manifest_path)
+        except FileNotFoundError:
+            return None
+        return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
 
     def upsert_docs(self, points: list[DocPoint]) -> None:
         from qdrant_edge import Point, SparseVector, UpdateOperation
@@ -332,24 +369,25 @@ class EdgeStore(Store):
             if offset is None:
                 return
 
-    def _query(self, query, using, limit, flt, prefetches=None) -> list[Hit]:
+    def _query(self, query, using, limit, flt, prefetches=None, with_sparse=False) -> list[Hit]:
         from qdrant_edge import QueryRequest
 
-        req = QueryRequest(limit=limit, query=query, prefetches=prefetches, with_payload=True, with_vector=False,
-                           filter=None if prefetches else _edge_filter(flt))
-        return self._hits(self._open(DOCS).query(req), False)
+        req = QueryRequest(limit=limit, query=query, prefetches=prefetches, with_payload=True,
+                           with_vector=["sae"] if with_sparse else False, filter=None if prefetches else _edge_filter(flt))
+        return self._hits(self._open(DOCS).query(req), with_sparse)
 
-    def search_sparse(self, indices, values, limit, flt=None):
+    def search_sparse(self, indices, values, limit, flt=None, with_sparse=False):
         from qdrant_edge import Query, SparseVector
 
-        return self._query(Query.Nearest(SparseVector(indices=indices, values=values), using="sae"), "sae", limit, flt)
+        return self._query(Query.Nearest(SparseVector(indices=indices, values=values), using="sae"), "sae", limit, flt,
+                           with_sparse=with_sparse)
 
-    def search_dense(self, vector, limit, flt=None):
+    def search_dense(self, vector, limit, flt=None, with_sparse=False):
         from qdrant_edge import Query
 
-        return self._query(Query.Nearest(list(vector), using="dense"), "dense", limit, flt)
+        return self._query(Query.Nearest(list(vector), using="dense"), "dense", limit, flt, with_sparse=with_sparse)
 
-    def search_hybrid(self, indices, values, vector, limit, flt=None, rrf_k=60, prefetch=200):
+    def search_hybrid(self, indices, values, vector, limit, flt=None, rrf_k=60, prefetch=200, with_sparse=False):
         from qdrant_edge import Fusion, Prefetch, Query, SparseVector
 
         f = _edge_filter(flt)
@@ -357,7 +395,7 @@ class EdgeStore(Store):
             Prefetch(limit=prefetch, query=Query.Nearest(SparseVector(indices=indices, values=values), using="sae"), filter=f),
             Prefetch(limit=prefetch, query=Query.Nearest(list(vector), using="dense"), filter=f),
         ]
-        return self._query(Fusion.Rrf(k=rrf_k), None, limit, flt, prefetches=pre)
+        return self._query(Fusion.Rrf(k=rrf_k), None, limit, flt, prefetches=pre, with_sparse=with_sparse)
 
     def upsert_latents(self, points: list[LatentPoint]) -> None:
         from qdrant_edge import Point, UpdateOperation
@@ -433,7 +471,7 @@ class EdgeStore(Store):
 def _client_filter(flt: Filter | None):
     from qdrant_client import models as m
 
-    return _build_filter(flt, m.Filter, m.FieldCondition, m.MatchAny, m.MatchValue)
+    return _build_filter(flt, m.Filter, m.FieldCondition, m.MatchAny, m.MatchValue, m.Range)
 
 
 class ServerStore(Store):
@@ -491,7 +529,11 @@ class ServerStore(Store):
     def write_manifest(self, manifest: dict) -> None:
         from qdrant_client import models as m
 
-        self.client.upsert(self._c("meta"), [m.PointStruct(id=0, vector={}, payload={"manifest": json.dumps(manifest)})])
+        self.client.upsert(self._c("meta"), [m.PointStruct(id=0, vector={}, payload={"manifest": json.dumps(self._stamp(manifest))})])
+
+    def manifest_token(self) -> str | None:
+        manifest = self.read_manifest()
+        return None if manifest is None else f"{manifest.get('generation')}:{manifest.get('revision')}"
 
     def upsert_docs(self, points: list[DocPoint]) -> None:
         from qdrant_client import models as m
@@ -538,19 +580,21 @@ class ServerStore(Store):
             if offset is None:
                 return
 
-    def search_sparse(self, indices, values, limit, flt=None):
+    def search_sparse(self, indices, values, limit, flt=None, with_sparse=False):
         from qdrant_client import models as m
 
         res = self.client.query_points(self._c(DOCS), query=m.SparseVector(indices=indices, values=values), using="sae",
-                                       limit=limit, query_filter=_client_filter(flt), with_payload=True)
-        return self._hits(res.points, False)
+                                       limit=limit, query_filter=_client_filter(flt), with_payload=True,
+                                       with_vectors=["sae"] if with_sparse else False)
+        return self._hits(res.points, with_sparse)
 
-    def search_dense(self, vector, limit, flt=None):
+    def search_dense(self, vector, limit, flt=None, with_sparse=False):
         res = self.client.query_points(self._c(DOCS), query=list(vector), using="dense", limit=limit,
-                                       query_filter=_client_filter(flt), with_payload=True)
-        return self._hits(res.points, False)
+                                       query_filter=_client_filter(flt), with_payload=True,
+                                       with_vectors=["sae"] if with_sparse else False)
+        return self._hits(res.points, with_sparse)
 
-    def search_hybrid(self, indices, values, vector, limit, flt=None, rrf_k=60, prefetch=200):
+    def search_hybrid(self, indices, values, vector, limit, flt=None, rrf_k=60, prefetch=200, with_sparse=False):
         from qdrant_client import models as m
 
         f = _client_filter(flt)
@@ -559,8 +603,9 @@ class ServerStore(Store):
             prefetch=[m.Prefetch(query=m.SparseVector(indices=indices, values=values), using="sae", limit=prefetch, filter=f),
                       m.Prefetch(query=list(vector), using="dense", limit=prefetch, filter=f)],
             query=m.RrfQuery(rrf=m.Rrf(k=rrf_k)), limit=limit, with_payload=True,
+            with_vectors=["sae"] if with_sparse else False,
         )
-        return self._hits(res.points, False)
+        return self._hits(res.points, with_sparse)
 
     def upsert_latents(self, points):
         from qdrant_client import models as m

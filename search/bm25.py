@@ -8,7 +8,6 @@ sparse rows: identical scores, measured ~100x faster at 10k documents (benchmark
 
 from __future__ import annotations
 
-import pickle
 import re
 from dataclasses import dataclass
 
@@ -68,13 +67,32 @@ def build_bm25(doc_ids: list[str], texts: list[str], key: str = "", k1: float = 
     return BM25Index(doc_ids=list(doc_ids), vocab=vocab, weights=w, key=key)
 
 
+def save_bm25(bm: BM25Index, path) -> None:
+    """An ``.npz`` of plain arrays (never a pickle: a cache file planted in an index folder must
+    not be able to run code when the server loads it)."""
+    terms = np.array(sorted(bm.vocab, key=bm.vocab.get), dtype=str)
+    w = bm.weights.tocsr()
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, doc_ids=np.array(bm.doc_ids, dtype=str), terms=terms, data=w.data, indices=w.indices, indptr=w.indptr,
+             shape=np.array(w.shape, np.int64), key=np.array(bm.key))
+    tmp.replace(path)
+
+
+def load_bm25(path) -> BM25Index:
+    with np.load(path, allow_pickle=False) as z:
+        shape = tuple(int(x) for x in z["shape"])
+        w = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
+        return BM25Index(doc_ids=z["doc_ids"].tolist(), vocab={t: i for i, t in enumerate(z["terms"].tolist())}, weights=w,
+                         key=str(z["key"]))
+
+
 def load_or_build_bm25(store: Store) -> BM25Index:
     """Cached per index; rebuilt when the document count changes (indexes only grow)."""
     key = f"{store.count()}"
-    path = store.cache_file("bm25.pkl")
+    path = store.cache_file("bm25.npz")
     if path.exists():
         try:
-            cached = pickle.loads(path.read_bytes())
+            cached = load_bm25(path)
             if cached.key == key:
                 return cached
         except Exception:  # noqa: BLE001 - a stale/corrupt cache is simply rebuilt
@@ -85,9 +103,7 @@ def load_or_build_bm25(store: Store) -> BM25Index:
             ids.append(h.doc_id)
             texts.append(h.payload.get("text", ""))
     bm = build_bm25(ids, texts, key=key)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(bm))
-    tmp.replace(path)
+    save_bm25(bm, path)
     return bm
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,12 +60,15 @@ class SearchOptions:
     rrf_k: int = 60
     explain_latents: int = 5
     explain: bool = True  # evaluation turns it off: it ranks whole pools and only needs ids
+    offset: int = 0  # pagination: skip this many results (offset + k <= MAX_K)
 
     def validate(self, query: str | None) -> None:
         if self.method not in METHODS:
             raise SearchError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
-        if not isinstance(self.k, int) or self.k <= 0 or self.k > MAX_K:
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k <= 0 or self.k > MAX_K:
             raise SearchError(f"k must be between 1 and {MAX_K}, got {self.k}")
+        if not isinstance(self.offset, int) or isinstance(self.offset, bool) or self.offset < 0 or self.offset + self.k > MAX_K:
+            raise SearchError(f"offset must be >= 0 with offset + k <= {MAX_K}, got offset {self.offset}")
         if self.like is None and (query is None or not query.strip()):
             raise SearchError("empty query (give a query, or --like DOC_ID)")
         if query is not None and len(query) > MAX_QUERY_CHARS:
@@ -98,44 +103,96 @@ def rank_weights(n: int, temperature: float) -> np.ndarray:
 
 
 class SearchEngine:
-    """Search over one index. Thread-safe; holds small caches (latent metadata, BM25)."""
+    """Search over one index. Thread-safe.
+
+    The hot path touches Qdrant once per search (the ranking query, which also returns the hits'
+    SAE vectors for their explanations): query -> latents reads the index's in-memory latent
+    table (:mod:`indexer.latent_table`), query embeddings and query -> latent results are
+    remembered (LRU, keyed by the index's manifest token, so new labels or documents invalidate
+    them), and the latent-statistics freshness check runs once per manifest change.
+    """
+
+    LATENT_CACHE = 2048
+    RECHECK_S = 1.0  # how often the manifest token is polled for changes made elsewhere
 
     def __init__(self, store: Store, index: str):
         self.store = store
         self.index = index
         self.manifest = require_index(store, index)
-        self._latent_cache: dict[int, dict] = {}
         self._lock = threading.Lock()
         self._bm25 = None
         self._indexer = None
+        self._token: str | None = store.manifest_token()
+        self._checked = time.monotonic()
+        self._fresh_for: str | None = None  # token whose latent statistics were found fresh
+        self._query_cache: OrderedDict[tuple, list[WeightedLatent]] = OrderedDict()
+
+    # ------------------------------------------------------------------ index state
+    def token(self) -> str | None:
+        """The manifest token, re-read at most every RECHECK_S seconds."""
+        now = time.monotonic()
+        if now - self._checked >= self.RECHECK_S:
+            token = self.store.manifest_token()
+            with self._lock:
+                if token != self._token:
+                    self._token = token
+                    self.manifest = self.store.read_manifest() or self.manifest
+                    self._query_cache.clear()
+                self._checked = now
+        return self._token
+
+    def table(self):
+        from indexer.latent_table import latent_table
+
+        return latent_table(self.store, self.token())
+
+    def _require_fresh(self) -> None:
+        token = self.token()
+        if self._fresh_for != token:
+            require_fresh_latent_stats(self.store, self.index, self.store.read_manifest() or self.manifest)
+            self._fresh_for = token
 
     # ------------------------------------------------------------------ latent metadata
     def latent_meta(self, ids: list[int]) -> dict[int, dict]:
-        missing = [i for i in ids if i not in self._latent_cache]
-        if missing:
-            for p in self.store.get_latents(missing):
-                pl = p.payload
-                self._latent_cache[p.latent] = {
-                    "label": pl.get("label", ""), "p90": float(pl.get("quantiles", {}).get("p90", 0.0) or 0.0),
-                    "doc_freq": float(pl.get("doc_freq", 0.0)), "description": pl.get("description", ""),
-                    "kind": pl.get("kind", "lexical"), "quality": pl.get("quality"),
-                }
-        return {i: self._latent_cache[i] for i in ids if i in self._latent_cache}
+        table = self.table()
+        out = {}
+        for i, r in zip(ids, table.rows(ids).tolist()):
+            if r >= 0:
+                q = float(table.quality[r])
+                out[int(i)] = {"label": table.labels[r], "p90": float(table.p90[r]), "doc_freq": float(table.doc_freq[r]),
+                               "description": table.descriptions[r], "kind": table.kinds[r],
+                               "quality": None if q != q else q}
+        return out
 
     # ------------------------------------------------------------------ query -> latents
     def query_latents(self, query: str, opts: SearchOptions) -> list[WeightedLatent]:
+        key = (self.token(), query, opts.n_latents, opts.temperature, opts.label_weight, opts.direction_weight,
+               opts.quality_weight, opts.max_doc_freq)
+        if not opts.llm_filter:
+            with self._lock:
+                hit = self._query_cache.get(key)
+                if hit is not None:
+                    self._query_cache.move_to_end(key)
+                    return [WeightedLatent(**vars(w)) for w in hit]  # callers may add to weights
+        table = self.table()
         ranked = latents_for_query(self.store, query, opts.n_latents * 2, label_weight=opts.label_weight,
-                                   direction_weight=opts.direction_weight, quality_weight=opts.quality_weight)
-        meta = self.latent_meta([i for i, _ in ranked])
-        kept = [(i, s) for i, s in ranked if i in meta and meta[i]["p90"] > 0 and meta[i]["doc_freq"] <= opts.max_doc_freq]
-        kept = kept[: opts.n_latents]
+                                   direction_weight=opts.direction_weight, quality_weight=opts.quality_weight, table=table)
+        rows = table.rows([i for i, _ in ranked])
+        ok = (rows >= 0) & (table.p90[rows] > 0) & (table.doc_freq[rows] <= opts.max_doc_freq)
+        kept = [(i, s, int(r)) for (i, s), r, good in zip(ranked, rows.tolist(), ok.tolist()) if good][: opts.n_latents]
         if opts.llm_filter and kept:
             from search.llm_steps import llm_filter_latents
 
-            keep_ids = llm_filter_latents(query, [(i, meta[i]["label"], meta[i]["description"]) for i, _ in kept], opts.llm_model)
-            kept = [(i, s) for i, s in kept if i in keep_ids] or kept
+            keep_ids = llm_filter_latents(query, [(i, table.labels[r], table.descriptions[r]) for i, _, r in kept], opts.llm_model)
+            kept = [k for k in kept if k[0] in keep_ids] or kept
         w = rank_weights(len(kept), opts.temperature)
-        return [WeightedLatent(i, meta[i]["label"], float(wi), float(s), meta[i]["p90"]) for (i, s), wi in zip(kept, w)]
+        out = [WeightedLatent(i, table.labels[r], float(wi), float(s), float(table.p90[r])) for (i, s, r), wi in zip(kept, w)]
+        if not opts.llm_filter:
+            with self._lock:
+                self._query_cache[key] = [WeightedLatent(**vars(x)) for x in out]
+                while len(self._query_cache) > self.LATENT_CACHE:
+                    self._query_cache.popitem(last=False)
+        return out
 
     def expansion_latents(self, query: str, opts: SearchOptions) -> list[WeightedLatent]:
         """Latents of LLM-written example phrases, run through the reader and SAE like documents."""
@@ -192,34 +249,41 @@ class SearchEngine:
     # ------------------------------------------------------------------ search
     def search(self, query: str | None, opts: SearchOptions) -> dict[str, Any]:
         opts.validate(query)
+        want = opts.offset + opts.k  # pages are cut from the top offset + k
+        explain = opts.explain
         if opts.method == "bm25":
-            hits = self._bm25_hits(query, opts)
+            hits = self._bm25_hits(query, opts, want)
             latents: list[WeightedLatent] = []
         elif opts.method == "dense":
-            hits = self.store.search_dense(get_embedder().encode([query])[0].tolist(), opts.k, opts.where)
+            hits = self.store.search_dense(get_embedder().encode_query(query).tolist(), want, opts.where)
             latents = []
         else:
-            require_fresh_latent_stats(self.store, self.index, self.store.read_manifest() or self.manifest)
+            self._require_fresh()
             latents = self._latents(query, opts)
             if not latents:
-                return {"results": [], "latents": [], "warning": "no latent matched the query"}
+                return {"results": [], "latents": [], "warning": "no latent matched the query", "method": opts.method,
+                        "offset": opts.offset, "next_offset": None}
             idx = [w.latent for w in latents]
             vals = [w.weight / w.p90 for w in latents]
-            limit = opts.k + (1 if opts.like else 0)
+            limit = want + (1 if opts.like else 0)
             if opts.method == "hybrid":
-                dense = get_embedder().encode([query])[0].tolist()
-                hits = self.store.search_hybrid(idx, vals, dense, limit, opts.where, rrf_k=opts.rrf_k, prefetch=max(limit, 100))
+                dense = get_embedder().encode_query(query).tolist()
+                hits = self.store.search_hybrid(idx, vals, dense, limit, opts.where, rrf_k=opts.rrf_k, prefetch=max(limit, 100),
+                                                with_sparse=explain)
             else:
-                hits = self.store.search_sparse(idx, vals, limit, opts.where)
+                hits = self.store.search_sparse(idx, vals, limit, opts.where, with_sparse=explain)
             if opts.like:
-                hits = [h for h in hits if h.doc_id != opts.like][: opts.k]
+                hits = [h for h in hits if h.doc_id != opts.like][:want]
+        full_page = len(hits) >= want
         rerank_info = None
         if opts.rerank and hits:
             from search.llm_steps import llm_rerank
 
             hits, rerank_info = llm_rerank(query or "", hits, opts.llm_model)
-        results = self._explain(hits, latents if opts.explain else [], opts)
-        out = {"results": results, "latents": [w.as_dict() for w in latents], "method": opts.method}
+        hits = hits[opts.offset : want]
+        results = self._explain(hits, latents if explain else [], opts)
+        out = {"results": results, "latents": [w.as_dict() for w in latents], "method": opts.method,
+               "offset": opts.offset, "next_offset": want if full_page and want < MAX_K else None}
         if rerank_info:
             out["rerank"] = rerank_info
         return out
@@ -239,37 +303,43 @@ class SearchEngine:
             latents = sorted(merged.values(), key=lambda w: -w.weight)
         return latents
 
-    def _bm25_hits(self, query: str, opts: SearchOptions) -> list[Hit]:
+    def _bm25_hits(self, query: str, opts: SearchOptions, want: int) -> list[Hit]:
         from search.bm25 import allowed_mask, load_or_build_bm25
 
         with self._lock:
             if self._bm25 is None or self._bm25.key != str(self.store.count()):
                 self._bm25 = load_or_build_bm25(self.store)
         bm = self._bm25
-        top = bm.top(query, opts.k, allowed_mask(self.store, bm, opts.where))
+        top = bm.top(query, want, allowed_mask(self.store, bm, opts.where))
         docs = {h.doc_id: h for h in self.store.get_docs([bm.doc_ids[i] for i, _ in top])}
         return [Hit(bm.doc_ids[i], s, docs[bm.doc_ids[i]].payload) for i, s in top if bm.doc_ids[i] in docs]
 
     def _explain(self, hits: list[Hit], latents: list[WeightedLatent], opts: SearchOptions) -> list[dict]:
+        """Each hit's strongest contributing latents with their firing spans, from the SAE vectors
+        the search returned with the hits (no second fetch)."""
         weights = {w.latent: w for w in latents}
-        sparse_by_id: dict[str, dict[int, float]] = {}
-        if weights and hits:
-            for s in range(0, len(hits), 256):
-                for d in self.store.get_docs([h.doc_id for h in hits[s : s + 256]], with_sparse=True):
-                    sparse_by_id[d.doc_id] = d.sparse or {}
+        table = self.table() if weights else None
+        missing = [h.doc_id for h in hits if weights and h.sparse is None]
+        if missing:  # e.g. an LLM rerank replaced the hits
+            fetched = {d.doc_id: d.sparse or {} for d in self.store.get_docs(missing, with_sparse=True)}
+            for h in hits:
+                if h.sparse is None:
+                    h.sparse = fetched.get(h.doc_id, {})
         out = []
         for h in hits:
             expl = []
-            sparse = sparse_by_id.get(h.doc_id, {})
-            contrib = [(lat, w, sparse[lat]) for lat, w in weights.items() if lat in sparse]
-            contrib.sort(key=lambda t: -(t[1].weight * t[2] / t[1].p90))
-            top = contrib[: opts.explain_latents]
-            spans = fire_spans(h.payload, [lat for lat, _, _ in top])
-            for lat, w, a in top:
-                meta = self._latent_cache.get(lat, {})
-                expl.append({"latent": lat, "label": w.label, "kind": meta.get("kind"), "quality": meta.get("quality"),
-                             "weight": round(w.weight, 5), "activation": round(float(a), 4),
-                             "contribution": round(w.weight * a / w.p90, 5), "spans": [spans[lat]] if lat in spans else []})
+            if weights:
+                sparse = h.sparse or {}
+                contrib = [(lat, w, sparse[lat]) for lat, w in weights.items() if lat in sparse]
+                contrib.sort(key=lambda t: -(t[1].weight * t[2] / t[1].p90))
+                top = contrib[: opts.explain_latents]
+                spans = fire_spans(h.payload, [lat for lat, _, _ in top])
+                rows = table.rows([lat for lat, _, _ in top]).tolist()
+                for (lat, w, a), r in zip(top, rows):
+                    q = float(table.quality[r]) if r >= 0 else float("nan")
+                    expl.append({"latent": lat, "label": w.label, "kind": table.kinds[r] if r >= 0 else None,
+                                 "quality": None if q != q else q, "weight": round(w.weight, 5), "activation": round(float(a), 4),
+                                 "contribution": round(w.weight * a / w.p90, 5), "spans": [spans[lat]] if lat in spans else []})
             fields = {k: v for k, v in h.payload.items() if k not in HIDDEN_PAYLOAD}
             out.append({"id": h.doc_id, "score": round(float(h.score), 6), "text": h.payload.get("text", ""),
                         "dataset": h.payload.get("dataset"), "fields": fields, "explanation": expl})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 from indexer.store import Filter
@@ -10,8 +11,36 @@ from indexer.store import Filter
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
+MAX_VALUE_CHARS = 1024
+INT64 = (-(2**63), 2**63 - 1)
+
+
 class FilterError(ValueError):
     pass
+
+
+def check_value(key: str, value):
+    """A filter value Qdrant can match, or a FilterError naming the field: strings (<= 1,024
+    characters), booleans, integers in int64, finite floats. A float with an integral value is
+    the integer (JSON ``2.0`` is 2, as a payload ``2`` would be stored); other floats match by
+    a [v, v] range in the store."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not INT64[0] <= value <= INT64[1]:
+            raise FilterError(f"where.{key}: integer {value} is outside the 64-bit range")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise FilterError(f"where.{key}: {value} is not a finite number")
+        if value.is_integer() and INT64[0] <= value <= INT64[1]:
+            return int(value)
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_VALUE_CHARS:
+            raise FilterError(f"where.{key}: value longer than {MAX_VALUE_CHARS} characters")
+        return value
+    raise FilterError(f"where.{key}: values must be strings, numbers or booleans, not {type(value).__name__}")
 
 
 def parse_value(raw: str):
@@ -39,7 +68,7 @@ def parse_where(items: list[str] | None) -> Filter:
             raise FilterError(f"malformed --where {item!r}: bad field name {key!r}")
         if raw == "":
             raise FilterError(f"malformed --where {item!r}: empty value")
-        value = parse_value(raw)
+        value = check_value(key, parse_value(raw))
         if key in equals:
             prev = equals[key]
             equals[key] = (prev if isinstance(prev, list) else [prev]) + [value]
@@ -55,4 +84,4 @@ def filter_from_dict(d: dict | None) -> Filter:
     for k in d:
         if not isinstance(k, str) or not _KEY.match(k):
             raise FilterError(f"bad filter field name {k!r}")
-    return Filter(dict(d))
+    return Filter({k: check_value(k, v) for k, v in d.items()})

@@ -1,61 +1,85 @@
 """FastAPI service over search and analyses. Thin routes: the logic lives in the libraries.
 
 Security and robustness, because this serves compliance reviews:
-- ``Authorization: Bearer KEY`` with keys from ``SAEDEX_API_KEYS`` (comma-separated); 401 otherwise.
-- Index names are validated against ``[A-Za-z0-9_-]{1,64}`` (no path traversal); unknown -> 404.
-- k, query length and request bodies are capped; validation errors are 422 naming the field.
-- Every request is logged with its latency; no stack trace ever reaches a client (500 says only
-  "internal error" and a request id that is in the log).
-- Models load once at start; each index's store is opened once and guarded by a lock, so
-  concurrent requests are safe (Qdrant Edge allows one handle per process anyway).
+- Keys (``server/auth.py``): ``Authorization: Bearer KEY``, each key with a role (search <
+  analyses < admin) and optionally a set of indexes; checked from the headers before any body
+  is read (``server/guard.py``), which also caps bodies (chunked or not) at ``MAX_BODY``.
+- Bodies are strict: unknown fields, wrong JSON types (``"k": "5"``, ``"k": true``), non-finite
+  or out-of-range filter values and over-long lists are 422 naming the field.
+- Analyses are jobs (``server/jobs.py``) on their own executor with a bounded queue per index
+  (429 + Retry-After), so searches and ``/healthz`` are never starved by them.
+- Error bodies never carry a trace or a filesystem path; a 500 names only a request id.
+- Each index's store is opened once; a handle notices (by the manifest's generation) when the
+  index was dropped or re-created by another process and reopens or 404s instead of serving
+  deleted documents.
+- An append-only audit log records every ``/v1/`` request (key id, index, route, query, count).
+- ``/docs`` is off by default (Swagger UI loads its assets from a CDN; ``/openapi.json`` stays).
 """
 
 from __future__ import annotations
 
-import hmac
-from contextlib import asynccontextmanager
+import asyncio
 import logging
 import os
+import re
 import threading
 import time
-import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from indexer.store import IndexNotFound, StoreError
+from analyses.matrix import MAX_FILTER_FIELDS, MAX_SLICES
 from indexer.catalog import LatentStatsStale
 from indexer.manifest import OutdatedIndex
+from indexer.paths import INDEX_NAME_RE
+from indexer.store import IndexNotFound, StoreError
+from server.auth import ApiKey, Authenticator, KeyConfigError, digest, keys_from_environment
+from server.guard import AuditLog, Guard
+from server.jobs import JobManager, QueueFull
 
 log = logging.getLogger("saedex.server")
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024
-NAME = r"^[A-Za-z0-9_-]{1,64}$"
-FilterValue = str | int | float | bool
+NAME = INDEX_NAME_RE.pattern
+FilterValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr]  # strict: true is not 1, "1" is not 1
+Where = dict[str, FilterValue]
+MAX_WAIT_S = 60.0
+_PATHS = re.compile(r"(?<![\w.:/])/[^\s'\"()<>,;:]+")
+
+
+def public_message(msg: str) -> str:
+    """An error message for a client: absolute filesystem paths replaced (they tell an attacker
+    where indexes live and who runs the server)."""
+    return _PATHS.sub("<path>", str(msg))
 
 
 class StrictBody(BaseModel):
-    """Unknown fields are errors (422 naming them), not silently ignored."""
+    """Unknown fields are errors (422 naming them), and JSON types are taken literally: ``"5"``
+    and ``true`` are not integers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SlicedBody(StrictBody):
     """An analysis over the documents matching ``where``."""
 
-    where: dict[str, FilterValue] = Field(default_factory=dict, max_length=16)
+    where: Where = Field(default_factory=dict, max_length=MAX_FILTER_FIELDS)
 
 
 class SearchBody(StrictBody):
     query: Optional[str] = Field(None, max_length=2000)
     k: int = Field(10, ge=1, le=10_000)
+    offset: int = Field(0, ge=0, le=9_999, description="pagination: skip this many results (offset + k <= 10,000)")
     method: Literal["sae", "bm25", "dense", "hybrid"] = "sae"
-    where: dict[str, FilterValue] = Field(default_factory=dict, max_length=16)
+    where: Where = Field(default_factory=dict, max_length=MAX_FILTER_FIELDS)
     rerank: bool = False
     like: Optional[str] = Field(None, max_length=512)
     temperature: float = Field(0.2, gt=0, le=100)
@@ -63,10 +87,10 @@ class SearchBody(StrictBody):
 
 
 class DiffBody(StrictBody):
-    a: dict[str, FilterValue] = Field(..., min_length=1, max_length=16)
-    b: dict[str, FilterValue] | list[dict[str, FilterValue]] = Field(...)
+    a: Where = Field(..., min_length=1, max_length=MAX_FILTER_FIELDS)
+    b: Union[Where, list[Where]] = Field(..., max_length=MAX_SLICES)
     top: int = Field(20, ge=1, le=1000)
-    threshold: float = Field(0.0, ge=0)
+    threshold: float = Field(0.0, ge=0, le=1e6)
     floor: float = Field(0.5, ge=0, le=10)
     min_coverage: float = Field(0.005, ge=0, le=1)
     max_coverage: float = Field(0.95, ge=0, le=1)
@@ -76,7 +100,7 @@ class DiffBody(StrictBody):
 class CorrelationsBody(SlicedBody):
     min_npmi: float = Field(0.3, ge=-1, le=1)
     max_label_sim: float = Field(0.2, ge=-1, le=1)
-    min_support: int = Field(5, ge=1)
+    min_support: int = Field(5, ge=1, le=1_000_000)
     max_freq: float = Field(0.5, gt=0, le=1)
     per_doc: int = Field(512, ge=0, le=4096)
     floor: float = Field(0.5, ge=0, le=10)
@@ -91,34 +115,47 @@ class ClustersBody(SlicedBody):
 
 
 class IndexHandle:
-    """One open store + search engine per index, shared by all requests.
-
-    Reads (search, latents, documents) run concurrently; analyses take ``lock`` so that at most
-    one memory-heavy scan per index runs at a time.
-    """
+    """One open store + search engine per index, shared by all requests (Qdrant Edge reads are
+    thread-safe). ``generation`` is the manifest's: when it changes, the index was dropped and
+    re-created under us and this handle is stale."""
 
     def __init__(self, name: str, qdrant_url: str | None):
         from indexer.store import open_store
         from search.engine import SearchEngine
 
+        self.name = name
         self.store = open_store(name, qdrant_url)
         try:
             self.engine = SearchEngine(self.store, name)
         except Exception:
             self.store.close()
             raise
-        self.lock = threading.Lock()
+        self.generation = self.engine.manifest.get("generation")
+        self.token = self.store.manifest_token()
+        self.checked = time.monotonic()
+
+    def close(self) -> None:
+        self.store.close()
 
 
 class Registry:
-    def __init__(self, qdrant_url: str | None):
+    """Open index handles. ``get`` re-checks a handle's manifest at most every RECHECK_S: a
+    vanished manifest means the index was dropped (404, handle closed, its jobs cancelled); a new
+    generation means it was re-created (handle reopened)."""
+
+    RECHECK_S = 1.0
+
+    def __init__(self, qdrant_url: str | None, on_gone=None):
         self.qdrant_url = qdrant_url
         self.handles: dict[str, IndexHandle] = {}
         self.lock = threading.Lock()
+        self.on_gone = on_gone or (lambda name: None)
 
     def get(self, name: str) -> IndexHandle:
         with self.lock:
             h = self.handles.get(name)
+            if h is not None and time.monotonic() - h.checked >= self.RECHECK_S:
+                h = self._recheck(h)
             if h is None:
                 from indexer.store import list_indexes
 
@@ -127,172 +164,272 @@ class Registry:
                 h = self.handles[name] = IndexHandle(name, self.qdrant_url)
             return h
 
+    def _recheck(self, h: IndexHandle) -> IndexHandle | None:
+        h.checked = time.monotonic()
+        token = h.store.manifest_token()
+        if token == h.token:
+            return h
+        manifest = h.store.read_manifest() if token is not None else None
+        if manifest is not None and manifest.get("generation") == h.generation:
+            h.token = token
+            return h
+        log.warning("index %s was %s by another process; reopening", h.name, "dropped" if manifest is None else "re-created")
+        self.handles.pop(h.name, None)
+        h.close()
+        self.on_gone(h.name)
+        return None
+
+    def drop_handle(self, name: str) -> None:
+        with self.lock:
+            h = self.handles.pop(name, None)
+        if h is not None:
+            h.close()
+
     def close(self) -> None:
         with self.lock:
             for h in self.handles.values():
-                h.store.close()
+                h.close()
             self.handles.clear()
 
 
-def _filter(d: dict) -> Any:
+def _filter(d: dict, what: str = "where") -> Any:
     from search.filters import FilterError, filter_from_dict
 
     try:
         return filter_from_dict(d)
     except FilterError as e:
-        raise HTTPException(422, str(e)) from None
+        raise HTTPException(422, f"{what}: {e}" if not str(e).startswith("where.") else str(e).replace("where.", f"{what}.", 1)) from None
 
 
-def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None, preload: bool = True) -> FastAPI:
-    keys = api_keys if api_keys is not None else [k.strip() for k in os.environ.get("SAEDEX_API_KEYS", "").split(",") if k.strip()]
-    registry = Registry(qdrant_url or os.environ.get("SAEDEX_QDRANT_URL"))
+def _api_error(e: BaseException) -> dict | None:
+    """The HTTP status and public message of a known library error (None: unexpected)."""
+    from analyses.matrix import AnalysisError
+    from indexer.llm import LLMNotConfigured
+    from search.engine import SearchError
+    from search.filters import FilterError
+
+    if isinstance(e, (AnalysisError, LLMNotConfigured, SearchError, FilterError)):
+        return {"status": 422, "detail": public_message(str(e))}
+    if isinstance(e, (LatentStatsStale, OutdatedIndex)):
+        return {"status": 409, "detail": public_message(str(e))}
+    if isinstance(e, IndexNotFound):
+        return {"status": 404, "detail": public_message(str(e))}
+    if isinstance(e, StoreError):
+        return {"status": 503, "detail": public_message(str(e))}
+    return None
+
+
+def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None, preload: bool = True,
+               keys: list[ApiKey] | None = None, audit_log: str | Path | None = None, docs: bool | None = None,
+               analysis_workers: int = 1, jobs_per_index: int = 8, search_workers: int | None = None) -> FastAPI:
+    """The app. Keys: ``keys`` (ApiKey list), or ``api_keys`` (plain strings: admin keys on every
+    index), or else ``SAEDEX_API_KEYS`` / ``SAEDEX_KEYS_FILE``; none at all means no auth
+    (``saedex serve`` refuses that on a non-loopback address). ``audit_log`` defaults to
+    ``SAEDEX_AUDIT_LOG`` (unset: no audit file). ``docs`` (Swagger UI at /docs) defaults to
+    ``SAEDEX_API_DOCS=1``."""
+    if keys is None:
+        if api_keys is not None:
+            keys = [ApiKey(f"key-{n}", digest(k)) for n, k in enumerate(api_keys, 1)]
+        else:
+            keys = keys_from_environment()
+    authenticator = Authenticator(keys)
+    audit = AuditLog(audit_log if audit_log is not None else os.environ.get("SAEDEX_AUDIT_LOG") or None)
+    docs = docs if docs is not None else os.environ.get("SAEDEX_API_DOCS") == "1"
+    jobs = JobManager(workers=analysis_workers, per_index=jobs_per_index, error_of=_api_error)
+    registry = Registry(qdrant_url or os.environ.get("SAEDEX_QDRANT_URL"), on_gone=jobs.cancel_index)
+    # Searches get their own bounded pool (one per core; `saedex serve` makes each torch call
+    # single-threaded), so 16 clients queue here instead of oversubscribing two cores, and the
+    # event loop stays free for /healthz.
+    searchers: list[ThreadPoolExecutor] = []
+    n_searchers = search_workers or max(2, os.cpu_count() or 2)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        searchers.append(ThreadPoolExecutor(max_workers=n_searchers, thread_name_prefix="saedex-search"))
         yield
+        jobs.shutdown()
+        searchers.pop().shutdown(wait=True)
         registry.close()  # flush and release the Qdrant Edge locks
 
-    app = FastAPI(title="saedex", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="saedex", version="0.1.0", lifespan=lifespan, docs_url="/docs" if docs else None, redoc_url=None,
                   description="Interpretable SAE search and analyses over text collections.")
     app.state.registry = registry
+    app.state.jobs = jobs
+    app.add_middleware(Guard, authenticator=authenticator, max_body=MAX_BODY, audit=audit)
     if preload:
         from indexer.embedder import get_embedder
 
         get_embedder()  # models load once, at start
 
-    def auth(request: Request) -> None:
-        if not keys:
-            return
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        if not token or not any(hmac.compare_digest(token, k) for k in keys):
-            raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    def caller(role: str):
+        def check(request: Request) -> ApiKey:
+            key: ApiKey | None = request.state.api_key if hasattr(request.state, "api_key") else None
+            if key is None:
+                raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+            if not key.may(role):
+                raise HTTPException(403, f"key {key.id!r} has role {key.role!r}; this needs {role!r}")
+            name = request.path_params.get("name")
+            if name is not None and not key.may_index(name):
+                raise HTTPException(403, f"key {key.id!r} may not use index {name!r}")
+            return key
+        return Depends(check)
 
-    @app.middleware("http")
-    async def guard_and_log(request: Request, call_next):
-        rid = uuid.uuid4().hex[:12]
-        t0 = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            resp = JSONResponse({"detail": f"request body too large (max {MAX_BODY} bytes)"}, status_code=413)
-        else:
-            try:
-                resp = await call_next(request)
-            except Exception:  # noqa: BLE001 - never leak a trace
-                log.exception("request %s failed", rid)
-                resp = JSONResponse({"detail": "internal error", "request_id": rid}, status_code=500)
-        resp.headers["X-Request-Id"] = rid
-        log.info("%s %s %s %d %.1fms", rid, request.method, request.url.path, resp.status_code, (time.perf_counter() - t0) * 1000)
-        return resp
+    def audit_note(request: Request, **fields) -> None:
+        request.state.audit = {**(getattr(request.state, "audit", None) or {}), **fields}
+
+    async def in_pool(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(searchers[-1] if searchers else None, fn, *args)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         errs = [{"field": ".".join(str(p) for p in e.get("loc", []) if p != "body"), "message": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse({"detail": errs}, status_code=422)
 
-    @app.exception_handler(IndexNotFound)
-    async def not_found(request: Request, exc: IndexNotFound):
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"detail": public_message(exc.detail) if isinstance(exc.detail, str) else exc.detail},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(LatentStatsStale)
-    async def _stale(request: Request, exc: LatentStatsStale):
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(OutdatedIndex)
-    async def _outdated(request: Request, exc: OutdatedIndex):
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(StoreError)
-    async def store_error(request: Request, exc: StoreError):
-        return JSONResponse({"detail": str(exc)}, status_code=503)
-
-    @app.exception_handler(Exception)
-    async def any_error(request: Request, exc: Exception):
-        log.exception("unhandled error")
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+    for exc_type in (IndexNotFound, LatentStatsStale, OutdatedIndex, StoreError):
+        @app.exception_handler(exc_type)
+        async def known_error(request: Request, exc: Exception):
+            err = _api_error(exc)
+            return JSONResponse({"detail": err["detail"]}, status_code=err["status"])
 
     IndexName = PathParam(..., pattern=NAME, description="index name")
-    protected = [Depends(auth)]
 
     @app.get("/healthz")
-    def healthz() -> dict:
+    async def healthz() -> dict:
+        # async: answered on the event loop, never queued behind searches or analyses
         return {"ok": True}
 
-    @app.get("/v1/indexes", dependencies=protected)
-    def indexes() -> dict:
+    @app.get("/v1/indexes")
+    def indexes(key: ApiKey = caller("search")) -> dict:
         from indexer.store import list_indexes
 
-        return {"indexes": list_indexes(registry.qdrant_url)}
+        return {"indexes": [n for n in list_indexes(registry.qdrant_url) if key.may_index(n)]}
 
-    @app.get("/v1/indexes/{name}", dependencies=protected)
+    @app.get("/v1/indexes/{name}", dependencies=[caller("search")])
     def index_info(name: str = IndexName) -> dict:
         from indexer.catalog import index_info as info
 
         h = registry.get(name)
         return info(h.store, name)
 
-    @app.post("/v1/indexes/{name}/search", dependencies=protected)
-    def search(body: SearchBody, name: str = IndexName) -> dict:
-        from indexer.llm import LLMNotConfigured
-        from search.engine import SearchError, SearchOptions
+    @app.post("/v1/indexes/{name}/search", dependencies=[caller("search")])
+    async def search(body: SearchBody, request: Request, name: str = IndexName) -> dict:
+        from search.engine import SearchOptions
 
-        h = registry.get(name)
-        opts = SearchOptions(k=body.k, method=body.method, where=_filter(body.where), rerank=body.rerank, like=body.like,
-                             temperature=body.temperature, expand=body.expand)
-        try:  # Qdrant Edge reads are thread-safe; searches run concurrently
+        opts = SearchOptions(k=body.k, offset=body.offset, method=body.method, where=_filter(body.where), rerank=body.rerank,
+                             like=body.like, temperature=body.temperature, expand=body.expand)
+        audit_note(request, query=body.query if body.query is not None else f"like:{body.like}", method=body.method)
+
+        def run():
+            h = registry.get(name)
             return h.engine.search(body.query, opts)
-        except (SearchError, LLMNotConfigured) as e:
-            raise HTTPException(422, str(e)) from None
 
-    def _analysis(fn, name: str, **kw) -> dict:
-        from analyses.matrix import AnalysisError
-        from indexer.llm import LLMNotConfigured
-
-        h = registry.get(name)
         try:
-            with h.lock:
-                return fn(h.store, name, **kw)
-        except (AnalysisError, LLMNotConfigured) as e:
-            raise HTTPException(422, str(e)) from None
+            out = await in_pool(run)
+        except HTTPException:
+            raise
+        except Exception as e:  # noqa: BLE001
+            err = _api_error(e)
+            if err is None:
+                raise
+            raise HTTPException(err["status"], err["detail"]) from None
+        audit_note(request, results=len(out.get("results", [])))
+        return out
 
-    @app.post("/v1/indexes/{name}/diff", dependencies=protected)
-    def diff(body: DiffBody, name: str = IndexName) -> dict:
+    # ---------------------------------------------------------------- analyses as jobs
+    def submit(request: Request, name: str, kind: str, fn, params: dict, wait: float) -> JSONResponse:
+        key: ApiKey = request.state.api_key
+        registry.get(name)  # 404 now, not in the job
+        audit_note(request, query=params)
+
+        def run():
+            h = registry.get(name)
+            return fn(h.store, name)
+
+        try:
+            job = jobs.submit(name, kind, key.id, params, run)
+        except QueueFull as e:
+            raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after)}) from None
+        if wait > 0:
+            jobs.wait(job, min(wait, MAX_WAIT_S))
+        audit_note(request, job=job.id)
+        status = 200 if not job.active else 202
+        return JSONResponse(jsonable_encoder(job.view()), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"})
+
+    Wait = Query(0.0, ge=0, le=MAX_WAIT_S, description="seconds to wait for the job to finish before answering (202 if it has not)")
+
+    @app.post("/v1/indexes/{name}/diff", status_code=202, dependencies=[caller("analyses")])
+    async def diff(body: DiffBody, request: Request, name: str = IndexName, wait: float = Wait):
         from analyses.diff import diff as run
 
-        b = [_filter(x) for x in body.b] if isinstance(body.b, list) else _filter(body.b)
+        a = _filter(body.a, "a")
+        b = [_filter(x, "b") for x in body.b] if isinstance(body.b, list) else _filter(body.b, "b")
         if isinstance(b, list) and not b:
             raise HTTPException(422, "b: give at least one filter")
-        return _analysis(run, name, a=_filter(body.a), b=b, top=body.top, threshold=body.threshold,
-                         min_coverage=body.min_coverage, max_coverage=body.max_coverage, hypotheses=body.hypotheses,
-                         floor=body.floor)
+        kw = dict(a=a, b=b, top=body.top, threshold=body.threshold, min_coverage=body.min_coverage,
+                  max_coverage=body.max_coverage, hypotheses=body.hypotheses, floor=body.floor)
+        return await asyncio.to_thread(submit, request, name, "diff", lambda store, n: run(store, n, **kw), body.model_dump(), wait)
 
-    @app.post("/v1/indexes/{name}/correlations", dependencies=protected)
-    def correlations(body: CorrelationsBody, name: str = IndexName) -> dict:
+    @app.post("/v1/indexes/{name}/correlations", status_code=202, dependencies=[caller("analyses")])
+    async def correlations(body: CorrelationsBody, request: Request, name: str = IndexName, wait: float = Wait):
         from analyses.correlations import correlations as run
 
-        return _analysis(run, name, where=_filter(body.where), min_npmi=body.min_npmi, max_label_sim=body.max_label_sim,
-                         min_support=body.min_support, top=body.top, max_freq=body.max_freq, per_doc=body.per_doc,
-                         floor=body.floor)
+        kw = dict(where=_filter(body.where), min_npmi=body.min_npmi, max_label_sim=body.max_label_sim, min_support=body.min_support,
+                  top=body.top, max_freq=body.max_freq, per_doc=body.per_doc, floor=body.floor)
+        return await asyncio.to_thread(submit, request, name, "correlations", lambda store, n: run(store, n, **kw),
+                                       body.model_dump(), wait)
 
-    @app.post("/v1/indexes/{name}/clusters", dependencies=protected)
-    def clusters(body: ClustersBody, name: str = IndexName) -> dict:
+    @app.post("/v1/indexes/{name}/clusters", status_code=202, dependencies=[caller("analyses")])
+    async def clusters(body: ClustersBody, request: Request, name: str = IndexName, wait: float = Wait):
         from analyses.clustering import cluster as run
 
-        return _analysis(run, name, where=_filter(body.where), k=body.k, axis=body.axis, method=body.method,
-                         label_field=body.label_field)
+        kw = dict(where=_filter(body.where), k=body.k, axis=body.axis, method=body.method, label_field=body.label_field)
+        return await asyncio.to_thread(submit, request, name, "clusters", lambda store, n: run(store, n, **kw),
+                                       body.model_dump(), wait)
 
-    @app.get("/v1/indexes/{name}/latents", dependencies=protected)
-    def latents(name: str = IndexName, query: Optional[str] = Query(None, max_length=500),
+    def own_job(job_id: str, key: ApiKey):
+        job = jobs.get(job_id)
+        if job is None or not (key.role == "admin" or job.owner == key.id) or not key.may_index(job.index):
+            raise HTTPException(404, f"no job {job_id!r}")  # another key's job does not exist for you
+        return job
+
+    JobId = PathParam(..., pattern=r"^[0-9a-f]{32}$")
+
+    @app.get("/v1/jobs")
+    def list_jobs(key: ApiKey = caller("analyses")) -> dict:
+        mine = jobs.list(None if key.role == "admin" else key.id)
+        return {"jobs": [j.view(with_result=False) for j in mine if key.may_index(j.index)]}
+
+    @app.get("/v1/jobs/{job_id}")
+    async def get_job(job_id: str = JobId, key: ApiKey = caller("analyses"), wait: float = Wait) -> dict:
+        job = own_job(job_id, key)
+        if wait > 0 and job.active:
+            await asyncio.to_thread(jobs.wait, job, min(wait, MAX_WAIT_S))
+        return job.view()
+
+    @app.delete("/v1/jobs/{job_id}")
+    def cancel_job(job_id: str = JobId, key: ApiKey = caller("analyses")) -> dict:
+        return jobs.cancel(own_job(job_id, key)).view(with_result=False)
+
+    # ---------------------------------------------------------------- latents and documents
+    @app.get("/v1/indexes/{name}/latents", dependencies=[caller("search")])
+    def latents(request: Request, name: str = IndexName, query: Optional[str] = Query(None, max_length=500),
                 top: int = Query(20, ge=1, le=1000)) -> dict:
         from indexer.catalog import latent_summary, latents_for_query, top_latents_by_freq
 
         h = registry.get(name)
+        audit_note(request, query=query)
         if query and query.strip():
-            ranked = latents_for_query(h.store, query, top)
+            ranked = latents_for_query(h.store, query, top, table=h.engine.table())
             pts = {p.latent: p for p in h.store.get_latents([i for i, _ in ranked])}
             return {"latents": [latent_summary(pts[i]) | {"similarity": round(s, 4)} for i, s in ranked if i in pts]}
         return {"latents": [latent_summary(p) for p in top_latents_by_freq(h.store, top)]}
 
-    @app.get("/v1/indexes/{name}/latents/{latent_id}", dependencies=protected)
+    @app.get("/v1/indexes/{name}/latents/{latent_id}", dependencies=[caller("search")])
     def latent(name: str = IndexName, latent_id: int = PathParam(..., ge=0, le=10_000_000)) -> dict:
         from indexer.catalog import latent_summary
 
@@ -304,7 +441,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
         return latent_summary(p, n_examples=20) | {"negatives": p.payload.get("negatives", []),
                                                    "label_source": p.payload.get("label_source", "offline")}
 
-    @app.get("/v1/indexes/{name}/documents/{doc_id:path}", dependencies=protected)
+    @app.get("/v1/indexes/{name}/documents/{doc_id:path}", dependencies=[caller("search")])
     def document(name: str = IndexName, doc_id: str = PathParam(..., min_length=1, max_length=512), top: int = Query(15, ge=1, le=200)) -> dict:
         from indexer.pooling import fire_spans
         from search.engine import HIDDEN_PAYLOAD
@@ -331,3 +468,6 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
             return FileResponse(STATIC / "index.html")
 
     return app
+
+
+__all__ = ["create_app", "KeyConfigError", "public_message"]

@@ -8,6 +8,8 @@ import typer
 
 from indexer.cli_common import UrlOpt, err_console, friendly_errors
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve_cmd)
@@ -18,19 +20,37 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
     qdrant_url: Optional[str] = UrlOpt,
+    keys_file: Optional[str] = typer.Option(None, "--keys-file", envvar="SAEDEX_KEYS_FILE",
+                                            help="JSON keys file: ids, sha256 digests, roles, indexes (see README)."),
+    audit_log: Optional[str] = typer.Option(None, "--audit-log", envvar="SAEDEX_AUDIT_LOG",
+                                            help="Append-only JSON-lines audit log of every /v1/ request."),
+    docs: bool = typer.Option(False, "--docs", help="Serve Swagger UI at /docs (it loads assets from a CDN)."),
+    analysis_workers: int = typer.Option(1, "--analysis-workers", min=1, max=16, help="Analysis jobs run at once."),
     log_level: str = typer.Option("info", "--log-level"),
 ):
-    """Serve the API (/docs, /openapi.json) and the web page (/). Keys: SAEDEX_API_KEYS=k1,k2."""
+    """Serve the API (/openapi.json) and the web page (/). Keys: SAEDEX_API_KEYS=k1,k2 and/or --keys-file."""
     import logging
     import os
 
     import uvicorn
 
     from server.app import create_app
+    from server.auth import load_keys
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not os.environ.get("SAEDEX_API_KEYS"):
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("refusing to serve on a non-loopback address without SAEDEX_API_KEYS")
-        err_console.print("[yellow]warning:[/yellow] SAEDEX_API_KEYS is not set: the API is open on loopback")
-    uvicorn.run(create_app(qdrant_url), host=host, port=port, log_level=log_level, workers=1)
+    keys = load_keys(os.environ.get("SAEDEX_API_KEYS"), keys_file)  # KeyConfigError (a ValueError): exit 2
+    if not keys:
+        if host not in LOOPBACK:
+            raise ValueError("refusing to serve on a non-loopback address without keys (SAEDEX_API_KEYS or --keys-file)")
+        err_console.print("[yellow]warning:[/yellow] no API keys configured: the API is open on loopback")
+    _single_thread_torch()
+    app = create_app(qdrant_url, keys=keys, audit_log=audit_log, docs=docs, analysis_workers=analysis_workers)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+
+
+def _single_thread_torch() -> None:
+    """Each search's MiniLM call on one thread: the server's concurrency comes from its search
+    pool (one search per core), not from torch's intra-op threads fighting over the same cores."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -15,15 +15,38 @@ import pytest
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+# scoped keys (server/auth.py): a search-only key on the test index, an analyses key, a key for another index
+SEARCH_KEY, ANALYSES_KEY, OTHER_KEY = "search-only-key-1", "analyses-key-1", "other-index-key-1"
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="module")
-def app(bbc_index):
-    from server.app import create_app
+def audit_path(tmp_path_factory):
+    return tmp_path_factory.mktemp("audit") / "audit.jsonl"
 
-    a = create_app(api_keys=[KEY])
+
+@pytest.fixture(scope="module")
+def app(bbc_index, audit_path):
+    from server.app import create_app
+    from server.auth import ApiKey, digest
+
+    keys = [ApiKey("admin", digest(KEY)), ApiKey("reviewer", digest(SEARCH_KEY), "search", frozenset({bbc_index})),
+            ApiKey("analyst", digest(ANALYSES_KEY), "analyses"), ApiKey("elsewhere", digest(OTHER_KEY), "admin", frozenset({"other"}))]
+    a = create_app(keys=keys, audit_log=audit_path)
     yield a
+    a.state.jobs.shutdown()
     a.state.registry.close()  # release the Qdrant Edge lock for the other test modules
+
+
+def finished(resp) -> dict:
+    """An analysis job's final state (the request asked ?wait=...)."""
+    assert resp.status_code == 200, (resp.status_code, resp.text[:300])
+    job = resp.json()
+    assert job["status"] in ("done", "failed"), job
+    return job
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +93,14 @@ def test_search_and_analyses(client, bbc_index):
         assert client.post(f"/v1/indexes/{bbc_index}/search", json={"query": "oil prices", "k": 3, "method": method}, headers=AUTH).status_code == 200
     like = client.post(f"/v1/indexes/{bbc_index}/search", json={"like": res[0]["id"], "k": 3}, headers=AUTH)
     assert like.status_code == 200 and res[0]["id"] not in [x["id"] for x in like.json()["results"]]
-    d = client.post(f"/v1/indexes/{bbc_index}/diff", json={"a": {"topic": "sports"}, "b": {"topic": "business"}, "top": 5}, headers=AUTH)
-    assert d.status_code == 200 and len(d.json()["latents"]) == 5
-    c = client.post(f"/v1/indexes/{bbc_index}/correlations", json={"min_support": 3, "top": 5}, headers=AUTH)
-    assert c.status_code == 200 and "pairs" in c.json()
-    k = client.post(f"/v1/indexes/{bbc_index}/clusters", json={"k": 3, "label_field": "topic"}, headers=AUTH)
-    assert k.status_code == 200 and len(k.json()["assignments"]) == 120 and "accuracy" in k.json()["scores"]
+    d = finished(client.post(f"/v1/indexes/{bbc_index}/diff?wait=60", json={"a": {"topic": "sports"}, "b": {"topic": "business"}, "top": 5}, headers=AUTH))
+    assert d["status"] == "done" and len(d["result"]["latents"]) == 5 and d["kind"] == "diff"
+    c = finished(client.post(f"/v1/indexes/{bbc_index}/correlations?wait=60", json={"min_support": 3, "top": 5}, headers=AUTH))
+    assert "pairs" in c["result"]
+    k = finished(client.post(f"/v1/indexes/{bbc_index}/clusters?wait=60", json={"k": 3, "label_field": "topic"}, headers=AUTH))
+    assert len(k["result"]["assignments"]) == 120 and "accuracy" in k["result"]["scores"]
+    again = client.get(f"/v1/jobs/{k['id']}", headers=AUTH).json()
+    assert again["status"] == "done" and again["result"] == k["result"]
 
 
 @pytest.mark.parametrize("body,field", [
@@ -85,6 +110,11 @@ def test_search_and_analyses(client, bbc_index):
     ({"query": "x" * 2001}, "query"),
     ({"query": "x", "surprise": 1}, "surprise"),
     ({"query": "x", "where": {"a": [1, 2]}}, "where"),
+    ({"query": "x", "k": "5"}, "k"),  # strict JSON types: a string is not an integer
+    ({"query": "x", "k": True}, "k"),  # nor is a boolean
+    ({"query": "x", "k": 5.0}, "k"),
+    ({"query": "x", "offset": -1}, "offset"),
+    ({"query": "x", "rerank": "yes"}, "rerank"),
 ])
 def test_validation_names_the_field(client, bbc_index, body, field):
     r = client.post(f"/v1/indexes/{bbc_index}/search", json=body, headers=AUTH)
@@ -97,10 +127,10 @@ def test_semantic_errors_are_422_and_unknown_index_404(client, bbc_index):
     assert r.status_code == 422 and "empty query" in r.json()["detail"]
     r = client.post(f"/v1/indexes/{bbc_index}/search", json={"query": "x", "rerank": True}, headers=AUTH)
     assert r.status_code == 422 and "needs an LLM" in r.json()["detail"]
-    r = client.post(f"/v1/indexes/{bbc_index}/diff", json={"a": {"topic": "none"}, "b": {"topic": "sports"}}, headers=AUTH)
-    assert r.status_code == 422 and "0 document" in r.json()["detail"]
-    r = client.post(f"/v1/indexes/{bbc_index}/clusters", json={"k": 3, "label_field": "colour"}, headers=AUTH)
-    assert r.status_code == 422
+    job = finished(client.post(f"/v1/indexes/{bbc_index}/diff?wait=60", json={"a": {"topic": "none"}, "b": {"topic": "sports"}}, headers=AUTH))
+    assert job["status"] == "failed" and job["error"]["status"] == 422 and "0 document" in job["error"]["detail"]
+    job = finished(client.post(f"/v1/indexes/{bbc_index}/clusters?wait=60", json={"k": 3, "label_field": "colour"}, headers=AUTH))
+    assert job["status"] == "failed" and job["error"]["status"] == 422
     assert client.get("/v1/indexes/nosuchindex", headers=AUTH).status_code == 404
     assert client.post("/v1/indexes/nosuchindex/search", json={"query": "x"}, headers=AUTH).status_code == 404
 
@@ -202,6 +232,8 @@ def test_web_page_in_headless_chromium(live_server, bbc_index):
         page.goto(live_server + "/")
         page.fill("#apikey", KEY)
         page.dispatch_event("#apikey", "change")
+        # the key stays in this tab (sessionStorage), never in localStorage
+        assert page.evaluate("localStorage.getItem('saedex-key')") is None
         page.wait_for_function("document.querySelector('#index').options.length > 0")
         page.select_option("#index", bbc_index)
         page.fill("#q", "football match")
@@ -209,6 +241,17 @@ def test_web_page_in_headless_chromium(live_server, bbc_index):
         page.wait_for_selector(".result mark", timeout=60000)
         assert page.locator(".result").count() == 10
         assert page.locator(".result mark").count() > 0
+        page.click("#more")  # the next page of results, appended
+        page.wait_for_function("document.querySelectorAll('.result').length === 20", timeout=60000)
+        with page.expect_download() as dl:
+            page.click("#export-csv")
+        csv_text = open(dl.value.path(), encoding="utf-8").read()
+        assert csv_text.startswith("rank,id,score,dataset") and len(csv_text.strip().splitlines()) >= 21
+        with page.expect_download() as dl:
+            page.click("#export-json")
+        import json as _json
+        exported = _json.load(open(dl.value.path(), encoding="utf-8"))
+        assert len(exported["results"]) == 20 and exported["request"]["query"] == "football match"
         page.locator(".result .chip").first.click()
         page.wait_for_selector("#latent-page h2", timeout=30000)
         assert "latent" in page.inner_text("#latent-page h2")
@@ -216,9 +259,10 @@ def test_web_page_in_headless_chromium(live_server, bbc_index):
         page.click("button[data-view=diff]")
         page.fill("#diff-a", "topic=sports")
         page.fill("#diff-b", "topic=business")
-        page.click("#diff-form button")
+        page.click("#diff-form button[type=submit]")  # an analysis job: submitted, polled, shown
         page.wait_for_selector(".bar-row", timeout=60000)
         assert page.locator(".bar-row").count() == 20
+        assert "done" in page.inner_text("#job-status")
         browser.close()
 
 
@@ -227,7 +271,7 @@ def test_correlations_with_a_huge_top_stay_bounded(client, bbc_index):
     import time
 
     t = time.time()
-    r = client.post(f"/v1/indexes/{bbc_index}/correlations", headers=AUTH,
+    r = client.post(f"/v1/indexes/{bbc_index}/correlations?wait=30", headers=AUTH,
                     json={"max_label_sim": 1e-08, "top": 835, "min_npmi": 0.0})
-    assert r.status_code == 200 and r.json()["pairs_examined"] <= 6000
+    assert finished(r)["result"]["pairs_examined"] <= 6000
     assert time.time() - t < 10

@@ -3,14 +3,18 @@
 const $ = (s) => document.querySelector(s);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 
+// The key lives in this tab only (sessionStorage survives a reload, not the browser): never
+// localStorage, which any later script on the origin could read for as long as the profile lives.
+const KEY_SLOT = "saedex-key";
 function headers() {
   const h = { "Content-Type": "application/json" };
-  const key = $("#apikey").value || localStorage.getItem("saedex-key") || "";
+  const key = $("#apikey").value || sessionStorage.getItem(KEY_SLOT) || "";
   if (key) h["Authorization"] = "Bearer " + key;
   return h;
 }
-async function api(path, body) {
-  const r = await fetch(path, body === undefined ? { headers: headers() } : { method: "POST", headers: headers(), body: JSON.stringify(body) });
+async function api(path, body, method) {
+  const opts = body === undefined ? { method: method || "GET", headers: headers() } : { method: "POST", headers: headers(), body: JSON.stringify(body) };
+  const r = await fetch(path, opts);
   const data = await r.json().catch(() => ({}));
   if (!r.ok) {
     const d = data.detail;
@@ -49,22 +53,61 @@ function chip(latent, label, extra, quality) {
   return `<span class="${cls}" data-latent="${latent}" title="latent ${latent}${q}">${esc(label)}${extra ? " · " + esc(extra) : ""}</span>`;
 }
 
-async function doSearch(ev) {
+// Results shown so far (all pages), for the CSV/JSON export.
+let shown = { query: null, results: [], next: null, body: null };
+function renderResult(r, i) {
+  const spans = r.explanation.flatMap((e) => e.spans);
+  return `<div class="result" data-id="${esc(r.id)}">
+    <div class="meta">#${i + 1} · score ${r.score.toFixed(3)} · ${esc(r.dataset)} · ${esc(r.id)}</div>
+    <div class="text">${highlight(r.text.slice(0, 1500), spans.filter((s) => s[1] <= 1500))}</div>
+    <div class="chips">${r.explanation.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality)).join("")}</div>
+  </div>`;
+}
+async function doSearch(ev, more) {
   ev && ev.preventDefault();
   showError(null);
   try {
-    const body = { query: $("#q").value, k: parseInt($("#k").value, 10) || 10, method: $("#method").value, where: parseWhere($("#where").value) };
+    const body = more ? { ...shown.body, offset: shown.next }
+      : { query: $("#q").value, k: parseInt($("#k").value, 10) || 10, method: $("#method").value, where: parseWhere($("#where").value) };
     const out = await api(`/v1/indexes/${index()}/search`, body);
-    $("#query-latents").innerHTML = (out.latents || []).slice(0, 12).map((l) => chip(l.latent, l.label, l.weight.toFixed(2))).join("");
-    $("#results").innerHTML = out.results.map((r, i) => {
-      const spans = r.explanation.flatMap((e) => e.spans);
-      return `<div class="result" data-id="${esc(r.id)}">
-        <div class="meta">#${i + 1} · score ${r.score.toFixed(3)} · ${esc(r.dataset)} · ${esc(r.id)}</div>
-        <div class="text">${highlight(r.text.slice(0, 1500), spans.filter((s) => s[1] <= 1500))}</div>
-        <div class="chips">${r.explanation.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality)).join("")}</div>
-      </div>`;
-    }).join("") || "<p>No results.</p>";
+    if (!more) {
+      shown = { query: body.query, results: [], next: null, body };
+      $("#query-latents").innerHTML = (out.latents || []).slice(0, 12).map((l) => chip(l.latent, l.label, l.weight.toFixed(2))).join("");
+      $("#results").innerHTML = "";
+    }
+    const start = shown.results.length;
+    shown.results.push(...out.results);
+    shown.next = out.next_offset;
+    $("#results").insertAdjacentHTML("beforeend", out.results.map((r, i) => renderResult(r, start + i)).join(""));
+    if (!shown.results.length) $("#results").innerHTML = "<p>No results.</p>";
+    $("#more").classList.toggle("hidden", shown.next === null || shown.next === undefined);
+    $("#export").classList.toggle("hidden", !shown.results.length);
   } catch (e) { showError(e); }
+}
+
+function download(name, type, text) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([text], { type }));
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 0);
+}
+const csvCell = (v) => {
+  if (typeof v === "number") return String(v);
+  let s = String(v ?? "");
+  if (/^[=+\-@\t\r]/.test(s)) s = "'" + s; // no formula injection when the CSV is opened in a spreadsheet
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+};
+function resultsCsv() {
+  const rows = [["rank", "id", "score", "dataset", "why (latent labels)", "text"]];
+  shown.results.forEach((r, i) => rows.push([i + 1, r.id, r.score, r.dataset, r.explanation.map((e) => e.label).join(" | "), r.text]));
+  return rows.map((row) => row.map(csvCell).join(",")).join("\r\n") + "\r\n";
+}
+function exportResults(kind) {
+  const base = `saedex-${index()}-${(shown.query || "search").replace(/[^A-Za-z0-9]+/g, "-").slice(0, 40)}`;
+  if (kind === "csv") download(base + ".csv", "text/csv", resultsCsv());
+  else download(base + ".json", "application/json", JSON.stringify({ index: index(), request: shown.body, results: shown.results }, null, 2));
 }
 
 async function openLatent(id) {
@@ -82,11 +125,28 @@ async function openLatent(id) {
   } catch (e) { showError(e); }
 }
 
+// Analyses are jobs: submit, then poll until done (the server never holds a request for minutes).
+let currentJob = null;
+async function runJob(path, body, status) {
+  let job = await api(path + "?wait=2", body);
+  currentJob = job.id;
+  $("#cancel-job").classList.remove("hidden");
+  try {
+    while (job.status === "queued" || job.status === "running") {
+      status.textContent = `job ${job.id.slice(0, 8)}: ${job.status}${job.progress != null ? " " + Math.round(100 * job.progress) + "%" : ""}`;
+      job = await api(`/v1/jobs/${job.id}?wait=5`);
+    }
+  } finally { $("#cancel-job").classList.add("hidden"); currentJob = null; }
+  status.textContent = `job ${job.id.slice(0, 8)}: ${job.status}`;
+  if (job.status === "failed") throw new Error(job.error ? job.error.detail : "job failed");
+  if (job.status !== "done") throw new Error(`job ${job.status}`);
+  return job.result;
+}
 async function doDiff(ev) {
   ev && ev.preventDefault();
   showError(null);
   try {
-    const out = await api(`/v1/indexes/${index()}/diff`, { a: parseWhere($("#diff-a").value), b: parseWhere($("#diff-b").value), top: 20 });
+    const out = await runJob(`/v1/indexes/${index()}/diff`, { a: parseWhere($("#diff-a").value), b: parseWhere($("#diff-b").value), top: 20 }, $("#job-status"));
     const max = Math.max(0.001, ...out.latents.flatMap((l) => [l.freq_a, l.freq_b]));
     $("#diff-chart").innerHTML = `<p>A: ${out.n_a} docs (blue) · B: ${out.n_b} docs (orange) · ${out.significant} significant latents</p>` +
       out.latents.map((l) => `<div class="bar-row"><span>${chip(l.latent, l.label, null, l.quality)} <span class="muted">p=${l.p_adj.toExponential(1)}</span></span>
@@ -111,9 +171,14 @@ function switchView(name) {
 }
 
 async function init() {
-  const saved = localStorage.getItem("saedex-key");
+  localStorage.removeItem(KEY_SLOT); // written by earlier versions of this page
+  const saved = sessionStorage.getItem(KEY_SLOT);
   if (saved) $("#apikey").value = saved;
-  $("#apikey").addEventListener("change", () => { localStorage.setItem("saedex-key", $("#apikey").value); loadIndexes(); });
+  $("#apikey").addEventListener("change", () => { sessionStorage.setItem(KEY_SLOT, $("#apikey").value); loadIndexes(); });
+  $("#more").addEventListener("click", (ev) => doSearch(ev, true));
+  $("#export-csv").addEventListener("click", () => exportResults("csv"));
+  $("#export-json").addEventListener("click", () => exportResults("json"));
+  $("#cancel-job").addEventListener("click", () => { if (currentJob) api(`/v1/jobs/${currentJob}`, undefined, "DELETE").catch(showError); });
   document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () => switchView(t.dataset.view)));
   document.body.addEventListener("click", (ev) => { const c = ev.target.closest(".chip"); if (c) openLatent(c.dataset.latent); });
   $("#search-form").addEventListener("submit", doSearch);

@@ -1,0 +1,181 @@
+"""Analyses as jobs: accepted at once, run on their own bounded executor, polled, cancellable.
+
+Why: a diff, NPMI or clustering over a large index runs for seconds to minutes. Run inline in a
+request they hold a connection and a worker thread each, and enough of them starve every other
+request (a long diff plus 45 queued analyses once blocked ``/healthz`` for 32.6 s). Here they
+run on ``workers`` threads of their own (default 1: an analysis is memory-heavy and the 2-core
+machine keeps a core for searches), with at most ``per_index`` jobs queued or running per
+index - past that, :class:`QueueFull` (HTTP 429 with ``Retry-After``). Cancellation is
+cooperative: the analyses call :func:`indexer.progress.checkpoint` per shard / block, which also
+reports progress. Finished jobs are kept for ``keep_s`` seconds (at most ``keep`` of them).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from indexer.progress import Cancelled, reporting
+
+log = logging.getLogger("saedex.jobs")
+KINDS = ("diff", "correlations", "clusters")
+
+
+class QueueFull(Exception):
+    def __init__(self, index: str, limit: int, retry_after: int):
+        super().__init__(f"index {index!r} already has {limit} analysis jobs queued or running; retry later")
+        self.retry_after = retry_after
+
+
+@dataclass
+class Job:
+    id: str
+    index: str
+    kind: str
+    owner: str
+    params: dict
+    status: str = "queued"  # queued | running | done | failed | cancelled
+    progress: float | None = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    result: Any = None
+    error: dict | None = None  # {"status": HTTP status, "detail": message}
+    cancel_requested: bool = False
+    done_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running")
+
+    def view(self, with_result: bool = True) -> dict:
+        out = {"id": self.id, "index": self.index, "kind": self.kind, "status": self.status,
+               "progress": None if self.progress is None else round(self.progress, 3), "params": self.params,
+               "created": round(self.created, 3), "started": self.started and round(self.started, 3),
+               "finished": self.finished and round(self.finished, 3)}
+        if self.error is not None:
+            out["error"] = self.error
+        if with_result and self.status == "done":
+            out["result"] = self.result
+        return out
+
+
+class JobManager:
+    def __init__(self, workers: int = 1, per_index: int = 8, keep: int = 500, keep_s: float = 3600.0,
+                 error_of: Callable[[BaseException], dict | None] | None = None):
+        self.per_index = per_index
+        self.keep, self.keep_s = keep, keep_s
+        self.error_of = error_of or (lambda e: None)
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None  # made on first use, so a restarted app (lifespan) gets a new one
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._durations: list[float] = []
+
+    def submit(self, index: str, kind: str, owner: str, params: dict, fn: Callable[[], Any]) -> Job:
+        with self._lock:
+            self._prune()
+            active = sum(1 for j in self._jobs.values() if j.index == index and j.active)
+            if active >= self.per_index:
+                raise QueueFull(index, self.per_index, self._retry_after(active))
+            job = Job(uuid.uuid4().hex, index, kind, owner, params)
+            self._jobs[job.id] = job
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="saedex-analysis")
+            pool = self._pool
+        pool.submit(self._run, job, fn)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def list(self, owner: str | None = None) -> list[Job]:
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if owner is None or j.owner == owner]
+        return sorted(jobs, key=lambda j: -j.created)
+
+    def cancel(self, job: Job) -> Job:
+        with self._lock:
+            if job.status == "queued":
+                self._finish(job, "cancelled")
+            elif job.status == "running":
+                job.cancel_requested = True  # the next checkpoint raises Cancelled
+        return job
+
+    def cancel_index(self, index: str) -> None:
+        """Cancel every job of an index (it was dropped or replaced under the server)."""
+        for j in self.list():
+            if j.index == index and j.active:
+                self.cancel(j)
+
+    def wait(self, job: Job, timeout: float) -> Job:
+        job.done_event.wait(max(0.0, timeout))
+        return job
+
+    def shutdown(self) -> None:
+        """Cancel every job and wait for the running one to stop (at its next checkpoint)."""
+        for j in self.list():
+            if j.active:
+                self.cancel(j)
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # ----------------------------------------------------------------- internals
+    def _run(self, job: Job, fn: Callable[[], Any]) -> None:
+        with self._lock:
+            if job.status != "queued":
+                return  # cancelled while queued
+            job.status, job.started = "running", time.time()
+
+        def report(fraction: float | None) -> bool:
+            if fraction is not None:
+                job.progress = fraction
+            return job.cancel_requested
+
+        try:
+            with reporting(report):
+                result = fn()
+        except Cancelled:
+            with self._lock:
+                self._finish(job, "cancelled")
+            return
+        except Exception as e:  # noqa: BLE001 - a job's failure is its result, never the worker's
+            err = self.error_of(e)
+            if err is None:
+                log.exception("job %s (%s on %s) failed", job.id, job.kind, job.index)
+                err = {"status": 500, "detail": "internal error", "request_id": job.id[:12]}
+            with self._lock:
+                job.error = err
+                self._finish(job, "failed")
+            return
+        with self._lock:
+            job.result, job.progress = result, 1.0
+            self._finish(job, "done")
+
+    def _finish(self, job: Job, status: str) -> None:
+        job.status, job.finished = status, time.time()
+        if job.started is not None:
+            self._durations = (self._durations + [job.finished - job.started])[-20:]
+        job.done_event.set()
+
+    def _retry_after(self, active: int) -> int:
+        typical = sorted(self._durations)[len(self._durations) // 2] if self._durations else 5.0
+        return max(1, min(600, int(typical * max(1, active - self.per_index + 1) + 0.999)))
+
+    def _prune(self) -> None:
+        now = time.time()
+        done = [j for j in self._jobs.values() if not j.active]
+        for j in done:
+            if now - (j.finished or now) > self.keep_s:
+                del self._jobs[j.id]
+        done = sorted((j for j in self._jobs.values() if not j.active), key=lambda j: j.finished or 0)
+        for j in done[: max(0, len(done) - self.keep)]:
+            del self._jobs[j.id]
