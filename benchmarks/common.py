@@ -60,3 +60,20 @@ def write_result(name: str, result: dict) -> None:
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+
+
+# Search queries for load and profile benchmarks: 20 forms x 20 subjects = 400 distinct ones.
+SUBJECTS = ["football", "oil prices", "elections", "a film premiere", "mobile phones", "interest rates", "the prime minister",
+            "music charts", "broadband", "tennis", "tax cuts", "video games", "the stock market", "rugby", "an album",
+            "immigration", "the economy", "computer viruses", "an award ceremony", "a court case"]
+FORMS = ["direct quotes about {}", "numbers and statistics on {}", "an apology about {}", "questions raised about {}",
+         "criticism of {}", "optimistic outlook on {}", "a warning about {}", "a report on {}", "rumours about {}",
+         "an announcement concerning {}", "predictions about {}", "a comparison involving {}", "expert opinion on {}",
+         "a personal story about {}", "history of {}", "complaints about {}", "record-breaking {}", "a surprise in {}",
+         "plans for {}", "a dispute over {}"]
+
+
+def distinct_queries(n: int, offset: int = 0) -> list[str]:
+    """n different queries (20 forms x 20 subjects = 400; beyond that a numbered variant)."""
+    base = [f.format(s) for s in SUBJECTS for f in FORMS]
+    return [base[i % len(base)] + (f" ({i // len(base)})" if i >= len(base) else "") for i in range(offset, offset + n)]

@@ -29,7 +29,7 @@ import numpy as np
 from indexer.catalog import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, require_fresh_latent_stats, require_index
 from indexer.embedder import get_embedder
 from indexer.pooling import fire_spans
-from indexer.store import Filter, Hit, Store
+from indexer.store import Filter, Hit, SparseMap, Store
 
 METHODS = ("sae", "bm25", "dense", "hybrid")
 MAX_K = 10_000
@@ -126,6 +126,7 @@ class SearchEngine:
         self._checked = time.monotonic()
         self._fresh_for: str | None = None  # token whose latent statistics were found fresh
         self._query_cache: OrderedDict[tuple, list[WeightedLatent]] = OrderedDict()
+        self._locator = None  # (token, RowLocator | None): explanations read the columnar copy
 
     # ------------------------------------------------------------------ index state
     def token(self) -> str | None:
@@ -145,6 +146,25 @@ class SearchEngine:
         from indexer.latent_table import latent_table
 
         return latent_table(self.store, self.token())
+
+    def locator(self):
+        """The columnar copy's row locator while the copy holds every document (else None, and
+        explanations fetch the hits' vectors from Qdrant); rebuilt when the manifest changes."""
+        token = self.token()
+        cached = self._locator
+        if cached is not None and cached[0] == token:
+            return cached[1]
+        from indexer.columns import RowLocator, copy_for
+
+        loc = None
+        try:
+            copy = copy_for(self.store, self.manifest)
+            if copy.is_fresh(self.store.count()):
+                loc = RowLocator(copy)
+        except Exception:  # noqa: BLE001 - the copy is an accelerator here; Qdrant answers without it
+            loc = None
+        self._locator = (token, loc)
+        return loc
 
     def _require_fresh(self) -> None:
         token = self.token()
@@ -266,12 +286,13 @@ class SearchEngine:
             idx = [w.latent for w in latents]
             vals = [w.weight / w.p90 for w in latents]
             limit = want + (1 if opts.like else 0)
+            vectors = explain and self.locator() is None  # else explanations read the columnar copy
             if opts.method == "hybrid":
                 dense = get_embedder().encode_query(query).tolist()
                 hits = self.store.search_hybrid(idx, vals, dense, limit, opts.where, rrf_k=opts.rrf_k, prefetch=max(limit, 100),
-                                                with_sparse=explain)
+                                                with_sparse=vectors)
             else:
-                hits = self.store.search_sparse(idx, vals, limit, opts.where, with_sparse=explain)
+                hits = self.store.search_sparse(idx, vals, limit, opts.where, with_sparse=vectors)
             if opts.like:
                 hits = [h for h in hits if h.doc_id != opts.like][:want]
         full_page = len(hits) >= want
@@ -319,27 +340,42 @@ class SearchEngine:
         the search returned with the hits (no second fetch)."""
         weights = {w.latent: w for w in latents}
         table = self.table() if weights else None
-        missing = [h.doc_id for h in hits if weights and h.sparse is None]
-        if missing:  # e.g. an LLM rerank replaced the hits
-            fetched = {d.doc_id: d.sparse or {} for d in self.store.get_docs(missing, with_sparse=True)}
-            for h in hits:
-                if h.sparse is None:
-                    h.sparse = fetched.get(h.doc_id, {})
+        wl = list(weights.values())
+        lat_ids = np.array([w.latent for w in wl], np.int64)
+        scale = np.array([w.weight / w.p90 for w in wl], np.float64)
+        rows = table.rows(lat_ids) if weights else None
+        acts_of: dict[str, np.ndarray] = {}
+        if weights:
+            need = [h.doc_id for h in hits if h.sparse is None]
+            loc = self.locator() if need else None
+            if loc is not None:
+                acts_of = loc.activations(need, lat_ids)
+            missing = [d for d in need if d not in acts_of]
+            if missing:  # no fresh copy, or an LLM rerank brought other hits
+                fetched = {d.doc_id: d.sparse or {} for d in self.store.get_docs(missing, with_sparse=True)}
+                for h in hits:
+                    if h.sparse is None and h.doc_id not in acts_of:
+                        h.sparse = fetched.get(h.doc_id, {})
         out = []
         for h in hits:
             expl = []
             if weights:
-                sparse = h.sparse or {}
-                contrib = [(lat, w, sparse[lat]) for lat, w in weights.items() if lat in sparse]
-                contrib.sort(key=lambda t: -(t[1].weight * t[2] / t[1].p90))
-                top = contrib[: opts.explain_latents]
-                spans = fire_spans(h.payload, [lat for lat, _, _ in top])
-                rows = table.rows([lat for lat, _, _ in top]).tolist()
-                for (lat, w, a), r in zip(top, rows):
+                if h.doc_id in acts_of:
+                    acts = acts_of[h.doc_id]
+                else:
+                    sparse = h.sparse if isinstance(h.sparse, SparseMap) else SparseMap(list((h.sparse or {}).keys()),
+                                                                                        list((h.sparse or {}).values()))
+                    acts = sparse.lookup(lat_ids.tolist())
+                contrib = acts * scale
+                present = np.flatnonzero(acts > 0)
+                top = present[np.argsort(-contrib[present], kind="stable")][: opts.explain_latents]
+                spans = fire_spans(h.payload, [int(lat_ids[j]) for j in top])
+                for j in top.tolist():
+                    w, lat, r = wl[j], int(lat_ids[j]), int(rows[j])
                     q = float(table.quality[r]) if r >= 0 else float("nan")
                     expl.append({"latent": lat, "label": w.label, "kind": table.kinds[r] if r >= 0 else None,
-                                 "quality": None if q != q else q, "weight": round(w.weight, 5), "activation": round(float(a), 4),
-                                 "contribution": round(w.weight * a / w.p90, 5), "spans": [spans[lat]] if lat in spans else []})
+                                 "quality": None if q != q else q, "weight": round(w.weight, 5), "activation": round(float(acts[j]), 4),
+                                 "contribution": round(float(contrib[j]), 5), "spans": [spans[lat]] if lat in spans else []})
             fields = {k: v for k, v in h.payload.items() if k not in HIDDEN_PAYLOAD}
             out.append({"id": h.doc_id, "score": round(float(h.score), 6), "text": h.payload.get("text", ""),
                         "dataset": h.payload.get("dataset"), "fields": fields, "explanation": expl})

@@ -49,8 +49,12 @@ def serve_cmd(
 
 
 def _single_thread_torch() -> None:
-    """Each search's MiniLM call on one thread: the server's concurrency comes from its search
-    pool (one search per core), not from torch's intra-op threads fighting over the same cores."""
+    """Each search's MiniLM call and matrix product on one thread: the server's concurrency comes
+    from its search pool (one search per core), not from torch's or OpenBLAS's threads fighting
+    over the same cores (OpenBLAS's idle threads spin: a 16k x 384 product cost twice its wall
+    time in CPU)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    threadpool_limits(1)

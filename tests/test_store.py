@@ -64,8 +64,15 @@ def test_latents_and_manifest(store):
     assert store.search_latents([1, 0.2, 0], "snippets", 5)[0][0] == 4
     assert [p.payload["label"] for p in store.get_latents()] == ["x", "y"]
     assert store.get_latents([4], with_vectors=True)[0].label_vec == pytest.approx([0, 1, 0])
+    token = store.manifest_token()
     store.write_manifest({"reader": {"model": "m"}})
-    assert store.read_manifest() == {"reader": {"model": "m"}}
+    got = store.read_manifest()
+    # every write stamps a new revision; the generation is set once per index
+    assert {k: v for k, v in got.items() if k not in ("generation", "revision")} == {"reader": {"model": "m"}}
+    assert store.manifest_token() != token
+    store.write_manifest(dict(got))
+    again = store.read_manifest()
+    assert again["generation"] == got["generation"] and again["revision"] != got["revision"]
 
 
 def test_edge_second_process_gets_a_clear_lock_error(tmp_path):
