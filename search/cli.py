@@ -30,6 +30,7 @@ def search_cmd(
     query: Optional[str] = typer.Argument(None, help="The property to search for, e.g. 'sarcastic remark'."),
     index: str = typer.Option(..., "--index"),
     k: int = typer.Option(10, "--k", help="Number of results (1..10000)."),
+    offset: int = typer.Option(0, "--offset", help="Skip this many results (pagination; offset + k <= 10000)."),
     method: str = typer.Option("sae", "--method", help="sae | bm25 | dense | hybrid"),
     where: Optional[List[str]] = typer.Option(None, "--where", help="key=value payload filter; repeatable (same key = any of)."),
     rerank: bool = typer.Option(False, "--rerank", help="LLM reranks the top 50."),
@@ -47,7 +48,7 @@ def search_cmd(
     from search.filters import FilterError, parse_where
 
     try:
-        opts = SearchOptions(k=k, method=method, where=parse_where(where), rerank=rerank, expand=expand, like=like,
+        opts = SearchOptions(k=k, offset=offset, method=method, where=parse_where(where), rerank=rerank, expand=expand, like=like,
                              temperature=temperature, n_latents=n_latents, llm_filter=llm_filter, llm_model=llm)
         opts.validate(query)
     except (SearchError, FilterError) as e:
@@ -71,7 +72,7 @@ def _render(out: dict) -> None:
     t.add_column("score")
     t.add_column("document (firing spans highlighted)", overflow="fold")
     t.add_column("why", overflow="fold")
-    for n, r in enumerate(out["results"], 1):
+    for n, r in enumerate(out["results"], out.get("offset", 0) + 1):
         spans = sorted({tuple(s) for e in r["explanation"] for s in e["spans"]})
         t.add_row(str(n), f"{r['score']:.3f}", _highlight(r["text"][:600], spans),
                   "\n".join(f"{escape(e['label'])} ({e['activation']:.1f})" for e in r["explanation"][:3]))

@@ -344,7 +344,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
         return Response(json.dumps(out, ensure_ascii=False, allow_nan=False).encode(), media_type="application/json")
 
     # ---------------------------------------------------------------- analyses as jobs
-    def submit(request: Request, name: str, kind: str, fn, params: dict, wait: float) -> JSONResponse:
+    def submit(request: Request, name: str, kind: str, fn, params: dict):
         key: ApiKey = request.state.api_key
         registry.get(name)  # 404 now, not in the job
         audit_note(request, query=params)
@@ -357,9 +357,19 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
             job = jobs.submit(name, kind, key.id, params, run)
         except QueueFull as e:
             raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after)}) from None
-        if wait > 0:
-            jobs.wait(job, min(wait, MAX_WAIT_S))
         audit_note(request, job=job.id)
+        return job
+
+    async def wait_for(job, wait: float) -> None:
+        """Long-poll without holding a thread: check the job every 50 ms for up to ``wait`` s."""
+        deadline = time.monotonic() + min(wait, MAX_WAIT_S)
+        while job.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def accepted(request: Request, name: str, kind: str, fn, params: dict, wait: float) -> JSONResponse:
+        job = await asyncio.to_thread(submit, request, name, kind, fn, params)
+        if wait > 0:
+            await wait_for(job, wait)
         status = 200 if not job.active else 202
         return JSONResponse(jsonable_encoder(job.view()), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -375,7 +385,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
             raise HTTPException(422, "b: give at least one filter")
         kw = dict(a=a, b=b, top=body.top, threshold=body.threshold, min_coverage=body.min_coverage,
                   max_coverage=body.max_coverage, hypotheses=body.hypotheses, floor=body.floor)
-        return await asyncio.to_thread(submit, request, name, "diff", lambda store, n: run(store, n, **kw), body.model_dump(), wait)
+        return await accepted(request, name, "diff", lambda store, n: run(store, n, **kw), body.model_dump(), wait)
 
     @app.post("/v1/indexes/{name}/correlations", status_code=202, dependencies=[caller("analyses")])
     async def correlations(body: CorrelationsBody, request: Request, name: str = IndexName, wait: float = Wait):
@@ -383,16 +393,14 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
 
         kw = dict(where=_filter(body.where), min_npmi=body.min_npmi, max_label_sim=body.max_label_sim, min_support=body.min_support,
                   top=body.top, max_freq=body.max_freq, per_doc=body.per_doc, floor=body.floor)
-        return await asyncio.to_thread(submit, request, name, "correlations", lambda store, n: run(store, n, **kw),
-                                       body.model_dump(), wait)
+        return await accepted(request, name, "correlations", lambda store, n: run(store, n, **kw), body.model_dump(), wait)
 
     @app.post("/v1/indexes/{name}/clusters", status_code=202, dependencies=[caller("analyses")])
     async def clusters(body: ClustersBody, request: Request, name: str = IndexName, wait: float = Wait):
         from analyses.clustering import cluster as run
 
         kw = dict(where=_filter(body.where), k=body.k, axis=body.axis, method=body.method, label_field=body.label_field)
-        return await asyncio.to_thread(submit, request, name, "clusters", lambda store, n: run(store, n, **kw),
-                                       body.model_dump(), wait)
+        return await accepted(request, name, "clusters", lambda store, n: run(store, n, **kw), body.model_dump(), wait)
 
     def own_job(job_id: str, key: ApiKey):
         job = jobs.get(job_id)
@@ -410,8 +418,8 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     @app.get("/v1/jobs/{job_id}")
     async def get_job(job_id: str = JobId, key: ApiKey = caller("analyses"), wait: float = Wait) -> dict:
         job = own_job(job_id, key)
-        if wait > 0 and job.active:
-            await asyncio.to_thread(jobs.wait, job, min(wait, MAX_WAIT_S))
+        if wait > 0:
+            await wait_for(job, wait)
         return job.view()
 
     @app.delete("/v1/jobs/{job_id}")
