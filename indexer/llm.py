@@ -27,6 +27,7 @@ class Usage:
     completion_tokens: int = 0
     calls: int = 0
     failures: int = 0
+    unparseable: int = 0  # answers that were not JSON (each asked for once more)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, u) -> None:
@@ -38,7 +39,8 @@ class Usage:
 
     def as_dict(self) -> dict:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens, "calls": self.calls, "failures": self.failures}
+                "total_tokens": self.prompt_tokens + self.completion_tokens, "calls": self.calls, "failures": self.failures,
+                "unparseable": self.unparseable}
 
 
 def llm_model(explicit: str | None = None) -> str | None:
@@ -59,47 +61,97 @@ def require_llm(model: str | None, what: str) -> str:
     return m  # type: ignore[return-value]
 
 
+DEFAULT_TIMEOUT_S = 120.0  # a local server answering a long prompt on a CPU is slow, not dead
+LOCAL_CONCURRENCY, REMOTE_CONCURRENCY = 2, 8
+
+
+def _is_local(base_url: str | None) -> bool:
+    from urllib.parse import urlparse
+
+    host = (urlparse(base_url).hostname or "") if base_url else ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def default_concurrency(base_url: str | None = None) -> int:
+    """``SAEDEX_LLM_CONCURRENCY``, else 2 for a server on this machine (llama.cpp, Ollama: more
+    parallel requests only queue behind its slots and time out) and 8 for a remote endpoint."""
+    env = os.environ.get("SAEDEX_LLM_CONCURRENCY")
+    if env:
+        return max(1, int(env))
+    return LOCAL_CONCURRENCY if _is_local(base_url if base_url is not None else os.environ.get("OPENAI_BASE_URL")) else REMOTE_CONCURRENCY
+
+
 class LLMClient:
-    def __init__(self, model: str, max_retries: int = 4, timeout: float = 60.0):
+    """Chat calls hardened for the servers users point saedex at (OpenAI, vLLM, llama.cpp,
+    Ollama): JSON answers constrained by a JSON schema via ``response_format`` where the server
+    takes one (a server that refuses it is asked again without, once, and remembered), a
+    timeout (``SAEDEX_LLM_TIMEOUT``, default 120 s), retries with back-off on transport errors,
+    and unparseable answers counted and retried once with a reminder."""
+
+    def __init__(self, model: str, max_retries: int = 4, timeout: float | None = None):
         from openai import OpenAI
 
         self.model = model
         self.max_retries = max_retries
-        self.client = OpenAI(base_url=os.environ.get("OPENAI_BASE_URL"), api_key=os.environ.get("OPENAI_API_KEY", "none"),
-                             timeout=timeout, max_retries=0)
+        self.timeout = float(timeout if timeout is not None else os.environ.get("SAEDEX_LLM_TIMEOUT", DEFAULT_TIMEOUT_S))
+        self.base_url = os.environ.get("OPENAI_BASE_URL")
+        self.client = OpenAI(base_url=self.base_url, api_key=os.environ.get("OPENAI_API_KEY", "none"),
+                             timeout=self.timeout, max_retries=0)
         self.usage = Usage()
+        self.schemas_supported = True
 
-    def chat(self, system: str, user: str, max_tokens: int = 300) -> str:
+    def chat(self, system: str, user: str, max_tokens: int = 300, schema: dict | None = None) -> str:
+        from openai import BadRequestError
+
         delay = 0.5
         last: Exception | None = None
         for attempt in range(self.max_retries + 1):
+            kw = {}
+            if schema is not None and self.schemas_supported:
+                kw["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
             try:
                 resp = self.client.chat.completions.create(
                     model=self.model, temperature=0.0, max_tokens=max_tokens,
-                    messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                )
+                    messages=[{"role": "system", "content": system}, {"role": "user", "content": user}], **kw)
                 self.usage.add(getattr(resp, "usage", None))
                 return resp.choices[0].message.content or ""
-            except Exception as e:  # noqa: BLE001 - openai raises many kinds; all are retried
+            except BadRequestError as e:  # e.g. a server without structured output: once without it
+                if kw and "response_format" in str(e).lower() or (kw and "json_schema" in str(e).lower()):
+                    self.schemas_supported = False
+                    continue
+                last = e
+                break  # a request the server refuses will not pass on a retry
+            except Exception as e:  # noqa: BLE001 - transport errors, 5xx, time-outs: retried
                 last = e
                 if attempt < self.max_retries:
                     time.sleep(delay)
                     delay *= 2
         self.usage.failures += 1
-        raise RuntimeError(f"LLM call failed after {self.max_retries + 1} attempts: {last}")
+        raise RuntimeError(f"LLM call failed after {attempt + 1} attempt(s): {last}")
 
-    def chat_json(self, system: str, user: str, max_tokens: int = 300) -> Any:
-        return parse_json(self.chat(system, user, max_tokens))
+    def chat_json(self, system: str, user: str, max_tokens: int = 300, schema: dict | None = None) -> Any:
+        """A parsed JSON answer; an unparseable one is counted and asked for once more."""
+        try:
+            return parse_json(self.chat(system, user, max_tokens, schema))
+        except ValueError:
+            self.usage.unparseable += 1
+        try:
+            return parse_json(self.chat(system, user + "\n\nAnswer with one JSON object only, nothing else.", max_tokens, schema))
+        except ValueError:
+            self.usage.unparseable += 1
+            raise
 
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], concurrency: int = 8) -> list[Any]:
-        """Apply ``fn`` concurrently; an item whose call failed yields its exception, not a crash."""
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], concurrency: int | None = None) -> list[Any]:
+        """Apply ``fn`` concurrently (default: :func:`default_concurrency`); an item whose call
+        failed yields its exception, not a crash."""
         def safe(it):
             try:
                 return fn(it)
             except Exception as e:  # noqa: BLE001
                 return e
 
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as ex:
+        n = concurrency if concurrency is not None else default_concurrency(self.base_url)
+        with ThreadPoolExecutor(max_workers=max(1, n)) as ex:
             return list(ex.map(safe, items))
 
 

@@ -37,8 +37,13 @@ def format_examples(payload: dict, n_pos: int = 10, n_neg: int = 10) -> str:
     return "\n".join(lines)
 
 
+LABEL_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["label", "description"],
+                "properties": {"label": {"type": "string", "maxLength": 80}, "description": {"type": "string", "maxLength": 300}}}
+LABEL_MAX_TOKENS = 60  # a label and a sentence; longer answers are rambling (or a small model echoing examples)
+
+
 def label_with_llm(store: Store, model: str | None, ids: list[int] | None = None, min_docs: int = 3,
-                   concurrency: int = 8, progress: bool = True) -> dict:
+                   concurrency: int | None = None, progress: bool = True) -> dict:
     model = require_llm(model, "LLM labelling")
     client = LLMClient(model)
     cache_file = store.cache_file("llm_labels_cache.json")
@@ -58,7 +63,7 @@ def label_with_llm(store: Store, model: str | None, ids: list[int] | None = None
 
     def one(item):
         key, p = item
-        ans = client.chat_json(SYSTEM, format_examples(p.payload))
+        ans = client.chat_json(SYSTEM, format_examples(p.payload), max_tokens=LABEL_MAX_TOKENS, schema=LABEL_SCHEMA)
         if not isinstance(ans, dict) or not str(ans.get("label", "")).strip():
             raise ValueError(f"latent {p.latent}: answer without a label: {ans!r}")
         return key, {"label": str(ans["label"]).strip()[:120], "description": str(ans.get("description", "")).strip()[:600],

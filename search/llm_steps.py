@@ -66,7 +66,7 @@ def llm_rerank(query: str, hits: list[Hit], model: str | None, top: int = RERANK
             raise ValueError(f"reranker returned {len(s)} scores for {len(group)} documents")
         return [float(x) for x in s]
 
-    results = c.map(score, batches, concurrency=4)
+    results = c.map(score, batches)
     llm_scores: list[float | None] = []
     failed = 0
     for group, res in zip(batches, results):

@@ -14,9 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class LLMStub:
-    def __init__(self, keyword: str = "football", fail_first: int = 0):
+    def __init__(self, keyword: str = "football", fail_first: int = 0, garbage_first: int = 0, refuse_schemas: bool = False):
         self.keyword = keyword
         self.fail_first = fail_first
+        self.garbage_first = garbage_first  # answer prose instead of JSON this many times
+        self.refuse_schemas = refuse_schemas  # 400 on response_format, as servers without structured output do
         self.requests: list[dict] = []
         self._lock = threading.Lock()
         stub = self
@@ -37,7 +39,20 @@ class LLMStub:
                     self.end_headers()
                     self.wfile.write(b'{"error": {"message": "try again"}}')
                     return
-                content = stub.answer(body["messages"][0]["content"], body["messages"][-1]["content"])
+                if stub.refuse_schemas and "response_format" in body:
+                    data = b'{"error": {"message": "response_format is not supported", "type": "invalid_request_error"}}'
+                    self.send_response(400)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                with stub._lock:
+                    garbage = stub.garbage_first > 0
+                    if garbage:
+                        stub.garbage_first -= 1
+                content = "Sure! The feature is about" if garbage else stub.answer(body["messages"][0]["content"],
+                                                                                  body["messages"][-1]["content"])
                 resp = {"id": "x", "object": "chat.completion", "created": 0, "model": body.get("model", "stub"),
                         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
                         "usage": {"prompt_tokens": len(body["messages"][-1]["content"].split()), "completion_tokens": 7, "total_tokens": 0}}
