@@ -135,14 +135,15 @@ def cluster_cmd(
     index: str = typer.Option(..., "--index"),
     where: Optional[List[str]] = typer.Option(None, "--where"),
     k: int = typer.Option(5, "--k"),
-    axis: Optional[str] = typer.Option(None, "--axis", help="Cluster along this axis, e.g. 'writing style'."),
+    axis: Optional[str] = typer.Option(None, "--axis", help="Cluster along this axis: 'news topic', 'tone', 'A vs B'."),
     method: str = typer.Option("sae", "--method", help="sae | dense"),
     label_field: Optional[str] = typer.Option(None, "--label-field", help="Score clusters against this payload field."),
     plot: Optional[Path] = typer.Option(None, "--plot"),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
 ):
-    """Cluster documents (spectral on Jaccard of latents; optionally only latents related to --axis)."""
+    """Cluster documents: spectral on the Jaccard similarity of their latents, or with --axis by
+    their positions on the axis's values (a taxonomy group such as topic or tone, or poles 'A vs B')."""
     from analyses.clustering import cluster
     from analyses.matrix import AnalysisError
 
@@ -160,8 +161,13 @@ def cluster_cmd(
         plot_clusters(res, coords, pred, plot)
 
     def render(r):
+        if r.get("axis_resolved"):
+            ax = r["axis_resolved"]
+            console.print(f"axis {escape(ax['text'])!r}: {escape(ax['source'])} ({len(ax['values'])} values)", highlight=False)
         for c in r["clusters"]:
-            console.print(f"[bold]cluster {c['id']}[/bold] ({c['size']} docs): " + ", ".join(escape(l["label"]) for l in c["latents"][:5]), highlight=False)
+            on_axis = ", ".join(escape(v["value"]) for v in c.get("axis_values", []))
+            console.print(f"[bold]cluster {c['id']}[/bold] ({c['size']} docs)" + (f" [{on_axis}]" if on_axis else "") + ": "
+                          + ", ".join(escape(l["label"]) for l in c["latents"][:5]), highlight=False)
         if r["scores"]:
             console.print(f"scores vs {label_field}: {r['scores']}")
 

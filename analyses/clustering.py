@@ -19,7 +19,8 @@ import pyarrow as pa
 
 from analyses.matrix import (AnalysisError, canonical_order, check_bound, check_filter, latent_labels, latent_medians, load_matrix, require_docs, sample_positions,
                              slice_counts)
-from indexer.catalog import latents_for_query, require_index
+from analyses.axis import affinities, kmeans, p90_by_latent, positions, resolve_axis, value_profile
+from indexer.catalog import require_index
 from indexer.columns import above_floor, column_values, fresh_copy, row_mask
 from indexer.store import Filter, Store
 
@@ -51,8 +52,27 @@ def cluster_scores(pred: np.ndarray, truth: list) -> dict:
             "nmi": round(float(normalized_mutual_info_score(t, pred)), 4), "n_labels": len(labels)}
 
 
-def select_axis_latents(store: Store, axis: str, n: int = 200) -> list[int]:
-    return [i for i, _ in latents_for_query(store, axis, n)]
+def _axis_model(store: Store, axis: str, d_sae: int, cols: np.ndarray):
+    """The resolved axis, its (d_sae, values) latent affinities restricted to the latents that
+    pass the coverage filters, and p90 per latent (see :mod:`analyses.axis`)."""
+    from indexer.latent_table import latent_table
+
+    ax = resolve_axis(axis)
+    table = latent_table(store)
+    W = affinities(table, ax, d_sae)
+    keep = np.zeros(d_sae, bool)
+    keep[cols] = True
+    W[~keep] = 0.0
+    if not W.any():
+        raise AnalysisError(f"no latent of this index leans to any value of the axis {axis!r}")
+    return ax, W, p90_by_latent(table, d_sae)
+
+
+def _add_axis(out: dict, ax, F: np.ndarray, pred: np.ndarray, k: int) -> None:
+    """What each cluster is on the axis: its values above the slice's mean."""
+    out["axis_resolved"] = ax.as_dict()
+    for c, vals in zip(out["clusters"], value_profile(F, pred, k, ax)):
+        c["axis_values"] = vals
 
 
 def cluster(
@@ -63,7 +83,6 @@ def cluster(
     axis: str | None = None,
     method: str = "sae",
     label_field: str | None = None,
-    axis_latents: int = 200,
     min_coverage: float = 0.005,
     max_coverage: float = 0.5,
     threshold: float = 0.0,
@@ -81,7 +100,6 @@ def cluster(
     if k < 2:
         raise AnalysisError("k must be at least 2")
     check_bound("k", k, 2, 100)
-    check_bound("--axis-latents", axis_latents, 1, 5000)
     check_filter(where, "--where")
     fields = [label_field] if label_field else []
     if method == "sae":
@@ -90,7 +108,7 @@ def cluster(
         tables = list(copy.iter_shards(arrays=False))  # row tables and order keys only
         selected = [np.flatnonzero(row_mask(sh.table, where)) for sh in tables]
         if sum(len(r) for r in selected) > stream_above:
-            return _cluster_streaming(store, index, copy, tables, selected, where, k, axis, label_field, axis_latents,
+            return _cluster_streaming(store, index, copy, tables, selected, where, k, axis, label_field,
                                       min_coverage, max_coverage, threshold, n_examples, seed, floor, with_coords)
     # No noise floor by default (unlike diff and correlations): on 999 whole BBC articles, topic
     # accuracy was 0.741 at floor 0, 0.735 at 0.5 and 0.707 at 1.0 - Jaccard over many latents
@@ -102,15 +120,18 @@ def cluster(
     B = m.binary(threshold)
     freq = np.asarray(B.sum(axis=0)).ravel() / m.n_docs
     cols = np.flatnonzero((freq >= min_coverage) & (freq <= max_coverage))
-    if axis:
-        related = set(select_axis_latents(store, axis, axis_latents))
-        cols = np.array([c for c in cols if c in related], dtype=int)
     if method == "sae" and len(cols) == 0:
-        raise AnalysisError("no latents left to cluster on (axis too narrow or coverage filters too strict)")
+        raise AnalysisError("no latents left to cluster on (coverage filters too strict)")
     rng = np.random.default_rng(seed)
     n = m.n_docs
     fit_rows = np.arange(n) if n <= MAX_SPECTRAL_DOCS else np.sort(rng.choice(n, MAX_SPECTRAL_DOCS, replace=False))
-    if method == "sae":
+    ax = F = None
+    if method == "sae" and axis:
+        ax, W, p90 = _axis_model(store, axis, m.X.shape[1], cols)
+        F = positions(m.X, p90, W)
+        pred = kmeans(F[fit_rows], k, seed).predict(F)
+        cols = np.flatnonzero(W.any(axis=1))
+    elif method == "sae":
         Bs = B[:, cols].tocsr()
         pred = _spectral(Bs, fit_rows, k, seed)
     else:
@@ -120,20 +141,22 @@ def cluster(
     clusters = _describe(store, m, B, pred, k, n_examples)
     out = {"documents": n, "method": method, "axis": axis, "latents_used": int(len(cols)) if method == "sae" else None,
            "clusters": clusters, "assignments": {d: int(c) for d, c in zip(m.doc_ids, pred)}, "scores": {}}
+    if ax is not None:
+        _add_axis(out, ax, F, pred, k)
     if label_field:
         truth = [p.get(label_field) for p in m.payload]
         out["scores"] = cluster_scores(pred, truth)
     if with_coords:  # 2-D projection for --plot (not part of the JSON contract)
         from sklearn.decomposition import TruncatedSVD
 
-        feats = B[:, cols] if method == "sae" else m.dense  # type: ignore[attr-defined]
+        feats = (F if F is not None else B[:, cols]) if method == "sae" else m.dense  # type: ignore[attr-defined]
         out["_coords"] = TruncatedSVD(2, random_state=seed).fit_transform(feats)
         out["_pred"] = pred
     return out
 
 
 def _cluster_streaming(store: Store, index: str, copy, tables: list, selected: list[np.ndarray], where, k: int, axis,
-                       label_field, axis_latents: int, min_coverage: float, max_coverage: float, threshold: float,
+                       label_field, min_coverage: float, max_coverage: float, threshold: float,
                        n_examples: int, seed: int, floor: float, with_coords: bool = False) -> dict:
     """The same clustering for slices larger than MAX_SPECTRAL_DOCS without holding the slice in
     memory: spectral clustering on the same seeded sample the in-memory path fits on, then two
@@ -145,29 +168,42 @@ def _cluster_streaming(store: Store, index: str, copy, tables: list, selected: l
     _, counts = slice_counts(copy, where, floor, ref, threshold)
     freq = counts / n
     cols = np.flatnonzero((freq >= min_coverage) & (freq <= max_coverage))
-    if axis:
-        related = set(select_axis_latents(store, axis, axis_latents))
-        cols = np.array([c for c in cols if c in related], dtype=int)
     if len(cols) == 0:
-        raise AnalysisError("no latents left to cluster on (axis too narrow or coverage filters too strict)")
+        raise AnalysisError("no latents left to cluster on (coverage filters too strict)")
     canon = canonical_order(tables, selected)
     rank = np.empty_like(canon)
     rank[canon] = np.arange(len(canon))  # copy position -> canonical position
     fit_pos = sample_positions(n, MAX_SPECTRAL_DOCS, seed)  # canonical positions, as the in-memory path samples
-    fit = load_matrix(store, index, where, floor=floor, medians=ref, positions=fit_pos)
-    from sklearn.cluster import SpectralClustering
-
-    Bfit = fit.binary(threshold)[:, cols].tocsr()
-    labels_fit = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed,
-                                    assign_labels="cluster_qr").fit_predict(jaccard(Bfit))
-    cent = np.vstack([np.asarray(Bfit[labels_fit == c].mean(axis=0)).ravel() for c in range(k)])
-    cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-8)
-    fit_copy = canon[fit_pos]  # the same documents in copy order
-    o = np.argsort(fit_copy)
-    fit_copy, fit_labels = fit_copy[o], labels_fit[o]
-    cent_full = np.zeros((copy.d_sae, k))  # centroids over all latents (zero off-axis): no column slicing per shard
-    cent_full[cols] = cent.T
     d_sae = copy.d_sae
+    ax = F_all = pred_all = None
+    if axis:  # one pass for every document's axis position, k-means fitted on the same sample
+        ax, W, p90 = _axis_model(store, axis, d_sae, cols)
+        F_all = np.zeros((n, W.shape[1]), np.float32)
+        pos = 0
+        for shard, rows in zip(copy.iter_shards(), selected):
+            if len(rows):
+                X = shard.csr(d_sae, None if len(rows) == shard.rows else rows)
+                if ref is not None and floor > 0:
+                    X.data = np.where(above_floor(X.data, X.indices, ref, floor), X.data, 0).astype(np.float32)
+                    X.eliminate_zeros()
+                F_all[pos : pos + len(rows)] = positions(X, p90, W)
+                pos += len(rows)
+        pred_all = kmeans(F_all[canon[fit_pos]], k, seed).predict(F_all)
+        cols = np.flatnonzero(W.any(axis=1))
+    else:
+        fit = load_matrix(store, index, where, floor=floor, medians=ref, positions=fit_pos)
+        from sklearn.cluster import SpectralClustering
+
+        Bfit = fit.binary(threshold)[:, cols].tocsr()
+        labels_fit = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed,
+                                        assign_labels="cluster_qr").fit_predict(jaccard(Bfit))
+        cent = np.vstack([np.asarray(Bfit[labels_fit == c].mean(axis=0)).ravel() for c in range(k)])
+        cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-8)
+        fit_copy = canon[fit_pos]  # the same documents in copy order
+        o = np.argsort(fit_copy)
+        fit_copy, fit_labels = fit_copy[o], labels_fit[o]
+        cent_full = np.zeros((copy.d_sae, k))  # centroids over all latents (zero off-axis): no column slicing per shard
+        cent_full[cols] = cent.T
     cin = np.zeros((k, d_sae))
     ids: list[str] = []
     truth: list = []
@@ -184,9 +220,12 @@ def _cluster_streaming(store: Store, index: str, copy, tables: list, selected: l
         if len(rows) == 0:
             continue
         B = binary_rows(shard, rows)
-        pred = np.asarray(B @ cent_full).argmax(axis=1)
-        a, b = np.searchsorted(fit_copy, [pos, pos + len(rows)])
-        pred[fit_copy[a:b] - pos] = fit_labels[a:b]
+        if pred_all is not None:
+            pred = pred_all[pos : pos + len(rows)]
+        else:
+            pred = np.asarray(B @ cent_full).argmax(axis=1)
+            a, b = np.searchsorted(fit_copy, [pos, pos + len(rows)])
+            pred[fit_copy[a:b] - pos] = fit_labels[a:b]
         pos += len(rows)
         preds.append(pred)
         cin += (B.T @ sp.csr_matrix((np.ones(len(pred)), (np.arange(len(pred)), pred)), shape=(len(pred), k))).T.toarray()
@@ -214,6 +253,8 @@ def _cluster_streaming(store: Store, index: str, copy, tables: list, selected: l
     clusters = _describe_counts(store, cin, sizes, n, [[ids[r] for _, _, r in best[c]] for c in range(k)])
     out = {"documents": n, "method": "sae", "axis": axis, "latents_used": int(len(cols)), "clusters": clusters,
            "assignments": {ids[r]: int(pred[r]) for r in canon}, "scores": {}, "fitted_on": int(len(fit_pos))}
+    if ax is not None:
+        _add_axis(out, ax, F_all, pred, k)
     if label_field:
         if all(t is None for t in truth):
             raise AnalysisError(f"unknown field {label_field!r}: no document in the slice has it")
@@ -221,8 +262,12 @@ def _cluster_streaming(store: Store, index: str, copy, tables: list, selected: l
     if with_coords:  # --plot shows the fitted sample
         from sklearn.decomposition import TruncatedSVD
 
-        out["_coords"] = TruncatedSVD(2, random_state=seed).fit_transform(Bfit)
-        out["_pred"] = labels_fit
+        if F_all is not None:
+            out["_coords"] = TruncatedSVD(2, random_state=seed).fit_transform(F_all[canon[fit_pos]])
+            out["_pred"] = pred[canon[fit_pos]]
+        else:
+            out["_coords"] = TruncatedSVD(2, random_state=seed).fit_transform(Bfit)
+            out["_pred"] = labels_fit
     return out
 
 

@@ -38,12 +38,18 @@ def load_vocabulary(wordnet_min_tags: int = 3, hypernym_levels: int = 2) -> list
 
 
 def taxonomy() -> list[Concept]:
-    out = []
+    return [c for cs in taxonomy_groups().values() for c in cs]
+
+
+def taxonomy_groups() -> dict[str, list[Concept]]:
+    """The taxonomy by group (topic, tone, register, format, speech act, discourse, syntax): the
+    values an axis such as "news topic" or "tone" ranges over."""
+    out: dict[str, list[Concept]] = {}
     for line in TAXONOMY.read_text(encoding="utf-8").splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         name, group, desc = line.split("\t")
-        out.append(Concept(name, f"{name}: {desc}", "taxonomy"))
+        out.setdefault(group, []).append(Concept(name, f"{name}: {desc}", "taxonomy"))
     return out
 
 
