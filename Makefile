@@ -27,7 +27,7 @@ test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_corpus.py tests/test_store.py tests/test_sae.py tests/test_columns.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_corpus.py tests/test_store.py tests/test_sae.py tests/test_columns.py tests/test_api_units.py tests/test_axis.py
 
 bench: setup
 	$(BIN)/python benchmarks/index_throughput.py
