@@ -1,20 +1,21 @@
-"""The one `saedex` command line: every layer registers its own commands here."""
+"""The one `saedex` command line, composed here at the top layer: each layer's module registers
+its own commands. Imported explicitly, so a missing or misspelt module fails at start-up instead
+of silently dropping its commands."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
 import typer
+
+import analyses.cli
+import indexer.cli
+import search.cli
+import server.serve_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="saedex: interpretable SAE embeddings for search and analysis of text collections.")
 
-_COMMAND_MODULES = ("indexer.cli", "search.cli", "analyses.cli", "server.serve_cli")
-
-for _name in _COMMAND_MODULES:
-    if importlib.util.find_spec(_name) is not None:
-        importlib.import_module(_name).register(app)
+for _module in (indexer.cli, search.cli, analyses.cli, server.serve_cli):
+    _module.register(app)
 
 
 def main() -> None:
