@@ -35,6 +35,10 @@ class LatentTable:
     labels: list[str]
     kinds: list[str]
     descriptions: list[str]
+    # each latent's mean cosine (label, snippet vector) to the 208 taxonomy concepts: how similar it
+    # is to *any* property; query matching subtracts it (see indexer.catalog.latents_for_query)
+    label_ref: np.ndarray | None = None
+    snippet_ref: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -72,6 +76,7 @@ def build_table(store: Store, token: str | None) -> LatentTable:
     labels = _unit([p.label_vec for p in pts], dim)
     snippets = _unit([p.snippet_vec or p.label_vec for p in pts], dim)
     pl = [p.payload for p in pts]
+    ref = _reference_concepts(dim)
     return LatentTable(
         token=token,
         ids=np.array([p.latent for p in pts], np.int64),
@@ -81,7 +86,25 @@ def build_table(store: Store, token: str | None) -> LatentTable:
         quality=np.array([np.nan if x.get("quality") is None else float(x["quality"]) for x in pl], np.float32),
         labels=[x.get("label", "") for x in pl], kinds=[x.get("kind", "lexical") for x in pl],
         descriptions=[x.get("description", "") for x in pl],
+        label_ref=(labels @ ref.T).mean(axis=1) if ref is not None else None,
+        snippet_ref=(snippets @ ref.T).mean(axis=1) if ref is not None else None,
     )
+
+
+_ref_cache: dict[int, np.ndarray | None] = {}
+
+
+def _reference_concepts(dim: int) -> np.ndarray | None:
+    """Unit embeddings of the taxonomy's concepts (styles, tones, formats, topics...): the
+    reference set a latent's generic similarity is measured against. None when the embedder's
+    dimension differs from the index's label vectors (another embedder)."""
+    if dim not in _ref_cache:
+        from indexer.dictionary.vocabulary import taxonomy
+        from indexer.embedder import get_embedder
+
+        emb = get_embedder()
+        _ref_cache[dim] = emb.encode([c.text for c in taxonomy()]) if emb.dim == dim else None
+    return _ref_cache[dim]
 
 
 _tables: "weakref.WeakKeyDictionary[Store, LatentTable]" = weakref.WeakKeyDictionary()

@@ -28,3 +28,21 @@ def test_positions_weigh_latents_by_their_lean_and_ignore_document_length():
     ax = Axis("x", ["a", "b"], ["a", "b"], "poles")
     prof = value_profile(F, np.array([0, 1, 0]), 2, ax)
     assert prof[0][0]["value"] == "a" and prof[1][0]["value"] == "b"
+
+
+def test_query_matching_subtracts_how_similar_a_latent_is_to_any_property():
+    """A latent whose contexts resemble every property (high mean similarity to the taxonomy)
+    must not outrank one that resembles this query specifically."""
+    from indexer.catalog import latents_for_query
+    from indexer.latent_table import LatentTable
+
+    q = np.array([1.0, 0.0, 0.0], np.float32)
+    generic = np.array([0.8, 0.6, 0.0], np.float32)  # cos 0.8 to the query, close to everything
+    specific = np.array([0.7, 0.0, 0.714], np.float32)  # cos 0.7 to the query, unlike the others
+    vecs = np.stack([generic, specific]) / np.linalg.norm(np.stack([generic, specific]), axis=1, keepdims=True)
+    table = LatentTable(token="t", ids=np.array([1, 2]), label_vecs=vecs, snippet_vecs=vecs, p90=np.ones(2, np.float32),
+                        doc_freq=np.full(2, 0.1, np.float32), quality=np.full(2, np.nan, np.float32), labels=["g", "s"],
+                        kinds=["lexical"] * 2, descriptions=["", ""], label_ref=np.array([0.6, 0.2], np.float32),
+                        snippet_ref=np.array([0.6, 0.2], np.float32))
+    assert [i for i, _ in latents_for_query(None, q, 2, table=table, center=0.0)] == [1, 2]
+    assert [i for i, _ in latents_for_query(None, q, 2, table=table, center=1.0)] == [2, 1]
