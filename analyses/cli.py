@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from indexer.cli_common import JsonOpt, UrlOpt, UserError, console, emit, friendly_errors
+from indexer.cli_common import JsonOpt, UrlOpt, console, emit, friendly_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -27,12 +27,9 @@ def _store(index: str, qdrant_url: str | None):
 
 
 def _where(items: list[str] | None):
-    from search.filters import FilterError, parse_where
+    from search.filters import parse_where
 
-    try:
-        return parse_where(items)
-    except FilterError as e:
-        raise UserError(str(e)) from None
+    return parse_where(items)
 
 
 @friendly_errors
@@ -54,7 +51,6 @@ def diff_cmd(
 ):
     """How does slice A differ from slice B? Latents by document-frequency difference, BH-adjusted."""
     from analyses.diff import diff
-    from analyses.matrix import AnalysisError
 
     fa = _where(a)
     fb = [_where([x]) for x in b] if multi else _where(b)
@@ -62,8 +58,6 @@ def diff_cmd(
     try:
         res = diff(store, index, fa, fb, top=top, threshold=threshold, min_coverage=min_coverage,
                    max_coverage=max_coverage, hypotheses=hypotheses, llm_model=llm, floor=floor)
-    except AnalysisError as e:
-        raise UserError(str(e)) from None
     finally:
         store.close()
     if plot:
@@ -103,14 +97,11 @@ def correlations_cmd(
 ):
     """Latent pairs that co-occur (NPMI) although their labels are unrelated."""
     from analyses.correlations import correlations
-    from analyses.matrix import AnalysisError
 
     store = _store(index, qdrant_url)
     try:
         res = correlations(store, index, _where(where), min_npmi=min_npmi, max_label_sim=max_label_sim,
                            min_support=min_support, top=top, max_freq=max_freq, per_doc=per_doc, floor=floor, max_docs=max_docs)
-    except AnalysisError as e:
-        raise UserError(str(e)) from None
     finally:
         store.close()
     if plot:
@@ -145,13 +136,10 @@ def cluster_cmd(
     """Cluster documents: spectral on the Jaccard similarity of their latents, or with --axis by
     their positions on the axis's values (a taxonomy group such as topic or tone, or poles 'A vs B')."""
     from analyses.clustering import cluster
-    from analyses.matrix import AnalysisError
 
     store = _store(index, qdrant_url)
     try:
         res = cluster(store, index, _where(where), k=k, axis=axis, method=method, label_field=label_field, with_coords=plot is not None)
-    except AnalysisError as e:
-        raise UserError(str(e)) from None
     finally:
         store.close()
     coords, pred = res.pop("_coords", None), res.pop("_pred", None)

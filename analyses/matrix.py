@@ -5,6 +5,8 @@ Never materialises a dense docs x latents matrix: memory grows with the number o
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +19,7 @@ from indexer.columns import ColumnCopy, _ranges, above_floor, column_values, fre
 from indexer.store import Filter, Store
 
 
-class AnalysisError(ValueError):
+class AnalysisError(InputError):
     """Bad analysis input (empty slice, k too large, unknown field); one-line error."""
 
 

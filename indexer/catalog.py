@@ -5,6 +5,8 @@ These are what `saedex info/latents`, search and the server share.
 
 from __future__ import annotations
 
+from indexer.errors import ConflictError
+
 import numpy as np
 
 from indexer.embedder import get_embedder
@@ -12,7 +14,7 @@ from indexer.manifest import check_version
 from indexer.store import Filter, IndexNotFound, LatentPoint, Store
 
 
-class LatentStatsStale(ValueError):
+class LatentStatsStale(ConflictError):
     """Latent statistics do not cover the index's documents (exit 2 / HTTP 409)."""
 
 

@@ -15,6 +15,8 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 
+from indexer.errors import InputError, SaedexError
+
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
@@ -22,8 +24,8 @@ JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on std
 UrlOpt = typer.Option(None, "--qdrant-url", envvar="SAEDEX_QDRANT_URL", help="Qdrant server URL (default: embedded Qdrant Edge).")
 
 
-class UserError(Exception):
-    """An error caused by the user's input; reported as one line, exit code 2."""
+class UserError(InputError):
+    """An error in what the user asked for, raised by the CLI itself (exit code 2)."""
 
 
 def emit(obj: Any, as_json: bool, render: Callable[[Any], None] | None = None) -> None:
@@ -46,26 +48,24 @@ def _default(o: Any):
 
 
 def friendly_errors(fn: Callable) -> Callable:
-    """Turn known exceptions into one-line messages and exit codes."""
+    """The CLI's one mapping of errors: a :class:`indexer.errors.SaedexError` (or a missing file)
+    is one line on stderr and its exit code; anything else is a bug and keeps its traceback,
+    after a one-line hint (``SAEDEX_DEBUG=1`` shows tracebacks for the known errors too)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from indexer.corpus import CorpusError
-        from indexer.manifest import ManifestMismatch
-        from indexer.llm import LLMNotConfigured
-        from indexer.store import IndexNotFound, StoreError
-
         try:
             return fn(*args, **kwargs)
-        except (UserError, CorpusError, ManifestMismatch, ValueError, FileNotFoundError, LLMNotConfigured, IndexNotFound) as e:
+        except (SaedexError, FileNotFoundError) as e:
             if os.environ.get("SAEDEX_DEBUG"):
                 raise
             err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except StoreError as e:
-            if os.environ.get("SAEDEX_DEBUG"):
-                raise
-            err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(getattr(e, "exit_code", 2)) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception:
+            err_console.print("[red]unexpected error[/red] (a bug in saedex, not in your input): the traceback follows; "
+                              "please report it", highlight=False)
+            raise
 
     return wrapper

@@ -8,6 +8,8 @@ and counted. Non-UTF-8 bytes raise an error naming the file and byte offset.
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 import csv
 import gzip
 import hashlib
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError):
     """Input that cannot be read; the message names the file and the record."""
 
 

@@ -11,6 +11,8 @@ index with that recipe, or refuses a file whose recipe differs from an existing 
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 import json
 import math
 import sys
@@ -29,7 +31,7 @@ RECIPE_FIELDS = ("version", "reader", "inference", "sae", "pooling", "embedder")
 CORE = {"id", "dataset", "text", "latents", "values", "dense"}
 
 
-class InterchangeError(ValueError):
+class InterchangeError(InputError):
     """A file that cannot be imported or exported; the one-line message names the row or column."""
 
 

@@ -7,6 +7,8 @@ exponential back-off, bounded concurrency and token accounting.
 
 from __future__ import annotations
 
+from indexer.errors import InputError, UnavailableError
+
 import json
 import os
 import re
@@ -17,8 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 
-class LLMNotConfigured(RuntimeError):
-    pass
+class LLMNotConfigured(InputError):
+    """An LLM step was asked for without an endpoint and model configured."""
+
+
+class LLMUnavailable(UnavailableError):
+    """The LLM endpoint failed every attempt (down, overloaded, timing out)."""
 
 
 @dataclass
@@ -127,7 +133,7 @@ class LLMClient:
                     time.sleep(delay)
                     delay *= 2
         self.usage.failures += 1
-        raise RuntimeError(f"LLM call failed after {attempt + 1} attempt(s): {last}")
+        raise LLMUnavailable(f"LLM call failed after {attempt + 1} attempt(s): {last}")
 
     def chat_json(self, system: str, user: str, max_tokens: int = 300, schema: dict | None = None) -> Any:
         """A parsed JSON answer; an unparseable one is counted and asked for once more."""

@@ -8,13 +8,15 @@ commands that rebuild them.
 
 from __future__ import annotations
 
+from indexer.errors import ConflictError
+
 from indexer.reader import ReaderConfig
 from indexer.sae import SparseAutoencoder
 
 MANIFEST_VERSION = 2  # 2: whole documents read in windows (reader.window/overlap, max_tokens 4,096)
 
 
-class ManifestMismatch(ValueError):
+class ManifestMismatch(ConflictError):
     pass
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 import os
 import re
 from pathlib import Path
@@ -18,7 +20,7 @@ def saedex_home() -> Path:
 def validate_index_name(name: str) -> str:
     """Index names become directory names: refuse anything that could escape ``$SAEDEX_HOME``."""
     if not isinstance(name, str) or not INDEX_NAME_RE.match(name):
-        raise ValueError(f"invalid index name {name!r}: use 1-64 characters from [A-Za-z0-9_-]")
+        raise InputError(f"invalid index name {name!r}: use 1-64 characters from [A-Za-z0-9_-]")
     return name
 
 

@@ -10,6 +10,8 @@ Guarantees:
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 import sys
 import time
 from dataclasses import dataclass, field
@@ -74,7 +76,7 @@ class Indexer:
         if self._reader is None:
             reader = get_reader(self.reader_cfg)
             if reader.d_model != self.sae.d_in:
-                raise ValueError(f"SAE expects d_in={self.sae.d_in} but reader {self.reader_cfg.model} layer "
+                raise InputError(f"SAE expects d_in={self.sae.d_in} but reader {self.reader_cfg.model} layer "
                                  f"{self.reader_cfg.layer} has width {reader.d_model}")
             # The SAE's encoder matmul runs in the reader's precision, on its device.
             self.sae.set_precision(reader.precision, reader.device)

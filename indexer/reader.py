@@ -19,6 +19,8 @@ Special tokens (BOS, EOS, padding) are masked out: they never reach pooling or S
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 import os
 import threading
 from dataclasses import dataclass, field
@@ -62,17 +64,17 @@ class ReaderConfig:
 
     def __post_init__(self) -> None:
         if self.layer < 1:
-            raise ValueError(f"--layer must be >= 1 (got {self.layer}); layer L is the residual stream after block L")
+            raise InputError(f"--layer must be >= 1 (got {self.layer}); layer L is the residual stream after block L")
         if self.max_tokens < 1:
-            raise ValueError(f"--max-tokens must be >= 1 (got {self.max_tokens})")
+            raise InputError(f"--max-tokens must be >= 1 (got {self.max_tokens})")
         if self.window < 8:
-            raise ValueError(f"--window must be >= 8 tokens (got {self.window})")
+            raise InputError(f"--window must be >= 8 tokens (got {self.window})")
         if not 0 <= self.overlap < self.window // 2:
-            raise ValueError(f"--overlap must be in 0..{self.window // 2 - 1} for --window {self.window} (got {self.overlap})")
+            raise InputError(f"--overlap must be in 0..{self.window // 2 - 1} for --window {self.window} (got {self.overlap})")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.device not in DEVICES:
-            raise ValueError(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+            raise InputError(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
 
     def recipe(self) -> dict:
         """The part that changes vectors: kept in the manifest and compared on every ingest."""
@@ -170,14 +172,14 @@ def _truncate_after_layer(model: torch.nn.Module, layer: int) -> torch.nn.Module
     if layers is None:  # encoder-style models (BERT family)
         enc = getattr(base, "encoder", None)
         if enc is None or not hasattr(enc, "layer"):
-            raise ValueError(f"cannot find transformer blocks in {type(model).__name__}")
+            raise InputError(f"cannot find transformer blocks in {type(model).__name__}")
         if not 1 <= layer <= len(enc.layer):
-            raise ValueError(f"layer {layer} out of range 1..{len(enc.layer)}")
+            raise InputError(f"layer {layer} out of range 1..{len(enc.layer)}")
         enc.layer = enc.layer[:layer]
         base.config.num_hidden_layers = layer
         return base
     if not 1 <= layer <= len(layers):
-        raise ValueError(f"layer {layer} out of range 1..{len(layers)}")
+        raise InputError(f"layer {layer} out of range 1..{len(layers)}")
     base.layers = layers[:layer]
     base.config.num_hidden_layers = layer
     if hasattr(base.config, "layer_types") and base.config.layer_types:
@@ -300,7 +302,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available to torch (use --device cpu or auto)")
+        raise InputError("--device cuda: no CUDA device is available to torch (use --device cpu or auto)")
     return torch.device(name)
 
 

@@ -12,6 +12,8 @@ TopK only the k largest pre-activations survive, which is also what makes max-po
 
 from __future__ import annotations
 
+from indexer.errors import InputError, UnavailableError
+
 import hashlib
 import json
 from dataclasses import dataclass
@@ -130,7 +132,7 @@ def load_sae(path: str | Path | None = None) -> SparseAutoencoder:
         return _load_pretrained_release(spath)
     p = Path(path)
     if not (p / "cfg.json").exists() or not (p / "sae_weights.safetensors").exists():
-        raise FileNotFoundError(f"{p}: not an SAE folder (needs cfg.json and sae_weights.safetensors)")
+        raise InputError(f"{p}: not an SAE folder (needs cfg.json and sae_weights.safetensors)")
     cfg = json.loads((p / "cfg.json").read_text())
     w = load_file(str(p / "sae_weights.safetensors"))
     sae = SparseAutoencoder(
@@ -139,7 +141,7 @@ def load_sae(path: str | Path | None = None) -> SparseAutoencoder:
     if "threshold" in w:
         sae.threshold = w["threshold"].float()
     if cfg.get("normalize_activations", "none") not in ("none", None):
-        raise ValueError(f"{p}: normalize_activations={cfg['normalize_activations']!r} is not supported; fold it into the weights")
+        raise InputError(f"{p}: normalize_activations={cfg['normalize_activations']!r} is not supported; fold it into the weights")
     return sae
 
 
@@ -151,7 +153,7 @@ def _load_pretrained_release(spec: str) -> SparseAutoencoder:
     try:
         loaded = SAE.from_pretrained(release=release, sae_id=sae_id, device="cpu")
     except Exception as e:  # noqa: BLE001 - sae-lens raises many kinds when offline
-        raise RuntimeError(f"cannot load pretrained SAE {spec!r} (is the model hub reachable?): {e}") from None
+        raise UnavailableError(f"cannot load pretrained SAE {spec!r} (is the model hub reachable?): {e}") from None
     sae_obj = loaded[0] if isinstance(loaded, tuple) else loaded
     cfg = sae_obj.cfg.to_dict() if hasattr(sae_obj.cfg, "to_dict") else dict(vars(sae_obj.cfg))
     out = SparseAutoencoder(

@@ -16,6 +16,8 @@ and a linear decay over the last 20% of steps.
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 import json
 import math
 import time
@@ -93,7 +95,7 @@ class TopKTrainer(torch.nn.Module):
 def _load_training_tokens(cache_dir: Path) -> np.ndarray:
     shards = list(iter_shards(cache_dir))
     if not shards:
-        raise FileNotFoundError(f"{cache_dir}: no cached activations (run the caching step first)")
+        raise InputError(f"{cache_dir}: no cached activations (run the caching step first)")
     return np.concatenate([np.asarray(s) for s in shards])
 
 

@@ -15,6 +15,8 @@ idempotent (an upsert of the same document overwrites itself).
 
 from __future__ import annotations
 
+from indexer.errors import UnavailableError
+
 import json
 import uuid
 from abc import ABC, abstractmethod
@@ -29,7 +31,7 @@ _NS = uuid.UUID("6f1b6c1e-6a55-4c39-9d0e-5ae0e5ae0e5a")
 DOCS, LATENTS = "docs", "latents"
 
 
-class StoreError(RuntimeError):
+class StoreError(UnavailableError):
     """A store problem the user can act on (locked, missing, incompatible)."""
 
 
@@ -39,6 +41,9 @@ class IndexLocked(StoreError):
 
 class IndexNotFound(StoreError):
     """No index of that name (HTTP 404, exit code 2)."""
+
+    exit_code = 2
+    http_status = 404
 
 
 def point_id(doc_id: str) -> str:

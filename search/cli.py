@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from indexer.cli_common import JsonOpt, UrlOpt, UserError, console, emit, friendly_errors
+from indexer.cli_common import JsonOpt, UrlOpt, console, emit, friendly_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -44,20 +44,15 @@ def search_cmd(
     as_json: bool = JsonOpt,
 ):
     """Property search with explanations (or the BM25 / dense / hybrid baselines)."""
-    from search.engine import SearchError, SearchOptions
-    from search.filters import FilterError, parse_where
+    from search.engine import SearchOptions
+    from search.filters import parse_where
 
-    try:
-        opts = SearchOptions(k=k, offset=offset, method=method, where=parse_where(where), rerank=rerank, expand=expand, like=like,
-                             temperature=temperature, n_latents=n_latents, llm_filter=llm_filter, llm_model=llm)
-        opts.validate(query)
-    except (SearchError, FilterError) as e:
-        raise UserError(str(e)) from None
+    opts = SearchOptions(k=k, offset=offset, method=method, where=parse_where(where), rerank=rerank, expand=expand, like=like,
+                         temperature=temperature, n_latents=n_latents, llm_filter=llm_filter, llm_model=llm)
+    opts.validate(query)
     store, engine = _engine(index, qdrant_url)
     try:
         out = engine.search(query, opts)
-    except SearchError as e:
-        raise UserError(str(e)) from None
     finally:
         store.close()
     emit(out, as_json, _render)

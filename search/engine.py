@@ -17,6 +17,8 @@ the character spans where they fire.
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 import math
 import threading
 import time
@@ -37,7 +39,7 @@ MAX_QUERY_CHARS = 2000
 HIDDEN_PAYLOAD = {"_fires", "_offsets", "doc_id", "text", "dataset"}
 
 
-class SearchError(ValueError):
+class SearchError(InputError):
     """Bad search input; reported as a one-line error (exit 2 / HTTP 422)."""
 
 

@@ -12,6 +12,8 @@ AP is measured over the same documents for all of them; each method ranks the wh
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 import json
 import random
 from dataclasses import dataclass
@@ -40,9 +42,9 @@ def load_queries(path: str | Path) -> list[QuerySpec]:
         try:
             d = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            raise InputError(f"{path}:{n}: invalid JSON ({e.msg})") from None
         if "query" not in d or ("rule" not in d and "relevant" not in d):
-            raise ValueError(f"{path}:{n}: needs 'query' and one of 'rule' or 'relevant'")
+            raise InputError(f"{path}:{n}: needs 'query' and one of 'rule' or 'relevant'")
         out.append(QuerySpec(d.get("name", d["query"]), d["query"], d.get("where", {}), d.get("rule"),
                              set(map(str, d["relevant"])) if "relevant" in d else None))
     return out
@@ -63,7 +65,7 @@ def matches(rule: dict, payload: dict) -> bool:
         return float(v) >= rule["gte"]
     if "lte" in rule:
         return float(v) <= rule["lte"]
-    raise ValueError(f"unknown rule {rule}")
+    raise InputError(f"unknown rule {rule}")
 
 
 def average_precision(ranked: list[str], relevant: set[str]) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 import json
 import math
 import re
@@ -15,7 +17,7 @@ MAX_VALUE_CHARS = 1024
 INT64 = (-(2**63), 2**63 - 1)
 
 
-class FilterError(ValueError):
+class FilterError(InputError):
     pass
 
 

@@ -38,10 +38,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from analyses.matrix import MAX_FILTER_FIELDS, MAX_SLICES
-from indexer.catalog import LatentStatsStale
-from indexer.manifest import OutdatedIndex
+from indexer.errors import SaedexError
 from indexer.paths import INDEX_NAME_RE
-from indexer.store import IndexNotFound, StoreError
 from server.auth import ApiKey, Authenticator, KeyConfigError, digest, keys_from_environment
 from server.guard import AuditLog, Guard
 from server.jobs import JobManager, QueueFull
@@ -203,20 +201,10 @@ def _filter(d: dict, what: str = "where") -> Any:
 
 
 def _api_error(e: BaseException) -> dict | None:
-    """The HTTP status and public message of a known library error (None: unexpected)."""
-    from analyses.matrix import AnalysisError
-    from indexer.llm import LLMNotConfigured
-    from search.engine import SearchError
-    from search.filters import FilterError
-
-    if isinstance(e, (AnalysisError, LLMNotConfigured, SearchError, FilterError)):
-        return {"status": 422, "detail": public_message(str(e))}
-    if isinstance(e, (LatentStatsStale, OutdatedIndex)):
-        return {"status": 409, "detail": public_message(str(e))}
-    if isinstance(e, IndexNotFound):
-        return {"status": 404, "detail": public_message(str(e))}
-    if isinstance(e, StoreError):
-        return {"status": 503, "detail": public_message(str(e))}
+    """The API's one mapping of errors: a SaedexError's HTTP status and public message (None:
+    unexpected - an opaque 500 with a request id)."""
+    if isinstance(e, SaedexError):
+        return {"status": e.http_status, "detail": public_message(str(e))}
     return None
 
 
@@ -291,11 +279,10 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
         return JSONResponse({"detail": public_message(exc.detail) if isinstance(exc.detail, str) else exc.detail},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    for exc_type in (IndexNotFound, LatentStatsStale, OutdatedIndex, StoreError):
-        @app.exception_handler(exc_type)
-        async def known_error(request: Request, exc: Exception):
-            err = _api_error(exc)
-            return JSONResponse({"detail": err["detail"]}, status_code=err["status"])
+    @app.exception_handler(SaedexError)
+    async def known_error(request: Request, exc: SaedexError):
+        err = _api_error(exc)
+        return JSONResponse({"detail": err["detail"]}, status_code=err["status"])
 
     IndexName = PathParam(..., pattern=NAME, description="index name")
 

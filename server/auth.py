@@ -21,6 +21,8 @@ every key (no early exit), so neither a non-ASCII token nor timing reveals anyth
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 import hashlib
 import hmac
 import json
@@ -35,7 +37,7 @@ _ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-class KeyConfigError(ValueError):
+class KeyConfigError(InputError):
     """The key configuration is unusable; the server refuses to start."""
 
 

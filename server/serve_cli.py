@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 from typing import Optional
 
 import typer
@@ -41,7 +43,7 @@ def serve_cmd(
     keys = load_keys(os.environ.get("SAEDEX_API_KEYS"), keys_file)  # KeyConfigError (a ValueError): exit 2
     if not keys:
         if host not in LOOPBACK:
-            raise ValueError("refusing to serve on a non-loopback address without keys (SAEDEX_API_KEYS or --keys-file)")
+            raise InputError("refusing to serve on a non-loopback address without keys (SAEDEX_API_KEYS or --keys-file)")
         err_console.print("[yellow]warning:[/yellow] no API keys configured: the API is open on loopback")
     _single_thread_torch()
     app = create_app(qdrant_url, keys=keys, audit_log=audit_log, docs=docs, analysis_workers=analysis_workers)

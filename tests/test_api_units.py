@@ -304,3 +304,46 @@ def test_planted_cache_files_cannot_run_code(tmp_path):
     assert load_or_build_bm25(_FakeStore(tmp_path)).doc_ids == ["a", "b", "c"]
     assert _load_snippet_cache(tmp_path / "snippet_cache.npz") == {}
     assert not MARKER.exists()
+
+
+# ----------------------------------------------------------------------------- one error base
+
+
+def test_every_user_facing_error_has_one_exit_code_and_one_http_status():
+    from analyses.matrix import AnalysisError
+    from indexer.catalog import LatentStatsStale
+    from indexer.corpus import CorpusError
+    from indexer.errors import SaedexError
+    from indexer.llm import LLMNotConfigured, LLMUnavailable
+    from indexer.manifest import ManifestMismatch, OutdatedIndex
+    from indexer.store import IndexLocked, IndexNotFound, StoreError
+    from search.engine import SearchError
+    from search.filters import FilterError
+    from server.app import _api_error
+
+    want = {AnalysisError: (2, 422), SearchError: (2, 422), FilterError: (2, 422), CorpusError: (2, 422),
+            KeyConfigError: (2, 422), LLMNotConfigured: (2, 422), IndexNotFound: (2, 404), LatentStatsStale: (2, 409),
+            ManifestMismatch: (2, 409), OutdatedIndex: (2, 409), StoreError: (1, 503), IndexLocked: (1, 503),
+            LLMUnavailable: (1, 503)}
+    for cls, (code, status) in want.items():
+        e = cls("x at /secret/place")
+        assert isinstance(e, SaedexError) and (e.exit_code, e.http_status) == (code, status), cls
+        assert _api_error(e) == {"status": status, "detail": "x at <path>"}
+    assert _api_error(ValueError("a bug")) is None  # unexpected: an opaque 500 with a request id
+
+
+def test_the_cli_reports_user_errors_in_one_line_and_bugs_with_their_traceback(monkeypatch):
+    from typer.testing import CliRunner
+
+    import search.engine
+    from server.cli import app
+
+    r = CliRunner().invoke(app, ["search", "x", "--index", "no/such"])
+    assert r.exit_code == 2 and "invalid index name" in r.output and "Traceback" not in r.output
+
+    def bug(*a, **k):
+        raise ValueError("a programming bug, not a user mistake")
+
+    monkeypatch.setattr(search.engine.SearchOptions, "validate", bug)
+    r = CliRunner().invoke(app, ["search", "x", "--index", "anything"])
+    assert r.exit_code == 1 and "unexpected error" in r.output and isinstance(r.exception, ValueError)

@@ -12,6 +12,8 @@ activation over the documents of a reference corpus where it fires, and ships it
 
 from __future__ import annotations
 
+from indexer.errors import InputError
+
 import argparse
 import sys
 import time
@@ -29,7 +31,7 @@ def load_reference(sae_dir: str | Path, d_sae: int) -> np.ndarray | None:
         return None
     ref = np.load(path, allow_pickle=False).astype(np.float32)
     if ref.shape != (d_sae,):
-        raise ValueError(f"{path}: shape {ref.shape} does not match the SAE's d_sae={d_sae}")
+        raise InputError(f"{path}: shape {ref.shape} does not match the SAE's d_sae={d_sae}")
     return ref
 
 
