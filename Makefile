@@ -26,8 +26,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
+# no reader model: stores, columns, corpus parsing, SAE math, API security, axis, LLM protocol (~30 s)
 test-fast: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_corpus.py tests/test_store.py tests/test_sae.py tests/test_columns.py tests/test_api_units.py tests/test_axis.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 bench: setup
 	$(BIN)/python benchmarks/index_throughput.py

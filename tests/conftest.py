@@ -67,6 +67,26 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def cli(*args: str):
+    """Run one `saedex` command in this process (models stay loaded between calls)."""
+    from typer.testing import CliRunner
+
+    from server.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+MODEL_FIXTURES = {"indexer_obj", "bbc_index"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that load the reader model (directly or through the shared index) are ``slow``;
+    ``make test-fast`` runs the rest (``-m "not slow"``)."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def shared_file(name: str) -> Path:
     p = SHARED / name
     if not p.exists():

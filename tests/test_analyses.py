@@ -12,7 +12,7 @@ import random
 import pytest
 
 from tests.conftest import load_bbc, shared_file, write_jsonl
-from tests.test_index_e2e import cli
+from tests.conftest import cli
 
 PHRASE = " Subscribe now to our premium newsletter for exclusive discount codes!"
 CLOSING = " I hope it is correct."  # the paper's flagship artefact: a closing phrase at the very end

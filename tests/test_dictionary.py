@@ -14,7 +14,7 @@ from indexer.dictionary.labelling import _lexical_quality, auc_rows
 from indexer.dictionary.store import load_dictionary, save_dictionary
 from indexer.dictionary.vocabulary import taxonomy
 from indexer.sae import DEFAULT_SAE_DIR, load_sae
-from tests.test_index_e2e import cli
+from tests.conftest import cli
 
 
 def test_auc_rows_matches_the_pairwise_definition():
@@ -114,6 +114,7 @@ def test_indexes_take_labels_kind_and_quality_from_the_dictionary(bbc_index):
     assert cli("label", "--index", bbc_index, "--json").exit_code == 0  # back to the dictionary
 
 
+@pytest.mark.slow  # loads the reader model
 def test_build_dictionary_end_to_end_and_resume(tmp_path: Path):
     """A tiny build (8 real BBC paragraphs, taxonomy only): every stage runs, the dictionary loads
     for the SAE it was built for, and a second run resumes from the saved stages."""

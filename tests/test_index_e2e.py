@@ -13,17 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from tests.conftest import ROOT, load_bbc, write_jsonl
-
-runner = CliRunner()
-
-
-def cli(*args: str):
-    from server.cli import app
-
-    return runner.invoke(app, list(args))
+from tests.conftest import ROOT, cli, load_bbc, write_jsonl
 
 
 def test_info_contract(bbc_index):
@@ -102,6 +92,7 @@ def _count(index: str) -> int:
     return json.loads(out.stdout)["documents"]
 
 
+@pytest.mark.slow  # runs the reader model in a subprocess
 def test_kill_9_mid_index_then_rerun_gives_exactly_the_documents(tmp_path):
     rows = load_bbc(20, seed=7)  # 100 docs
     path = write_jsonl(tmp_path / "crash.jsonl", rows)

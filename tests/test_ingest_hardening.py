@@ -122,7 +122,7 @@ def test_old_manifest_is_refused_with_rebuild_hint(tmp_path):
 # ----------------------------------------------------------------------------- with the real reader
 
 def _cli(*args: str):
-    from tests.test_index_e2e import cli
+    from tests.conftest import cli
 
     return cli(*args)
 

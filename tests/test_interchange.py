@@ -8,7 +8,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.test_index_e2e import cli
+from tests.conftest import cli
 
 
 def run_json(*args):

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.test_index_e2e import cli
+from tests.conftest import cli
 
 
 def search(*args):
