@@ -209,12 +209,13 @@ def _api_error(e: BaseException) -> dict | None:
 
 
 def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None, preload: bool = True,
-               keys: list[ApiKey] | None = None, audit_log: str | Path | None = None, docs: bool | None = None,
+               keys: list[ApiKey] | None = None, audit_log: str | Path | bool | None = None, docs: bool | None = None,
                analysis_workers: int = 1, jobs_per_index: int = 8, search_workers: int | None = None) -> FastAPI:
     """The app. Keys: ``keys`` (ApiKey list), or ``api_keys`` (plain strings: admin keys on every
     index), or else ``SAEDEX_API_KEYS`` / ``SAEDEX_KEYS_FILE``; none at all means no auth
-    (``saedex serve`` refuses that on a non-loopback address). ``audit_log`` defaults to
-    ``SAEDEX_AUDIT_LOG`` (unset: no audit file). ``docs`` (Swagger UI at /docs) defaults to
+    (``saedex serve`` refuses that on a non-loopback address). ``audit_log``: a path, False for
+    none, or None for ``SAEDEX_AUDIT_LOG`` (unset: none; ``saedex serve`` defaults to
+    ``$SAEDEX_HOME/audit.jsonl``). ``docs`` (Swagger UI at /docs) defaults to
     ``SAEDEX_API_DOCS=1``."""
     if keys is None:
         if api_keys is not None:
@@ -222,7 +223,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
         else:
             keys = keys_from_environment()
     authenticator = Authenticator(keys)
-    audit = AuditLog(audit_log if audit_log is not None else os.environ.get("SAEDEX_AUDIT_LOG") or None)
+    audit = AuditLog((audit_log or None) if audit_log is not None else os.environ.get("SAEDEX_AUDIT_LOG") or None)
     docs = docs if docs is not None else os.environ.get("SAEDEX_API_DOCS") == "1"
     jobs = JobManager(workers=analysis_workers, per_index=jobs_per_index, error_of=_api_error)
     registry = Registry(qdrant_url or os.environ.get("SAEDEX_QDRANT_URL"), on_gone=jobs.cancel_index)

@@ -25,7 +25,8 @@ def serve_cmd(
     keys_file: Optional[str] = typer.Option(None, "--keys-file", envvar="SAEDEX_KEYS_FILE",
                                             help="JSON keys file: ids, sha256 digests, roles, indexes (see README)."),
     audit_log: Optional[str] = typer.Option(None, "--audit-log", envvar="SAEDEX_AUDIT_LOG",
-                                            help="Append-only JSON-lines audit log of every /v1/ request."),
+                                            help="Append-only JSON-lines audit log of every /v1/ request "
+                                                 "(default $SAEDEX_HOME/audit.jsonl; '' turns it off)."),
     docs: bool = typer.Option(False, "--docs", help="Serve Swagger UI at /docs (it loads assets from a CDN)."),
     analysis_workers: int = typer.Option(1, "--analysis-workers", min=1, max=16, help="Analysis jobs run at once."),
     log_level: str = typer.Option("info", "--log-level"),
@@ -46,7 +47,13 @@ def serve_cmd(
             raise InputError("refusing to serve on a non-loopback address without keys (SAEDEX_API_KEYS or --keys-file)")
         err_console.print("[yellow]warning:[/yellow] no API keys configured: the API is open on loopback")
     _single_thread_torch()
-    app = create_app(qdrant_url, keys=keys, audit_log=audit_log, docs=docs, analysis_workers=analysis_workers)
+    if audit_log is None:
+        from indexer.paths import saedex_home
+
+        audit_log = str(saedex_home() / "audit.jsonl")
+    if audit_log:
+        err_console.print(f"audit log: {audit_log}")
+    app = create_app(qdrant_url, keys=keys, audit_log=audit_log or False, docs=docs, analysis_workers=analysis_workers)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
 
 
