@@ -38,7 +38,8 @@ import scipy.sparse as sp
 import re
 
 from indexer.progress import checkpoint
-from analyses.matrix import DEFAULT_FLOOR, AnalysisError, DocMatrix, check_bound, check_filter, load_matrix, require_docs
+from analyses.matrix import (DEFAULT_FLOOR, AnalysisError, DocMatrix, check_bound, check_filter, latent_cards, load_matrix,
+                             require_docs)
 from indexer.pooling import unpack
 from indexer.store import Filter, Store
 
@@ -148,8 +149,8 @@ def correlations(
     # strongest pairs are examined, at most MAX_EXAMINED_CAP (--max-label-sim 1e-8 once walked 40k pairs).
     order = np.argsort(-npmi, kind="stable")[: min(MAX_EXAMINED_CAP, max(MAX_EXAMINED, 50 * top))]
     lat_ids = sorted(set(cols[i[order]].tolist()) | set(cols[j[order]].tolist()))
-    lats = {p.latent: p for p in store.get_latents(lat_ids)} if lat_ids else {}
-    heads = _HeadSimilarity({l: p.payload.get("label", "") for l, p in lats.items()})
+    lats = latent_cards(store, lat_ids)
+    heads = _HeadSimilarity({l: c["label"] for l, c in lats.items()})
     heads.embed_all()
     peaks = _PeakPositions(store, m.doc_ids)
     pairs, dropped_similar, dropped_same_span = [], 0, 0
@@ -168,9 +169,9 @@ def correlations(
             dropped_similar += 1
             continue
         ex = [m.doc_ids[r] for r in rows[:n_examples]]
-        pa, pb = lats.get(a), lats.get(b)
-        pairs.append({"a": a, "b": b, "label_a": pa.payload.get("label", "") if pa else "", "label_b": pb.payload.get("label", "") if pb else "",
-                      "quality_a": pa.payload.get("quality") if pa else None, "quality_b": pb.payload.get("quality") if pb else None,
+        pa, pb = lats.get(a, {}), lats.get(b, {})
+        pairs.append({"a": a, "b": b, "label_a": pa.get("label", ""), "label_b": pb.get("label", ""),
+                      "quality_a": pa.get("quality"), "quality_b": pb.get("quality"),
                       "npmi": round(float(npmi[o]), 4), "count": int(cij[o]), "max_cond_prob": round(float(cond[o]), 4),
                       "label_sim": round(float(sim), 4), "examples": ex})
         if len(pairs) >= top:

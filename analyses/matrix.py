@@ -238,11 +238,23 @@ def require_docs(m: DocMatrix, what: str, minimum: int = 1) -> None:
 
 
 def latent_cards(store: Store, ids: list[int]) -> dict[int, dict]:
-    """Label, kind (concept | lexical) and label quality of each latent, for analysis tables."""
-    pts = store.get_latents(sorted(set(int(i) for i in ids))) if ids else []
-    return {p.latent: {"label": p.payload.get("label", ""), "kind": p.payload.get("kind", "lexical"),
-                       "quality": p.payload.get("quality")} for p in pts}
+    """Label, kind (concept | lexical) and label quality of each latent, for analysis tables.
+
+    Read from the index's in-memory latent table, not from the latents' Qdrant payloads: those
+    carry 20 examples each, and converting a few hundred of them held the GIL for ~300 ms at a
+    time - a search or ``/healthz`` next to an analysis job waited that long."""
+    from indexer.latent_table import latent_table
+
+    if not ids:
+        return {}
+    table = latent_table(store)
+    out = {}
+    for i in sorted(set(int(i) for i in ids)):
+        meta = table.meta(i)
+        if meta is not None:
+            out[i] = {"label": meta["label"], "kind": meta["kind"], "quality": meta["quality"]}
+    return out
 
 
 def latent_labels(store: Store, ids: list[int]) -> dict[int, str]:
-    return {p.latent: p.payload.get("label", "") for p in store.get_latents(sorted(set(int(i) for i in ids)))} if ids else {}
+    return {i: c["label"] for i, c in latent_cards(store, ids).items()}

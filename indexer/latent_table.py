@@ -23,6 +23,9 @@ import numpy as np
 from indexer.store import Store
 
 
+TABLE_FIELDS = ["label", "kind", "quality", "description", "quantiles", "doc_freq"]
+
+
 @dataclass
 class LatentTable:
     token: str | None
@@ -71,7 +74,7 @@ def _unit(rows: list[list[float]], dim: int) -> np.ndarray:
 
 
 def build_table(store: Store, token: str | None) -> LatentTable:
-    pts = store.get_latents(with_vectors=True)
+    pts = store.get_latents(with_vectors=True, payload_fields=TABLE_FIELDS)
     dim = next((len(p.label_vec) for p in pts if p.label_vec), 0)
     labels = _unit([p.label_vec for p in pts], dim)
     snippets = _unit([p.snippet_vec or p.label_vec for p in pts], dim)

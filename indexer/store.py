@@ -157,7 +157,10 @@ class Store(ABC):
     @abstractmethod
     def upsert_latents(self, points: list[LatentPoint]) -> None: ...
     @abstractmethod
-    def get_latents(self, ids: list[int] | None = None, with_vectors: bool = False) -> list[LatentPoint]: ...
+    def get_latents(self, ids: list[int] | None = None, with_vectors: bool = False,
+                    payload_fields: list[str] | None = None) -> list[LatentPoint]:
+        """Latents (all, ascending, or ``ids`` in order); ``payload_fields`` limits the payload
+        (a latent's examples are most of its bytes, and converting them holds the GIL)."""
     @abstractmethod
     def search_latents(self, vector: list[float], using: str, limit: int) -> list[tuple[int, float]]: ...
     @abstractmethod
@@ -477,16 +480,17 @@ class EdgeStore(Store):
         for s in range(0, len(pts), 1000):
             self._open(LATENTS).update(UpdateOperation.upsert_points(pts[s : s + 1000]))
 
-    def get_latents(self, ids=None, with_vectors=False):
+    def get_latents(self, ids=None, with_vectors=False, payload_fields=None):
         from qdrant_edge import ScrollRequest
 
         shard = self._open(LATENTS)
+        pl = list(payload_fields) if payload_fields is not None else True
         if ids is not None:
-            recs = shard.retrieve([int(i) for i in ids], True, with_vectors)
+            recs = shard.retrieve([int(i) for i in ids], pl, with_vectors)
         else:
             recs, offset = [], None
             while True:
-                page, offset = shard.scroll(ScrollRequest(offset=offset, limit=2000, with_payload=True, with_vector=with_vectors))
+                page, offset = shard.scroll(ScrollRequest(offset=offset, limit=500, with_payload=pl, with_vector=with_vectors))
                 recs.extend(page)
                 if offset is None:
                     break
@@ -688,13 +692,14 @@ class ServerStore(Store):
                 for p in points[s : s + 1000]
             ], wait=True)
 
-    def get_latents(self, ids=None, with_vectors=False):
+    def get_latents(self, ids=None, with_vectors=False, payload_fields=None):
+        pl = list(payload_fields) if payload_fields is not None else True
         if ids is not None:
-            recs = self.client.retrieve(self._c(LATENTS), [int(i) for i in ids], with_payload=True, with_vectors=with_vectors)
+            recs = self.client.retrieve(self._c(LATENTS), [int(i) for i in ids], with_payload=pl, with_vectors=with_vectors)
         else:
             recs, offset = [], None
             while True:
-                page, offset = self.client.scroll(self._c(LATENTS), limit=2000, offset=offset, with_payload=True, with_vectors=with_vectors)
+                page, offset = self.client.scroll(self._c(LATENTS), limit=500, offset=offset, with_payload=pl, with_vectors=with_vectors)
                 recs.extend(page)
                 if offset is None:
                     break

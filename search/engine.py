@@ -127,7 +127,7 @@ class SearchEngine:
         self._token: str | None = store.manifest_token()
         self._checked = time.monotonic()
         self._fresh_for: str | None = None  # token whose latent statistics were found fresh
-        self._query_cache: OrderedDict[tuple, list[WeightedLatent]] = OrderedDict()
+        self._query_cache: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
         self._locator = None  # (token, RowLocator | None): explanations read the columnar copy
 
     # ------------------------------------------------------------------ index state
@@ -190,13 +190,16 @@ class SearchEngine:
     def query_latents(self, query: str, opts: SearchOptions) -> list[WeightedLatent]:
         key = (self.token(), query, opts.n_latents, opts.temperature, opts.label_weight, opts.direction_weight,
                opts.quality_weight, opts.max_doc_freq)
+        table = self.table()
         if not opts.llm_filter:
             with self._lock:
                 hit = self._query_cache.get(key)
                 if hit is not None:
                     self._query_cache.move_to_end(key)
-                    return [WeightedLatent(**vars(w)) for w in hit]  # callers may add to weights
-        table = self.table()
+            if hit is not None:  # fresh objects: callers may add to weights
+                ids, rows, weights, sims = hit
+                return [WeightedLatent(int(i), table.labels[r], float(w), float(sm), float(table.p90[r]))
+                        for i, r, w, sm in zip(ids.tolist(), rows.tolist(), weights.tolist(), sims.tolist())]
         ranked = latents_for_query(self.store, query, opts.n_latents * 2, label_weight=opts.label_weight,
                                    direction_weight=opts.direction_weight, quality_weight=opts.quality_weight, table=table)
         rows = table.rows([i for i, _ in ranked])
@@ -209,9 +212,11 @@ class SearchEngine:
             kept = [k for k in kept if k[0] in keep_ids] or kept
         w = rank_weights(len(kept), opts.temperature)
         out = [WeightedLatent(i, table.labels[r], float(wi), float(s), float(table.p90[r])) for (i, s, r), wi in zip(kept, w)]
-        if not opts.llm_filter:
+        if not opts.llm_filter:  # arrays, not objects: thousands of cached entries stay out of the GC's way
+            entry = (np.array([i for i, _, _ in kept], np.int64), np.array([r for _, _, r in kept], np.int64),
+                     np.asarray(w, np.float64), np.array([sm for _, sm, _ in kept], np.float64))
             with self._lock:
-                self._query_cache[key] = [WeightedLatent(**vars(x)) for x in out]
+                self._query_cache[key] = entry
                 while len(self._query_cache) > self.LATENT_CACHE:
                     self._query_cache.popitem(last=False)
         return out

@@ -26,6 +26,24 @@ log = logging.getLogger("saedex.jobs")
 KINDS = ("diff", "correlations", "clusters")
 
 
+ANALYSIS_NICENESS = 10
+
+
+def _background_priority() -> None:
+    """Lower this worker thread's CPU priority (Linux: a thread id is a schedulable entity): an
+    analysis is background work, and at equal priority it competed with the search threads and
+    the event loop for the same two cores."""
+    import os
+
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        if current < ANALYSIS_NICENESS:
+            os.setpriority(os.PRIO_PROCESS, tid, ANALYSIS_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+        pass
+
+
 class QueueFull(Exception):
     def __init__(self, index: str, limit: int, retry_after: int):
         super().__init__(f"index {index!r} already has {limit} analysis jobs queued or running; retry later")
@@ -130,6 +148,7 @@ class JobManager:
 
     # ----------------------------------------------------------------- internals
     def _run(self, job: Job, fn: Callable[[], Any]) -> None:
+        _background_priority()
         with self._lock:
             if job.status != "queued":
                 return  # cancelled while queued
