@@ -247,13 +247,8 @@ def latent_cards(store: Store, ids: list[int]) -> dict[int, dict]:
 
     if not ids:
         return {}
-    table = latent_table(store)
-    out = {}
-    for i in sorted(set(int(i) for i in ids)):
-        meta = table.meta(i)
-        if meta is not None:
-            out[i] = {"label": meta["label"], "kind": meta["kind"], "quality": meta["quality"]}
-    return out
+    metas = latent_table(store).metas(sorted(set(int(i) for i in ids)))
+    return {i: {"label": m["label"], "kind": m["kind"], "quality": m["quality"]} for i, m in metas.items()}
 
 
 def latent_labels(store: Store, ids: list[int]) -> dict[int, str]:

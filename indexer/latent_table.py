@@ -56,12 +56,17 @@ class LatentTable:
         return np.where(ok, pos, -1)
 
     def meta(self, latent: int) -> dict | None:
-        r = int(self.rows([latent])[0])
-        if r < 0:
-            return None
-        q = float(self.quality[r])
-        return {"label": self.labels[r], "p90": float(self.p90[r]), "doc_freq": float(self.doc_freq[r]),
-                "description": self.descriptions[r], "kind": self.kinds[r], "quality": None if np.isnan(q) else q}
+        return self.metas([latent]).get(int(latent))
+
+    def metas(self, latents) -> dict[int, dict]:
+        """label, p90, doc_freq, description, kind and quality of each latent the index has."""
+        out = {}
+        for i, r in zip(np.asarray(latents, np.int64).tolist(), self.rows(latents).tolist()):
+            if r >= 0:
+                q = float(self.quality[r])
+                out[i] = {"label": self.labels[r], "p90": float(self.p90[r]), "doc_freq": float(self.doc_freq[r]),
+                          "description": self.descriptions[r], "kind": self.kinds[r], "quality": None if np.isnan(q) else q}
+        return out
 
 
 def _unit(rows: list[list[float]], dim: int) -> np.ndarray:

@@ -176,15 +176,7 @@ class SearchEngine:
 
     # ------------------------------------------------------------------ latent metadata
     def latent_meta(self, ids: list[int]) -> dict[int, dict]:
-        table = self.table()
-        out = {}
-        for i, r in zip(ids, table.rows(ids).tolist()):
-            if r >= 0:
-                q = float(table.quality[r])
-                out[int(i)] = {"label": table.labels[r], "p90": float(table.p90[r]), "doc_freq": float(table.doc_freq[r]),
-                               "description": table.descriptions[r], "kind": table.kinds[r],
-                               "quality": None if q != q else q}
-        return out
+        return self.table().metas(ids)
 
     # ------------------------------------------------------------------ query -> latents
     def query_latents(self, query: str, opts: SearchOptions) -> list[WeightedLatent]:
