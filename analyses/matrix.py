@@ -5,8 +5,6 @@ Never materialises a dense docs x latents matrix: memory grows with the number o
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +12,7 @@ import scipy.sparse as sp
 
 import pyarrow as pa
 
+from indexer.errors import InputError
 from indexer.catalog import require_index
 from indexer.columns import ColumnCopy, _ranges, above_floor, column_values, fresh_copy, reference_for, row_mask
 from indexer.store import Filter, Store

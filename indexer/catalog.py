@@ -5,10 +5,9 @@ These are what `saedex info/latents`, search and the server share.
 
 from __future__ import annotations
 
-from indexer.errors import ConflictError
-
 import numpy as np
 
+from indexer.errors import ConflictError
 from indexer.embedder import get_embedder
 from indexer.manifest import check_version
 from indexer.store import Filter, IndexNotFound, LatentPoint, Store

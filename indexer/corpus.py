@@ -8,8 +8,6 @@ and counted. Non-UTF-8 bytes raise an error naming the file and byte offset.
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 import csv
 import gzip
 import hashlib
@@ -19,6 +17,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from indexer.errors import InputError
 
 
 class CorpusError(InputError):

@@ -11,8 +11,6 @@ index with that recipe, or refuses a file whose recipe differs from an existing 
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 import json
 import math
 import sys
@@ -23,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from indexer.errors import InputError
 from indexer.columns import column_values, payload_table, writer_for
 from indexer.store import DocPoint, Filter, Store
 

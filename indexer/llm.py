@@ -7,8 +7,6 @@ exponential back-off, bounded concurrency and token accounting.
 
 from __future__ import annotations
 
-from indexer.errors import InputError, UnavailableError
-
 import json
 import os
 import re
@@ -17,6 +15,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
+
+from indexer.errors import InputError, UnavailableError
 
 
 class LLMNotConfigured(InputError):

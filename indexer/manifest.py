@@ -9,7 +9,6 @@ commands that rebuild them.
 from __future__ import annotations
 
 from indexer.errors import ConflictError
-
 from indexer.reader import ReaderConfig
 from indexer.sae import SparseAutoencoder
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 import os
 import re
 from pathlib import Path
+
+from indexer.errors import InputError
 
 INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

@@ -10,8 +10,6 @@ Guarantees:
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.errors import InputError
 from indexer.corpus import ReadStats, Record, content_id, read_corpus
 from indexer.embedder import DEFAULT_EMBEDDER, get_embedder
 from indexer.manifest import build_manifest, check_compatible

@@ -19,8 +19,6 @@ Special tokens (BOS, EOS, padding) are masked out: they never reach pooling or S
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 import os
 import threading
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from indexer.errors import InputError
 from indexer.paths import saedex_home
 
 DEFAULT_READER = "gemma3-270m"  # alias resolved to the PyPI-shipped GGUF

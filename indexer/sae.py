@@ -12,8 +12,6 @@ TopK only the k largest pre-activations survive, which is also what makes max-po
 
 from __future__ import annotations
 
-from indexer.errors import InputError, UnavailableError
-
 import hashlib
 import json
 from dataclasses import dataclass
@@ -22,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from indexer.errors import InputError, UnavailableError
 
 SAE_LENS_FORMAT_VERSION = "6.54.12"  # written into metadata so sae-lens >= 6 loads our SAEs
 DEFAULT_SAE_DIR = Path(__file__).parent / "default_sae"

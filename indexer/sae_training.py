@@ -16,8 +16,6 @@ and a linear decay over the last 20% of steps.
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 import json
 import math
 import time
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from indexer.errors import InputError
 from indexer.activation_cache import iter_shards
 from indexer.sae import fold_normalisation, fraction_of_variance_unexplained, load_sae, save_sae
 

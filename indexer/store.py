@@ -15,8 +15,6 @@ idempotent (an upsert of the same document overwrites itself).
 
 from __future__ import annotations
 
-from indexer.errors import UnavailableError
-
 import json
 import uuid
 from abc import ABC, abstractmethod
@@ -26,6 +24,8 @@ from collections.abc import Mapping
 from typing import Any, Iterator
 
 import numpy as np
+
+from indexer.errors import UnavailableError
 
 _NS = uuid.UUID("6f1b6c1e-6a55-4c39-9d0e-5ae0e5ae0e5a")
 DOCS, LATENTS = "docs", "latents"

@@ -17,8 +17,6 @@ the character spans where they fire.
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 import math
 import threading
 import time
@@ -28,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from indexer.errors import InputError
 from indexer.catalog import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, require_fresh_latent_stats, require_index
 from indexer.embedder import get_embedder
 from indexer.pooling import fire_spans
@@ -107,9 +106,10 @@ def rank_weights(n: int, temperature: float) -> np.ndarray:
 class SearchEngine:
     """Search over one index. Thread-safe.
 
-    The hot path touches Qdrant once per search (the ranking query, which also returns the hits'
-    SAE vectors for their explanations): query -> latents reads the index's in-memory latent
-    table (:mod:`indexer.latent_table`), query embeddings and query -> latent results are
+    The hot path touches Qdrant once per search (the ranking query; explanations read the
+    columnar copy, or the hits' SAE vectors returned with that query where there is no fresh
+    copy): query -> latents reads the index's in-memory latent table
+    (:mod:`indexer.latent_table`), query embeddings and query -> latent results are
     remembered (LRU, keyed by the index's manifest token, so new labels or documents invalidate
     them), and the latent-statistics freshness check runs once per manifest change.
     """
@@ -171,7 +171,7 @@ class SearchEngine:
     def _require_fresh(self) -> None:
         token = self.token()
         if self._fresh_for != token:
-            require_fresh_latent_stats(self.store, self.index, self.store.read_manifest() or self.manifest)
+            require_fresh_latent_stats(self.store, self.index, self.manifest)  # re-read by token() on change
             self._fresh_for = token
 
     # ------------------------------------------------------------------ latent metadata
@@ -335,8 +335,9 @@ class SearchEngine:
         return [Hit(bm.doc_ids[i], s, docs[bm.doc_ids[i]].payload) for i, s in top if bm.doc_ids[i] in docs]
 
     def _explain(self, hits: list[Hit], latents: list[WeightedLatent], opts: SearchOptions) -> list[dict]:
-        """Each hit's strongest contributing latents with their firing spans, from the SAE vectors
-        the search returned with the hits (no second fetch)."""
+        """Each hit's strongest contributing latents with their firing spans. Activations come from
+        the columnar copy (:meth:`locator`), else from the SAE vectors the search returned with the
+        hits; only hits that have neither (an LLM rerank's) are fetched from Qdrant."""
         weights = {w.latent: w for w in latents}
         table = self.table() if weights else None
         wl = list(weights.values())

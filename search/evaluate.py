@@ -12,8 +12,6 @@ AP is measured over the same documents for all of them; each method ranks the wh
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 import json
 import random
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.errors import InputError
 from indexer.store import Filter, Store
 from search.engine import MAX_K, METHODS, SearchEngine, SearchOptions
 

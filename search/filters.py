@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 import json
 import math
 import re
 
+from indexer.errors import InputError
 from indexer.store import Filter
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")

@@ -21,8 +21,6 @@ every key (no early exit), so neither a non-ASCII token nor timing reveals anyth
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 import hashlib
 import hmac
 import json
@@ -30,6 +28,8 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from indexer.errors import InputError
 
 ROLES = ("search", "analyses", "admin")
 MIN_KEY_CHARS = 8

@@ -31,7 +31,7 @@ _INDEX_IN_PATH = re.compile(r"^/v1/indexes/([^/]+)")
 
 
 class AuditLog:
-    """Append-only JSON lines: time, request id, key id (never the key), index, route, status,
+    """Append-only JSON lines (ASCII): time, request id, key id (never the key), index, route, status,
     query, result count, latency. Opened with O_APPEND, one ``write`` per record, so concurrent
     records never interleave and nothing earlier is ever rewritten."""
 
@@ -46,7 +46,9 @@ class AuditLog:
     def write(self, record: dict) -> None:
         if self._fd is None:
             return
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
+        # ASCII-only JSON: a query holding U+2028, U+0085 or a lone surrogate stays on its line
+        # for every reader (str.splitlines and many log tools split on those) and encodes cleanly
+        line = (json.dumps(record, ensure_ascii=True, default=str) + "\n").encode()
         with self._lock:
             os.write(self._fd, line)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 from typing import Optional
 
 import typer
 
+from indexer.errors import InputError
 from indexer.cli_common import UrlOpt, err_console, friendly_errors
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -347,3 +347,15 @@ def test_the_cli_reports_user_errors_in_one_line_and_bugs_with_their_traceback(m
     monkeypatch.setattr(search.engine.SearchOptions, "validate", bug)
     r = CliRunner().invoke(app, ["search", "x", "--index", "anything"])
     assert r.exit_code == 1 and "unexpected error" in r.output and isinstance(r.exception, ValueError)
+
+
+def test_audit_records_stay_one_line_whatever_the_query(tmp_path):
+    """schemathesis sent queries with U+2028 and U+0085, which str.splitlines splits records on."""
+    from server.guard import AuditLog
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    odd = "a\u2028b\x85c\x1cd\ud800e\nf"
+    log.write({"query": odd})
+    log.close()
+    text = (tmp_path / "audit.jsonl").read_text(encoding="ascii")
+    assert len(text.splitlines()) == 1 and json.loads(text)["query"] == odd

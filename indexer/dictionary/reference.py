@@ -12,14 +12,14 @@ activation over the documents of a reference corpus where it fires, and ships it
 
 from __future__ import annotations
 
-from indexer.errors import InputError
-
 import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from indexer.errors import InputError
 
 REFERENCE_FILE = "pooling_reference.npy"
 
