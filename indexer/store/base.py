@@ -1,0 +1,289 @@
+"""The store interface: what saedex needs from Qdrant, written once over two thin backends.
+
+Each index has two collections: ``docs`` (sparse ``sae`` vector of max-pooled latent
+activations, dense ``dense`` sentence embedding, payload with the text) and ``latents`` (one
+point per latent: dense ``label`` and ``snippets`` embeddings, payload with label, stats,
+examples). Qdrant ids must be integers or UUIDs, so a document's own id lives in the payload
+(``doc_id``) and its point id is the UUID5 of it - deterministic, which makes re-indexing
+idempotent (an upsert of the same document overwrites itself).
+
+The base class owns everything that does not depend on the backend: the index name, paging,
+converting records to :class:`Hit`/:class:`LatentPoint`, chunked id lookups, manifest stamps
+and ``with`` support. A backend (``edge.py``, ``server.py``) implements a handful of
+primitives - retrieve, scroll, query, upsert, count - in its own client's vocabulary, as
+qdrant-client's one ``QdrantBase`` sits over its local and remote clients.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from indexer.errors import NotFoundError, UnavailableError
+from indexer.store.sparse import SparseMap, sparse_of
+
+_NS = uuid.UUID("6f1b6c1e-6a55-4c39-9d0e-5ae0e5ae0e5a")
+DOCS, LATENTS = "docs", "latents"
+ID_CHUNK = 512  # ids per retrieve call
+LATENT_PAGE = 500
+
+
+class StoreError(UnavailableError):
+    """A store problem the user can act on (locked, missing, incompatible)."""
+
+
+class IndexLocked(StoreError):
+    """Another process has the index open (Qdrant Edge: one process per index)."""
+
+
+class IndexNotFound(StoreError, NotFoundError):
+    """No index of that name (HTTP 404, exit code 2)."""
+
+    exit_code = NotFoundError.exit_code
+    http_status = NotFoundError.http_status
+
+
+def point_id(doc_id: str) -> str:
+    return str(uuid.uuid5(_NS, doc_id))
+
+
+@dataclass
+class DocPoint:
+    doc_id: str
+    sparse_indices: list[int]
+    sparse_values: list[float]
+    dense: list[float]
+    payload: dict[str, Any]
+
+
+@dataclass
+class Hit:
+    doc_id: str
+    score: float
+    payload: dict[str, Any]
+    sparse: Mapping[int, float] | None = None  # a SparseMap when read from Qdrant
+
+
+@dataclass
+class LatentPoint:
+    latent: int
+    label_vec: list[float]
+    snippet_vec: list[float]
+    payload: dict[str, Any]
+
+
+@dataclass
+class Filter:
+    """Conjunction of ``field == value`` conditions (values may be lists: any-of)."""
+
+    equals: dict[str, Any] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not self.equals
+
+
+@dataclass
+class Nearest:
+    """One ranking query over ``docs``: sparse, dense, or both fused by reciprocal rank."""
+
+    sparse: tuple[list[int], list[float]] | None = None
+    dense: list[float] | None = None
+    rrf_k: int = 60
+    prefetch: int = 200
+
+
+def build_filter(flt: Filter | None, models) -> Any:
+    """Translate our filter into a client's model classes (both clients have the same shape;
+    ``models`` provides ``Filter, FieldCondition, MatchAny, MatchValue, Range``).
+
+    Qdrant matches strings, integers and booleans exactly; a float (``score=1.5``) has no exact
+    match, so it becomes the range [v, v], and an any-of list holding floats a ``should`` of
+    those (values are validated upstream: finite, see :func:`search.filters.check_value`)."""
+    if flt is None or flt.is_empty():
+        return None
+    Q, FieldCondition, MatchAny, MatchValue, Range = models
+    must = []
+    for key, value in flt.equals.items():
+        is_list = isinstance(value, (list, tuple, set))
+        values = list(value) if is_list else [value]
+        floats = [v for v in values if isinstance(v, float)]
+        exact = [v for v in values if not isinstance(v, float)]
+        if not floats:
+            must.append(FieldCondition(key=key, match=MatchAny(any=exact) if is_list else MatchValue(value=value)))
+            continue
+        options = [FieldCondition(key=key, range=Range(gte=v, lte=v)) for v in floats]
+        if exact:
+            options.append(FieldCondition(key=key, match=MatchAny(any=exact)))
+        must.append(options[0] if len(options) == 1 else Q(should=options))
+    return Q(must=must)
+
+
+def _vector_names(with_sparse: bool, with_dense: bool = False) -> list[str] | bool:
+    return [v for v, on in (("sae", with_sparse), ("dense", with_dense)) if on] or False
+
+
+class Store(ABC):
+    """One index in Qdrant. Use as a context manager (``with open_store(name) as store``)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    # ------------------------------------------------------------ backend primitives
+    @abstractmethod
+    def _retrieve(self, kind: str, ids: list, payload: list[str] | bool, vectors: list[str] | bool) -> list:
+        """Records (with ``id``, ``payload``, ``vector``) of the ids present, any order."""
+
+    @abstractmethod
+    def _scroll(self, kind: str, flt: Filter | None, limit: int, offset: Any, payload: list[str] | bool,
+                vectors: list[str] | bool) -> tuple[list, Any]:
+        """One page of records and the next page's offset (None: last page)."""
+
+    @abstractmethod
+    def _query(self, q: Nearest, limit: int, flt: Filter | None, with_sparse: bool) -> list:
+        """Scored records of ``docs`` (with ``score``) for one ranking query."""
+
+    @abstractmethod
+    def _upsert(self, kind: str, points: list[tuple[int | str, dict[str, Any], dict[str, Any]]]) -> None:
+        """Write points given as (id, vectors, payload); a sparse vector is an (indices, values) pair."""
+
+    @abstractmethod
+    def count(self, flt: Filter | None = None) -> int: ...
+
+    # ------------------------------------------------------------ lifecycle (backend)
+    @abstractmethod
+    def cache_file(self, filename: str) -> Path:
+        """Where derived per-index files (BM25, snippet embeddings, LLM labels) are cached."""
+
+    @abstractmethod
+    def create(self, dense_dim: int, label_dim: int) -> None: ...
+    @abstractmethod
+    def exists(self) -> bool: ...
+    @abstractmethod
+    def drop(self) -> None: ...
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def lock(self) -> None:
+        """Take the writer's lock before anything is written (a no-op where the backend serialises)."""
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ manifest
+    @abstractmethod
+    def read_manifest(self) -> dict | None: ...
+    @abstractmethod
+    def _write_manifest(self, text: str) -> None: ...
+
+    @abstractmethod
+    def manifest_token(self) -> str | None:
+        """A cheap token that changes whenever the manifest is written (None: no index). Long-lived
+        readers (the server) poll it to notice labels refreshed, documents added, or the index
+        dropped and re-created by another process."""
+
+    def write_manifest(self, manifest: dict) -> None:
+        """Every write gets a new ``revision``; ``generation`` is set once, when the index is
+        created, so a dropped and re-created index has a new one."""
+        import json
+
+        manifest.setdefault("generation", uuid.uuid4().hex)
+        manifest["revision"] = uuid.uuid4().hex
+        self._write_manifest(json.dumps(manifest, indent=2))
+
+    # ------------------------------------------------------------ documents
+    @staticmethod
+    def _hits(recs, with_sparse: bool) -> list[Hit]:
+        return [Hit(doc_id=r.payload.get("doc_id", str(r.id)), score=float(getattr(r, "score", 0.0) or 0.0),
+                    payload=dict(r.payload or {}), sparse=sparse_of(r.vector) if with_sparse else None) for r in recs]
+
+    def upsert_docs(self, points: list[DocPoint]) -> None:
+        self._upsert(DOCS, [(point_id(p.doc_id), {"sae": (p.sparse_indices, p.sparse_values), "dense": p.dense},
+                             {**p.payload, "doc_id": p.doc_id}) for p in points])
+
+    def existing_doc_hashes(self, doc_ids: list[str]) -> dict[str, str | None]:
+        """id -> stored content hash (None for documents stored without one) of the ids present."""
+        found: dict[str, str | None] = {}
+        for s in range(0, len(doc_ids), ID_CHUNK):
+            recs = self._retrieve(DOCS, [point_id(d) for d in doc_ids[s : s + ID_CHUNK]], ["doc_id", "content_hash"], False)
+            found.update((r.payload["doc_id"], r.payload.get("content_hash")) for r in recs)
+        return found
+
+    def existing_doc_ids(self, doc_ids: list[str]) -> set[str]:
+        return set(self.existing_doc_hashes(doc_ids))
+
+    def get_docs(self, doc_ids: list[str], with_sparse: bool = False) -> list[Hit]:
+        """The documents present, in the order asked."""
+        recs = self._retrieve(DOCS, [point_id(d) for d in doc_ids], True, _vector_names(with_sparse))
+        by_id = {r.payload["doc_id"]: r for r in recs}
+        return self._hits([by_id[d] for d in doc_ids if d in by_id], with_sparse)
+
+    def scroll_docs(self, flt: Filter | None = None, with_sparse: bool = True, with_dense: bool = False,
+                    payload_fields: list[str] | None = None, batch: int = 1000) -> Iterator[list[Hit]]:
+        """Every matching document, a page at a time (``with_dense`` puts the vector in ``payload['_dense']``)."""
+        offset = None
+        payload = list(payload_fields) if payload_fields is not None else True
+        while True:
+            recs, offset = self._scroll(DOCS, flt, batch, offset, payload, _vector_names(with_sparse, with_dense))
+            hits = self._hits(recs, with_sparse)
+            if with_dense:
+                for h, r in zip(hits, recs):
+                    h.payload["_dense"] = list(r.vector["dense"])
+            if hits:
+                yield hits
+            if offset is None:
+                return
+
+    # Searches return hits with payloads; ``with_sparse`` also returns each hit's SAE vector (what
+    # a search's explanations read), saving a second round trip per search.
+    def search_sparse(self, indices: list[int], values: list[float], limit: int, flt: Filter | None = None,
+                      with_sparse: bool = False) -> list[Hit]:
+        return self._hits(self._query(Nearest(sparse=(indices, values)), limit, flt, with_sparse), with_sparse)
+
+    def search_dense(self, vector: list[float], limit: int, flt: Filter | None = None, with_sparse: bool = False) -> list[Hit]:
+        return self._hits(self._query(Nearest(dense=list(vector)), limit, flt, with_sparse), with_sparse)
+
+    def search_hybrid(self, indices: list[int], values: list[float], vector: list[float], limit: int,
+                      flt: Filter | None = None, rrf_k: int = 60, prefetch: int = 200, with_sparse: bool = False) -> list[Hit]:
+        q = Nearest(sparse=(indices, values), dense=list(vector), rrf_k=rrf_k, prefetch=prefetch)
+        return self._hits(self._query(q, limit, flt, with_sparse), with_sparse)
+
+    # ------------------------------------------------------------ latents
+    def upsert_latents(self, points: list[LatentPoint]) -> None:
+        for s in range(0, len(points), 1000):
+            self._upsert(LATENTS, [(p.latent, {"label": p.label_vec, "snippets": p.snippet_vec}, {**p.payload, "latent": p.latent})
+                                   for p in points[s : s + 1000]])
+
+    def get_latents(self, ids: list[int] | None = None, with_vectors: bool = False,
+                    payload_fields: list[str] | None = None) -> list[LatentPoint]:
+        """Latents (all, ascending, or ``ids`` in the order given, those present); ``payload_fields``
+        limits the payload (a latent's examples are most of its bytes, and converting them holds the GIL)."""
+        payload = list(payload_fields) if payload_fields is not None else True
+        if ids is not None:
+            recs = self._retrieve(LATENTS, [int(i) for i in ids], payload, with_vectors)
+        else:
+            recs, offset = [], None
+            while True:
+                page, offset = self._scroll(LATENTS, None, LATENT_PAGE, offset, payload, with_vectors)
+                recs.extend(page)
+                if offset is None:
+                    break
+        out = []
+        for r in recs:
+            v = r.vector or {}
+            out.append(LatentPoint(latent=int(r.id), label_vec=list(v.get("label", [])), snippet_vec=list(v.get("snippets", [])),
+                                   payload=dict(r.payload or {})))
+        if ids is None:
+            return sorted(out, key=lambda p: p.latent)
+        order = {int(i): n for n, i in enumerate(ids)}
+        return sorted(out, key=lambda p: order[p.latent])
+
+
+__all__ = ["DOCS", "LATENTS", "DocPoint", "Filter", "Hit", "IndexLocked", "IndexNotFound", "LatentPoint", "Nearest",
+           "SparseMap", "Store", "StoreError", "build_filter", "point_id"]
