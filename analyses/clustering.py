@@ -103,8 +103,7 @@ def cluster(
     check_filter(where, "--where")
     fields = [label_field] if label_field else []
     if method == "sae":
-        manifest = require_index(store, index)
-        copy = fresh_copy(store, manifest)
+        copy = fresh_copy(store, require_index(store, index).recipe)
         tables = list(copy.iter_shards(arrays=False))  # row tables and order keys only
         selected = [np.flatnonzero(row_mask(sh.table, where)) for sh in tables]
         if sum(len(r) for r in selected) > stream_above:

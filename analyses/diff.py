@@ -75,8 +75,7 @@ def diff(
     for f in others:
         check_filter(f, "filter B")
     check_floor(floor)
-    manifest = require_index(store, index)
-    copy = fresh_copy(store, manifest)
+    copy = fresh_copy(store, require_index(store, index).recipe)
     ref = latent_medians(store, index) if floor > 0 else None
     na, ca = slice_counts(copy, a, floor, ref, threshold)
     if na < 1:

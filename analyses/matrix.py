@@ -55,8 +55,7 @@ def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: lis
     the slice (0-based, in canonical order). Rows come in canonical order (see
     :func:`indexer.columns.order_keys`), the order a Qdrant scroll returns."""
     check_floor(floor)
-    manifest = require_index(store, index)
-    copy = fresh_copy(store, manifest)
+    copy = fresh_copy(store, require_index(store, index).recipe)
     d_sae = copy.d_sae
     ids: list[str] = []
     payloads_cols: dict[str, list] = {f: [] for f in (fields or [])}
@@ -123,9 +122,9 @@ def latent_medians(store: Store, index: str) -> np.ndarray:
     activation on its training corpus, shipped beside the weights) where it has one - fixed per
     SAE, so counts stored in the columnar copy stay valid as the index grows - else the index's
     median document activation (p50 in latent stats; 0 if unknown)."""
-    manifest = require_index(store, index)
-    d_sae = int(manifest["sae"]["d_sae"])
-    ref = reference_for(manifest, d_sae)
+    recipe = require_index(store, index).recipe
+    d_sae = recipe.sae.d_sae
+    ref = reference_for(recipe)
     if ref is not None:
         return ref
     p50 = np.zeros(d_sae, dtype=np.float32)

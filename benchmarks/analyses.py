@@ -69,7 +69,8 @@ def synth_block(n: int, rates: np.ndarray, rng: np.random.Generator, sub: int = 
 def build(n: int, nnz: int, qdrant_max: int, home: str) -> dict:
     os.environ["SAEDEX_HOME"] = home
     from indexer.columns import REBUILD_ROWS, copy_for
-    from indexer.manifest import MANIFEST_VERSION
+    from indexer.catalog import add_dataset
+    from indexer.recipe import Recipe, create_manifest
     from indexer.store import DocPoint, LatentPoint, open_store
 
     rng = np.random.default_rng(0)
@@ -83,9 +84,11 @@ def build(n: int, nnz: int, qdrant_max: int, home: str) -> dict:
     sae_dir = Path(home) / "sae"
     sae_dir.mkdir(exist_ok=True)
     np.save(sae_dir / "pooling_reference.npy", np.full(D_SAE, np.exp(0.5), np.float32))
-    manifest = {"version": MANIFEST_VERSION, "sae": {"d_sae": D_SAE, "path": str(sae_dir)}, "reader": {}, "datasets": ["A", "B"]}
-    store.write_manifest(manifest)
-    copy = copy_for(store, manifest)
+    recipe = Recipe.external(D_SAE, str(sae_dir))
+    create_manifest(store, recipe)
+    for name_ in ("A", "B"):
+        add_dataset(store, name_)
+    copy = copy_for(store, recipe)
     copy.initialise()
     via_qdrant = n <= qdrant_max
     info = {"via_qdrant": via_qdrant, "nnz": 0}
@@ -118,10 +121,11 @@ os.environ["SAEDEX_HOME"] = {home!r}
 import numpy as np
 from indexer.store import EdgeStore, Filter, open_store
 from indexer.columns import copy_for
+from indexer.recipe import read_manifest
 what, n, via_qdrant = {what!r}, {n}, {via_qdrant}
 store = open_store(f"a{{n}}")
 if not via_qdrant:  # only the columnar copy holds documents: count what it holds
-    rows = copy_for(store, store.read_manifest()).n_rows()
+    rows = copy_for(store, read_manifest(store).recipe).n_rows()
     store.count = lambda flt=None: rows
 import analyses.diff, analyses.correlations, analyses.clustering, indexer.columns  # imports are not the analysis
 # Open the store first, as the server holds it: loading Qdrant Edge's segments is a per-process
@@ -135,9 +139,9 @@ t = time.perf_counter()
 if what == "rebuild":
     import shutil
     from indexer.columns import fresh_copy
-    copy = copy_for(store, store.read_manifest()); copy.invalidate()
+    copy = copy_for(store, read_manifest(store).recipe); copy.invalidate()
     t = time.perf_counter()
-    fresh_copy(store, store.read_manifest(), progress=False)
+    fresh_copy(store, read_manifest(store).recipe, progress=False)
 elif what == "diff":
     from analyses.diff import diff
     out = diff(store, f"a{{n}}", Filter({{"dataset": "A"}}), Filter({{"dataset": "B"}}), top=20)
@@ -169,9 +173,10 @@ def scipy_baseline(store, what: str, n: int) -> float:
     from analyses.correlations import npmi_pairs, salient_binary
     from analyses.matrix import latent_medians
     from indexer.columns import copy_for
+    from indexer.recipe import read_manifest
 
     name = f"a{n}"
-    copy = copy_for(store, store.read_manifest())
+    copy = copy_for(store, read_manifest(store).recipe)
     parts, ds = [], []
     for sh in copy.iter_shards():
         parts.append(sh.csr(D_SAE).copy())

@@ -9,7 +9,7 @@ import numpy as np
 
 from indexer.errors import ConflictError
 from indexer.embedder import get_embedder
-from indexer.manifest import check_version
+from indexer.recipe import Manifest, read_manifest, update_state
 from indexer.store import Filter, IndexNotFound, LatentPoint, Store
 
 
@@ -17,26 +17,26 @@ class LatentStatsStale(ConflictError):
     """Latent statistics do not cover the index's documents (exit 2 / HTTP 409)."""
 
 
-def require_index(store: Store, name: str) -> dict:
-    manifest = store.read_manifest()
+def require_index(store: Store, name: str) -> Manifest:
+    """The index's manifest (recipe and state), or a clear error when there is no index or an older saedex built it."""
+    manifest = read_manifest(store, name)
     if manifest is None:
         raise IndexNotFound(f"no index named {name!r} (create it with `saedex index PATH --index {name}`)")
-    check_version(manifest, name)
     return manifest
 
 
-def latent_stats_state(store: Store, manifest: dict) -> dict:
+def latent_stats_state(store: Store, manifest: Manifest) -> dict:
     """Whether latent statistics (labels, p90, examples) cover every document.
 
     An ingest killed after its last write but before the refresh leaves them stale; search
     then refuses with a hint instead of silently ranking with missing latents.
     """
     docs = store.count()
-    covered = int(manifest.get("latent_stats_docs") or 0)
+    covered = manifest.state.latent_stats_docs
     return {"documents": docs, "documents_covered": covered, "stale": covered != docs}
 
 
-def require_fresh_latent_stats(store: Store, name: str, manifest: dict) -> None:
+def require_fresh_latent_stats(store: Store, name: str, manifest: Manifest) -> None:
     state = latent_stats_state(store, manifest)
     if state["stale"] and state["documents"]:
         raise LatentStatsStale(
@@ -46,26 +46,19 @@ def require_fresh_latent_stats(store: Store, name: str, manifest: dict) -> None:
 
 def index_info(store: Store, name: str) -> dict:
     manifest = require_index(store, name)
-    datasets = {d: store.count(Filter({"dataset": d})) for d in manifest.get("datasets", [])}
+    datasets = {d: store.count(Filter({"dataset": d})) for d in manifest.state.datasets}
+    recipe = manifest.recipe.to_dict()
     return {
         "index": name,
         "documents": store.count(),
         "datasets": datasets,
-        "reader": manifest.get("reader", {}),
-        "sae": manifest.get("sae", {}),
-        "embedder": manifest.get("embedder"),
-        "pooling": manifest.get("pooling"),
-        "inference": manifest.get("inference", {}),
+        **{k: recipe[k] for k in ("reader", "sae", "embedder", "pooling", "inference")},
         "latent_stats": latent_stats_state(store, manifest),
     }
 
 
 def add_dataset(store: Store, dataset: str) -> None:
-    manifest = store.read_manifest() or {}
-    names = manifest.setdefault("datasets", [])
-    if dataset not in names:
-        names.append(dataset)
-        store.write_manifest(manifest)
+    update_state(store, add_dataset=dataset)
 
 
 def latent_summary(p: LatentPoint, n_examples: int = 3) -> dict:
@@ -135,7 +128,8 @@ def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_wei
     if direction_weight > 0:
         from indexer.dictionary import dictionary_for
 
-        d = dictionary_for(store.read_manifest() or {})
+        manifest = read_manifest(store)
+        d = dictionary_for(manifest.recipe) if manifest is not None else None
         if d is not None:
             dirs = d.directions[np.minimum(table.ids, d.directions.shape[0] - 1)]
             signals.append((direction_weight, dirs.astype(np.float32) @ q))

@@ -47,18 +47,11 @@ def index_cmd(
 ):
     """Index a corpus: reader LM -> SAE -> max-pool -> Qdrant, then refresh latent stats and labels."""
     from indexer.pipeline import Indexer, index_corpus
-    from indexer.reader import ReaderConfig
-    from indexer.sae import load_sae
 
-    sae_cfg_meta = load_sae(sae).cfg.get("metadata", {}) if sae else {}
-    given = {"model": reader or sae_cfg_meta.get("saedex_reader"),
-             "layer": layer if layer is not None else sae_cfg_meta.get("saedex_layer"),
-             "max_tokens": max_tokens, "window": window, "overlap": overlap}
-    # ReaderConfig validates every value: a bad --layer/--window fails before anything is written
-    cfg = ReaderConfig(**{k: v for k, v in given.items() if v is not None},
-                       precision=precision, device=device, batch_tokens=batch_tokens)
+    indexer = Indexer.from_options(sae, precision=precision, device=device, batch_tokens=batch_tokens, model=reader,
+                                   layer=layer, max_tokens=max_tokens, window=window, overlap=overlap)
     report = index_corpus(path, index, dataset, text_field, id_field, skip_invalid, qdrant_url,
-                          indexer=Indexer(cfg, sae), chunk_docs=chunk_docs, progress=not quiet, update=update)
+                          indexer=indexer, chunk_docs=chunk_docs, progress=not quiet, update=update)
     d = report.as_dict()
     if report.invalid:
         err_console.print(f"skipped {report.invalid} invalid record(s), e.g. {report.invalid_examples[0]}", highlight=False)

@@ -534,18 +534,18 @@ def _write_json(path: Path, obj: dict) -> None:
 # ----------------------------------------------------------------------------- store glue
 
 
-def copy_for(store, manifest: dict) -> ColumnCopy:
-    """The columnar copy of the index behind ``store`` (not checked for freshness)."""
-    d_sae = int(manifest["sae"]["d_sae"])
-    return ColumnCopy(store.cache_file(DIRNAME), d_sae, reference_for(manifest, d_sae))
+def copy_for(store, recipe) -> ColumnCopy:
+    """The columnar copy of the index behind ``store`` (not checked for freshness); ``recipe``
+    is the index's :class:`indexer.recipe.Recipe`."""
+    return ColumnCopy(store.cache_file(DIRNAME), recipe.sae.d_sae, reference_for(recipe))
 
 
-def reference_for(manifest: dict, d_sae: int) -> np.ndarray | None:
+def reference_for(recipe) -> np.ndarray | None:
     """The SAE's reference strengths (see :mod:`indexer.dictionary.reference`), or None."""
     from indexer.dictionary.reference import load_reference
     from indexer.sae import sae_dir
 
-    path = (manifest.get("sae") or {}).get("path")
+    path, d_sae = recipe.sae.path, recipe.sae.d_sae
     if not path:
         return None
     try:
@@ -557,7 +557,9 @@ def reference_for(manifest: dict, d_sae: int) -> np.ndarray | None:
 def writer_for(store, replacing: bool) -> ColumnCopy | None:
     """The copy a writer (ingest, import) appends to in step with Qdrant, or None when it is
     stale or about to be (documents replaced in place): then the next reader rebuilds it."""
-    copy = copy_for(store, store.read_manifest() or {})
+    from indexer.recipe import read_manifest
+
+    copy = copy_for(store, read_manifest(store).recipe)
     n = store.count()
     if replacing:
         copy.invalidate()
@@ -567,9 +569,9 @@ def writer_for(store, replacing: bool) -> ColumnCopy | None:
     return copy if copy.is_fresh(n) else None
 
 
-def fresh_copy(store, manifest: dict, progress: bool = True) -> ColumnCopy:
+def fresh_copy(store, recipe, progress: bool = True) -> ColumnCopy:
     """The index's columnar copy, rebuilt from a Qdrant scan first when it is missing or stale."""
-    copy = copy_for(store, manifest)
+    copy = copy_for(store, recipe)
     n = store.count()
     if not copy.is_fresh(n):
         if progress:

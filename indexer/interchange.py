@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 
 from indexer.errors import InputError
 from indexer.columns import column_values, payload_table, writer_for
+from indexer.recipe import Manifest, ManifestMismatch, Recipe, check_version, create_manifest, read_manifest
 from indexer.store import DocPoint, Filter, Store
 
 RECIPE_KEY = b"saedex.recipe"
-RECIPE_FIELDS = ("version", "reader", "inference", "sae", "pooling", "embedder")  # the rest is index state
 CORE = {"id", "dataset", "text", "latents", "values", "dense"}
 
 
@@ -34,11 +34,7 @@ class InterchangeError(InputError):
     """A file that cannot be imported or exported; the one-line message names the row or column."""
 
 
-def recipe_of(manifest: dict) -> dict:
-    return {k: manifest[k] for k in RECIPE_FIELDS if k in manifest}
-
-
-def export_parquet(store: Store, manifest: dict, path: Path, flt: Filter | None = None, dense: bool = False,
+def export_parquet(store: Store, manifest: Manifest, path: Path, flt: Filter | None = None, dense: bool = False,
                    progress: bool = True) -> dict:
     """Write the index (or a filtered slice) to ``path``; returns counts."""
     tables = []
@@ -63,7 +59,7 @@ def export_parquet(store: Store, manifest: dict, path: Path, flt: Filter | None 
             print(f"export: {n:,} documents", file=sys.stderr, flush=True)
     table = pa.concat_tables(tables, promote_options="permissive") if tables else _rows_table([], [], [], [], [] if dense else None)
     meta = dict(table.schema.metadata or {})
-    meta[RECIPE_KEY] = json.dumps(recipe_of(manifest)).encode()
+    meta[RECIPE_KEY] = json.dumps(manifest.recipe.to_dict()).encode()
     pq.write_table(table.replace_schema_metadata(meta), str(path), compression="zstd")
     return {"documents": n, "path": str(path), "columns": table.column_names, "dense": dense}
 
@@ -98,7 +94,7 @@ class ImportReport:
         return dict(self.__dict__)
 
 
-def read_recipe(path: Path) -> tuple[pq.ParquetFile, dict]:
+def read_recipe(path: Path, index: str = "?") -> tuple[pq.ParquetFile, Recipe]:
     try:
         pf = pq.ParquetFile(str(path))
     except (OSError, pa.ArrowException) as e:
@@ -108,10 +104,15 @@ def read_recipe(path: Path) -> tuple[pq.ParquetFile, dict]:
         raise InterchangeError(f"{path}: no saedex.recipe in the file's metadata (write it with `saedex export`, "
                                "or add the recipe of the pipeline that made the vectors)")
     try:
-        recipe = json.loads(meta[RECIPE_KEY])
-        int(recipe["sae"]["d_sae"])
+        raw = json.loads(meta[RECIPE_KEY])
+        int(raw["sae"]["d_sae"])
     except (ValueError, KeyError, TypeError):
         raise InterchangeError(f"{path}: saedex.recipe is not valid JSON with sae.d_sae") from None
+    check_version(raw, index)  # an older or newer saedex's file: say how to rebuild
+    try:
+        recipe = Recipe.from_dict(raw, index)
+    except ManifestMismatch as e:
+        raise InterchangeError(f"{path}: saedex.recipe: {e}") from None
     missing = {"id", "latents", "values", "text"} - set(pf.schema_arrow.names)
     if missing:
         raise InterchangeError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
@@ -127,26 +128,24 @@ def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch:
     skipped, as with ``saedex index``."""
     from indexer.catalog import add_dataset
     from indexer.embedder import DEFAULT_EMBEDDER, get_embedder
-    from indexer.manifest import check_compatible, check_version
     from indexer.store import open_store
 
     path = Path(path)
-    pf, recipe = read_recipe(path)
-    check_version(recipe, index)
-    d_sae = int(recipe["sae"]["d_sae"])
+    pf, recipe = read_recipe(path, index)
+    d_sae = recipe.sae.d_sae
     table = pf.read()
     _validate(table, d_sae, path, recipe)
     report = ImportReport(index=index, read=table.num_rows)
     store = open_store(index, qdrant_url)
     try:
         store.lock()
-        existing = store.read_manifest()
-        embedder = get_embedder(recipe.get("embedder") or DEFAULT_EMBEDDER)
+        existing = read_manifest(store, index)
+        embedder = get_embedder(recipe.embedder or DEFAULT_EMBEDDER)
         if existing is not None:
-            check_compatible(existing, recipe, index)
+            existing.recipe.require_compatible(recipe, index)
         else:
             store.create(dense_dim=embedder.dim, label_dim=embedder.dim)
-            store.write_manifest(dict(recipe))
+            create_manifest(store, recipe)
         ids = table.column("id").to_pylist()
         present = store.existing_doc_ids(ids)
         report.already_indexed = len(present)
@@ -199,7 +198,7 @@ def _points(part: pa.Table, payload_cols: list[str], embedder, report: ImportRep
     return pts
 
 
-def _validate(table: pa.Table, d_sae: int, path: Path, recipe: dict) -> None:
+def _validate(table: pa.Table, d_sae: int, path: Path, recipe: Recipe) -> None:
     ids = table.column("id").to_pylist()
     seen: set[str] = set()
     texts = table.column("text").to_pylist()

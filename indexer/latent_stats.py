@@ -21,6 +21,7 @@ import numpy as np
 
 from indexer.embedder import get_embedder
 from indexer.pooling import fire_spans
+from indexer.recipe import read_manifest, update_state
 from indexer.store import LatentPoint, Store
 
 N_TOP = 20
@@ -47,7 +48,7 @@ def scan_index(store: Store, progress: bool = False, block_nnz: int = BLOCK_NNZ)
     counts, then one pass per block of latents holding at most ``block_nnz`` non-zeros."""
     from indexer.columns import fresh_copy
 
-    copy = fresh_copy(store, store.read_manifest() or {}, progress=progress)
+    copy = fresh_copy(store, read_manifest(store).recipe, progress=progress)
     doc_ids: list[str] = []
     keys = []
     counts = np.zeros(copy.d_sae, np.int64)
@@ -113,7 +114,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
     from indexer.dictionary import dictionary_for
     from indexer.labels import OfflineLabeller
 
-    dictionary = None if own_labels else dictionary_for(store.read_manifest() or {})
+    dictionary = None if own_labels else dictionary_for(read_manifest(store).recipe)
 
     scan = scan_index(store, progress)
     n_docs = len(scan.doc_ids)
@@ -238,9 +239,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
         sv = snip_vecs.get(latent)
         p.snippet_vec = sv.tolist() if sv is not None else lv.tolist()
     store.upsert_latents(points)
-    manifest = store.read_manifest() or {}
-    manifest["latent_stats_docs"] = n_docs
-    store.write_manifest(manifest)
+    update_state(store, latent_stats_docs=n_docs)
     return len(to_label)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from indexer.errors import InputError
 from indexer.corpus import ReadStats, Record, content_id, read_corpus
 from indexer.embedder import DEFAULT_EMBEDDER, get_embedder
-from indexer.manifest import build_manifest, check_compatible
+from indexer.recipe import Recipe, create_manifest, read_manifest
 from indexer.pooling import encode_and_pool, pack
 from indexer.reader import Reader, ReaderConfig, get_reader, set_threads
 from indexer.sae import DEFAULT_SAE_DIR, load_sae
@@ -62,13 +62,37 @@ class IndexReport:
 class Indexer:
     """Holds the models (loaded once) and writes documents into one index."""
 
-    def __init__(self, reader_cfg: ReaderConfig | None = None, sae_path: str | None = None, embedder: str = DEFAULT_EMBEDDER):
+    def __init__(self, reader_cfg: ReaderConfig | None = None, sae_path: str | None = None, embedder: str = DEFAULT_EMBEDDER,
+                 sae_object=None):
         set_threads()
         self.reader_cfg = reader_cfg or ReaderConfig()
         self.sae_path = str(sae_path or DEFAULT_SAE_DIR)
-        self.sae = load_sae(self.sae_path)
+        self.sae = sae_object if sae_object is not None else load_sae(self.sae_path)
         self._reader: Reader | None = None
         self.embedder_name = embedder
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe) -> "Indexer":
+        """An indexer that makes vectors exactly as ``recipe`` says (search's ``--like``/``expand``)."""
+        r = recipe.reader
+        cfg = ReaderConfig(model=r.model, layer=r.layer, max_tokens=r.max_tokens,
+                           **{k: v for k, v in (("window", r.window), ("overlap", r.overlap)) if v is not None})
+        return cls(cfg, recipe.sae.folder, recipe.embedder or DEFAULT_EMBEDDER)
+
+    @classmethod
+    def from_options(cls, sae: str | None = None, precision: str = "auto", device: str = "auto", batch_tokens: int = 2048,
+                     **reader: int | str | None) -> "Indexer":
+        """An indexer from command-line choices: reader settings not given (None) come from the
+        SAE's metadata (the reader and layer it was trained on), then from the defaults. The SAE
+        is loaded once. ReaderConfig validates every value, so a bad --layer fails before anything
+        is written."""
+        loaded = load_sae(sae or str(DEFAULT_SAE_DIR))
+        meta = loaded.cfg.get("metadata", {})
+        given = {"model": meta.get("saedex_reader"), "layer": meta.get("saedex_layer")} | {
+            k: v for k, v in reader.items() if v is not None}
+        cfg = ReaderConfig(**{k: v for k, v in given.items() if v is not None}, precision=precision, device=device,
+                           batch_tokens=batch_tokens)
+        return cls(cfg, sae, sae_object=loaded)
 
     @property
     def reader(self) -> Reader:
@@ -82,21 +106,21 @@ class Indexer:
             self._reader = reader
         return self._reader
 
-    def manifest(self) -> dict:
-        return build_manifest(self.reader_cfg, self.sae, self.sae_path if self.sae_path != str(DEFAULT_SAE_DIR) else "default",
-                              self.embedder_name, self.sae.d_in, precision=self.reader.precision)
+    def recipe(self) -> Recipe:
+        return Recipe.build(self.reader_cfg, self.sae, self.sae_path if self.sae_path != str(DEFAULT_SAE_DIR) else "default",
+                            self.embedder_name, self.sae.d_in, precision=self.reader.precision)
 
     def prepare_store(self, store: Store, index: str) -> None:
         """Validate the recipe (loads the reader: a bad --layer fails here), take the store's lock,
         and only then create the index or check it: a failed or concurrent run leaves no trace."""
-        new = self.manifest()
+        new = self.recipe()
         store.lock()
-        existing = store.read_manifest()
+        existing = read_manifest(store, index)
         if existing is not None:
-            check_compatible(existing, new, index)
+            existing.recipe.require_compatible(new, index)
         else:
             store.create(dense_dim=get_embedder(self.embedder_name).dim, label_dim=get_embedder(self.embedder_name).dim)
-            store.write_manifest(new)
+            create_manifest(store, new)
 
     def encode_records(self, records: list[Record], dataset: str, report: IndexReport | None = None) -> list[DocPoint]:
         """Reader + SAE + pooling + dense embedding for a chunk of records."""
@@ -191,7 +215,7 @@ def index_corpus(
         bar.close()
         report.indexed, report.updated = len(new), len(todo) - len(new)
         report.seconds = round(time.time() - t_enc, 2)
-        stale = (store.read_manifest() or {}).get("latent_stats_docs") != store.count()
+        stale = read_manifest(store, index).state.latent_stats_docs != store.count()
         if refresh_latents and (report.indexed or report.updated or stale):
             from indexer.latent_stats import refresh_latents as _refresh
 

@@ -30,6 +30,7 @@ from indexer.errors import InputError
 from indexer.catalog import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, require_fresh_latent_stats, require_index
 from indexer.embedder import get_embedder
 from indexer.pooling import fire_spans
+from indexer.recipe import read_manifest
 from indexer.store import Filter, Hit, SparseMap, Store
 
 METHODS = ("sae", "bm25", "dense", "hybrid")
@@ -139,7 +140,7 @@ class SearchEngine:
             with self._lock:
                 if token != self._token:
                     self._token = token
-                    self.manifest = self.store.read_manifest() or self.manifest
+                    self.manifest = read_manifest(self.store, self.index) or self.manifest
                     self._query_cache.clear()
                 self._checked = now
         return self._token
@@ -160,7 +161,7 @@ class SearchEngine:
 
         loc = None
         try:
-            copy = copy_for(self.store, self.manifest)
+            copy = copy_for(self.store, self.manifest.recipe)
             if copy.is_fresh(self.store.count()):
                 loc = RowLocator(copy)
         except Exception:  # noqa: BLE001 - the copy is an accelerator here; Qdrant answers without it
@@ -256,13 +257,8 @@ class SearchEngine:
         with self._lock:
             if self._indexer is None:
                 from indexer.pipeline import Indexer
-                from indexer.reader import ReaderConfig
 
-                r = self.manifest["reader"]
-                sae_path = self.manifest["sae"].get("path")
-                self._indexer = Indexer(ReaderConfig(model=r["model"], layer=r["layer"], max_tokens=r["max_tokens"],
-                                                     window=r["window"], overlap=r["overlap"]),
-                                        None if sae_path in (None, "default") else sae_path, self.manifest.get("embedder"))
+                self._indexer = Indexer.for_recipe(self.manifest.recipe)
             return self._indexer
 
     # ------------------------------------------------------------------ search

@@ -129,7 +129,7 @@ class IndexHandle:
         except Exception:
             self.store.close()
             raise
-        self.generation = self.engine.manifest.get("generation")
+        self.generation = self.engine.manifest.state.generation
         self.settled: str | None = None  # manifest token whose latent table the heap was settled after
         self.token = self.store.manifest_token()
         self.checked = time.monotonic()

@@ -315,7 +315,7 @@ def test_every_user_facing_error_has_one_exit_code_and_one_http_status():
     from indexer.corpus import CorpusError
     from indexer.errors import SaedexError
     from indexer.llm import LLMNotConfigured, LLMUnavailable
-    from indexer.manifest import ManifestMismatch, OutdatedIndex
+    from indexer.recipe import ManifestMismatch, OutdatedIndex
     from indexer.store import IndexLocked, IndexNotFound, StoreError
     from search.engine import SearchError
     from search.filters import FilterError

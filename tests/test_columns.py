@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from indexer.columns import ColumnCopy, copy_for, fresh_copy, row_mask
-from indexer.manifest import MANIFEST_VERSION
+from indexer.catalog import add_dataset
+from indexer.recipe import Recipe, create_manifest, read_manifest
 from indexer.store import DocPoint, Filter, open_store
 
 D_SAE = 512
@@ -39,16 +40,18 @@ def synth_points(n: int, seed: int = 0, start: int = 0) -> list[DocPoint]:
 def make_store(name: str, points: list[DocPoint], with_copy: bool = True):
     store = open_store(name)
     store.create(dense_dim=4, label_dim=4)
-    manifest = {"version": MANIFEST_VERSION, "sae": {"d_sae": D_SAE}, "reader": {}, "datasets": ["A", "B"]}
-    store.write_manifest(manifest)
-    copy = copy_for(store, manifest)
+    recipe = Recipe.external(D_SAE)
+    create_manifest(store, recipe)
+    add_dataset(store, "A")
+    add_dataset(store, "B")
+    copy = copy_for(store, recipe)
     if with_copy:
         copy.initialise()
     for s in range(0, len(points), 16):
         store.upsert_docs(points[s : s + 16])
         if with_copy:
             copy.append_points(points[s : s + 16])
-    return store, manifest
+    return store, recipe
 
 
 def scan_qdrant(store, flt=None) -> dict[str, dict[int, float]]:
@@ -78,7 +81,7 @@ def test_filters_on_the_copy_select_what_qdrant_selects(equals):
     store = open_store(name)
     if not store.exists():
         store, _ = make_store(name, synth_points(150))
-    manifest = store.read_manifest()
+    manifest = read_manifest(store).recipe
     copy = copy_for(store, manifest)
     flt = Filter(dict(equals))
     want = scan_qdrant(store, flt)
@@ -145,7 +148,7 @@ def test_kill_between_qdrant_and_copy_is_detected_and_rebuilt_identically(tmp_pa
     proc = subprocess.run([sys.executable, "-c", KILLER.format(root=str(ROOT))], env=env, capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     store = open_store("colkill")
-    manifest = store.read_manifest()
+    manifest = read_manifest(store).recipe
     copy = copy_for(store, manifest)
     assert store.count() == 112 and copy.n_rows() == 96
     assert not copy.is_fresh(store.count())

@@ -115,10 +115,11 @@ def test_kill_9_mid_index_then_rerun_gives_exactly_the_documents(tmp_path):
     partial = _count("crash")
     assert 0 < partial < 100
     from indexer.columns import copy_for
+    from indexer.recipe import read_manifest
     from indexer.store import open_store
 
     store = open_store("crash")
-    rows = copy_for(store, store.read_manifest()).n_rows()
+    rows = copy_for(store, read_manifest(store).recipe).n_rows()
     store.close()
     assert rows <= partial  # the copy is written after Qdrant: a kill can leave it short, never ahead
     again = subprocess.run(cmd + ["--json", "--quiet"], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
@@ -128,11 +129,12 @@ def test_kill_9_mid_index_then_rerun_gives_exactly_the_documents(tmp_path):
     assert _count("crash") == 100
     # the columnar copy (what analyses read) ends equal to Qdrant, row for row
     from indexer.columns import fresh_copy
+    from indexer.recipe import read_manifest
     from indexer.store import open_store
 
     store = open_store("crash")
     try:
-        copy = fresh_copy(store, store.read_manifest(), progress=False)
+        copy = fresh_copy(store, read_manifest(store).recipe, progress=False)
         got = {}
         for sh in copy.iter_shards():
             for r, d in enumerate(sh.doc_ids()):

@@ -107,7 +107,7 @@ def test_plan_windows_pools_every_token_once_with_context():
 
 def test_old_manifest_is_refused_with_rebuild_hint(tmp_path):
     from indexer.catalog import require_index
-    from indexer.manifest import OutdatedIndex
+    from indexer.recipe import OutdatedIndex
     from indexer.store import open_store
 
     store = open_store("legacy")

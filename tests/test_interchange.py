@@ -116,7 +116,7 @@ def test_latent_statistics_read_in_latent_blocks_equal_one_pass(monkeypatch):
     import indexer.latent_stats as L
     import tests.test_columns as T
     from indexer.columns import copy_for
-    from indexer.manifest import MANIFEST_VERSION
+    from indexer.recipe import Recipe, create_manifest
     from indexer.store import open_store
 
     results = []
@@ -127,9 +127,9 @@ def test_latent_statistics_read_in_latent_blocks_equal_one_pass(monkeypatch):
             p.dense = [1.0] + [0.0] * 383
         store = open_store(f"blocks{i}")
         store.create(dense_dim=384, label_dim=384)
-        manifest = {"version": MANIFEST_VERSION, "sae": {"d_sae": T.D_SAE}, "reader": {}}
-        store.write_manifest(manifest)
-        copy = copy_for(store, manifest)
+        recipe = Recipe.external(T.D_SAE)
+        create_manifest(store, recipe)
+        copy = copy_for(store, recipe)
         copy.initialise()
         store.upsert_docs(pts)
         copy.append_points(pts)

@@ -6,12 +6,12 @@ from __future__ import annotations
 from indexer.dictionary.store import Dictionary, load_dictionary
 
 
-def dictionary_for(manifest: dict) -> Dictionary | None:
-    """The dictionary of the index's SAE, if one was built for exactly these weights."""
+def dictionary_for(recipe) -> Dictionary | None:
+    """The dictionary of an index's SAE (its :class:`indexer.recipe.Recipe`), if one was built
+    for exactly these weights."""
     from indexer.sae import sae_dir
 
-    sae = manifest.get("sae", {})
-    return load_dictionary(sae_dir(sae.get("path")), sae.get("hash"))
+    return load_dictionary(sae_dir(recipe.sae.path), recipe.sae.hash)
 
 
 __all__ = ["Dictionary", "dictionary_for", "load_dictionary"]

@@ -38,7 +38,7 @@ def build_dictionary(corpus: Path, sae_dir: Path, work: Path, max_docs: int, per
             print(f"{stage}: {timings[stage]:.0f} s", file=sys.stderr, flush=True)
 
     t0 = time.time()
-    ix = Indexer(sae_path=str(sae_dir))
+    ix = Indexer.from_options(str(sae_dir))
     state_path = work / "collect.pkl"
     state = pickle.loads(state_path.read_bytes()) if state_path.exists() else None
     # (read the instance's own attributes: a dataclass default would answer for an older pickle)

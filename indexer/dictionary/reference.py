@@ -84,7 +84,7 @@ def main() -> None:
         texts.append(t)
         if len(texts) >= args.docs:
             break
-    indexer = Indexer(sae_path=args.sae)
+    indexer = Indexer.from_options(args.sae)
     med, n = compute_reference(indexer, texts)
     out = args.out or Path(args.sae) / REFERENCE_FILE
     np.save(out, med)
