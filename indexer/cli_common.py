@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from typing import Any, Callable
 
@@ -16,6 +15,7 @@ import typer
 from rich.console import Console
 
 from indexer.errors import InputError, SaedexError
+from indexer.settings import settings
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -57,7 +57,7 @@ def friendly_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except (SaedexError, FileNotFoundError) as e:
-            if os.environ.get("SAEDEX_DEBUG"):
+            if settings().debug:
                 raise
             err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(e, "exit_code", 2)) from None

@@ -8,7 +8,6 @@ exponential back-off, bounded concurrency and token accounting.
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from indexer.errors import InputError, UnavailableError
+from indexer.settings import settings
 
 
 class LLMNotConfigured(InputError):
@@ -50,11 +50,12 @@ class Usage:
 
 
 def llm_model(explicit: str | None = None) -> str | None:
-    return explicit or os.environ.get("SAEDEX_LLM_MODEL")
+    return explicit or settings().llm_model
 
 
 def llm_available(model: str | None = None) -> bool:
-    return bool(llm_model(model)) and bool(os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"))
+    s = settings()
+    return bool(llm_model(model)) and bool(s.llm_base_url or s.llm_api_key)
 
 
 def require_llm(model: str | None, what: str) -> str:
@@ -81,10 +82,10 @@ def _is_local(base_url: str | None) -> bool:
 def default_concurrency(base_url: str | None = None) -> int:
     """``SAEDEX_LLM_CONCURRENCY``, else 2 for a server on this machine (llama.cpp, Ollama: more
     parallel requests only queue behind its slots and time out) and 8 for a remote endpoint."""
-    env = os.environ.get("SAEDEX_LLM_CONCURRENCY")
-    if env:
-        return max(1, int(env))
-    return LOCAL_CONCURRENCY if _is_local(base_url if base_url is not None else os.environ.get("OPENAI_BASE_URL")) else REMOTE_CONCURRENCY
+    s = settings()
+    if s.llm_concurrency:
+        return s.llm_concurrency
+    return LOCAL_CONCURRENCY if _is_local(base_url if base_url is not None else s.llm_base_url) else REMOTE_CONCURRENCY
 
 
 class LLMClient:
@@ -99,9 +100,10 @@ class LLMClient:
 
         self.model = model
         self.max_retries = max_retries
-        self.timeout = float(timeout if timeout is not None else os.environ.get("SAEDEX_LLM_TIMEOUT", DEFAULT_TIMEOUT_S))
-        self.base_url = os.environ.get("OPENAI_BASE_URL")
-        self.client = OpenAI(base_url=self.base_url, api_key=os.environ.get("OPENAI_API_KEY", "none"),
+        s = settings()
+        self.timeout = float(timeout if timeout is not None else s.llm_timeout or DEFAULT_TIMEOUT_S)
+        self.base_url = s.llm_base_url
+        self.client = OpenAI(base_url=self.base_url, api_key=s.llm_api_key or "none",
                              timeout=self.timeout, max_retries=0)
         self.usage = Usage()
         self.schemas_supported = True

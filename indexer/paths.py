@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -12,7 +11,9 @@ INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def saedex_home() -> Path:
-    home = Path(os.environ.get("SAEDEX_HOME", Path.home() / ".saedex")).expanduser()
+    from indexer.settings import settings
+
+    home = settings().home
     home.mkdir(parents=True, exist_ok=True)
     return home
 

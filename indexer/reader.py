@@ -30,6 +30,7 @@ import torch
 
 from indexer.errors import InputError
 from indexer.paths import saedex_home
+from indexer.settings import settings
 
 DEFAULT_READER = "gemma3-270m"  # alias resolved to the PyPI-shipped GGUF
 DEFAULT_LAYER = 6
@@ -57,7 +58,7 @@ class ReaderConfig:
     window: int = DEFAULT_WINDOW
     overlap: int = DEFAULT_OVERLAP
     # auto: bf16 on GPUs and CPUs with native bf16 matmuls, else fp32; SAEDEX_PRECISION overrides the default
-    precision: str = field(default_factory=lambda: os.environ.get("SAEDEX_PRECISION", "auto"))
+    precision: str = field(default_factory=lambda: settings().precision)
     device: str = "auto"
     batch_tokens: int = 2048  # tokens per forward pass (windows of equal length share a batch)
 
@@ -140,8 +141,7 @@ def _resolve_local_dir(model: str) -> tuple[str, dict]:
 
 def model_cache_dir() -> Path:
     """Dense copies of GGUF readers (1 GB each); ``SAEDEX_MODEL_CACHE`` lets tests share one."""
-    env = os.environ.get("SAEDEX_MODEL_CACHE")
-    return Path(env).expanduser() if env else saedex_home() / "models"
+    return settings().model_cache or saedex_home() / "models"
 
 
 _readers: dict[tuple, "Reader"] = {}
@@ -334,5 +334,5 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 def set_threads() -> None:
     """Use every core for intra-op parallelism unless the user pinned it."""
-    if "OMP_NUM_THREADS" not in os.environ:
+    if not settings().threads_pinned:
         torch.set_num_threads(os.cpu_count() or 1)

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from analyses.matrix import MAX_FILTER_FIELDS, MAX_SLICES
 from indexer.errors import SaedexError
 from indexer.paths import INDEX_NAME_RE
+from indexer.settings import settings
 from server.auth import ApiKey, Authenticator, KeyConfigError, digest, keys_from_environment
 from server.guard import AuditLog, Guard
 from server.jobs import JobManager, QueueFull
@@ -224,10 +225,11 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
         else:
             keys = keys_from_environment()
     authenticator = Authenticator(keys)
-    audit = AuditLog((audit_log or None) if audit_log is not None else os.environ.get("SAEDEX_AUDIT_LOG") or None)
-    docs = docs if docs is not None else os.environ.get("SAEDEX_API_DOCS") == "1"
+    env = settings()
+    audit = AuditLog((audit_log or None) if audit_log is not None else env.audit_log)
+    docs = docs if docs is not None else env.api_docs
     jobs = JobManager(workers=analysis_workers, per_index=jobs_per_index, error_of=_api_error)
-    registry = Registry(qdrant_url or os.environ.get("SAEDEX_QDRANT_URL"), on_gone=jobs.cancel_index)
+    registry = Registry(qdrant_url or env.qdrant_url, on_gone=jobs.cancel_index)
     # Searches get their own bounded pool (one per core; `saedex serve` makes each torch call
     # single-threaded), so 16 clients queue here instead of oversubscribing two cores, and the
     # event loop stays free for /healthz.

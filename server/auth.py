@@ -133,7 +133,10 @@ def load_keys(env_value: str | None = None, keys_file: str | Path | None = None)
 
 
 def keys_from_environment() -> list[ApiKey]:
-    return load_keys(os.environ.get("SAEDEX_API_KEYS"), os.environ.get("SAEDEX_KEYS_FILE") or None)
+    from indexer.settings import settings
+
+    s = settings()
+    return load_keys(s.api_keys, s.keys_file)
 
 
 class Authenticator:

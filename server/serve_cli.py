@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from indexer.errors import InputError
+from indexer.settings import settings
 from indexer.cli_common import UrlOpt, err_console, friendly_errors
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -32,7 +33,6 @@ def serve_cmd(
 ):
     """Serve the API (/openapi.json) and the web page (/). Keys: SAEDEX_API_KEYS=k1,k2 and/or --keys-file."""
     import logging
-    import os
 
     import uvicorn
 
@@ -40,7 +40,7 @@ def serve_cmd(
     from server.auth import load_keys
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    keys = load_keys(os.environ.get("SAEDEX_API_KEYS"), keys_file)  # KeyConfigError (a ValueError): exit 2
+    keys = load_keys(settings().api_keys, keys_file)  # KeyConfigError (a ValueError): exit 2
     if not keys:
         if host not in LOOPBACK:
             raise InputError("refusing to serve on a non-loopback address without keys (SAEDEX_API_KEYS or --keys-file)")

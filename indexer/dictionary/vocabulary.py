@@ -13,13 +13,14 @@ Each concept is embedded from ``"name: description"``; the short name is the lab
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from indexer.settings import settings
+
 TAXONOMY = Path(__file__).with_name("taxonomy.tsv")
-WORDNET_DIRS = [os.environ.get("WNHOME", ""), "/usr/share/wordnet", "/usr/local/WordNet-3.0/dict", "/usr/share/wordnet/dict"]
+WORDNET_DIRS = ["/usr/share/wordnet", "/usr/local/WordNet-3.0/dict", "/usr/share/wordnet/dict"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def empath_categories() -> list[Concept]:
 
 
 def wordnet_dir() -> Path | None:
-    for d in WORDNET_DIRS:
+    for d in [settings().wordnet_home or "", *WORDNET_DIRS]:
         if d and (Path(d) / "data.noun").exists():
             return Path(d)
     return None
