@@ -9,7 +9,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from analyses.params import ClusterParams, CorrelationsParams, DiffParams
 from indexer.cli_common import JsonOpt, UrlOpt, console, emit, friendly_errors
+from indexer.filters import parse_where, where_dict
+from indexer.params import cli_command
+from indexer.store import open_store
 
 
 def register(app: typer.Typer) -> None:
@@ -20,30 +24,17 @@ def register(app: typer.Typer) -> None:
     app.command("import")(import_cmd)
 
 
-def _store(index: str, qdrant_url: str | None):
-    from indexer.store import open_store
-
-    return open_store(index, qdrant_url)
-
-
-def _where(items: list[str] | None):
-    from search.filters import parse_where
-
-    return parse_where(items)
+def _b_slices(values: list[str], cli: dict) -> dict | list[dict]:
+    """``--b`` options: one slice (repeat for AND), or with ``--multi`` one slice each."""
+    return [where_dict([x]) for x in values] if cli.get("multi") else where_dict(values)
 
 
 @friendly_errors
+@cli_command(DiffParams, fixed={"b": (List[str], _b_slices)})
 def diff_cmd(
+    params: DiffParams,
     index: str = typer.Option(..., "--index"),
-    a: List[str] = typer.Option(..., "--a", help="Filter for slice A (key=value; repeat for AND)."),
-    b: List[str] = typer.Option(..., "--b", help="Filter for slice B; give several --b dataset=X with --multi for one-vs-max."),
     multi: bool = typer.Option(False, "--multi", help="Treat each --b as its own slice: A vs the max of the others."),
-    top: int = typer.Option(20, "--top"),
-    threshold: float = typer.Option(0.0, "--threshold", help="A document has a latent when its max activation exceeds this."),
-    floor: float = typer.Option(0.5, "--floor", help="Count a latent in a document only where it fires at >= this x its typical strength (the SAE's median pooled activation; 0 = any non-zero)."),
-    min_coverage: float = typer.Option(0.005, "--min-coverage"),
-    max_coverage: float = typer.Option(0.95, "--max-coverage"),
-    hypotheses: int = typer.Option(0, "--hypotheses", help="LLM merges top latents into N verified hypotheses."),
     llm: Optional[str] = typer.Option(None, "--llm"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save a bar chart PNG."),
     qdrant_url: Optional[str] = UrlOpt,
@@ -52,18 +43,12 @@ def diff_cmd(
     """How does slice A differ from slice B? Latents by document-frequency difference, BH-adjusted."""
     from analyses.diff import diff
 
-    fa = _where(a)
-    fb = [_where([x]) for x in b] if multi else _where(b)
-    store = _store(index, qdrant_url)
-    try:
-        res = diff(store, index, fa, fb, top=top, threshold=threshold, min_coverage=min_coverage,
-                   max_coverage=max_coverage, hypotheses=hypotheses, llm_model=llm, floor=floor)
-    finally:
-        store.close()
+    with open_store(index, qdrant_url) as store:
+        res = diff(store, index, params, llm_model=llm)
     if plot:
         from analyses.plots import plot_diff
 
-        plot_diff(res, plot, " & ".join(a), " | ".join(b))
+        plot_diff(res, plot, _desc(params.a), " | ".join(_desc(x) for x in params.b_slices()))
 
     def render(r):
         t = Table(title=f"diff: A ({r['n_a']} docs) vs B ({r['n_b']} docs); {r['significant']} of {r['tested_latents']} latents significant (BH q<0.05)")
@@ -79,18 +64,15 @@ def diff_cmd(
     emit(res, as_json, render)
 
 
+def _desc(where: dict) -> str:
+    return " & ".join(f"{k}={v}" for k, v in where.items())
+
+
 @friendly_errors
+@cli_command(CorrelationsParams)
 def correlations_cmd(
+    params: CorrelationsParams,
     index: str = typer.Option(..., "--index"),
-    where: Optional[List[str]] = typer.Option(None, "--where"),
-    min_npmi: float = typer.Option(0.3, "--min-npmi"),
-    max_label_sim: float = typer.Option(0.2, "--max-label-sim"),
-    min_support: int = typer.Option(5, "--min-support"),
-    max_freq: float = typer.Option(0.5, "--max-freq", help="Skip latents present in more than this fraction of documents."),
-    per_doc: int = typer.Option(512, "--per-doc", help="Keep each document's N most salient latents (0 = all; cost grows with N^2)."),
-    max_docs: int = typer.Option(4000, "--max-docs", help="Sample this many documents from larger slices (seeded); 0 = exact, every document."),
-    floor: float = typer.Option(0.5, "--floor", help="Count a latent in a document only where it fires at >= this x its typical strength (the SAE's median pooled activation; 0 = any non-zero)."),
-    top: int = typer.Option(20, "--top"),
     plot: Optional[Path] = typer.Option(None, "--plot"),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
@@ -98,12 +80,8 @@ def correlations_cmd(
     """Latent pairs that co-occur (NPMI) although their labels are unrelated."""
     from analyses.correlations import correlations
 
-    store = _store(index, qdrant_url)
-    try:
-        res = correlations(store, index, _where(where), min_npmi=min_npmi, max_label_sim=max_label_sim,
-                           min_support=min_support, top=top, max_freq=max_freq, per_doc=per_doc, floor=floor, max_docs=max_docs)
-    finally:
-        store.close()
+    with open_store(index, qdrant_url) as store:
+        res = correlations(store, index, params)
     if plot:
         from analyses.plots import plot_correlations
 
@@ -122,13 +100,10 @@ def correlations_cmd(
 
 
 @friendly_errors
+@cli_command(ClusterParams)
 def cluster_cmd(
+    params: ClusterParams,
     index: str = typer.Option(..., "--index"),
-    where: Optional[List[str]] = typer.Option(None, "--where"),
-    k: int = typer.Option(5, "--k"),
-    axis: Optional[str] = typer.Option(None, "--axis", help="Cluster along this axis: 'news topic', 'tone', 'A vs B'."),
-    method: str = typer.Option("sae", "--method", help="sae | dense"),
-    label_field: Optional[str] = typer.Option(None, "--label-field", help="Score clusters against this payload field."),
     plot: Optional[Path] = typer.Option(None, "--plot"),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
@@ -137,11 +112,8 @@ def cluster_cmd(
     their positions on the axis's values (a taxonomy group such as topic or tone, or poles 'A vs B')."""
     from analyses.clustering import cluster
 
-    store = _store(index, qdrant_url)
-    try:
-        res = cluster(store, index, _where(where), k=k, axis=axis, method=method, label_field=label_field, with_coords=plot is not None)
-    finally:
-        store.close()
+    with open_store(index, qdrant_url) as store:
+        res = cluster(store, index, params, with_coords=plot is not None)
     coords, pred = res.pop("_coords", None), res.pop("_pred", None)
     if plot and coords is not None:
         from analyses.plots import plot_clusters
@@ -157,7 +129,7 @@ def cluster_cmd(
             console.print(f"[bold]cluster {c['id']}[/bold] ({c['size']} docs)" + (f" [{on_axis}]" if on_axis else "") + ": "
                           + ", ".join(escape(l["label"]) for l in c["latents"][:5]), highlight=False)
         if r["scores"]:
-            console.print(f"scores vs {label_field}: {r['scores']}")
+            console.print(f"scores vs {params.label_field}: {r['scores']}")
 
     emit(res, as_json, render)
 
@@ -174,13 +146,10 @@ def export_cmd(
     """Export an index's pooled vectors to Parquet (the recipe rides in the file's metadata)."""
     from indexer.catalog import require_index
     from indexer.interchange import export_parquet
-    from indexer.store import open_store
-    flt = _where(where)
-    store = open_store(index, qdrant_url)
-    try:
+
+    flt = parse_where(where)
+    with open_store(index, qdrant_url) as store:
         out = export_parquet(store, require_index(store, index), parquet, flt, dense, progress=not as_json)
-    finally:
-        store.close()
     emit(out, as_json, lambda o: console.print(f"exported {o['documents']:,} documents to {o['path']}"))
 
 

@@ -17,12 +17,13 @@ from scipy.optimize import linear_sum_assignment
 from analyses.diff import bh_adjust, two_proportion_test
 import pyarrow as pa
 
-from analyses.matrix import (AnalysisError, canonical_order, check_bound, check_filter, latent_labels, latent_medians, load_matrix, require_docs, sample_positions,
+from analyses.matrix import (AnalysisError, canonical_order, latent_labels, latent_medians, load_matrix, require_docs, sample_positions,
                              slice_counts)
 from analyses.axis import affinities, kmeans, p90_by_latent, positions, resolve_axis, value_profile
+from analyses.params import ClusterParams
 from indexer.catalog import require_index
 from indexer.columns import above_floor, column_values, fresh_copy, row_mask
-from indexer.store import Filter, Store
+from indexer.store import Store
 
 MAX_SPECTRAL_DOCS = 6000
 
@@ -78,11 +79,7 @@ def _add_axis(out: dict, ax, F: np.ndarray, pred: np.ndarray, k: int) -> None:
 def cluster(
     store: Store,
     index: str,
-    where: Filter | None = None,
-    k: int = 5,
-    axis: str | None = None,
-    method: str = "sae",
-    label_field: str | None = None,
+    params: ClusterParams | None = None,
     min_coverage: float = 0.005,
     max_coverage: float = 0.5,
     threshold: float = 0.0,
@@ -94,13 +91,9 @@ def cluster(
 ) -> dict:
     """``stream_above`` (default MAX_SPECTRAL_DOCS): slices larger than this are clustered in
     passes over the columnar copy instead of in memory (same algorithm, same result)."""
+    p = params or ClusterParams()
+    where, k, axis, method, label_field = p.to_filter(p.where), p.k, p.axis, p.method, p.label_field
     stream_above = MAX_SPECTRAL_DOCS if stream_above is None else stream_above
-    if method not in ("sae", "dense"):
-        raise AnalysisError(f"unknown clustering method {method!r}; use sae or dense")
-    if k < 2:
-        raise AnalysisError("k must be at least 2")
-    check_bound("k", k, 2, 100)
-    check_filter(where, "--where")
     fields = [label_field] if label_field else []
     if method == "sae":
         copy = fresh_copy(store, require_index(store, index).recipe)

@@ -38,10 +38,11 @@ import scipy.sparse as sp
 import re
 
 from indexer.progress import checkpoint
-from analyses.matrix import (DEFAULT_FLOOR, AnalysisError, DocMatrix, check_bound, check_filter, latent_cards, load_matrix,
+from analyses.matrix import (DocMatrix, latent_cards, load_matrix,
                              require_docs)
+from analyses.params import CorrelationsParams
 from indexer.pooling import unpack
-from indexer.store import Filter, Store
+from indexer.store import Store
 
 SAME_SPAN_TOKENS = 2  # peaks this close (in tokens) count as the same spot
 SAME_SPAN_SHARE = 0.25  # a pair peaking at the same spot in this share of its shared documents is dropped
@@ -109,29 +110,13 @@ def npmi_pairs(B: sp.csr_matrix, min_support: int, min_npmi: float) -> tuple[np.
     return i[keep], j[keep], npmi[keep], cij[keep], cond[keep]
 
 
-def correlations(
-    store: Store,
-    index: str,
-    where: Filter | None = None,
-    min_npmi: float = 0.3,
-    max_label_sim: float = 0.2,
-    min_support: int = 5,
-    top: int = 20,
-    threshold: float = 0.0,
-    max_freq: float = 0.5,
-    n_examples: int = 3,
-    per_doc: int = DEFAULT_PER_DOC,
-    floor: float = DEFAULT_FLOOR,
-    max_docs: int = DEFAULT_MAX_DOCS,
-    seed: int = 0,
-) -> dict:
-    if top <= 0 or min_support < 1:
-        raise AnalysisError("--top and --min-support must be positive")
-    if max_docs < 0:
-        raise AnalysisError("--max-docs must be 0 (every document) or positive")
-    check_bound("--top", top, 1, 1000)
-    check_bound("--per-doc", per_doc, 0, 4096)
-    check_filter(where, "--where")
+def correlations(store: Store, index: str, params: CorrelationsParams | None = None, threshold: float = 0.0,
+                 n_examples: int = 3, seed: int = 0) -> dict:
+    """Latent pairs that co-occur (NPMI) in the slice ``params.where`` although their labels are unrelated."""
+    p = params or CorrelationsParams()
+    where = p.to_filter(p.where)
+    min_npmi, max_label_sim, min_support, top = p.min_npmi, p.max_label_sim, p.min_support, p.top
+    max_freq, per_doc, floor, max_docs = p.max_freq, p.per_doc, p.floor, p.max_docs
     m = load_matrix(store, index, where, fields=["content_hash"], floor=floor, max_docs=max_docs, seed=seed)
     sampled_from = m.sampled_from if m.sampled_from is not None else m.n_docs
     require_docs(m, "the filter", minimum=2)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from analyses.matrix import (DEFAULT_FLOOR, MAX_SLICES, AnalysisError, check_bound, check_filter, check_floor, latent_cards,
+from analyses.matrix import (AnalysisError, check_bound, latent_cards,
                              latent_medians, load_matrix, slice_counts)
+from analyses.params import DiffParams
 from indexer.catalog import require_index
 from indexer.columns import above_floor, fresh_copy
 from indexer.pooling import fire_spans
@@ -49,32 +50,13 @@ def top_docs_in_slice(store: Store, latent: int, flt: Filter, n: int, ref: np.nd
     return [h.doc_id for h, ok in zip(hits, present.tolist()) if ok][:n]
 
 
-def diff(
-    store: Store,
-    index: str,
-    a: Filter,
-    b: Filter | list[Filter],
-    top: int = 20,
-    threshold: float = 0.0,
-    min_coverage: float = 0.005,
-    max_coverage: float = 0.95,
-    n_examples: int = 5,
-    hypotheses: int = 0,
-    floor: float = DEFAULT_FLOOR,
-    llm_model: str | None = None,
-) -> dict:
-    others = b if isinstance(b, list) else [b]
-    if not others:
-        raise AnalysisError("diff needs at least one B filter")
-    if top <= 0:
-        raise AnalysisError("--top must be positive")
-    check_bound("--top", top, 1, 1000)
-    check_bound("the number of B slices", len(others), 1, MAX_SLICES)
+def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_model: str | None = None) -> dict:
+    """How slice ``params.a`` differs from ``params.b`` (or from the max of several B slices)."""
     check_bound("--examples", n_examples, 0, 100)
-    check_filter(a, "filter A")
-    for f in others:
-        check_filter(f, "filter B")
-    check_floor(floor)
+    a = params.to_filter(params.a, "a")
+    others = [params.to_filter(x, "b") for x in params.b_slices()]
+    top, threshold, floor, hypotheses = params.top, params.threshold, params.floor, params.hypotheses
+    min_coverage, max_coverage = params.min_coverage, params.max_coverage
     copy = fresh_copy(store, require_index(store, index).recipe)
     ref = latent_medians(store, index) if floor > 0 else None
     na, ca = slice_counts(copy, a, floor, ref, threshold)

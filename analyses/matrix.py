@@ -39,7 +39,6 @@ class DocMatrix:
         return B.tocsr()
 
 
-DEFAULT_FLOOR = 0.5
 
 
 def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: list[str] | None = None,
@@ -204,9 +203,6 @@ def apply_floor(X: sp.csr_matrix, p50: np.ndarray, floor: float) -> sp.csr_matri
     return X
 
 
-MAX_FILTER_FIELDS = 16  # conditions per filter
-MAX_FILTER_VALUES = 1000  # any-of values per condition
-MAX_SLICES = 32  # B slices of one diff (each is a pass over the copy unless answered from stored counts)
 
 
 def check_bound(name: str, value: int, lo: int, hi: int) -> None:
@@ -218,16 +214,6 @@ def check_bound(name: str, value: int, lo: int, hi: int) -> None:
 def check_floor(floor: float) -> None:
     if not 0 <= floor <= 10:
         raise AnalysisError("--floor must be between 0 and 10")
-
-
-def check_filter(flt: Filter | None, what: str) -> None:
-    if flt is None:
-        return
-    if len(flt.equals) > MAX_FILTER_FIELDS:
-        raise AnalysisError(f"{what}: at most {MAX_FILTER_FIELDS} conditions (got {len(flt.equals)})")
-    for k, v in flt.equals.items():
-        if isinstance(v, (list, tuple, set)) and len(v) > MAX_FILTER_VALUES:
-            raise AnalysisError(f"{what}: {k} lists {len(v)} values; at most {MAX_FILTER_VALUES}")
 
 
 def require_docs(m: DocMatrix, what: str, minimum: int = 1) -> None:

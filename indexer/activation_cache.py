@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from indexer.corpus import Record, read_corpus
+from indexer.corpus import read_corpus
 from indexer.reader import Reader
 
 

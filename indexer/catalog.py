@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexer.errors import ConflictError
+from typing import Optional
+
+from pydantic import Field, field_validator
+
+from indexer.errors import ConflictError, NotFoundError
+from indexer.params import Params
 from indexer.embedder import get_embedder
 from indexer.recipe import Manifest, read_manifest, update_state
 from indexer.store import Filter, IndexNotFound, LatentPoint, Store
@@ -77,6 +82,40 @@ def latent_summary(p: LatentPoint, n_examples: int = 3) -> dict:
         "quantiles": pl.get("quantiles", {}),
         "examples": pl.get("examples", [])[:n_examples],
     }
+
+
+class LatentsParams(Params):
+    query: Optional[str] = Field(None, max_length=500, description="Rank latents by similarity of their label/contexts to this text.")
+    top: int = Field(20, ge=1, le=1000, description="Latents to list.")
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+def list_latents(store: Store, index: str, params: LatentsParams, table=None) -> dict:
+    """``saedex latents`` and ``GET /v1/indexes/NAME/latents``: the top latents by document
+    frequency, or by similarity to ``params.query`` (``table``: the caller's latent table)."""
+    require_index(store, index)
+    if params.query is None:
+        return {"latents": [latent_summary(p) for p in top_latents_by_freq(store, params.top)]}
+    ranked = latents_for_query(store, params.query, params.top, table=table)
+    pts = {p.latent: p for p in store.get_latents([i for i, _ in ranked])}
+    return {"latents": [latent_summary(pts[i]) | {"similarity": round(s, 4)} for i, s in ranked if i in pts]}
+
+
+def latent_detail(store: Store, index: str, latent: int) -> dict:
+    """One latent with 20 examples, its negatives and where its label came from."""
+    require_index(store, index)
+    pts = store.get_latents([latent])
+    if not pts:
+        raise NotFoundError(f"no latent {latent} in index {index!r}")
+    p = pts[0]
+    return latent_summary(p, n_examples=20) | {"negatives": p.payload.get("negatives", []),
+                                               "label_source": p.payload.get("label_source", "offline")}
 
 
 def top_latents_by_freq(store: Store, top: int) -> list[LatentPoint]:

@@ -8,13 +8,16 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from indexer.cli_common import JsonOpt, UrlOpt, UserError, console, emit, err_console, friendly_errors
+from indexer.catalog import LatentsParams
+from indexer.cli_common import JsonOpt, UrlOpt, console, emit, err_console, friendly_errors
+from indexer.params import cli_command
 
 
 def register(app: typer.Typer) -> None:
     app.command("index")(index_cmd)
     app.command("info")(info_cmd)
     app.command("latents")(latents_cmd)
+    app.command("latent")(latent_cmd)
     app.command("label")(label_cmd)
     app.command("train-sae")(train_sae_cmd)
     app.command("build-dictionary")(build_dictionary_cmd)
@@ -84,31 +87,28 @@ def info_cmd(index: str = typer.Option(..., "--index"), qdrant_url: Optional[str
 
 
 @friendly_errors
-def latents_cmd(
-    index: str = typer.Option(..., "--index"),
-    top: int = typer.Option(20, "--top", min=1),
-    query: Optional[str] = typer.Option(None, "--query", help="Rank latents by similarity of their label/contexts to this text."),
-    qdrant_url: Optional[str] = UrlOpt,
-    as_json: bool = JsonOpt,
-):
+@cli_command(LatentsParams)
+def latents_cmd(params: LatentsParams, index: str = typer.Option(..., "--index"), qdrant_url: Optional[str] = UrlOpt,
+                as_json: bool = JsonOpt):
     """Top latents by document frequency, or by similarity to --query."""
-    from indexer.catalog import latent_summary, latents_for_query, require_index, top_latents_by_freq
+    from indexer.catalog import list_latents
     from indexer.store import open_store
 
-    store = open_store(index, qdrant_url)
-    try:
-        require_index(store, index)
-        if query is not None:
-            if not query.strip():
-                raise UserError("--query must not be empty")
-            ranked = latents_for_query(store, query, top)
-            pts = {p.latent: p for p in store.get_latents([i for i, _ in ranked])}
-            out = [latent_summary(pts[i]) | {"similarity": round(s, 4)} for i, s in ranked if i in pts]
-        else:
-            out = [latent_summary(p) for p in top_latents_by_freq(store, top)]
-    finally:
-        store.close()
-    emit({"latents": out}, as_json, _render_latents)
+    with open_store(index, qdrant_url) as store:
+        out = list_latents(store, index, params)
+    emit(out, as_json, _render_latents)
+
+
+@friendly_errors
+def latent_cmd(latent: int = typer.Argument(..., help="Latent id."), index: str = typer.Option(..., "--index"),
+               qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
+    """One latent: label, kind, quality, 20 activating examples and its negatives."""
+    from indexer.catalog import latent_detail
+    from indexer.store import open_store
+
+    with open_store(index, qdrant_url) as store:
+        out = latent_detail(store, index, latent)
+    emit(out, as_json, lambda o: _render_latents({"latents": [o]}))
 
 
 def _render_latents(obj: dict) -> None:

@@ -3,59 +3,64 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from indexer.cli_common import JsonOpt, UrlOpt, console, emit, friendly_errors
+from indexer.params import cli_command
+from search.params import SearchParams
 
 
 def register(app: typer.Typer) -> None:
     app.command("search")(search_cmd)
+    app.command("document")(document_cmd)
     app.command("eval-retrieval")(eval_cmd)
 
 
-def _engine(index: str, qdrant_url: str | None):
-    from indexer.store import open_store
-    from search.engine import SearchEngine
-
-    store = open_store(index, qdrant_url)
-    return store, SearchEngine(store, index)
-
-
 @friendly_errors
+@cli_command(SearchParams)
 def search_cmd(
-    query: Optional[str] = typer.Argument(None, help="The property to search for, e.g. 'sarcastic remark'."),
+    params: SearchParams,
     index: str = typer.Option(..., "--index"),
-    k: int = typer.Option(10, "--k", help="Number of results (1..10000)."),
-    offset: int = typer.Option(0, "--offset", help="Skip this many results (pagination; offset + k <= 10000)."),
-    method: str = typer.Option("sae", "--method", help="sae | bm25 | dense | hybrid"),
-    where: Optional[List[str]] = typer.Option(None, "--where", help="key=value payload filter; repeatable (same key = any of)."),
-    rerank: bool = typer.Option(False, "--rerank", help="LLM reranks the top 50."),
-    expand: int = typer.Option(0, "--expand", help="LLM writes N example phrases whose latents join the query."),
-    like: Optional[str] = typer.Option(None, "--like", help="Rank documents sharing this document's strongest latents."),
-    temperature: float = typer.Option(0.2, "--temperature", help="Rank-weight temperature T in w=exp(-(r/n)/T)."),
-    n_latents: int = typer.Option(100, "--n-latents", help="Latents taken per query."),
-    llm_filter: bool = typer.Option(False, "--llm-filter", help="LLM keeps only the relevant latents."),
     llm: Optional[str] = typer.Option(None, "--llm", help="LLM model name (default: $SAEDEX_LLM_MODEL)."),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
 ):
     """Property search with explanations (or the BM25 / dense / hybrid baselines)."""
-    from search.engine import SearchOptions
-    from search.filters import parse_where
+    from indexer.store import open_store
+    from search.engine import SearchEngine, SearchOptions
 
-    opts = SearchOptions(k=k, offset=offset, method=method, where=parse_where(where), rerank=rerank, expand=expand, like=like,
-                         temperature=temperature, n_latents=n_latents, llm_filter=llm_filter, llm_model=llm)
-    opts.validate(query)
-    store, engine = _engine(index, qdrant_url)
-    try:
-        out = engine.search(query, opts)
-    finally:
-        store.close()
+    SearchOptions.of(params).check(params.query)  # a bad query fails before any model loads
+    with open_store(index, qdrant_url) as store:
+        out = SearchEngine(store, index).run(params, llm_model=llm)
     emit(out, as_json, _render)
+
+
+@friendly_errors
+def document_cmd(doc_id: str = typer.Argument(..., help="Document id."), index: str = typer.Option(..., "--index"),
+                 top: int = typer.Option(15, "--top", help="Strongest latents to show (1..200)."),
+                 qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
+    """A document with its strongest latents and where they fire."""
+    from indexer.store import open_store
+    from search.engine import SearchEngine
+
+    with open_store(index, qdrant_url) as store:
+        out = SearchEngine(store, index).document(doc_id, top)
+
+    def render(d: dict) -> None:
+        spans = sorted({tuple(s) for l in d["latents"] for s in l["spans"]})
+        console.print(_highlight(d["text"][:2000], spans))
+        t = Table()
+        for c in ("latent", "label", "activation", "x p90"):
+            t.add_column(c)
+        for l in d["latents"]:
+            t.add_row(str(l["latent"]), escape(l["label"]), f"{l['activation']:.2f}", f"{l['relative']:.2f}")
+        console.print(t)
+
+    emit(out, as_json, render)
 
 
 def _render(out: dict) -> None:
@@ -99,17 +104,15 @@ def eval_cmd(
     as_json: bool = JsonOpt,
 ):
     """AP per query, MAP, P@10 and MP@50 for every method side by side."""
-    from search.engine import SearchOptions
+    from indexer.store import open_store
+    from search.engine import SearchEngine, SearchOptions
     from search.evaluate import evaluate, load_queries
 
     qs = load_queries(queries)
     ms = [m.strip() for m in methods.split(",") if m.strip()]
-    store, engine = _engine(index, qdrant_url)
-    try:
-        res = evaluate(engine, qs, ms, SearchOptions(temperature=temperature, n_latents=n_latents,
-                                                     label_weight=label_weight, max_doc_freq=max_doc_freq))
-    finally:
-        store.close()
+    base = SearchOptions.parse(temperature=temperature, n_latents=n_latents, label_weight=label_weight, max_doc_freq=max_doc_freq)
+    with open_store(index, qdrant_url) as store:
+        res = evaluate(SearchEngine(store, index), qs, ms, base)
 
     def render(r: dict) -> None:
         t = Table(title=f"retrieval on {index} (AP; base rate in brackets)")

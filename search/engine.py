@@ -17,25 +17,23 @@ the character spans where they fire.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
+from pydantic import Field
 
-from indexer.errors import InputError
+from indexer.errors import InputError, NotFoundError
 from indexer.catalog import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, require_fresh_latent_stats, require_index
 from indexer.embedder import get_embedder
 from indexer.pooling import fire_spans
 from indexer.recipe import read_manifest
 from indexer.store import Filter, Hit, SparseMap, Store
+from search.params import MAX_K, MAX_QUERY_CHARS, SearchParams
 
-METHODS = ("sae", "bm25", "dense", "hybrid")
-MAX_K = 10_000
-MAX_QUERY_CHARS = 2000
 HIDDEN_PAYLOAD = {"_fires", "_offsets", "doc_id", "text", "dataset"}
 
 
@@ -43,46 +41,29 @@ class SearchError(InputError):
     """Bad search input; reported as a one-line error (exit 2 / HTTP 422)."""
 
 
-@dataclass
-class SearchOptions:
-    k: int = 10
-    method: str = "sae"
-    where: Filter = field(default_factory=Filter)
-    rerank: bool = False
-    expand: int = 0
-    like: str | None = None
-    temperature: float = 0.2
-    n_latents: int = 100
-    llm_filter: bool = False
-    llm_model: str | None = None
-    label_weight: float = 0.5
-    direction_weight: float = DIRECTION_WEIGHT
-    quality_weight: float = QUALITY_WEIGHT
-    max_doc_freq: float = 0.5
-    rrf_k: int = 60
-    explain_latents: int = 5
-    explain: bool = True  # evaluation turns it off: it ranks whole pools and only needs ids
-    offset: int = 0  # pagination: skip this many results (offset + k <= MAX_K)
+class SearchOptions(SearchParams):
+    """A search's parameters (:class:`search.params.SearchParams`, what users set) and the
+    engine's tuning, which evaluation and benchmarks vary (not exposed by the CLI or API)."""
 
-    def validate(self, query: str | None) -> None:
-        if self.method not in METHODS:
-            raise SearchError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
-        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k <= 0 or self.k > MAX_K:
-            raise SearchError(f"k must be between 1 and {MAX_K}, got {self.k}")
-        if not isinstance(self.offset, int) or isinstance(self.offset, bool) or self.offset < 0 or self.offset + self.k > MAX_K:
-            raise SearchError(f"offset must be >= 0 with offset + k <= {MAX_K}, got offset {self.offset}")
+    llm_model: Optional[str] = None
+    label_weight: float = Field(0.5, ge=0, le=1)
+    direction_weight: float = Field(DIRECTION_WEIGHT, ge=0, le=1)
+    quality_weight: float = Field(QUALITY_WEIGHT, ge=0)
+    max_doc_freq: float = Field(0.5, gt=0, le=1)
+    rrf_k: int = Field(60, ge=1)
+    explain_latents: int = Field(5, ge=0, le=100)
+    explain: bool = True  # evaluation turns it off: it ranks whole pools and only needs ids
+
+    @classmethod
+    def of(cls, params: SearchParams, **tuning) -> "SearchOptions":
+        return cls.parse(**params.model_dump(), **tuning)
+
+    def check(self, query: str | None) -> None:
+        """What needs the query beside the parameters: a query, or a document to search like."""
         if self.like is None and (query is None or not query.strip()):
             raise SearchError("empty query (give a query, or --like DOC_ID)")
         if query is not None and len(query) > MAX_QUERY_CHARS:
             raise SearchError(f"query too long ({len(query)} > {MAX_QUERY_CHARS} characters)")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise SearchError("temperature must be a positive number")
-        if self.expand < 0 or self.expand > 20:
-            raise SearchError("expand must be between 0 and 20")
-        if not 1 <= self.n_latents <= 1000:
-            raise SearchError("n_latents must be between 1 and 1000")
-        if self.like is not None and self.method not in ("sae",):
-            raise SearchError("--like works with method sae")
 
 
 @dataclass
@@ -261,16 +242,40 @@ class SearchEngine:
                 self._indexer = Indexer.for_recipe(self.manifest.recipe)
             return self._indexer
 
+    def document(self, doc_id: str, top: int = 15) -> dict:
+        """A document with its strongest latents (by activation relative to the latent's p90)
+        and where each fires: ``saedex document`` and ``GET .../documents/ID``."""
+        if not 1 <= top <= 200:
+            raise SearchError(f"top must be between 1 and 200, got {top}")
+        docs = self.store.get_docs([doc_id], with_sparse=True)
+        if not docs:
+            raise NotFoundError(f"no document {doc_id!r} in index {self.index!r}")
+        d = docs[0]
+        sparse = d.sparse or {}
+        meta = self.latent_meta(list(sparse))
+        ranked = sorted(((i, a, a / meta[i]["p90"]) for i, a in sparse.items() if i in meta and meta[i]["p90"] > 0),
+                        key=lambda t: -t[2])[:top]
+        spans = fire_spans(d.payload, [i for i, _, _ in ranked])
+        return {"id": d.doc_id, "text": d.payload.get("text", ""), "dataset": d.payload.get("dataset"),
+                "fields": {k: v for k, v in d.payload.items() if k not in HIDDEN_PAYLOAD},
+                "latents": [{"latent": i, "label": meta[i]["label"], "activation": round(a, 4), "relative": round(r, 3),
+                             "spans": [spans[i]] if i in spans else []} for i, a, r in ranked]}
+
     # ------------------------------------------------------------------ search
+    def run(self, params: SearchParams, llm_model: str | None = None) -> dict[str, Any]:
+        """A search as the CLI and the API run it (the same result for ``--json`` and HTTP)."""
+        return self.search(params.query, SearchOptions.of(params, llm_model=llm_model))
+
     def search(self, query: str | None, opts: SearchOptions) -> dict[str, Any]:
-        opts.validate(query)
+        opts.check(query)
+        flt = opts.to_filter(opts.where)
         want = opts.offset + opts.k  # pages are cut from the top offset + k
         explain = opts.explain
         if opts.method == "bm25":
-            hits = self._bm25_hits(query, opts, want)
+            hits = self._bm25_hits(query, flt, want)
             latents: list[WeightedLatent] = []
         elif opts.method == "dense":
-            hits = self.store.search_dense(get_embedder().encode_query(query).tolist(), want, opts.where)
+            hits = self.store.search_dense(get_embedder().encode_query(query).tolist(), want, flt)
             latents = []
         else:
             self._require_fresh()
@@ -284,10 +289,10 @@ class SearchEngine:
             vectors = explain and self.locator() is None  # else explanations read the columnar copy
             if opts.method == "hybrid":
                 dense = get_embedder().encode_query(query).tolist()
-                hits = self.store.search_hybrid(idx, vals, dense, limit, opts.where, rrf_k=opts.rrf_k, prefetch=max(limit, 100),
+                hits = self.store.search_hybrid(idx, vals, dense, limit, flt, rrf_k=opts.rrf_k, prefetch=max(limit, 100),
                                                 with_sparse=vectors)
             else:
-                hits = self.store.search_sparse(idx, vals, limit, opts.where, with_sparse=vectors)
+                hits = self.store.search_sparse(idx, vals, limit, flt, with_sparse=vectors)
             if opts.like:
                 hits = [h for h in hits if h.doc_id != opts.like][:want]
         full_page = len(hits) >= want
@@ -319,14 +324,14 @@ class SearchEngine:
             latents = sorted(merged.values(), key=lambda w: -w.weight)
         return latents
 
-    def _bm25_hits(self, query: str, opts: SearchOptions, want: int) -> list[Hit]:
+    def _bm25_hits(self, query: str, flt: Filter, want: int) -> list[Hit]:
         from search.bm25 import allowed_mask, load_or_build_bm25
 
         with self._lock:
             if self._bm25 is None or self._bm25.key != str(self.store.count()):
                 self._bm25 = load_or_build_bm25(self.store)
         bm = self._bm25
-        top = bm.top(query, want, allowed_mask(self.store, bm, opts.where))
+        top = bm.top(query, want, allowed_mask(self.store, bm, flt))
         docs = {h.doc_id: h for h in self.store.get_docs([bm.doc_ids[i] for i, _ in top])}
         return [Hit(bm.doc_ids[i], s, docs[bm.doc_ids[i]].payload) for i, s in top if bm.doc_ids[i] in docs]
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from indexer.errors import InputError
 from indexer.store import Filter, Store
-from search.engine import MAX_K, METHODS, SearchEngine, SearchOptions
+from search.engine import SearchEngine, SearchOptions
+from search.params import MAX_K, METHODS
 
 
 @dataclass
@@ -105,8 +106,8 @@ def evaluate(engine: SearchEngine, queries: list[QuerySpec], methods: list[str] 
         row = {"name": q.name, "query": q.query, "pool": len(pool), "relevant": len(rel),
                "base_rate": round(len(rel) / max(len(pool), 1), 4), "methods": {}}
         for m in methods:
-            opts = SearchOptions(**{**base.__dict__, "method": m, "k": min(max(len(pool), 1), MAX_K), "where": Filter(dict(q.where)),
-                                    "explain": False})
+            opts = base.model_copy(update={"method": m, "k": min(max(len(pool), 1), MAX_K), "offset": 0, "where": dict(q.where),
+                                           "explain": False})
             ranked = [r["id"] for r in engine.search(q.query, opts)["results"]]
             # A method that leaves documents unranked (BM25: no query word) gets them appended in a
             # fixed random order, so every method's AP is over the same full pool.

@@ -28,19 +28,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+
 
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
-
-from analyses.matrix import MAX_FILTER_FIELDS, MAX_SLICES
+from analyses.params import ClusterParams, CorrelationsParams, DiffParams
 from indexer.errors import SaedexError
 from indexer.paths import INDEX_NAME_RE
+from indexer.catalog import LatentsParams
+from indexer.params import Params
 from indexer.settings import settings
+from search.params import SearchParams
 from server.auth import ApiKey, Authenticator, KeyConfigError, digest, keys_from_environment
 from server.guard import AuditLog, Guard
 from server.jobs import JobManager, QueueFull
@@ -49,9 +50,8 @@ log = logging.getLogger("saedex.server")
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024
 NAME = INDEX_NAME_RE.pattern
-FilterValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr]  # strict: true is not 1, "1" is not 1
-Where = dict[str, FilterValue]
 MAX_WAIT_S = 60.0
+LatentsQuery = LatentsParams.from_query_string()
 _PATHS = re.compile(r"(?<![\w.:/])/[^\s'\"()<>,;:]+")
 
 
@@ -59,59 +59,6 @@ def public_message(msg: str) -> str:
     """An error message for a client: absolute filesystem paths replaced (they tell an attacker
     where indexes live and who runs the server)."""
     return _PATHS.sub("<path>", str(msg))
-
-
-class StrictBody(BaseModel):
-    """Unknown fields are errors (422 naming them), and JSON types are taken literally: ``"5"``
-    and ``true`` are not integers."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class SlicedBody(StrictBody):
-    """An analysis over the documents matching ``where``."""
-
-    where: Where = Field(default_factory=dict, max_length=MAX_FILTER_FIELDS)
-
-
-class SearchBody(StrictBody):
-    query: Optional[str] = Field(None, max_length=2000)
-    k: int = Field(10, ge=1, le=10_000)
-    offset: int = Field(0, ge=0, le=9_999, description="pagination: skip this many results (offset + k <= 10,000)")
-    method: Literal["sae", "bm25", "dense", "hybrid"] = "sae"
-    where: Where = Field(default_factory=dict, max_length=MAX_FILTER_FIELDS)
-    rerank: bool = False
-    like: Optional[str] = Field(None, max_length=512)
-    temperature: float = Field(0.2, gt=0, le=100)
-    expand: int = Field(0, ge=0, le=20)
-
-
-class DiffBody(StrictBody):
-    a: Where = Field(..., min_length=1, max_length=MAX_FILTER_FIELDS)
-    b: Union[Where, list[Where]] = Field(..., max_length=MAX_SLICES)
-    top: int = Field(20, ge=1, le=1000)
-    threshold: float = Field(0.0, ge=0, le=1e6)
-    floor: float = Field(0.5, ge=0, le=10)
-    min_coverage: float = Field(0.005, ge=0, le=1)
-    max_coverage: float = Field(0.95, ge=0, le=1)
-    hypotheses: int = Field(0, ge=0, le=10)
-
-
-class CorrelationsBody(SlicedBody):
-    min_npmi: float = Field(0.3, ge=-1, le=1)
-    max_label_sim: float = Field(0.2, ge=-1, le=1)
-    min_support: int = Field(5, ge=1, le=1_000_000)
-    max_freq: float = Field(0.5, gt=0, le=1)
-    per_doc: int = Field(512, ge=0, le=4096)
-    floor: float = Field(0.5, ge=0, le=10)
-    top: int = Field(20, ge=1, le=1000)
-
-
-class ClustersBody(SlicedBody):
-    k: int = Field(5, ge=2, le=100)
-    axis: Optional[str] = Field(None, max_length=500)
-    method: Literal["sae", "dense"] = "sae"
-    label_field: Optional[str] = Field(None, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
 class IndexHandle:
@@ -193,13 +140,11 @@ class Registry:
             self.handles.clear()
 
 
-def _filter(d: dict, what: str = "where") -> Any:
-    from search.filters import FilterError, filter_from_dict
-
-    try:
-        return filter_from_dict(d)
-    except FilterError as e:
-        raise HTTPException(422, f"{what}: {e}" if not str(e).startswith("where.") else str(e).replace("where.", f"{what}.", 1)) from None
+def check_filters(*filters: tuple[dict, str]) -> None:
+    """Filter values the model's types allow but Qdrant cannot match (non-finite numbers, long
+    strings, bad field names): 422 at submission, not a failed job. Each argument is (filter, name)."""
+    for where, what in filters:
+        Params.to_filter(where, what)
 
 
 def _api_error(e: BaseException) -> dict | None:
@@ -311,16 +256,15 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
         return info(h.store, name)
 
     @app.post("/v1/indexes/{name}/search", dependencies=[caller("search")])
-    async def search(body: SearchBody, request: Request, name: str = IndexName) -> Response:
+    async def search(body: SearchParams, request: Request, name: str = IndexName) -> Response:
         from search.engine import SearchOptions
 
-        opts = SearchOptions(k=body.k, offset=body.offset, method=body.method, where=_filter(body.where), rerank=body.rerank,
-                             like=body.like, temperature=body.temperature, expand=body.expand)
+        SearchOptions.of(body).check(body.query)  # 422 before the queue
         audit_note(request, query=body.query if body.query is not None else f"like:{body.like}", method=body.method)
 
         def run():
             h = registry.get(name)
-            result = h.engine.search(body.query, opts)
+            result = h.engine.run(body)
             if h.settled != h.engine._token:  # a (re)built latent table: settle it once
                 h.settled = h.engine._token
                 _settle_heap()
@@ -373,31 +317,25 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     Wait = Query(0.0, ge=0, le=MAX_WAIT_S, description="seconds to wait for the job to finish before answering (202 if it has not)")
 
     @app.post("/v1/indexes/{name}/diff", status_code=202, dependencies=[caller("analyses")])
-    async def diff(body: DiffBody, request: Request, name: str = IndexName, wait: float = Wait):
+    async def diff(body: DiffParams, request: Request, name: str = IndexName, wait: float = Wait):
         from analyses.diff import diff as run
 
-        a = _filter(body.a, "a")
-        b = [_filter(x, "b") for x in body.b] if isinstance(body.b, list) else _filter(body.b, "b")
-        if isinstance(b, list) and not b:
-            raise HTTPException(422, "b: give at least one filter")
-        kw = dict(a=a, b=b, top=body.top, threshold=body.threshold, min_coverage=body.min_coverage,
-                  max_coverage=body.max_coverage, hypotheses=body.hypotheses, floor=body.floor)
-        return await accepted(request, name, "diff", lambda store, n: run(store, n, **kw), body.model_dump(), wait)
+        check_filters((body.a, "a"), *((x, "b") for x in body.b_slices()))
+        return await accepted(request, name, "diff", lambda store, n: run(store, n, body), body.model_dump(), wait)
 
     @app.post("/v1/indexes/{name}/correlations", status_code=202, dependencies=[caller("analyses")])
-    async def correlations(body: CorrelationsBody, request: Request, name: str = IndexName, wait: float = Wait):
+    async def correlations(body: CorrelationsParams, request: Request, name: str = IndexName, wait: float = Wait):
         from analyses.correlations import correlations as run
 
-        kw = dict(where=_filter(body.where), min_npmi=body.min_npmi, max_label_sim=body.max_label_sim, min_support=body.min_support,
-                  top=body.top, max_freq=body.max_freq, per_doc=body.per_doc, floor=body.floor)
-        return await accepted(request, name, "correlations", lambda store, n: run(store, n, **kw), body.model_dump(), wait)
+        check_filters((body.where, "where"))
+        return await accepted(request, name, "correlations", lambda store, n: run(store, n, body), body.model_dump(), wait)
 
     @app.post("/v1/indexes/{name}/clusters", status_code=202, dependencies=[caller("analyses")])
-    async def clusters(body: ClustersBody, request: Request, name: str = IndexName, wait: float = Wait):
+    async def clusters(body: ClusterParams, request: Request, name: str = IndexName, wait: float = Wait):
         from analyses.clustering import cluster as run
 
-        kw = dict(where=_filter(body.where), k=body.k, axis=body.axis, method=body.method, label_field=body.label_field)
-        return await accepted(request, name, "clusters", lambda store, n: run(store, n, **kw), body.model_dump(), wait)
+        check_filters((body.where, "where"))
+        return await accepted(request, name, "clusters", lambda store, n: run(store, n, body), body.model_dump(), wait)
 
     def own_job(job_id: str, key: ApiKey):
         job = jobs.get(job_id)
@@ -425,48 +363,23 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
 
     # ---------------------------------------------------------------- latents and documents
     @app.get("/v1/indexes/{name}/latents", dependencies=[caller("search")])
-    def latents(request: Request, name: str = IndexName, query: Optional[str] = Query(None, max_length=500),
-                top: int = Query(20, ge=1, le=1000)) -> dict:
-        from indexer.catalog import latent_summary, latents_for_query, top_latents_by_freq
+    def latents(request: Request, name: str = IndexName, params: LatentsQuery = Query()) -> dict:
+        from indexer.catalog import list_latents
 
         h = registry.get(name)
-        audit_note(request, query=query)
-        if query and query.strip():
-            ranked = latents_for_query(h.store, query, top, table=h.engine.table())
-            pts = {p.latent: p for p in h.store.get_latents([i for i, _ in ranked])}
-            return {"latents": [latent_summary(pts[i]) | {"similarity": round(s, 4)} for i, s in ranked if i in pts]}
-        return {"latents": [latent_summary(p) for p in top_latents_by_freq(h.store, top)]}
+        audit_note(request, query=params.query)
+        return list_latents(h.store, name, params, table=h.engine.table())
 
     @app.get("/v1/indexes/{name}/latents/{latent_id}", dependencies=[caller("search")])
     def latent(name: str = IndexName, latent_id: int = PathParam(..., ge=0, le=10_000_000)) -> dict:
-        from indexer.catalog import latent_summary
+        from indexer.catalog import latent_detail
 
-        h = registry.get(name)
-        pts = h.store.get_latents([latent_id])
-        if not pts:
-            raise HTTPException(404, f"no latent {latent_id} in index {name!r}")
-        p = pts[0]
-        return latent_summary(p, n_examples=20) | {"negatives": p.payload.get("negatives", []),
-                                                   "label_source": p.payload.get("label_source", "offline")}
+        return latent_detail(registry.get(name).store, name, latent_id)
 
     @app.get("/v1/indexes/{name}/documents/{doc_id:path}", dependencies=[caller("search")])
-    def document(name: str = IndexName, doc_id: str = PathParam(..., min_length=1, max_length=512), top: int = Query(15, ge=1, le=200)) -> dict:
-        from indexer.pooling import fire_spans
-        from search.engine import HIDDEN_PAYLOAD
-
-        h = registry.get(name)
-        docs = h.store.get_docs([doc_id], with_sparse=True)
-        if not docs:
-            raise HTTPException(404, f"no document {doc_id!r} in index {name!r}")
-        d = docs[0]
-        sparse = d.sparse or {}
-        meta = h.engine.latent_meta(list(sparse))
-        ranked = sorted(((i, a, a / meta[i]["p90"]) for i, a in sparse.items() if i in meta and meta[i]["p90"] > 0), key=lambda t: -t[2])[:top]
-        spans = fire_spans(d.payload, [i for i, _, _ in ranked])
-        return {"id": d.doc_id, "text": d.payload.get("text", ""), "dataset": d.payload.get("dataset"),
-                "fields": {k: v for k, v in d.payload.items() if k not in HIDDEN_PAYLOAD},
-                "latents": [{"latent": i, "label": meta[i]["label"], "activation": round(a, 4), "relative": round(r, 3),
-                             "spans": [spans[i]] if i in spans else []} for i, a, r in ranked]}
+    def document(name: str = IndexName, doc_id: str = PathParam(..., min_length=1, max_length=512),
+                 top: int = Query(15, ge=1, le=200)) -> dict:
+        return registry.get(name).engine.document(doc_id, top)
 
     if STATIC.exists():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -223,7 +223,7 @@ def test_failed_jobs_carry_a_public_error_and_unexpected_ones_only_an_id():
 
 
 def test_filter_values_are_checked_not_passed_to_qdrant():
-    from search.filters import FilterError, check_value, filter_from_dict, parse_where
+    from indexer.filters import FilterError, check_value, filter_from_dict, parse_where
 
     assert check_value("x", 2.0) == 2 and isinstance(check_value("x", 2.0), int)
     assert check_value("x", 1.5) == 1.5 and check_value("x", 1e23) == 1e23  # a float matches by range
@@ -318,7 +318,7 @@ def test_every_user_facing_error_has_one_exit_code_and_one_http_status():
     from indexer.recipe import ManifestMismatch, OutdatedIndex
     from indexer.store import IndexLocked, IndexNotFound, StoreError
     from search.engine import SearchError
-    from search.filters import FilterError
+    from indexer.filters import FilterError
     from server.app import _api_error
 
     want = {AnalysisError: (2, 422), SearchError: (2, 422), FilterError: (2, 422), CorpusError: (2, 422),
@@ -344,7 +344,7 @@ def test_the_cli_reports_user_errors_in_one_line_and_bugs_with_their_traceback(m
     def bug(*a, **k):
         raise ValueError("a programming bug, not a user mistake")
 
-    monkeypatch.setattr(search.engine.SearchOptions, "validate", bug)
+    monkeypatch.setattr(search.engine.SearchOptions, "check", bug)
     r = CliRunner().invoke(app, ["search", "x", "--index", "anything"])
     assert r.exit_code == 1 and "unexpected error" in r.output and isinstance(r.exception, ValueError)
 

@@ -161,16 +161,18 @@ def test_kill_between_qdrant_and_copy_is_detected_and_rebuilt_identically(tmp_pa
 def test_a_deleted_copy_is_rebuilt_and_analyses_give_identical_results():
     from analyses.correlations import correlations
     from analyses.diff import diff
+    from analyses.params import CorrelationsParams, DiffParams
 
     store, manifest = make_store("colrebuild", synth_points(300, seed=3))
-    kw = dict(top=10, floor=0.0)
-    d1 = diff(store, "colrebuild", Filter({"dataset": "A"}), Filter({"dataset": "B"}), **kw)
-    c1 = correlations(store, "colrebuild", min_support=3, top=10, floor=0.0, max_label_sim=1.0)
+    dp = DiffParams(a={"dataset": "A"}, b={"dataset": "B"}, top=10, floor=0.0)
+    cp = CorrelationsParams(min_support=3, top=10, floor=0.0, max_label_sim=1.0)
+    d1 = diff(store, "colrebuild", dp)
+    c1 = correlations(store, "colrebuild", cp)
     copy = copy_for(store, manifest)
     copy.drop()
     assert not copy.is_fresh(store.count())
-    d2 = diff(store, "colrebuild", Filter({"dataset": "A"}), Filter({"dataset": "B"}), **kw)
-    c2 = correlations(store, "colrebuild", min_support=3, top=10, floor=0.0, max_label_sim=1.0)
+    d2 = diff(store, "colrebuild", dp)
+    c2 = correlations(store, "colrebuild", cp)
     assert copy.is_fresh(store.count())
     assert d1 == d2 and c1 == c2
     assert d1["latents"], "the synthetic slices must differ somewhere for this test to mean anything"
@@ -181,11 +183,13 @@ def test_streaming_clustering_equals_the_in_memory_algorithm(monkeypatch):
     """Above MAX_SPECTRAL_DOCS the slice is clustered in passes over the copy; the result must be
     the in-memory algorithm's (same sample, same spectral fit, same assignment and description)."""
     import analyses.clustering as C
+    from analyses.params import ClusterParams
 
     store, _ = make_store("colcluster", synth_points(600, seed=5))
     monkeypatch.setattr(C, "MAX_SPECTRAL_DOCS", 200)
-    a = C.cluster(store, "colcluster", k=3, label_field="label", stream_above=10**9)  # in memory
-    b = C.cluster(store, "colcluster", k=3, label_field="label")  # streaming
+    p = ClusterParams(k=3, label_field="label")
+    a = C.cluster(store, "colcluster", p, stream_above=10**9)  # in memory
+    b = C.cluster(store, "colcluster", p)  # streaming
     assert b.pop("fitted_on") == 200
     assert a["assignments"] == b["assignments"] and a["scores"] == b["scores"]
     for ca, cb in zip(a["clusters"], b["clusters"]):
@@ -198,18 +202,19 @@ def test_streaming_clustering_equals_the_in_memory_algorithm(monkeypatch):
 
 
 def test_analyses_refuse_requests_beyond_their_cost_bounds():
-    from analyses.clustering import cluster
-    from analyses.correlations import correlations
-    from analyses.diff import diff
-    from analyses.matrix import AnalysisError
+    """The bounds live in the parameter models: every caller (library, CLI, API) meets them, in
+    one line naming the parameter."""
+    from analyses.params import ClusterParams, CorrelationsParams, DiffParams
+    from indexer.filters import FilterError
+    from indexer.params import ParamsError
 
-    store, _ = make_store("colbounds", synth_points(60))
-    with pytest.raises(AnalysisError, match="B slices"):
-        diff(store, "colbounds", Filter({"dataset": "A"}), [Filter({"dataset": "B"})] * 33)
-    with pytest.raises(AnalysisError, match="at most 1000"):
-        diff(store, "colbounds", Filter({"label": [str(i) for i in range(1001)]}), Filter({"dataset": "B"}))
-    with pytest.raises(AnalysisError, match="--top"):
-        correlations(store, "colbounds", top=10**6)
-    with pytest.raises(AnalysisError, match="k must be between"):
-        cluster(store, "colbounds", k=1000)
-    store.close()
+    with pytest.raises(ParamsError, match=r"^--b: .*at most 32 items"):
+        DiffParams.parse(a={"dataset": "A"}, b=[{"dataset": "B"}] * 33)
+    with pytest.raises(ParamsError, match=r"^--a\[label\]: .*at most 1000 items"):
+        DiffParams.parse(a={"label": [str(i) for i in range(1001)]}, b={"dataset": "B"})
+    with pytest.raises(ParamsError, match=r"^--top: Input should be less than or equal to 1000"):
+        CorrelationsParams.parse(top=10**6)
+    with pytest.raises(ParamsError, match=r"^--k: Input should be less than or equal to 100"):
+        ClusterParams.parse(k=1000)
+    with pytest.raises(FilterError, match=r"^a\.x: .* not a finite number"):
+        DiffParams(a={"x": float("nan")}, b={"dataset": "B"}).to_filter({"x": float("nan")}, "a")

@@ -73,9 +73,10 @@ def test_like_excludes_the_document_and_finds_its_neighbours(bbc_index):
 
 @pytest.mark.parametrize("args,msg", [
     (["", "--k", "3"], "empty query"),
-    (["x", "--k", "0"], "k must be between"),
-    (["x", "--k", "10001"], "k must be between"),
-    (["x", "--method", "magic"], "unknown method"),
+    (["x", "--k", "0"], "--k: Input should be greater than or equal to 1"),
+    (["x", "--k", "10001"], "--k: Input should be less than or equal to 10000"),
+    (["x", "--offset", "9995", "--k", "10"], "offset + k <= 10000"),
+    (["x", "--method", "magic"], "Invalid value for '--method'"),
     (["x", "--where", "novalue"], "malformed --where"),
     (["x", "--where", "=x"], "malformed --where"),
     (["x", "--like", "no-such-doc"], "no document"),

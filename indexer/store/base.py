@@ -102,7 +102,7 @@ def build_filter(flt: Filter | None, models) -> Any:
 
     Qdrant matches strings, integers and booleans exactly; a float (``score=1.5``) has no exact
     match, so it becomes the range [v, v], and an any-of list holding floats a ``should`` of
-    those (values are validated upstream: finite, see :func:`search.filters.check_value`)."""
+    those (values are validated upstream: finite, see :func:`indexer.filters.check_value`)."""
     if flt is None or flt.is_empty():
         return None
     Q, FieldCondition, MatchAny, MatchValue, Range = models

@@ -13,6 +13,8 @@ _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
 MAX_VALUE_CHARS = 1024
+MAX_FILTER_FIELDS = 16  # conditions per filter
+MAX_FILTER_VALUES = 1000  # any-of values per condition
 INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -78,11 +80,29 @@ def parse_where(items: list[str] | None) -> Filter:
     return Filter(equals)
 
 
-def filter_from_dict(d: dict | None) -> Filter:
-    """The HTTP API's ``{"field": value}`` form."""
+def filter_from_dict(d: dict | None, what: str = "where") -> Filter:
+    """The JSON form ``{"field": value}`` (a list value: any of), as the API and parameter models
+    carry it; ``what`` names the filter in errors (``where``, ``a``, ``b``)."""
     if not d:
         return Filter({})
-    for k in d:
+    if len(d) > MAX_FILTER_FIELDS:
+        raise FilterError(f"{what}: at most {MAX_FILTER_FIELDS} conditions (got {len(d)})")
+    out = {}
+    for k, v in d.items():
         if not isinstance(k, str) or not _KEY.match(k):
-            raise FilterError(f"bad filter field name {k!r}")
-    return Filter({k: check_value(k, v) for k, v in d.items()})
+            raise FilterError(f"{what}: bad filter field name {k!r}")
+        try:
+            if isinstance(v, (list, tuple)):
+                if not v or len(v) > MAX_FILTER_VALUES:
+                    raise FilterError(f"where.{k}: give 1 to {MAX_FILTER_VALUES} values (got {len(v)})")
+                out[k] = [check_value(k, x) for x in v]
+            else:
+                out[k] = check_value(k, v)
+        except FilterError as e:
+            raise FilterError(str(e).replace("where.", f"{what}.", 1)) from None
+    return Filter(out)
+
+
+def where_dict(items: list[str] | None) -> dict:
+    """``--where`` options as the JSON form the parameter models carry."""
+    return dict(parse_where(items).equals)

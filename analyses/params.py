@@ -1,0 +1,58 @@
+"""Analysis parameters, declared once for the CLI, the API and the library (see :mod:`indexer.params`).
+
+Each model's bounds are the analysis's cost bounds: every caller (CLI, API, library) hits the
+same ones with the same one-line message.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Literal, Optional, Union
+
+from pydantic import Field
+
+from indexer.params import Params, Where
+
+DEFAULT_FLOOR = 0.5  # see analyses.matrix.apply_floor
+MAX_SLICES = 32  # B slices of one diff (each is a pass over the copy unless answered from stored counts)
+FLOOR_HELP = ("Count a latent in a document only where it fires at >= this x its typical strength "
+              "(the SAE's median pooled activation; 0 = any non-zero).")
+Floor = Field(DEFAULT_FLOOR, ge=0, le=10, description=FLOOR_HELP)
+
+
+class DiffParams(Params):
+    a: Where = Field(..., min_length=1, description="Filter for slice A (key=value; repeat for AND).")
+    b: Union[Where, typing.Annotated[list[Where], Field(min_length=1, max_length=MAX_SLICES)]] = Field(
+        ..., description="Filter for slice B; with several slices (--multi), A vs the max of the others.")
+    top: int = Field(20, ge=1, le=1000, description="Latents to report.")
+    threshold: float = Field(0.0, ge=0, le=1e6, description="A document has a latent when its max activation exceeds this.")
+    floor: float = Floor
+    min_coverage: float = Field(0.005, ge=0, le=1, description="Skip latents in fewer than this fraction of both slices.")
+    max_coverage: float = Field(0.95, ge=0, le=1, description="Skip latents in more than this fraction of both slices.")
+    hypotheses: int = Field(0, ge=0, le=10, description="LLM merges top latents into N verified hypotheses.")
+
+    def b_slices(self) -> list[dict]:
+        return self.b if isinstance(self.b, list) else [self.b]
+
+
+class CorrelationsParams(Params):
+    where: Where = Field(default_factory=dict, description="key=value filter; repeatable (same key = any of).")
+    min_npmi: float = Field(0.3, ge=-1, le=1, description="Report pairs with at least this NPMI.")
+    max_label_sim: float = Field(0.2, ge=-1, le=1, description="Drop pairs whose labels are more similar than this.")
+    min_support: int = Field(5, ge=1, le=1_000_000, description="Documents a pair must share.")
+    max_freq: float = Field(0.5, gt=0, le=1, description="Skip latents present in more than this fraction of documents.")
+    per_doc: int = Field(512, ge=0, le=4096, description="Keep each document's N most salient latents (0 = all; cost grows with N^2).")
+    max_docs: int = Field(4000, ge=0, le=10_000_000,
+                          description="Sample this many documents from larger slices (seeded); 0 = exact, every document.")
+    floor: float = Floor
+    top: int = Field(20, ge=1, le=1000, description="Pairs to report.")
+
+
+class ClusterParams(Params):
+    where: Where = Field(default_factory=dict, description="key=value filter; repeatable (same key = any of).")
+    k: int = Field(5, ge=2, le=100, description="Number of clusters.")
+    axis: Optional[str] = Field(None, min_length=1, max_length=500,
+                                description="Cluster along this axis: 'news topic', 'tone', 'A vs B'.")
+    method: Literal["sae", "dense"] = Field("sae", description="sae | dense")
+    label_field: Optional[str] = Field(None, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$",
+                                       description="Score clusters against this payload field.")

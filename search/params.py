@@ -1,0 +1,39 @@
+"""Search parameters, declared once for the CLI, the API and the library (see :mod:`indexer.params`)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from indexer.params import Params, Where
+
+METHODS = ("sae", "bm25", "dense", "hybrid")
+MAX_K = 10_000
+MAX_QUERY_CHARS = 2000
+
+
+class SearchParams(Params):
+    query: Optional[str] = Field(None, max_length=MAX_QUERY_CHARS, json_schema_extra={"cli": "argument"},
+                                 description="The property to search for, e.g. 'sarcastic remark'.")
+    k: int = Field(10, ge=1, le=MAX_K, description=f"Number of results (1..{MAX_K})." )
+    offset: int = Field(0, ge=0, le=MAX_K - 1, description=f"Skip this many results (pagination; offset + k <= {MAX_K}).")
+    method: Literal["sae", "bm25", "dense", "hybrid"] = Field("sae", description="sae | bm25 | dense | hybrid")
+    where: Where = Field(default_factory=dict, description="key=value payload filter; repeatable (same key = any of).")
+    rerank: bool = Field(False, description="LLM reranks the top 50.")
+    expand: int = Field(0, ge=0, le=20, description="LLM writes N example phrases whose latents join the query.")
+    like: Optional[str] = Field(None, min_length=1, max_length=512,
+                                description="Rank documents sharing this document's strongest latents.")
+    temperature: float = Field(0.2, gt=0, le=100, description="Rank-weight temperature T in w=exp(-(r/n)/T).")
+    n_latents: int = Field(100, ge=1, le=1000, description="Latents taken per query.")
+    llm_filter: bool = Field(False, description="LLM keeps only the relevant latents.")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.offset + self.k > MAX_K:
+            raise ValueError(f"offset must be >= 0 with offset + k <= {MAX_K}, got offset {self.offset}")
+        if self.like is not None and self.method != "sae":
+            raise ValueError("--like works with method sae")
+        if self.like is None and self.query is not None and not self.query.strip():
+            raise ValueError("empty query (give a query, or --like DOC_ID)")
+        return self
