@@ -76,13 +76,18 @@ def flag(model: type[BaseModel], name: str) -> str:
 _UNION_TAG = re.compile(r"^(bool|int|float|str|list\[.*|dict\[.*|function-.*)$")
 
 
+def clean_loc(loc) -> list:
+    """An error location without pydantic's union-member tags (``b.list[dict[...]].3`` -> ``b.3``)."""
+    return [p for p in loc if not (isinstance(p, str) and _UNION_TAG.match(p))]
+
+
 def describe(e: ValidationError, model: type[BaseModel] | None = None) -> str:
     """A validation error in one line, with the parameter's CLI name. Where a value fits no
     member of a union (``b``: one filter or a list of them), the member it came closest to
     speaks: a bound it broke, not "should be a valid dictionary"."""
     errors = e.errors()
     err = next((x for x in errors if not x["type"].endswith("_type")), errors[0])
-    loc = [str(p) for p in err.get("loc", ()) if not (isinstance(p, str) and _UNION_TAG.match(p))]
+    loc = [str(p) for p in clean_loc(err.get("loc", ()))]
     if model is not None and loc and loc[0] in model.model_fields:
         where = flag(model, loc[0]) + "".join(f"[{p}]" for p in loc[1:])
     else:

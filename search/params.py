@@ -34,6 +34,4 @@ class SearchParams(Params):
             raise ValueError(f"offset must be >= 0 with offset + k <= {MAX_K}, got offset {self.offset}")
         if self.like is not None and self.method != "sae":
             raise ValueError("--like works with method sae")
-        if self.like is None and self.query is not None and not self.query.strip():
-            raise ValueError("empty query (give a query, or --like DOC_ID)")
         return self

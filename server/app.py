@@ -39,7 +39,7 @@ from analyses.params import ClusterParams, CorrelationsParams, DiffParams
 from indexer.errors import SaedexError
 from indexer.paths import INDEX_NAME_RE
 from indexer.catalog import LatentsParams
-from indexer.params import Params
+from indexer.params import Params, clean_loc
 from indexer.settings import settings
 from search.params import SearchParams
 from server.auth import ApiKey, Authenticator, KeyConfigError, digest, keys_from_environment
@@ -222,7 +222,11 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        errs = [{"field": ".".join(str(p) for p in e.get("loc", []) if p != "body"), "message": e.get("msg", "")} for e in exc.errors()]
+        def field(loc) -> str:
+            loc = clean_loc(loc)
+            return ".".join(str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path") else loc))
+
+        errs = [{"field": field(e.get("loc", [])), "message": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse({"detail": errs}, status_code=422)
 
     @app.exception_handler(HTTPException)

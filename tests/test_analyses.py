@@ -147,7 +147,7 @@ def test_analyses_bad_input(bbc_index):
     r = cli("diff", "--index", bbc_index, "--a", "topic=nothing", "--b", "topic=sports")
     assert r.exit_code == 2 and "matches 0 document(s)" in r.output
     r = cli("cluster", "--index", bbc_index, "--k", "500")
-    assert r.exit_code == 2 and "k must be between 2 and 100" in r.output  # the cost bound, before any reading
+    assert r.exit_code == 2 and "--k: Input should be less than or equal to 100" in r.output  # the cost bound, before any reading
     r = cli("cluster", "--index", bbc_index, "--where", "topic=tech", "--k", "50")
     assert r.exit_code == 2 and "need at least 50" in r.output
     r = cli("cluster", "--index", bbc_index, "--k", "3", "--label-field", "colour")
