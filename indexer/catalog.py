@@ -86,7 +86,7 @@ def latent_summary(p: LatentPoint, n_examples: int = 3) -> dict:
 
 class LatentsParams(Params):
     query: Optional[str] = Field(None, max_length=500, description="Rank latents by similarity of their label/contexts to this text.")
-    top: int = Field(20, ge=1, le=1000, description="Latents to list.")
+    top: int = Field(20, ge=1, le=20_000, description="Latents to list (the whole dictionary of a 16k SAE fits).")
 
     @field_validator("query")
     @classmethod

@@ -78,11 +78,8 @@ def info_cmd(index: str = typer.Option(..., "--index"), qdrant_url: Optional[str
     from indexer.catalog import index_info
     from indexer.store import open_store
 
-    store = open_store(index, qdrant_url)
-    try:
+    with open_store(index, qdrant_url) as store:
         info = index_info(store, index)
-    finally:
-        store.close()
     emit(info, as_json, lambda i: console.print_json(data=i))
 
 
@@ -146,8 +143,7 @@ def label_cmd(
     from indexer.latent_stats import refresh_latents
     from indexer.store import open_store
 
-    store = open_store(index, qdrant_url)
-    try:
+    with open_store(index, qdrant_url) as store:
         require_index(store, index)
         if llm is None:
             n = refresh_latents(store, progress=not as_json, own_labels=own_data)
@@ -157,8 +153,6 @@ def label_cmd(
 
             ids = [int(x) for x in only.split(",")] if only else None
             result = label_with_llm(store, llm, ids=ids, min_docs=min_docs, concurrency=concurrency, progress=not as_json)
-    finally:
-        store.close()
     emit(result, as_json, lambda r: console.print_json(data=r))
 
 

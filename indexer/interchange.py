@@ -136,8 +136,7 @@ def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch:
     table = pf.read()
     _validate(table, d_sae, path, recipe)
     report = ImportReport(index=index, read=table.num_rows)
-    store = open_store(index, qdrant_url)
-    try:
+    with open_store(index, qdrant_url) as store:
         store.lock()
         existing = read_manifest(store, index)
         embedder = get_embedder(recipe.embedder or DEFAULT_EMBEDDER)
@@ -168,8 +167,6 @@ def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch:
             from indexer.latent_stats import refresh_latents
 
             report.latents_relabelled = refresh_latents(store, progress=progress)
-    finally:
-        store.close()
     return report
 
 

@@ -187,8 +187,7 @@ def index_corpus(
     t0 = time.time()
     records = collect_records(path, text_field, id_field, skip_invalid, report)
     indexer = indexer or Indexer()
-    store = open_store(index, qdrant_url)
-    try:
+    with open_store(index, qdrant_url) as store:
         indexer.prepare_store(store, index)
         from indexer.catalog import add_dataset
 
@@ -220,8 +219,6 @@ def index_corpus(
             from indexer.latent_stats import refresh_latents as _refresh
 
             report.latents_relabelled = _refresh(store, progress=progress)
-    finally:
-        store.close()
     report.seconds = report.seconds or round(time.time() - t0, 2)
     return report
 

@@ -48,7 +48,7 @@ class Settings:
             try:
                 value = kind(raw)
             except ValueError:
-                raise InputError(f"{name}={raw!r} is not a {kind.__name__}") from None
+                raise InputError(f"{name}={raw!r} is not a {'whole number' if kind is int else 'number'}") from None
             if value <= 0:
                 raise InputError(f"{name} must be positive (got {raw})")
             return value

@@ -1,0 +1,131 @@
+"""The shared core: typed recipe and index state, settings, and parameter models that the CLI,
+the API and the library all use (no model loads: fast tier)."""
+
+from __future__ import annotations
+
+import pytest
+
+from analyses.params import ClusterParams, CorrelationsParams, DiffParams
+from indexer.catalog import LatentsParams
+from indexer.errors import InputError
+from indexer.params import ParamsError
+from indexer.recipe import (
+    IndexState, Manifest, ManifestMismatch, OutdatedIndex, Recipe, ReaderRecipe, SaeRecipe, create_manifest, read_manifest,
+    update_state,
+)
+from indexer.settings import Settings
+from search.params import SearchParams
+
+MODELS = [SearchParams, DiffParams, CorrelationsParams, ClusterParams, LatentsParams]
+
+
+def _recipe(**reader) -> Recipe:
+    return Recipe(reader=ReaderRecipe(**({"model": "gemma3-270m", "layer": 6, "max_tokens": 4096, "window": 1024,
+                                          "overlap": 128, "d_model": 640} | reader)),
+                  sae=SaeRecipe(path="default", hash="abc", d_sae=16384, architecture="topk", k=32), embedder="minilm")
+
+
+def test_recipe_round_trips_and_names_what_differs():
+    r = _recipe()
+    assert Recipe.from_dict(r.to_dict()) == r
+    m = Manifest(r, IndexState(datasets=["a"], latent_stats_docs=3, generation="g", revision="v"))
+    assert Manifest.from_dict(m.to_dict()) == m
+    problems = r.mismatches(_recipe(layer=9))
+    assert problems == ["reader.layer: index has 6, this run uses 9"]
+    with pytest.raises(ManifestMismatch, match="refusing to mix vectors .*reader.layer"):
+        r.require_compatible(_recipe(layer=9), "x")
+    r.require_compatible(Recipe.from_dict(r.to_dict() | {"inference": {"precision": "bf16"}}), "x")  # speed is not identity
+
+
+def test_recipe_refuses_other_versions_and_incomplete_records():
+    with pytest.raises(OutdatedIndex, match="older saedex"):
+        Recipe.from_dict({"version": 1, "reader": {}}, "old")
+    with pytest.raises(OutdatedIndex, match="newer saedex"):
+        Recipe.from_dict(_recipe().to_dict() | {"version": 99}, "new")
+    with pytest.raises(ManifestMismatch, match="incomplete"):
+        Recipe.from_dict({"version": 2, "reader": {"model": "m"}, "sae": {"d_sae": 8}}, "half")
+
+
+def test_index_state_has_one_writer(tmp_path):
+    from indexer.store import EdgeStore
+
+    store = EdgeStore(tmp_path / "idx")
+    store.create(4, 4)
+    create_manifest(store, _recipe())
+    first = read_manifest(store)
+    update_state(store, add_dataset="bbc")
+    update_state(store, add_dataset="bbc", latent_stats_docs=7)
+    after = read_manifest(store)
+    assert after.state.datasets == ["bbc"] and after.state.latent_stats_docs == 7
+    assert after.state.generation == first.state.generation and after.state.revision != first.state.revision
+    assert after.recipe == first.recipe
+    with pytest.raises(TypeError):
+        update_state(store, generation="forged")
+    store.drop()
+
+
+def test_settings_read_the_environment_once_typed():
+    s = Settings.from_env({"SAEDEX_HOME": "/tmp/h", "SAEDEX_LLM_TIMEOUT": "30", "SAEDEX_API_DOCS": "1", "OMP_NUM_THREADS": "1"})
+    assert str(s.home) == "/tmp/h" and s.llm_timeout == 30.0 and s.api_docs and s.threads_pinned and s.precision == "auto"
+    with pytest.raises(InputError, match="SAEDEX_LLM_CONCURRENCY='many' is not a whole number"):
+        Settings.from_env({"SAEDEX_LLM_CONCURRENCY": "many"})
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_cli_options_are_generated_from_the_model(model):
+    """The typer command of each operation offers exactly the model's fields, with its defaults."""
+    import inspect
+
+    import analyses.cli
+    import indexer.cli
+    import search.cli
+
+    cmd = {SearchParams: search.cli.search_cmd, DiffParams: analyses.cli.diff_cmd, CorrelationsParams: analyses.cli.correlations_cmd,
+           ClusterParams: analyses.cli.cluster_cmd, LatentsParams: indexer.cli.latents_cmd}[model]
+    params = inspect.signature(cmd).parameters
+    for name, f in model.model_fields.items():
+        assert name in params, name
+        default = params[name].default.default
+        if f.default_factory is None and not f.is_required():
+            assert default == f.default, name
+
+
+def test_bounds_are_the_same_for_cli_and_api():
+    """One declaration: the API's request schema is the model's."""
+    from server.app import create_app
+
+    schema = create_app(preload=False, api_keys=["k"], audit_log=False).openapi()
+    body = schema["paths"]["/v1/indexes/{name}/search"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("/SearchParams")
+    k = schema["components"]["schemas"]["SearchParams"]["properties"]["k"]
+    assert (k["minimum"], k["maximum"]) == (SearchParams.model_fields["k"].metadata[0].ge, SearchParams.model_fields["k"].metadata[1].le)
+
+
+def test_parameter_errors_are_one_line_naming_the_flag():
+    with pytest.raises(ParamsError, match=r"^--n-latents: Input should be less than or equal to 1000$"):
+        SearchParams.parse(query="x", n_latents=5000)
+    with pytest.raises(ParamsError, match=r"^--like works with method sae$"):
+        SearchParams.parse(like="d1", method="bm25")
+    with pytest.raises(ParamsError, match=r"^--query: must not be empty$"):
+        LatentsParams.parse(query="  ")
+    assert DiffParams.parse(a={"t": "x"}, b=[{"t": "y"}, {"t": "z"}]).b_slices() == [{"t": "y"}, {"t": "z"}]
+
+
+def test_the_cli_turns_where_options_into_the_models_json_form(monkeypatch):
+    """``--where k=v --where k=w`` reaches the library as {"k": ["v", "w"]}, the API's form."""
+    from typer.testing import CliRunner
+
+    import analyses.correlations
+    from server.cli import app
+
+    seen = {}
+
+    def fake(store, index, params, **_):
+        seen["params"] = params
+        return {"pairs": [], "documents": 0, "dropped_same_span": 0, "dropped_similar_labels": 0}
+
+    monkeypatch.setattr(analyses.correlations, "correlations", fake)
+    r = CliRunner().invoke(app, ["correlations", "--index", "anyname", "--where", "topic=a", "--where", "topic=b",
+                                 "--where", "n=3", "--top", "7", "--json"])
+    assert r.exit_code == 0, r.output
+    assert seen["params"] == CorrelationsParams(where={"topic": ["a", "b"], "n": 3}, top=7)
