@@ -100,6 +100,8 @@ def eval_cmd(
     n_latents: int = typer.Option(100, "--n-latents"),
     label_weight: float = typer.Option(0.5, "--label-weight", help="Weight of label vs snippet similarity."),
     max_doc_freq: float = typer.Option(0.5, "--max-doc-freq"),
+    feedback: int = typer.Option(SearchParams.model_fields["feedback"].default, "--feedback",
+                                 help="Pseudo-relevance feedback documents (0 = off)."),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
 ):
@@ -110,7 +112,8 @@ def eval_cmd(
 
     qs = load_queries(queries)
     ms = [m.strip() for m in methods.split(",") if m.strip()]
-    base = SearchOptions.parse(temperature=temperature, n_latents=n_latents, label_weight=label_weight, max_doc_freq=max_doc_freq)
+    base = SearchOptions.parse(temperature=temperature, n_latents=n_latents, label_weight=label_weight, max_doc_freq=max_doc_freq,
+                               feedback=feedback)
     with open_store(index, qdrant_url) as store:
         res = evaluate(SearchEngine(store, index), qs, ms, base)
 

@@ -50,9 +50,11 @@ class SearchOptions(SearchParams):
     direction_weight: float = Field(DIRECTION_WEIGHT, ge=0, le=1)
     quality_weight: float = Field(QUALITY_WEIGHT, ge=0)
     max_doc_freq: float = Field(0.5, gt=0, le=1)
-    rrf_k: int = Field(60, ge=1)
+    rrf_k: int = Field(200, ge=1)  # dev queries: hybrid MAP 0.368 at 60, 0.371 at 100, 0.373 at 200 and 400
     explain_latents: int = Field(5, ge=0, le=100)
     explain: bool = True  # evaluation turns it off: it ranks whole pools and only needs ids
+    feedback_weight: float = Field(0.5, ge=0, le=1)  # share of the feedback latents in the second pass
+    feedback_latents: int = Field(40, ge=1, le=1000)
 
     @classmethod
     def of(cls, params: SearchParams, **tuning) -> "SearchOptions":
@@ -234,6 +236,51 @@ class SearchEngine:
         total = sum(s for _, s in scored) or 1.0
         return [WeightedLatent(i, meta[i]["label"], s / total, s, meta[i]["p90"]) for i, s in scored]
 
+    def feedback_latents(self, latents: list[WeightedLatent], flt: Filter, opts: SearchOptions) -> list[WeightedLatent]:
+        """Rocchio-style pseudo-relevance feedback on SAE vectors: rank the documents with the
+        query's latents, then add the latents that fire in a larger share of the top
+        ``opts.feedback`` documents than of the index (enrichment = share in top - document
+        frequency). A query names a property in a few words, which match latents mostly by their
+        labels; the documents that match best show which latents the property actually fires."""
+        table = self.table()
+        idx = [w.latent for w in latents]
+        top = self.store.search_sparse(idx, [w.weight / w.p90 for w in latents], opts.feedback, flt, with_sparse=True)
+        if len(top) < 2:
+            return latents
+        doc_w = np.exp(-np.arange(len(top)) / max(len(top) / 2, 1))  # the first documents are likelier relevant
+        doc_w /= doc_w.sum()
+        rows_in, weights_in = [], []
+        for h, dw in zip(top, doc_w.tolist()):
+            sm = h.sparse if isinstance(h.sparse, SparseMap) else SparseMap(list((h.sparse or {}).keys()), list((h.sparse or {}).values()))
+            ids, vals = sm.arrays()
+            rows = table.rows(ids)
+            ok = rows >= 0
+            rows, vals = rows[ok], vals[ok]
+            strong = rows[vals >= 0.5 * table.p90[rows]]  # fires at least half as strongly as usual
+            rows_in.append(strong)
+            weights_in.append(np.full(len(strong), dw))
+        share = np.bincount(np.concatenate(rows_in), np.concatenate(weights_in), minlength=table.size)
+        cand = np.flatnonzero(share > 0)
+        df = table.doc_freq[cand]
+        score = (share[cand] - df) * np.clip(np.nan_to_num(table.quality[cand], nan=0.5), 0.0, 1.0) ** opts.quality_weight
+        good = (df <= opts.max_doc_freq) & (table.p90[cand] > 0) & (score > 0)
+        order = np.argsort(-score[good], kind="stable")[: opts.feedback_latents]
+        fb_rows = cand[good][order]
+        fb_ids = table.ids[fb_rows]
+        if not len(fb_ids):
+            return latents
+        fb_w = rank_weights(len(fb_ids), opts.temperature)
+        q_total = sum(w.weight for w in latents) or 1.0
+        merged = {w.latent: WeightedLatent(w.latent, w.label, (1 - opts.feedback_weight) * w.weight / q_total, w.similarity, w.p90)
+                  for w in latents}
+        for i, r, w in zip(fb_ids.tolist(), fb_rows.tolist(), (fb_w / fb_w.sum()).tolist()):
+            add = opts.feedback_weight * w
+            if i in merged:
+                merged[i].weight += add
+            else:
+                merged[i] = WeightedLatent(i, table.labels[r], add, 0.0, float(table.p90[r]))
+        return sorted(merged.values(), key=lambda w: -w.weight)
+
     def _get_indexer(self):
         with self._lock:
             if self._indexer is None:
@@ -283,6 +330,8 @@ class SearchEngine:
             if not latents:
                 return {"results": [], "latents": [], "warning": "no latent matched the query", "method": opts.method,
                         "offset": opts.offset, "next_offset": None}
+            if opts.feedback and not opts.like:
+                latents = self.feedback_latents(latents, flt, opts)
             idx = [w.latent for w in latents]
             vals = [w.weight / w.p90 for w in latents]
             limit = want + (1 if opts.like else 0)
