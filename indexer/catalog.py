@@ -132,6 +132,12 @@ QUALITY_WEIGHT = 0.5  # 0.3358 vs 0.3327 without quality weighting (dev queries)
 CENTER = 1.5
 
 
+def rank_weights(n: int, temperature: float) -> np.ndarray:
+    """w_r = exp(-(r/n)/T) for ranks r = 0..n-1 (the paper's rank weighting of a query's latents)."""
+    r = np.arange(n, dtype=np.float64)
+    return np.exp(-(r / max(n, 1)) / temperature)
+
+
 def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_weight: float = 0.5,
                       direction_weight: float = DIRECTION_WEIGHT, quality_weight: float = QUALITY_WEIGHT,
                       table=None, center: float = CENTER) -> list[tuple[int, float]]:

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from indexer.errors import InputError, NotFoundError
-from indexer.catalog import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, require_fresh_latent_stats, require_index
+from indexer.catalog import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, rank_weights, require_fresh_latent_stats, require_index
 from indexer.embedder import get_embedder
 from indexer.pooling import fire_spans
 from indexer.recipe import read_manifest
@@ -79,12 +79,6 @@ class WeightedLatent:
     def as_dict(self) -> dict:
         return {"latent": self.latent, "label": self.label, "weight": round(self.weight, 5),
                 "similarity": round(self.similarity, 4), "p90": round(self.p90, 4)}
-
-
-def rank_weights(n: int, temperature: float) -> np.ndarray:
-    """w_r = exp(-(r/n)/T) for ranks r = 0..n-1 (the paper's rank weighting)."""
-    r = np.arange(n, dtype=np.float64)
-    return np.exp(-(r / max(n, 1)) / temperature)
 
 
 class SearchEngine:
