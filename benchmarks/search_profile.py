@@ -43,6 +43,7 @@ STAGES = [
     ("Qdrant: ranking query", "search_sparse", "indexer/store/base.py"),
     ("Qdrant: hits' vectors for explanations", "get_docs", "indexer/store/base.py"),
     ("freshness check (manifest + count)", "require_fresh_latent_stats", "indexer/catalog.py"),
+    ("pseudo-relevance feedback", "feedback_latents", "search/engine.py"),
     ("explanations", "_explain", "search/engine.py"),
     ("whole search", "search", "search/engine.py"),
 ]
@@ -53,6 +54,7 @@ def main() -> None:
     ap.add_argument("--index", default="demo")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--label", default="")
+    ap.add_argument("--feedback", type=int, default=None, help="pseudo-relevance feedback documents (default: the engine's)")
     args = ap.parse_args()
     import torch
     from threadpoolctl import threadpool_limits
@@ -65,17 +67,18 @@ def main() -> None:
 
     store = open_store(args.index)
     eng = SearchEngine(store, args.index)
-    eng.search("warm-up query", SearchOptions(k=10))
+    opts = {"k": 10} | ({} if args.feedback is None else {"feedback": args.feedback})
+    eng.search("warm-up query", SearchOptions(**opts))
     queries = distinct_queries(args.n, 5000)
     c0, w0 = time.process_time(), time.perf_counter()
     for q in queries:
-        eng.search(q, SearchOptions(k=10))
+        eng.search(q, SearchOptions(**opts))
     cpu_ms = (time.process_time() - c0) / len(queries) * 1000
     wall_ms = (time.perf_counter() - w0) / len(queries) * 1000
     prof = cProfile.Profile()
     prof.enable()
     for q in distinct_queries(args.n, 9000):
-        eng.search(q, SearchOptions(k=10))
+        eng.search(q, SearchOptions(**opts))
     prof.disable()
     stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
     stages = {}

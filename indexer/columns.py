@@ -445,24 +445,31 @@ class RowLocator:
         order = np.argsort(allkeys, kind="stable")
         self.keys, self.which, self.rows = allkeys[order], which[order], rows[order]
 
-    def activations(self, doc_ids: list[str], latents: np.ndarray) -> dict[str, np.ndarray]:
-        """doc id -> activation of each of ``latents`` (0 where absent), for the ids found."""
-        out: dict[str, np.ndarray] = {}
+    def vectors(self, doc_ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """doc id -> its SAE vector (latent ids int64, activations float32), for the ids found."""
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if not self.n or not doc_ids:
             return out
         want = order_keys(doc_ids)
         pos = np.searchsorted(self.keys, want)
-        latents = np.asarray(latents, np.int64)
         for d, k, p in zip(doc_ids, want.tolist(), pos.tolist()):
             while p < self.n and int(self.keys[p]) == k:  # 64-bit key collisions: confirm the id
                 sh, r = self.shards[int(self.which[p])], int(self.rows[p])
                 if sh.table.column("doc_id")[r].as_py() == d:
                     a, b = int(sh.indptr[r]), int(sh.indptr[r + 1])
-                    dense = np.zeros(self.d_sae, np.float32)
-                    dense[np.asarray(sh.indices[a:b], np.int64)] = sh.values[a:b]
-                    out[d] = dense[latents]
+                    out[d] = (np.asarray(sh.indices[a:b], np.int64), np.asarray(sh.values[a:b], np.float32))
                     break
                 p += 1
+        return out
+
+    def activations(self, doc_ids: list[str], latents: np.ndarray) -> dict[str, np.ndarray]:
+        """doc id -> activation of each of ``latents`` (0 where absent), for the ids found."""
+        latents = np.asarray(latents, np.int64)
+        out: dict[str, np.ndarray] = {}
+        for d, (idx, val) in self.vectors(doc_ids).items():
+            dense = np.zeros(self.d_sae, np.float32)
+            dense[idx] = val
+            out[d] = dense[latents]
         return out
 
 

@@ -238,15 +238,24 @@ class SearchEngine:
         labels; the documents that match best show which latents the property actually fires."""
         table = self.table()
         idx = [w.latent for w in latents]
-        top = self.store.search_sparse(idx, [w.weight / w.p90 for w in latents], opts.feedback, flt, with_sparse=True)
+        loc = self.locator()  # the top documents' vectors from the columnar copy, else from Qdrant
+        top = self.store.search_sparse(idx, [w.weight / w.p90 for w in latents], opts.feedback, flt, with_sparse=loc is None)
         if len(top) < 2:
             return latents
+        found = loc.vectors([h.doc_id for h in top]) if loc is not None else {}
         doc_w = np.exp(-np.arange(len(top)) / max(len(top) / 2, 1))  # the first documents are likelier relevant
         doc_w /= doc_w.sum()
         rows_in, weights_in = [], []
+        missing = [h.doc_id for h in top if h.doc_id not in found and h.sparse is None]
+        if missing:  # written after the copy was read
+            found.update((d.doc_id, (d.sparse or SparseMap([], [])).arrays()) for d in self.store.get_docs(missing, with_sparse=True))
         for h, dw in zip(top, doc_w.tolist()):
-            sm = h.sparse if isinstance(h.sparse, SparseMap) else SparseMap(list((h.sparse or {}).keys()), list((h.sparse or {}).values()))
-            ids, vals = sm.arrays()
+            if h.doc_id in found:
+                ids, vals = found[h.doc_id]
+            elif isinstance(h.sparse, SparseMap):
+                ids, vals = h.sparse.arrays()
+            else:
+                continue
             rows = table.rows(ids)
             ok = rows >= 0
             rows, vals = rows[ok], vals[ok]
