@@ -22,6 +22,17 @@ these those i you he she we they me him her us them my your his our their not no
 """.split())
 
 
+# 2: examples weighted by rank. Labels counted every top example alike, so a latent whose
+# strongest examples fire on "Mart" was labelled by tokens of weaker ones ("morgan", "mortgage")
+# and the examples users see as its evidence did not show its label.
+LABELLER_VERSION = 2
+
+
+def _rank_weight(i: int) -> float:
+    """Weight of the i-th strongest example (1, 0.67, 0.5, 0.4, ...)."""
+    return 1.0 / (1.0 + i / 2.0)
+
+
 def _words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
@@ -38,29 +49,35 @@ class OfflineLabeller:
         return math.log((self.n_bg + 1) / (self.df.get(w, 0) + 1)) + 1.0
 
     def label(self, examples: list[dict]) -> dict:
-        fired = Counter()
-        context = Counter()
+        fired: Counter = Counter()  # rank-weighted: the strongest examples speak loudest
+        context: Counter = Counter()
+        seen: Counter = Counter()  # plain counts, for "shared by at least two examples"
         n = 0
+        total = 0.0
         for ex in examples:
             span = ex.get("span")
             if not span:
                 continue
+            w = _rank_weight(n)
             n += 1
+            total += w
             text = ex["text"]
             tok = text[span[0] : span[1]].strip()
-            fired[tok.lower() if tok else "␣"] += 1
+            fired[tok.lower() if tok else "␣"] += w
             left = _words(text[: span[0]])[-4:]
             right = _words(text[span[1] :])[:4]
-            context.update(set(left + right))
+            for word in set(left + right):
+                context[word] += w
+                seen[word] += 1
         if n == 0:
             return {"label": "(no examples)", "description": "", "source": "offline"}
         # Firing tokens: share of examples, lightly weighted by distinctiveness.
-        tok_scores = {t: c / n * (0.5 + 0.5 * min(self.idf(t) / 4.0, 1.0)) for t, c in fired.items()}
+        tok_scores = {t: c / total * (0.5 + 0.5 * min(self.idf(t) / 4.0, 1.0)) for t, c in fired.items()}
         # Ties broken by the string itself: labels must not depend on set/hash order between runs.
         top_tok = sorted(tok_scores, key=lambda t: (-tok_scores[t], t))
-        ctx_scores = {w: (c / n) * self.idf(w) for w, c in context.items() if c >= 2 and w not in _STOP and len(w) > 1}
+        ctx_scores = {w: (c / total) * self.idf(w) for w, c in context.items() if seen[w] >= 2 and w not in _STOP and len(w) > 1}
         top_ctx = [w for w in sorted(ctx_scores, key=lambda w: (-ctx_scores[w], w)) if w not in top_tok[:3]][:3]
-        share = fired[top_tok[0]] / n
+        share = fired[top_tok[0]] / total
         if share >= 0.5:
             head = f'"{top_tok[0]}"'
         else:
@@ -74,11 +91,11 @@ class OfflineLabeller:
             quote = f' e.g. "…{t[max(0, s - 40):s]}[{t[s:e]}]{t[e:e + 40]}…"'
         desc = (
             f"Fires on {', '.join(repr(t) for t in top_tok[:5])} "
-            f"(top token in {fired[top_tok[0]]}/{n} examples)"
+            f"(top token, rank-weighted, in {share:.0%} of {n} examples)"
             + (f"; nearby words: {', '.join(top_ctx)}" if top_ctx else "")
             + "." + quote
         )
-        return {"label": label, "description": desc.replace("\n", " "), "source": "offline"}
+        return {"label": label, "description": desc.replace("\n", " "), "source": "offline", "version": LABELLER_VERSION}
 
     def label_many(self, items: list[tuple[int, list[dict]]], progress: bool = False) -> dict[int, dict]:
         return {latent: self.label(examples) for latent, examples in items}

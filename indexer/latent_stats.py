@@ -112,7 +112,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
     dictionary lacks) uses the offline labeller on this index's own examples instead.
     """
     from indexer.dictionary import dictionary_for
-    from indexer.labels import OfflineLabeller
+    from indexer.labels import LABELLER_VERSION, OfflineLabeller
 
     dictionary = None if own_labels else dictionary_for(read_manifest(store).recipe)
 
@@ -201,12 +201,15 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
         old_source = old.payload.get("label_source", "offline") if old else ""
         # An LLM label stays while its examples do; an offline label stays when it is still wanted.
         keep_old = bool(old and old.payload.get("examples_hash") == ehash and old.payload.get("label") and old.label_vec
-                        and (old_source.startswith("llm:") or (old_source == "offline" and entry is None)))
+                        and (old_source.startswith("llm:") or (old_source == "offline" and entry is None
+                                                                and old.payload.get("label_version") == LABELLER_VERSION)))
         if keep_old:
-            payload.update({k: old.payload[k] for k in ("label", "description", "label_source", "kind", "quality") if k in old.payload})
+            payload.update({k: old.payload[k] for k in ("label", "description", "label_source", "kind", "quality", "label_version")
+                            if k in old.payload})
             points.append(LatentPoint(latent, old.label_vec, old.snippet_vec, payload))
         elif entry is not None:
-            payload.update({"label": entry["label"], "description": entry["description"], "label_source": "dictionary",
+            label, description = localise_label(entry, examples)
+            payload.update({"label": label, "description": description, "label_source": "dictionary",
                             "kind": entry["kind"], "quality": entry["quality"]})
             snip = old.snippet_vec if old and old.payload.get("examples_hash") == ehash and old.snippet_vec else None
             points.append(LatentPoint(latent, dictionary.label_vecs[latent].tolist(), snip or [], payload))
@@ -234,7 +237,8 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
     for (latent, _), lv in zip(to_label, lab_vecs):
         p = by_latent[latent]
         p.payload.update({"label": labels[latent]["label"], "description": labels[latent]["description"],
-                          "label_source": labels[latent].get("source", "offline"), "kind": "lexical", "quality": None})
+                          "label_source": labels[latent].get("source", "offline"), "kind": "lexical", "quality": None,
+                          "label_version": labels[latent].get("version")})
         p.label_vec = lv.tolist()
         sv = snip_vecs.get(latent)
         p.snippet_vec = sv.tolist() if sv is not None else lv.tolist()
@@ -335,6 +339,54 @@ def dictionary_agrees(entry: dict, examples: list[dict]) -> bool:
         return True
     wanted = {entry.get("token", "")} | set(re.findall(r'"([^"]+)"', entry.get("label", "").split(" after ")[0]))
     return sum(t in wanted for t in toks) / len(toks) >= AGREEMENT
+
+
+_LEXICAL_LABEL = re.compile(r'^(?P<head>tokens? .+?)(?P<after> after "(?P<prev>[^"]+)")?(?: \((?P<qual>[^()]+)\))?$')
+
+
+def localise_label(entry: dict, examples: list[dict]) -> tuple[str, str]:
+    """A lexical dictionary label as this index's examples bear it out.
+
+    The dictionary qualifies a token label by what its contexts shared in the SAE's training
+    corpus - the word before it (``after "haskell"``) or a concept (``(Pittsburgh)``). In another
+    corpus the same token fires elsewhere: on 999 BBC articles ``token "-" after "haskell" (code)``
+    fired on "Bankash-A" and ``token "q" (Pittsburgh)`` on "Qwest". A qualifier stays only where
+    at least half of this index's top examples show it (the word before the firing token; the
+    concept's word within 200 characters); the token itself was already checked
+    (:func:`dictionary_agrees`)."""
+    label, description = entry["label"], entry["description"]
+    m = _LEXICAL_LABEL.match(label) if entry.get("kind") == "lexical" else None
+    shown = [ex for ex in examples if ex.get("span")]
+    if m is None or not shown or not (m.group("after") or m.group("qual")):
+        return label, description
+
+    def share(test) -> float:
+        return sum(bool(test(ex)) for ex in shown) / len(shown)
+
+    keep = m.group("head")
+    dropped = []
+    if m.group("after"):
+        prev = m.group("prev").lower()
+        if share(lambda ex: (ex["text"][: ex["span"][0]].split() or [""])[-1].lower().strip(".,;:!?\"'()") == prev) >= AGREEMENT:
+            keep += m.group("after")
+        else:
+            dropped.append(m.group("after").strip())
+    if m.group("qual"):
+        qual = m.group("qual")
+        words = [w for w in re.findall(r"[a-z]+", qual.lower()) if len(w) > 2]
+
+        def near(ex) -> bool:
+            s, e = ex["span"]
+            window = ex["text"][max(0, s - 200): e + 200].lower()
+            return any(w in window for w in words)
+
+        if words and share(near) >= AGREEMENT:
+            keep += f" ({qual})"
+        else:
+            dropped.append(f"({qual})")
+    if dropped:
+        description += f" Training-corpus qualifier not seen in this index, dropped: {' '.join(dropped)}."
+    return keep, description
 
 
 def _short_window(text: str, span: list[int], words: int = 4) -> str:

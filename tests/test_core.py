@@ -129,3 +129,26 @@ def test_the_cli_turns_where_options_into_the_models_json_form(monkeypatch):
                                  "--where", "n=3", "--top", "7", "--json"])
     assert r.exit_code == 0, r.output
     assert seen["params"] == CorrelationsParams(where={"topic": ["a", "b"], "n": 3}, top=7)
+
+
+def test_offline_labels_follow_the_strongest_examples():
+    """Examples come strongest first; a label must show what they fire on, as users see them
+    as the latent's evidence (it was labelled by the tokens of weaker, more numerous ones)."""
+    from indexer.labels import OfflineLabeller
+
+    strong = [{"text": f"singer {name} sang", "span": [7, 11]} for name in ("Martika", "Martyn")]
+    weak = [{"text": "the mortgage rate", "span": [4, 12]}] * 3
+    label = OfflineLabeller(["a b c"] * 5).label(strong + weak)["label"]
+    assert label.startswith('"mart"'), label
+
+
+def test_dictionary_qualifiers_stay_only_where_this_index_shows_them():
+    from indexer.latent_stats import localise_label
+
+    qwest = [{"text": "a higher offer from Qwest.", "span": [20, 21]}, {"text": "one of Qantas' key routes", "span": [7, 8]}]
+    assert localise_label({"label": 'token "q" (Pittsburgh)', "description": "d.", "kind": "lexical"}, qwest)[0] == 'token "q"'
+    ends = [{"text": "by the end of May", "span": [11, 13]}, {"text": "at the end of the day", "span": [11, 13]}]
+    assert localise_label({"label": 'token "of" after "end"', "description": "d.", "kind": "lexical"}, ends)[0] == 'token "of" after "end"'
+    assert localise_label({"label": 'token "of" after "top"', "description": "d.", "kind": "lexical"}, ends)[0] == 'token "of"'
+    concept = {"label": "retort", "description": "d.", "kind": "concept"}
+    assert localise_label(concept, ends)[0] == "retort"  # concept labels were chosen on meaning: kept
