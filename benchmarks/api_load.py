@@ -46,6 +46,9 @@ with httpx.Client(base_url=sys.argv[1], timeout=30) as h:
 """
 
 
+EXTRA: dict = {}  # fields added to every search body (--feedback)
+
+
 def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -58,7 +61,7 @@ def fire(client: httpx.Client, index: str, queries: list[str], clients: int, met
     def one(q: str):
         t = time.perf_counter()
         try:
-            r = client.post(f"/v1/indexes/{index}/search", json={"query": q, "k": 10, "method": method})
+            r = client.post(f"/v1/indexes/{index}/search", json={"query": q, "k": 10, "method": method, **EXTRA})
             ok = r.status_code == 200
         except httpx.HTTPError:
             ok = False
@@ -75,6 +78,7 @@ def fire(client: httpx.Client, index: str, queries: list[str], clients: int, met
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--index", default="demo")
+    ap.add_argument("--feedback", type=int, default=None, help="send this feedback in every search body (default: the server's)")
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--single", type=int, default=50)
@@ -83,6 +87,8 @@ def main() -> None:
     ap.add_argument("--label", default="", help="suffix of the result file (e.g. before)")
     ap.add_argument("--no-analyses", action="store_true")
     args = ap.parse_args()
+    if args.feedback is not None:
+        EXTRA["feedback"] = args.feedback
     port = free_port()
     env = {**os.environ, "SAEDEX_API_KEYS": "bench-key-1", "PYTHONPATH": args.repo}
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],

@@ -48,12 +48,21 @@ class LatentTable:
         return len(self.ids)
 
     def rows(self, latents) -> np.ndarray:
-        """Row of each latent id (-1 where the index has no such latent)."""
+        """Row of each latent id (-1 where the index has no such latent): one gather from a
+        dense id -> row array (searchsorted over a document's ~2,900 latents per call cost
+        ~0.1 ms, and pseudo-relevance feedback makes a dozen such calls per search)."""
         latents = np.asarray(latents, dtype=np.int64)
-        pos = np.searchsorted(self.ids, latents)
-        pos = np.minimum(pos, max(self.size - 1, 0))
-        ok = (self.size > 0) & (self.ids[pos] == latents) if self.size else np.zeros(len(latents), bool)
-        return np.where(ok, pos, -1)
+        index = self._row_index()
+        inside = (latents >= 0) & (latents < len(index))
+        return np.where(inside, index[np.clip(latents, 0, max(len(index) - 1, 0))], -1) if len(index) else np.full(len(latents), -1)
+
+    def _row_index(self) -> np.ndarray:
+        cached = self.__dict__.get("_rows_by_id")
+        if cached is None:
+            cached = np.full(int(self.ids.max()) + 1 if self.size else 0, -1, np.int64)
+            cached[self.ids] = np.arange(self.size)
+            self.__dict__["_rows_by_id"] = cached
+        return cached
 
     def meta(self, latent: int) -> dict | None:
         return self.metas([latent]).get(int(latent))

@@ -239,7 +239,8 @@ class SearchEngine:
         table = self.table()
         idx = [w.latent for w in latents]
         loc = self.locator()  # the top documents' vectors from the columnar copy, else from Qdrant
-        top = self.store.search_sparse(idx, [w.weight / w.p90 for w in latents], opts.feedback, flt, with_sparse=loc is None)
+        top = self.store.search_sparse(idx, [w.weight / w.p90 for w in latents], opts.feedback, flt, with_sparse=loc is None,
+                                       payload_fields=[])  # ids are all it needs
         if len(top) < 2:
             return latents
         found = loc.vectors([h.doc_id for h in top]) if loc is not None else {}
@@ -282,7 +283,8 @@ class SearchEngine:
                 merged[i].weight += add
             else:
                 merged[i] = WeightedLatent(i, table.labels[r], add, 0.0, float(table.p90[r]))
-        return sorted(merged.values(), key=lambda w: -w.weight)
+        # at most n_latents in all, as without feedback: the ranking query and the explanations stay the same size
+        return sorted(merged.values(), key=lambda w: -w.weight)[: opts.n_latents]
 
     def _get_indexer(self):
         with self._lock:

@@ -143,8 +143,9 @@ class Store(ABC):
         """One page of records and the next page's offset (None: last page)."""
 
     @abstractmethod
-    def _query(self, q: Nearest, limit: int, flt: Filter | None, with_sparse: bool) -> list:
-        """Scored records of ``docs`` (with ``score``) for one ranking query."""
+    def _query(self, q: Nearest, limit: int, flt: Filter | None, with_sparse: bool, payload: list[str] | bool = True) -> list:
+        """Scored records of ``docs`` (with ``score``) for one ranking query; ``payload`` limits
+        the payload returned (a whole document's text and firing offsets are most of a hit's bytes)."""
 
     @abstractmethod
     def _upsert(self, kind: str, points: list[tuple[int | str, dict[str, Any], dict[str, Any]]]) -> None:
@@ -243,8 +244,9 @@ class Store(ABC):
     # Searches return hits with payloads; ``with_sparse`` also returns each hit's SAE vector (what
     # a search's explanations read), saving a second round trip per search.
     def search_sparse(self, indices: list[int], values: list[float], limit: int, flt: Filter | None = None,
-                      with_sparse: bool = False) -> list[Hit]:
-        return self._hits(self._query(Nearest(sparse=(indices, values)), limit, flt, with_sparse), with_sparse)
+                      with_sparse: bool = False, payload_fields: list[str] | None = None) -> list[Hit]:
+        payload = ["doc_id", *payload_fields] if payload_fields is not None else True
+        return self._hits(self._query(Nearest(sparse=(indices, values)), limit, flt, with_sparse, payload), with_sparse)
 
     def search_dense(self, vector: list[float], limit: int, flt: Filter | None = None, with_sparse: bool = False) -> list[Hit]:
         return self._hits(self._query(Nearest(dense=list(vector)), limit, flt, with_sparse), with_sparse)

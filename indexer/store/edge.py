@@ -61,7 +61,7 @@ class EdgeStore(Store):
         return self._open(kind).scroll(ScrollRequest(offset=offset, limit=limit, filter=_filter(flt), with_payload=payload,
                                                      with_vector=vectors))
 
-    def _query(self, q: Nearest, limit, flt, with_sparse):
+    def _query(self, q: Nearest, limit, flt, with_sparse, payload=True):
         from qdrant_edge import Fusion, Prefetch, Query, QueryRequest, SparseVector
 
         f = _filter(flt)
@@ -69,11 +69,11 @@ class EdgeStore(Store):
         dense = Query.Nearest(list(q.dense), using="dense") if q.dense is not None else None
         vectors = ["sae"] if with_sparse else False
         if sparse is not None and dense is not None:
-            req = QueryRequest(limit=limit, query=Fusion.Rrf(k=q.rrf_k), with_payload=True, with_vector=vectors,
+            req = QueryRequest(limit=limit, query=Fusion.Rrf(k=q.rrf_k), with_payload=payload, with_vector=vectors,
                                prefetches=[Prefetch(limit=q.prefetch, query=sparse, filter=f),
                                            Prefetch(limit=q.prefetch, query=dense, filter=f)])
         else:
-            req = QueryRequest(limit=limit, query=sparse or dense, with_payload=True, with_vector=vectors, filter=f)
+            req = QueryRequest(limit=limit, query=sparse or dense, with_payload=payload, with_vector=vectors, filter=f)
         return self._open(DOCS).query(req)
 
     def _upsert(self, kind, points):

@@ -47,7 +47,7 @@ class ServerStore(Store):
         return self.client.scroll(self._c(kind), scroll_filter=_filter(flt), limit=limit, offset=offset,
                                   with_payload=payload, with_vectors=vectors)
 
-    def _query(self, q: Nearest, limit, flt, with_sparse):
+    def _query(self, q: Nearest, limit, flt, with_sparse, payload=True):
         from qdrant_client import models as m
 
         f = _filter(flt)
@@ -57,11 +57,11 @@ class ServerStore(Store):
             res = self.client.query_points(
                 self._c(DOCS), prefetch=[m.Prefetch(query=sparse, using="sae", limit=q.prefetch, filter=f),
                                          m.Prefetch(query=list(q.dense), using="dense", limit=q.prefetch, filter=f)],
-                query=m.RrfQuery(rrf=m.Rrf(k=q.rrf_k)), limit=limit, with_payload=True, with_vectors=vectors)
+                query=m.RrfQuery(rrf=m.Rrf(k=q.rrf_k)), limit=limit, with_payload=payload, with_vectors=vectors)
         else:
             res = self.client.query_points(self._c(DOCS), query=sparse if sparse is not None else list(q.dense),
                                            using="sae" if sparse is not None else "dense", limit=limit, query_filter=f,
-                                           with_payload=True, with_vectors=vectors)
+                                           with_payload=payload, with_vectors=vectors)
         return res.points
 
     def _upsert(self, kind, points):
