@@ -13,7 +13,7 @@ from analyses.params import ClusterParams, CorrelationsParams, DiffParams
 from indexer.cli_common import JsonOpt, UrlOpt, console, emit, friendly_errors
 from indexer.filters import parse_where, where_dict
 from indexer.params import cli_command
-from indexer.store import open_store
+from indexer.store import Filter, open_store
 
 
 def register(app: typer.Typer) -> None:
@@ -48,7 +48,7 @@ def diff_cmd(
     if plot:
         from analyses.plots import plot_diff
 
-        plot_diff(res, plot, _desc(params.a), " | ".join(_desc(x) for x in params.b_slices()))
+        plot_diff(res, plot, Filter(params.a).describe(" & "), " | ".join(Filter(x).describe(" & ") for x in params.b_slices()))
 
     def render(r):
         t = Table(title=f"diff: A ({r['n_a']} docs) vs B ({r['n_b']} docs); {r['significant']} of {r['tested_latents']} latents significant (BH q<0.05)")
@@ -62,10 +62,6 @@ def diff_cmd(
             console.print(f"- {escape(h['hypothesis'])}: verified {h['verified_freq_a']:.0%} vs {h['verified_freq_b']:.0%}")
 
     emit(res, as_json, render)
-
-
-def _desc(where: dict) -> str:
-    return " & ".join(f"{k}={v}" for k, v in where.items())
 
 
 @friendly_errors

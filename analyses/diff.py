@@ -61,12 +61,12 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
     ref = latent_medians(store, index) if floor > 0 else None
     na, ca = slice_counts(copy, a, floor, ref, threshold)
     if na < 1:
-        raise AnalysisError(f"filter A ({_desc(a)}) matches 0 document(s); need at least 1")
+        raise AnalysisError(f"filter A ({a.describe()}) matches 0 document(s); need at least 1")
     nbs, cbs = [], []
     for f in others:
         n_, c_ = slice_counts(copy, f, floor, ref, threshold)
         if n_ < 1:
-            raise AnalysisError(f"filter B ({_desc(f)}) matches 0 document(s); need at least 1")
+            raise AnalysisError(f"filter B ({f.describe()}) matches 0 document(s); need at least 1")
         nbs.append(n_)
         cbs.append(c_)
     fa = ca / na
@@ -114,7 +114,3 @@ def _attach_spans(store: Store, rows: list[dict]) -> None:
     docs = {h.doc_id: h.payload for h in store.get_docs(ids)} if ids else {}
     for r in rows:
         r["example_spans"] = {d: fire_spans(docs.get(d, {}), [r["latent"]]).get(r["latent"]) for d in r["examples"]}
-
-
-def _desc(f: Filter) -> str:
-    return ", ".join(f"{k}={v}" for k, v in f.equals.items()) or "all documents"

@@ -5,10 +5,9 @@ These are what `saedex info/latents`, search and the server share.
 
 from __future__ import annotations
 
-import numpy as np
-
 from typing import Optional
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from indexer.errors import ConflictError, NotFoundError

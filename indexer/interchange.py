@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from indexer.errors import InputError
 from indexer.columns import column_values, payload_table, writer_for
-from indexer.recipe import Manifest, ManifestMismatch, Recipe, check_version, create_manifest, read_manifest
+from indexer.recipe import IncompleteRecipe, Manifest, Recipe, create_manifest, read_manifest
 from indexer.store import DocPoint, Filter, Store
 
 RECIPE_KEY = b"saedex.recipe"
@@ -108,10 +108,9 @@ def read_recipe(path: Path, index: str = "?") -> tuple[pq.ParquetFile, Recipe]:
         int(raw["sae"]["d_sae"])
     except (ValueError, KeyError, TypeError):
         raise InterchangeError(f"{path}: saedex.recipe is not valid JSON with sae.d_sae") from None
-    check_version(raw, index)  # an older or newer saedex's file: say how to rebuild
-    try:
+    try:  # an older or newer saedex's file is refused as such (OutdatedIndex: how to rebuild)
         recipe = Recipe.from_dict(raw, index)
-    except ManifestMismatch as e:
+    except IncompleteRecipe as e:
         raise InterchangeError(f"{path}: saedex.recipe: {e}") from None
     missing = {"id", "latents", "values", "text"} - set(pf.schema_arrow.names)
     if missing:

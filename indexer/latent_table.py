@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -52,17 +53,15 @@ class LatentTable:
         dense id -> row array (searchsorted over a document's ~2,900 latents per call cost
         ~0.1 ms, and pseudo-relevance feedback makes a dozen such calls per search)."""
         latents = np.asarray(latents, dtype=np.int64)
-        index = self._row_index()
+        index = self._rows_by_id
         inside = (latents >= 0) & (latents < len(index))
         return np.where(inside, index[np.clip(latents, 0, max(len(index) - 1, 0))], -1) if len(index) else np.full(len(latents), -1)
 
-    def _row_index(self) -> np.ndarray:
-        cached = self.__dict__.get("_rows_by_id")
-        if cached is None:
-            cached = np.full(int(self.ids.max()) + 1 if self.size else 0, -1, np.int64)
-            cached[self.ids] = np.arange(self.size)
-            self.__dict__["_rows_by_id"] = cached
-        return cached
+    @cached_property
+    def _rows_by_id(self) -> np.ndarray:
+        index = np.full(int(self.ids.max()) + 1 if self.size else 0, -1, np.int64)
+        index[self.ids] = np.arange(self.size)
+        return index
 
     def meta(self, latent: int) -> dict | None:
         return self.metas([latent]).get(int(latent))

@@ -101,8 +101,7 @@ def describe(e: ValidationError, model: type[BaseModel] | None = None) -> str:
 def _cli_annotation(annotation: Any) -> tuple[Any, Callable[[Any, dict], Any] | None]:
     """The type typer shows for a model field, and how to turn what typer parsed into the
     model's value: a ``Where`` (dict) is repeated ``--where key=value`` options."""
-    if annotation is Where or typing.get_origin(annotation) is dict or (
-            typing.get_origin(annotation) is typing.Annotated and typing.get_origin(typing.get_args(annotation)[0]) is dict):
+    if typing.get_origin(annotation) is dict:  # pydantic keeps a field's bounds apart: a Where is a plain dict here
         return Optional[list[str]], lambda value, cli: where_dict(value)
     return annotation, None
 
@@ -139,9 +138,8 @@ def cli_command(model: type[Params], fixed: dict[str, tuple[Any, Callable[[Any, 
             for n, convert in converters.items():
                 if values.get(n) is not None:
                     values[n] = convert(values[n], cli)
-            values = {n: v for n, v in values.items() if v is not None or not model.model_fields[n].is_required()}
-            values = {n: v for n, v in values.items() if not (v is None and model.model_fields[n].default_factory is not None)}
-            return fn(params=model.parse(**values), **kwargs)
+            # None is typer's "not given": the model's own default applies (a required field is reported missing)
+            return fn(params=model.parse(**{n: v for n, v in values.items() if v is not None}), **kwargs)
 
         positional = [p for p in params if isinstance(p.default, typer.models.ArgumentInfo)]
         options = [p for p in params if p not in positional]

@@ -31,6 +31,10 @@ class OutdatedIndex(ManifestMismatch):
     """An index built by an older saedex whose vectors cannot be mixed with (or read like) today's."""
 
 
+class IncompleteRecipe(ManifestMismatch):
+    """A recipe record without a field every recipe has (a hand-made Parquet file, a damaged manifest)."""
+
+
 def _pick(cls, d: dict) -> dict:
     """The keys of ``d`` that are fields of dataclass ``cls`` (unknown keys are ignored: a
     newer saedex may record more)."""
@@ -98,8 +102,7 @@ class Recipe:
                    embedder=embedder)
 
     def to_dict(self) -> dict:
-        return {"version": self.version, "reader": _plain(self.reader), "inference": _plain(self.inference),
-                "sae": _plain(self.sae), "pooling": self.pooling, "embedder": self.embedder}
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict, index: str = "?") -> "Recipe":
@@ -111,7 +114,7 @@ class Recipe:
                        embedder=d.get("embedder"), pooling=d.get("pooling", "max"),
                        inference=Inference(**_pick(Inference, d.get("inference") or {})), version=int(d.get("version", 1)))
         except (KeyError, TypeError) as e:
-            raise ManifestMismatch(f"index {index!r}: its recipe is incomplete ({e}); rebuild the index") from None
+            raise IncompleteRecipe(f"index {index!r}: its recipe is incomplete ({e}); rebuild the index") from None
 
     def mismatches(self, other: "Recipe") -> list[str]:
         """What differs between two recipes in ways that change vectors."""
@@ -167,10 +170,6 @@ class Manifest:
         return cls(Recipe.from_dict(d, index), IndexState.from_dict(d))
 
 
-def _plain(obj) -> dict:
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-
-
 def check_version(d: dict, index: str) -> None:
     """Refuse indexes from an older recipe generation, saying how to rebuild them."""
     version = int(d.get("version", 1))
@@ -200,8 +199,8 @@ def write_manifest(store, manifest: Manifest) -> None:
 
 
 def update_state(store, **changes: Any) -> IndexState:
-    """The one writer of index state: re-read the manifest, change ``changes`` (a ``datasets``
-    entry is appended if new), write it back. Callers hold the index's writer lock."""
+    """The one writer of index state: re-read the manifest, set ``changes`` (``add_dataset=NAME``
+    appends to ``datasets`` if new), write it back. Callers hold the index's writer lock."""
     manifest = read_manifest(store)
     if manifest is None:
         raise ConflictError(f"index {store.name!r} has no manifest")

@@ -33,9 +33,9 @@ def search_cmd(
     from indexer.store import open_store
     from search.engine import SearchEngine, SearchOptions
 
-    SearchOptions.of(params).check(params.query)  # a bad query fails before any model loads
+    opts = SearchOptions.of(params, llm_model=llm)
     with open_store(index, qdrant_url) as store:
-        out = SearchEngine(store, index).run(params, llm_model=llm)
+        out = SearchEngine(store, index).search(params.query, opts)
     emit(out, as_json, _render)
 
 

@@ -58,7 +58,11 @@ class SearchOptions(SearchParams):
 
     @classmethod
     def of(cls, params: SearchParams, **tuning) -> "SearchOptions":
-        return cls.parse(**params.model_dump(), **tuning)
+        """The options of a search as the CLI and the API run it, checked against its query
+        (so a bad query fails before a model loads or a request queues)."""
+        opts = cls.parse(**params.model_dump(), **tuning)
+        opts.check(params.query)
+        return opts
 
     def check(self, query: str | None) -> None:
         """What needs the query beside the parameters: a query, or a document to search like."""
@@ -243,20 +247,19 @@ class SearchEngine:
                                        payload_fields=[])  # ids are all it needs
         if len(top) < 2:
             return latents
-        found = loc.vectors([h.doc_id for h in top]) if loc is not None else {}
+        vectors = {h.doc_id: h.sparse.arrays() for h in top if isinstance(h.sparse, SparseMap)}
+        if loc is not None:
+            vectors.update(loc.vectors([h.doc_id for h in top]))
+        missing = [h.doc_id for h in top if h.doc_id not in vectors]
+        if missing:  # written after the copy was read
+            vectors.update((d.doc_id, d.sparse.arrays()) for d in self.store.get_docs(missing, with_sparse=True) if d.sparse)
         doc_w = np.exp(-np.arange(len(top)) / max(len(top) / 2, 1))  # the first documents are likelier relevant
         doc_w /= doc_w.sum()
         rows_in, weights_in = [], []
-        missing = [h.doc_id for h in top if h.doc_id not in found and h.sparse is None]
-        if missing:  # written after the copy was read
-            found.update((d.doc_id, (d.sparse or SparseMap([], [])).arrays()) for d in self.store.get_docs(missing, with_sparse=True))
         for h, dw in zip(top, doc_w.tolist()):
-            if h.doc_id in found:
-                ids, vals = found[h.doc_id]
-            elif isinstance(h.sparse, SparseMap):
-                ids, vals = h.sparse.arrays()
-            else:
+            if h.doc_id not in vectors:
                 continue
+            ids, vals = vectors[h.doc_id]
             rows = table.rows(ids)
             ok = rows >= 0
             rows, vals = rows[ok], vals[ok]
@@ -314,10 +317,6 @@ class SearchEngine:
                              "spans": [spans[i]] if i in spans else []} for i, a, r in ranked]}
 
     # ------------------------------------------------------------------ search
-    def run(self, params: SearchParams, llm_model: str | None = None) -> dict[str, Any]:
-        """A search as the CLI and the API run it (the same result for ``--json`` and HTTP)."""
-        return self.search(params.query, SearchOptions.of(params, llm_model=llm_model))
-
     def search(self, query: str | None, opts: SearchOptions) -> dict[str, Any]:
         opts.check(query)
         flt = opts.to_filter(opts.where)

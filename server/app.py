@@ -263,12 +263,12 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     async def search(body: SearchParams, request: Request, name: str = IndexName) -> Response:
         from search.engine import SearchOptions
 
-        SearchOptions.of(body).check(body.query)  # 422 before the queue
+        opts = SearchOptions.of(body)  # 422 before the queue
         audit_note(request, query=body.query if body.query is not None else f"like:{body.like}", method=body.method)
 
         def run():
             h = registry.get(name)
-            result = h.engine.run(body)
+            result = h.engine.search(body.query, opts)
             if h.settled != h.engine._token:  # a (re)built latent table: settle it once
                 h.settled = h.engine._token
                 _settle_heap()

@@ -85,6 +85,10 @@ class Filter:
     def is_empty(self) -> bool:
         return not self.equals
 
+    def describe(self, sep: str = ", ") -> str:
+        """``topic=sports, year=2004`` for messages and plot titles."""
+        return sep.join(f"{k}={v}" for k, v in self.equals.items()) or "all documents"
+
 
 @dataclass
 class Nearest:
