@@ -7,7 +7,9 @@ labeller reads the evidence directly:
 each scored against background word frequencies of the corpus (tf x idf), so that ubiquitous
 words ("the", "and") only win when they really are the whole story. A latent firing on the same
 token everywhere is labelled by that token; a latent firing on many different tokens is labelled
-by the distinctive context vocabulary it shares.
+by the distinctive context vocabulary it shares, or - where its examples share no token but one
+surface form, such as the first piece of a name the tokenizer split - by that form
+(:mod:`indexer.forms`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+
+from indexer.forms import form_label, shared_form
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]+|\d+|[^\sA-Za-z\d]")
 _STOP = set("""a an the and or but if of to in on at by for with from as is are was were be been being it its this that
@@ -25,10 +29,13 @@ these those i you he she we they me him her us them my your his our their not no
 # 2: examples weighted by rank. Labels counted every top example alike, so a latent whose
 # strongest examples fire on "Mart" was labelled by tokens of weaker ones ("morgan", "mortgage")
 # and the examples users see as its evidence did not show its label.
-LABELLER_VERSION = 2
+# 3: surface forms. A latent firing on "[Quir]ksville", "[Pre]ttejohn", "[Ch]idambaram" was
+# labelled '"quir" / "pre" / "ch"'; what its examples share is that each is the first piece of a
+# name split into tokens, and the label now says so.
+LABELLER_VERSION = 3
 
 
-def _rank_weight(i: int) -> float:
+def rank_weight(i: int) -> float:
     """Weight of the i-th strongest example (1, 0.67, 0.5, 0.4, ...)."""
     return 1.0 / (1.0 + i / 2.0)
 
@@ -54,14 +61,16 @@ class OfflineLabeller:
         seen: Counter = Counter()  # plain counts, for "shared by at least two examples"
         n = 0
         total = 0.0
+        spans: list[tuple[str, list[int], float]] = []
         for ex in examples:
             span = ex.get("span")
             if not span:
                 continue
-            w = _rank_weight(n)
+            w = rank_weight(n)
             n += 1
             total += w
             text = ex["text"]
+            spans.append((text, span, w))
             tok = text[span[0] : span[1]].strip()
             fired[tok.lower() if tok else "␣"] += w
             left = _words(text[: span[0]])[-4:]
@@ -78,11 +87,13 @@ class OfflineLabeller:
         ctx_scores = {w: (c / total) * self.idf(w) for w, c in context.items() if seen[w] >= 2 and w not in _STOP and len(w) > 1}
         top_ctx = [w for w in sorted(ctx_scores, key=lambda w: (-ctx_scores[w], w)) if w not in top_tok[:3]][:3]
         share = fired[top_tok[0]] / total
-        if share >= 0.5:
-            head = f'"{top_tok[0]}"'
+        form = shared_form(spans)
+        if share >= 0.5:  # one token: it names the latent; a shared form qualifies it
+            label = f'"{top_tok[0]}"' + (f" ({form[0].short})" if form else f" ({', '.join(top_ctx[:2])})" if top_ctx else "")
+        elif form:  # different tokens, one form: the form names it, with two of its words
+            label = form_label(form[0], spans)
         else:
-            head = " / ".join(f'"{t}"' for t in top_tok[:3])
-        label = head + (f" ({', '.join(top_ctx[:2])})" if top_ctx else "")
+            label = " / ".join(f'"{t}"' for t in top_tok[:3]) + (f" ({', '.join(top_ctx[:2])})" if top_ctx else "")
         ex = next((e for e in examples if e.get("span")), None)
         quote = ""
         if ex:
@@ -92,6 +103,7 @@ class OfflineLabeller:
         desc = (
             f"Fires on {', '.join(repr(t) for t in top_tok[:5])} "
             f"(top token, rank-weighted, in {share:.0%} of {n} examples)"
+            + (f"; {form[0].label} in {form[1]:.0%}" if form else "")
             + (f"; nearby words: {', '.join(top_ctx)}" if top_ctx else "")
             + "." + quote
         )

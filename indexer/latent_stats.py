@@ -20,6 +20,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from indexer.embedder import get_embedder
+from indexer.forms import shared_form
+from indexer.labels import rank_weight
 from indexer.pooling import fire_spans
 from indexer.recipe import read_manifest, update_state
 from indexer.store import LatentPoint, Store
@@ -330,11 +332,14 @@ def dictionary_agrees(entry: dict, examples: list[dict]) -> bool:
     lexical and fire on other tokens in another corpus (on 999 BBC articles, the dictionary's
     token was the firing token in at least half of the top examples for only 47% of lexical
     latents). Where it is not, the index's own token-and-context label is the true one. Concept
-    labels are kept: they were chosen on meaning, not on a token.
+    labels were chosen on meaning and stay, unless this index's strongest examples share one
+    surface form (on the demo index, ``loan`` fired on "[Quir]ksville" and "Mike [Pre]ttejohn":
+    pieces of split names, not loans).
     """
+    shown = [ex for ex in examples if ex.get("span")]
     if entry.get("kind") != "lexical":
-        return True
-    toks = [ex["text"][ex["span"][0]:ex["span"][1]].strip().lower() for ex in examples if ex.get("span")]
+        return shared_form([(ex["text"], ex["span"], rank_weight(i)) for i, ex in enumerate(shown)]) is None
+    toks = [ex["text"][ex["span"][0]:ex["span"][1]].strip().lower() for ex in shown]
     if not toks:
         return True
     wanted = {entry.get("token", "")} | set(re.findall(r'"([^"]+)"', entry.get("label", "").split(" after ")[0]))

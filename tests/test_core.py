@@ -152,3 +152,42 @@ def test_dictionary_qualifiers_stay_only_where_this_index_shows_them():
     assert localise_label({"label": 'token "of" after "top"', "description": "d.", "kind": "lexical"}, ends)[0] == 'token "of"'
     concept = {"label": "retort", "description": "d.", "kind": "concept"}
     assert localise_label(concept, ends)[0] == "retort"  # concept labels were chosen on meaning: kept
+
+
+def test_surface_forms_of_a_firing_token():
+    """Forms are read from the characters around the token: split names, word pieces, initials."""
+    from indexer.forms import forms_of
+
+    assert {"name_start", "name_piece"} <= forms_of("was called Quirksville.", [10, 15])  # " Quir"
+    assert "name_end" in forms_of('said Kiplagat. "We', [9, 13])  # "agat"
+    assert forms_of("in 1980 comedy", [5, 6]) == {"number_piece", "word_piece"}  # "8" in 1980
+    assert "initial" in forms_of("AC).  J Whitlock (Trafford", [6, 7])
+    assert forms_of("anonymous proxy services", [9, 15]) == set()  # a whole ordinary word
+    assert forms_of("It's fine", [2, 4]) == set()  # "'s" is its own word, not a piece of "It"
+    assert forms_of("a - b", [1, 3]) == set()  # punctuation has no form
+
+
+def test_offline_label_names_the_shared_form_of_different_tokens():
+    """Different tokens that are all first pieces of split names are labelled by that form, with
+    two of the words as evidence; a dominant token stays the label, qualified by its form."""
+    from indexer.labels import OfflineLabeller
+
+    lab = OfflineLabeller(["the cat sat", "a dog ran"] * 5)
+    names = [{"text": t, "span": s} for t, s in (("was called Quirksville.", [10, 15]), ("Mike Prettejohn, Netcraft", [4, 8]),
+                                                 ("Palaniappan Chidambaram, India", [11, 14]), ("some of Metlife's", [7, 11]))]
+    label = lab.label(names)["label"]
+    assert label.startswith("first piece of a name split into tokens: [Quir]ksville, [Pre]ttejohn"), label
+    same = [{"text": t, "span": s} for t, s in (("the Azkaban prison", [3, 6]), ("Azmat Begg said", [0, 2]), ("an Azure sky", [2, 5]))]
+    assert lab.label(same)["label"] == '"az" (name start)'
+
+
+def test_a_dictionary_concept_yields_where_the_strongest_examples_share_a_form():
+    """On the demo index the dictionary's concept "loan" fired on "[Quir]ksville" and "Mike
+    [Pre]ttejohn": the index's own form label replaces it; on loans it stays."""
+    from indexer.latent_stats import dictionary_agrees
+
+    names = [{"text": t, "span": s} for t, s in (("was called Quirksville.", [10, 15]), ("Mike Prettejohn, Netcraft", [4, 8]),
+                                                 ("some of Metlife's", [7, 11]))]
+    loan = {"label": "loan", "kind": "concept"}
+    assert not dictionary_agrees(loan, names)
+    assert dictionary_agrees(loan, [{"text": "a loan from the bank", "span": [1, 6]}] * 3)
