@@ -15,6 +15,14 @@ and clustering along it means grouping documents by which value they express. So
    clipped at 0 - a latent counts towards the values it leans to, not towards all of them.
 3. A document's position on the axis = sum over its latents of activation / p90 (capped at 2)
    x affinity: one interpretable score per value, clustered by k-means.
+4. Two poles (``"A vs B"``) give a one-number lean per document (position on A minus on B) that
+   *ranks* well but does not *split* well: on 500 Brown texts, "fiction vs non-fiction" ranked
+   fiction first at AUC 0.89 while k-means on the positions reached only 0.71 accuracy (a quarter
+   are fiction: a long tail, no gap). So the lean picks seeds - the 10% of documents leaning most
+   to each pole - and a linear model over *all* latents (activation / p90, capped) learns what
+   separates them: latents whose contexts do not resemble the pole words (dialogue, "he said",
+   past-tense narration) join those that do. Its score is the refined position, clustered by
+   k-means (0.924 accuracy; its strongest latents per pole are reported).
 Measured on 999 whole BBC articles by topic (k = 5): 0.839 accuracy against 0.741 without an
 axis; variants are in the README.
 """
@@ -27,10 +35,14 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from analyses.matrix import AnalysisError
+
 GROUP_MIN_SIM = 0.35  # "news topic" -> topic 0.49; "reasoning style" -> best group 0.24: no group
 GROUP_TIE = 0.03
 NEAREST_CONCEPTS = 24
 ACTIVATION_CAP = 2.0  # x p90: one very strong firing does not outweigh a document's other latents
+SEED_SHARE = 0.10  # of the fitted documents, per pole: the pole model's training examples
+POLE_MODEL_C = 0.1  # inverse L2 strength of the pole model (0.1 and 1.0 within 0.01 on Brown)
 _POLES = re.compile(r"\s+(?:vs\.?|versus)\s+", re.I)
 
 
@@ -40,6 +52,10 @@ class Axis:
     values: list[str]  # value names, shown in cluster descriptions
     value_texts: list[str]  # what is embedded ("name: description" for taxonomy concepts)
     source: str  # "poles" | "taxonomy group: topic" | "nearest taxonomy concepts"
+
+    @property
+    def two_poles(self) -> bool:
+        return self.source == "poles" and len(self.values) == 2
 
     def as_dict(self) -> dict:
         return {"text": self.text, "source": self.source, "values": self.values}
@@ -79,12 +95,54 @@ def affinities(table, axis: Axis, d_sae: int) -> np.ndarray:
     return W
 
 
-def positions(X: sp.csr_matrix, p90: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """Documents' unit-length positions on the axis (rows of X: pooled activations)."""
+def scaled(X: sp.csr_matrix, p90: np.ndarray) -> sp.csr_matrix:
+    """Pooled activations as multiples of each latent's p90, capped at ACTIVATION_CAP."""
     X = X.tocsr(copy=True).astype(np.float32)
     X.data = np.minimum(X.data / np.maximum(p90[X.indices], 1e-6), ACTIVATION_CAP)
-    F = np.asarray(X @ W)
+    return X
+
+
+def positions(X: sp.csr_matrix, p90: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Documents' unit-length positions on the axis (rows of X: pooled activations)."""
+    F = np.asarray(scaled(X, p90) @ W)
     return F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-9)
+
+
+@dataclass
+class PoleModel:
+    """A linear score over latents separating the documents that lean most to each pole."""
+    coef: np.ndarray  # (d_sae,) float32; zero outside the latents that passed the coverage filters
+    intercept: float
+    seeds: int
+
+    def score(self, X: sp.csr_matrix, p90: np.ndarray) -> np.ndarray:
+        """(n, 1) refined positions: > 0 leans to the first pole."""
+        return (np.asarray(scaled(X, p90) @ self.coef).ravel() + self.intercept).reshape(-1, 1)
+
+    def strongest(self, top: int = 8) -> tuple[list[int], list[int]]:
+        """The latents that most push a document to the first pole, and to the second."""
+        order = np.argsort(-self.coef, kind="stable")
+        first = [int(i) for i in order[:top] if self.coef[i] > 0]
+        second = [int(i) for i in order[::-1][:top] if self.coef[i] < 0]
+        return first, second
+
+
+def fit_pole_model(X: sp.csr_matrix, p90: np.ndarray, F: np.ndarray, cols: np.ndarray) -> PoleModel:
+    """Fit on the SEED_SHARE of ``X``'s documents leaning most to each pole (``F``: their positions)."""
+    from sklearn.linear_model import LogisticRegression
+
+    lean = F[:, 0] - F[:, 1]
+    m = max(1, int(round(SEED_SHARE * len(lean))))
+    order = np.argsort(-lean, kind="stable")  # ties keep document order: the same seeds every run
+    seeds = np.concatenate([order[:m], order[-m:]])
+    target = np.arange(2 * m) < m
+    if len(lean) < 2 * m or lean[order[m - 1]] <= lean[order[-m]]:  # the two ends do not differ: nothing to learn
+        raise AnalysisError("the documents do not lean apart on this axis's two poles; try other pole words")
+    Xs = scaled(X[seeds], p90)[:, cols]
+    clf = LogisticRegression(C=POLE_MODEL_C, max_iter=2000).fit(Xs, target)
+    coef = np.zeros(X.shape[1], np.float32)
+    coef[cols] = clf.coef_[0]
+    return PoleModel(coef, float(clf.intercept_[0]), int(len(seeds)))
 
 
 def p90_by_latent(table, d_sae: int) -> np.ndarray:

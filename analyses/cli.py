@@ -105,7 +105,8 @@ def cluster_cmd(
     as_json: bool = JsonOpt,
 ):
     """Cluster documents: spectral on the Jaccard similarity of their latents, or with --axis by
-    their positions on the axis's values (a taxonomy group such as topic or tone, or poles 'A vs B')."""
+    their positions on the axis's values (a taxonomy group such as topic or tone, or poles 'A vs B',
+    refined by a linear model over all latents fitted on the documents leaning most to each pole)."""
     from analyses.clustering import cluster
 
     with open_store(index, qdrant_url) as store:
@@ -120,6 +121,12 @@ def cluster_cmd(
         if r.get("axis_resolved"):
             ax = r["axis_resolved"]
             console.print(f"axis {escape(ax['text'])!r}: {escape(ax['source'])} ({len(ax['values'])} values)", highlight=False)
+            if ax.get("pole_model"):
+                pm = ax["pole_model"]
+                console.print(f"pole model fitted on the {pm['seed_documents']} documents leaning most to either pole; it leans on:",
+                              highlight=False)
+                for value, lats in pm["latents"].items():
+                    console.print(f"  {escape(value)}: " + ", ".join(escape(l["label"]) for l in lats[:5]), highlight=False)
         for c in r["clusters"]:
             on_axis = ", ".join(escape(v["value"]) for v in c.get("axis_values", []))
             console.print(f"[bold]cluster {c['id']}[/bold] ({c['size']} docs)" + (f" [{on_axis}]" if on_axis else "") + ": "

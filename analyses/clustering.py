@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from analyses.matrix import (AnalysisError, canonical_order, latent_labels, latent_medians, load_matrix, require_docs, sample_positions,
                              slice_counts)
-from analyses.axis import affinities, kmeans, p90_by_latent, positions, resolve_axis, value_profile
+from analyses.axis import affinities, fit_pole_model, kmeans, p90_by_latent, positions, resolve_axis, value_profile
 from analyses.params import ClusterParams
 from indexer.catalog import require_index
 from indexer.columns import above_floor, column_values, fresh_copy, row_mask
@@ -69,11 +69,19 @@ def _axis_model(store: Store, axis: str, d_sae: int, cols: np.ndarray):
     return ax, W, p90_by_latent(table, d_sae)
 
 
-def _add_axis(out: dict, ax, F: np.ndarray, pred: np.ndarray, k: int) -> None:
-    """What each cluster is on the axis: its values above the slice's mean."""
+def _add_axis(store: Store, out: dict, ax, F: np.ndarray, pred: np.ndarray, k: int, pole=None) -> None:
+    """What each cluster is on the axis: its values above the slice's mean; for two poles, the
+    latents the pole model leans on most for each."""
     out["axis_resolved"] = ax.as_dict()
     for c, vals in zip(out["clusters"], value_profile(F, pred, k, ax)):
         c["axis_values"] = vals
+    if pole is not None:
+        first, second = pole.strongest()
+        labels = latent_labels(store, first + second)
+        out["axis_resolved"]["pole_model"] = {
+            "seed_documents": pole.seeds,
+            "latents": {v: [{"latent": i, "label": labels.get(i, ""), "weight": round(float(pole.coef[i]), 4)} for i in ids]
+                        for v, ids in zip(ax.values, (first, second))}}
 
 
 def cluster(
@@ -117,12 +125,17 @@ def cluster(
     rng = np.random.default_rng(seed)
     n = m.n_docs
     fit_rows = np.arange(n) if n <= MAX_SPECTRAL_DOCS else np.sort(rng.choice(n, MAX_SPECTRAL_DOCS, replace=False))
-    ax = F = None
+    ax = F = pole = None
     if method == "sae" and axis:
         ax, W, p90 = _axis_model(store, axis, m.X.shape[1], cols)
         F = positions(m.X, p90, W)
-        pred = kmeans(F[fit_rows], k, seed).predict(F)
-        cols = np.flatnonzero(W.any(axis=1))
+        if ax.two_poles:
+            pole = fit_pole_model(m.X[fit_rows], p90, F[fit_rows], cols)
+            Z = pole.score(m.X, p90)
+        else:
+            Z = F
+            cols = np.flatnonzero(W.any(axis=1))
+        pred = kmeans(Z[fit_rows], k, seed).predict(Z)
     elif method == "sae":
         Bs = B[:, cols].tocsr()
         pred = _spectral(Bs, fit_rows, k, seed)
@@ -134,7 +147,7 @@ def cluster(
     out = {"documents": n, "method": method, "axis": axis, "latents_used": int(len(cols)) if method == "sae" else None,
            "clusters": clusters, "assignments": {d: int(c) for d, c in zip(m.doc_ids, pred)}, "scores": {}}
     if ax is not None:
-        _add_axis(out, ax, F, pred, k)
+        _add_axis(store, out, ax, F, pred, k, pole)
     if label_field:
         truth = [p.get(label_field) for p in m.payload]
         out["scores"] = cluster_scores(pred, truth)
@@ -167,10 +180,9 @@ def _cluster_streaming(store: Store, index: str, copy, tables: list, selected: l
     rank[canon] = np.arange(len(canon))  # copy position -> canonical position
     fit_pos = sample_positions(n, MAX_SPECTRAL_DOCS, seed)  # canonical positions, as the in-memory path samples
     d_sae = copy.d_sae
-    ax = F_all = pred_all = None
-    if axis:  # one pass for every document's axis position, k-means fitted on the same sample
-        ax, W, p90 = _axis_model(store, axis, d_sae, cols)
-        F_all = np.zeros((n, W.shape[1]), np.float32)
+    ax = F_all = pred_all = pole = None
+
+    def activations():  # (copy position, the slice's activations in one shard), floor applied
         pos = 0
         for shard, rows in zip(copy.iter_shards(), selected):
             if len(rows):
@@ -178,10 +190,24 @@ def _cluster_streaming(store: Store, index: str, copy, tables: list, selected: l
                 if ref is not None and floor > 0:
                     X.data = np.where(above_floor(X.data, X.indices, ref, floor), X.data, 0).astype(np.float32)
                     X.eliminate_zeros()
-                F_all[pos : pos + len(rows)] = positions(X, p90, W)
+                yield pos, X
                 pos += len(rows)
-        pred_all = kmeans(F_all[canon[fit_pos]], k, seed).predict(F_all)
-        cols = np.flatnonzero(W.any(axis=1))
+
+    if axis:  # one pass for every document's axis position, k-means fitted on the same sample
+        ax, W, p90 = _axis_model(store, axis, d_sae, cols)
+        F_all = np.zeros((n, W.shape[1]), np.float32)
+        for pos, X in activations():
+            F_all[pos : pos + X.shape[0]] = positions(X, p90, W)
+        Z = F_all
+        if ax.two_poles:  # the pole model, fitted on the sample; a second pass scores every document
+            fit = load_matrix(store, index, where, floor=floor, medians=ref, positions=fit_pos)
+            pole = fit_pole_model(fit.X, p90, F_all[canon[fit_pos]], cols)
+            Z = np.zeros((n, 1), np.float32)
+            for pos, X in activations():
+                Z[pos : pos + X.shape[0]] = pole.score(X, p90)
+        else:
+            cols = np.flatnonzero(W.any(axis=1))
+        pred_all = kmeans(Z[canon[fit_pos]], k, seed).predict(Z)
     else:
         fit = load_matrix(store, index, where, floor=floor, medians=ref, positions=fit_pos)
         from sklearn.cluster import SpectralClustering
@@ -246,7 +272,7 @@ def _cluster_streaming(store: Store, index: str, copy, tables: list, selected: l
     out = {"documents": n, "method": "sae", "axis": axis, "latents_used": int(len(cols)), "clusters": clusters,
            "assignments": {ids[r]: int(pred[r]) for r in canon}, "scores": {}, "fitted_on": int(len(fit_pos))}
     if ax is not None:
-        _add_axis(out, ax, F_all, pred, k)
+        _add_axis(store, out, ax, F_all, pred, k, pole)
     if label_field:
         if all(t is None for t in truth):
             raise AnalysisError(f"unknown field {label_field!r}: no document in the slice has it")

@@ -46,3 +46,43 @@ def test_query_matching_subtracts_how_similar_a_latent_is_to_any_property():
                         snippet_ref=np.array([0.6, 0.2], np.float32))
     assert [i for i, _ in latents_for_query(None, q, 2, table=table, center=0.0)] == [1, 2]
     assert [i for i, _ in latents_for_query(None, q, 2, table=table, center=1.0)] == [2, 1]
+
+
+def test_the_pole_model_learns_latents_whose_contexts_do_not_name_the_poles():
+    """Two poles: the documents leaning most to each seed a linear model over all latents. Latent 2
+    has no lean of its own (its contexts resemble neither pole word) but occurs only with pole A's
+    latent; a document showing only latent 2 must land on A's side, which the lean alone cannot do."""
+    from analyses.axis import fit_pole_model
+
+    rng = np.random.default_rng(0)
+    n = 200
+    a_docs = np.arange(n) < 100
+    X = np.zeros((n, 4), np.float32)
+    X[a_docs, 0] = rng.uniform(0.5, 2, 100)  # pole A's word latent
+    X[a_docs, 2] = rng.uniform(0.5, 2, 100)  # unnamed, but only in A documents
+    X[~a_docs, 1] = rng.uniform(0.5, 2, 100)  # pole B's word latent
+    X[:, 3] = rng.uniform(0.5, 2, n)  # everywhere
+    X[a_docs, 1] = rng.uniform(0, 0.4, 100)  # some of the other pole's word in each: leans differ
+    X[~a_docs, 0] = rng.uniform(0, 0.4, 100)
+    W = np.array([[1, 0], [0, 1], [0, 0], [0, 0]], np.float32)
+    p90 = np.ones(4, np.float32)
+    Xs = sp.csr_matrix(X)
+    model = fit_pole_model(Xs, p90, positions(Xs, p90, W), np.arange(4))
+    first, second = model.strongest()
+    assert model.seeds == 40 and sorted(first[:2]) == [0, 2], first
+    assert second[0] == 1
+    only_unnamed = sp.csr_matrix(np.array([[0, 0, 1.5, 1.0]], np.float32))
+    assert positions(only_unnamed, p90, W).sum() == 0  # the lean sees nothing here
+    assert model.score(only_unnamed, p90)[0, 0] > 0  # the model places it on A's side
+
+
+def test_poles_that_do_not_separate_the_documents_are_a_clear_error():
+    import pytest
+
+    from analyses.axis import fit_pole_model
+    from analyses.matrix import AnalysisError
+
+    X = sp.csr_matrix(np.ones((20, 3), np.float32))
+    W = np.array([[1, 0], [0, 1], [0, 0]], np.float32)
+    with pytest.raises(AnalysisError, match="do not lean apart"):
+        fit_pole_model(X, np.ones(3, np.float32), positions(X, np.ones(3, np.float32), W), np.arange(3))

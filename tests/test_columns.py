@@ -201,6 +201,34 @@ def test_streaming_clustering_equals_the_in_memory_algorithm(monkeypatch):
     store.close()
 
 
+def test_streaming_pole_clustering_equals_the_in_memory_algorithm(monkeypatch):
+    """Two poles add a model fitted on the sample and a second pass that scores every document:
+    the streamed slice must still be clustered exactly as in memory."""
+    import analyses.clustering as C
+    from analyses.axis import Axis
+    from analyses.params import ClusterParams
+
+    store, _ = make_store("colpoles", synth_points(600, seed=6))
+    lean = np.random.default_rng(1).random((D_SAE, 2)).astype(np.float32)
+
+    def axis_model(store, axis, d_sae, cols):  # a synthetic axis: the synthetic index has no latent snippets
+        W = np.zeros((d_sae, 2), np.float32)
+        W[cols] = lean[cols]
+        return Axis(axis, ["a", "b"], ["a", "b"], "poles"), W, np.ones(d_sae, np.float32)
+
+    monkeypatch.setattr(C, "_axis_model", axis_model)
+    monkeypatch.setattr(C, "MAX_SPECTRAL_DOCS", 200)
+    p = ClusterParams(k=2, axis="a vs b", label_field="label")
+    a = C.cluster(store, "colpoles", p, stream_above=10**9)
+    b = C.cluster(store, "colpoles", p)
+    assert b.pop("fitted_on") == 200
+    assert a["assignments"] == b["assignments"] and a["scores"] == b["scores"]
+    assert a["axis_resolved"]["pole_model"] == b["axis_resolved"]["pole_model"]
+    assert a["axis_resolved"]["pole_model"]["seed_documents"] == 40
+    assert len(set(a["assignments"].values())) == 2
+    store.close()
+
+
 def test_analyses_refuse_requests_beyond_their_cost_bounds():
     """The bounds live in the parameter models: every caller (library, CLI, API) meets them, in
     one line naming the parameter."""
