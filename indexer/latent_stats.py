@@ -334,16 +334,25 @@ def dictionary_agrees(entry: dict, examples: list[dict]) -> bool:
     latents). Where it is not, the index's own token-and-context label is the true one. Concept
     labels were chosen on meaning and stay, unless this index's strongest examples share one
     surface form (on the demo index, ``loan`` fired on "[Quir]ksville" and "Mike [Pre]ttejohn":
-    pieces of split names, not loans).
+    pieces of split names, not loans); so does a list of tokens (``tokens "pick" / "ch" / "--"``),
+    which names no one thing either.
     """
     shown = [ex for ex in examples if ex.get("span")]
-    if entry.get("kind") != "lexical":
-        return shared_form([(ex["text"], ex["span"], rank_weight(i)) for i, ex in enumerate(shown)]) is None
+    if entry.get("kind") != "lexical" or entry.get("label", "").startswith("tokens "):
+        if _form_of(shown) is not None:
+            return False
+        if entry.get("kind") != "lexical":
+            return True
     toks = [ex["text"][ex["span"][0]:ex["span"][1]].strip().lower() for ex in shown]
     if not toks:
         return True
     wanted = {entry.get("token", "")} | set(re.findall(r'"([^"]+)"', entry.get("label", "").split(" after ")[0]))
     return sum(t in wanted for t in toks) / len(toks) >= AGREEMENT
+
+
+def _form_of(shown: list[dict]):
+    """The surface form this index's strongest examples share, if any (see :mod:`indexer.forms`)."""
+    return shared_form([(ex["text"], ex["span"], rank_weight(i)) for i, ex in enumerate(shown)])
 
 
 _LEXICAL_LABEL = re.compile(r'^(?P<head>tokens? .+?)(?P<after> after "(?P<prev>[^"]+)")?(?: \((?P<qual>[^()]+)\))?$')
@@ -358,11 +367,12 @@ def localise_label(entry: dict, examples: list[dict]) -> tuple[str, str]:
     fired on "Bankash-A" and ``token "q" (Pittsburgh)`` on "Qwest". A qualifier stays only where
     at least half of this index's top examples show it (the word before the firing token; the
     concept's word within 200 characters); the token itself was already checked
-    (:func:`dictionary_agrees`)."""
+    (:func:`dictionary_agrees`). A token left bare is qualified by the surface form its strongest
+    examples share here, if any (``token "q" (name start)`` on "[Q]west" and "[Q]antas")."""
     label, description = entry["label"], entry["description"]
     m = _LEXICAL_LABEL.match(label) if entry.get("kind") == "lexical" else None
     shown = [ex for ex in examples if ex.get("span")]
-    if m is None or not shown or not (m.group("after") or m.group("qual")):
+    if m is None or not shown:
         return label, description
 
     def share(test) -> float:
@@ -391,6 +401,10 @@ def localise_label(entry: dict, examples: list[dict]) -> tuple[str, str]:
             dropped.append(f"({qual})")
     if dropped:
         description += f" Training-corpus qualifier not seen in this index, dropped: {' '.join(dropped)}."
+    form = _form_of(shown) if keep == m.group("head") else None
+    if form:  # a bare token whose strongest examples here share a form: 'token "q" (name start)'
+        keep += f" ({form[0].short})"
+        description += f" Here: {form[0].label}."
     return keep, description
 
 

@@ -146,7 +146,8 @@ def test_dictionary_qualifiers_stay_only_where_this_index_shows_them():
     from indexer.latent_stats import localise_label
 
     qwest = [{"text": "a higher offer from Qwest.", "span": [20, 21]}, {"text": "one of Qantas' key routes", "span": [7, 8]}]
-    assert localise_label({"label": 'token "q" (Pittsburgh)', "description": "d.", "kind": "lexical"}, qwest)[0] == 'token "q"'
+    # the training corpus's qualifier goes; what this index's examples share (split names) comes
+    assert localise_label({"label": 'token "q" (Pittsburgh)', "description": "d.", "kind": "lexical"}, qwest)[0] == 'token "q" (name start)'
     ends = [{"text": "by the end of May", "span": [11, 13]}, {"text": "at the end of the day", "span": [11, 13]}]
     assert localise_label({"label": 'token "of" after "end"', "description": "d.", "kind": "lexical"}, ends)[0] == 'token "of" after "end"'
     assert localise_label({"label": 'token "of" after "top"', "description": "d.", "kind": "lexical"}, ends)[0] == 'token "of"'
@@ -191,3 +192,5 @@ def test_a_dictionary_concept_yields_where_the_strongest_examples_share_a_form()
     loan = {"label": "loan", "kind": "concept"}
     assert not dictionary_agrees(loan, names)
     assert dictionary_agrees(loan, [{"text": "a loan from the bank", "span": [1, 6]}] * 3)
+    listed = {"label": 'tokens "quir" / "pre" / "met"', "kind": "lexical", "token": "quir"}  # a list names no one thing
+    assert not dictionary_agrees(listed, names)
