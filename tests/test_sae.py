@@ -69,7 +69,8 @@ def test_trainer_learns_a_sparse_dictionary(tmp_path):
         return (codes @ atoms + 3.0).astype(np.float16)
     cache = tmp_path / "cache"
     cache.mkdir()
-    np.save(cache / "shard_00000.npy", sample(40000))
+    np.save(cache / "shard_00000.npy", sample(25000))  # two shards: batches gather across them
+    np.save(cache / "shard_00001.npy", sample(15000))
     np.save(cache / "holdout.npy", sample(4000))
     cfg = TrainConfig(d_sae=128, k=8, lr=3e-3, batch_tokens=512, max_steps=400, max_minutes=2, warmup_steps=20,
                       dead_tokens=20000, checkpoint_every=200)
@@ -80,6 +81,23 @@ def test_trainer_learns_a_sparse_dictionary(tmp_path):
     # resumable: a second call with the same checkpoint does no more steps
     again = train_sae(cache, tmp_path / "sae", cfg, {"model_name": "synthetic"}, log=lambda m: None)
     assert again["steps"] == report["steps"]
+
+
+def test_cached_tokens_gather_rows_across_shards_as_one_array(tmp_path):
+    """Training reads the cache's shards in place (a concatenation copied the whole cache into
+    memory); any row order must come back exactly as from the concatenated array."""
+    from indexer.activation_cache import iter_shards
+    from indexer.sae_training import CachedTokens
+
+    rng = np.random.default_rng(3)
+    parts = [rng.normal(size=(n, 5)).astype(np.float16) for n in (7, 1, 12)]
+    for i, p in enumerate(parts):
+        np.save(tmp_path / f"shard_{i:05d}.npy", p)
+    data = CachedTokens(list(iter_shards(tmp_path)))
+    whole = np.concatenate(parts)
+    idx = rng.integers(0, len(whole), 50)
+    assert data.shape == whole.shape and np.array_equal(data.take(idx), whole[idx])
+    assert np.array_equal(data.take(np.sort(idx)), whole[np.sort(idx)])
 
 
 def test_max_pooling_matches_brute_force():
