@@ -62,9 +62,9 @@ def forms_of(text: str, span: tuple[int, int] | list[int]) -> set[str]:
         if len(core) == 1 and core.isupper() and core not in "AI" and (nxt[:1] == "." or (nxt[:1] == " " and nxt[1:].isupper())):
             return {"initial", "name_piece"}
         return set()
-    out: set[str] = set()
     if word.replace(",", "").isdigit():
         return {"number_piece", "word_piece"}
+    out: set[str] = set()
     name = word[:1].isupper()
     if starts:
         out.add("name_start" if name else "word_start")
@@ -114,7 +114,7 @@ def form_label(form: Form, examples: list[tuple[str, list[int], float]], show: i
         a, b = _word_bounds(text, s, e)
         if b - a > 24:
             continue
-        w = f"{text[a:s]}[{text[s:e]}]{text[e:b]}" + ("." if form.key == "initial" else "")
+        w = f"{text[a:s]}[{text[s:e]}]{text[e:b]}"
         if w not in shown:
             shown.append(w)
         if len(shown) == show:
