@@ -1,6 +1,7 @@
 """Which reader layer, and where concepts are lost: linear probes on labelled ../shared texts.
 
     python benchmarks/layer_probe.py [--n 400]
+    python benchmarks/layer_probe.py --sae DIR   # only the SAE view, for another SAE (compare SAEs)
 
 (1) Layers: the residual stream after blocks 3, 6, 9, 12, 15 of the reader (mean ++ max over
     tokens), logistic regression, 5-fold AUC, for sentiment (Rotten Tomatoes fresh vs rotten,
@@ -59,6 +60,7 @@ def tasks(n: int) -> dict[str, tuple[list[str], np.ndarray]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--sae", default=None, help="SAE folder (default: the shipped one); with it, only the SAE view is measured")
     args = ap.parse_args()
     if not (SHARED / "rotten_tomatoes.jsonl").exists():
         sys.exit("../shared/data is not available")
@@ -66,20 +68,21 @@ def main() -> None:
     from indexer.sae import load_sae
 
     torch.set_num_threads(2)
-    reader = Reader(ReaderConfig(layer=max(LAYERS), precision="fp32", max_tokens=MAX_TOKENS))
-    sae = load_sae()
+    sae = load_sae(args.sae)
     sae_layer = int(sae.cfg.get("metadata", {}).get("saedex_layer", 6))
-    result: dict = {"layers": LAYERS, "reader": reader.config.model, "texts_per_task": args.n, "by_layer": {}, "sae": {}}
+    layers = [] if args.sae else LAYERS
+    reader = Reader(ReaderConfig(layer=max(layers + [sae_layer]), precision="fp32", max_tokens=MAX_TOKENS))
+    result: dict = {"layers": layers, "sae_path": args.sae or "default", "reader": reader.config.model, "texts_per_task": args.n, "by_layer": {}, "sae": {}}
     for name, (texts, y) in tasks(args.n).items():
         t = time.time()
-        feats: dict[str, list] = {f"layer {L}": [] for L in LAYERS}
+        feats: dict[str, list] = {f"layer {L}": [] for L in layers}
         sae_feats: dict[str, list] = {k: [] for k in ("residual mean", "residual max", "SAE codes max (indexed)",
                                                        "SAE codes mean", "SAE reconstruction mean")}
         for text in texts:
             ids = [reader.bos_id] + reader.tokenizer(text, add_special_tokens=False)["input_ids"][:MAX_TOKENS]
             with torch.inference_mode():
                 hs = reader.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
-                for L in LAYERS:
+                for L in layers:
                     h = hs[L][0, 1:].float()
                     feats[f"layer {L}"].append(torch.cat([h.mean(0), h.max(0).values]).numpy())
                 h = hs[sae_layer][0, 1:].float()
@@ -89,10 +92,10 @@ def main() -> None:
                 sae_feats["SAE codes max (indexed)"].append(z.max(0).values.numpy())
                 sae_feats["SAE codes mean"].append(z.mean(0).numpy())
                 sae_feats["SAE reconstruction mean"].append((z @ sae.W_dec).mean(0).numpy())
-        result["by_layer"][name] = {k: probe_auc(np.array(v), y) for k, v in feats.items()}
+        result["by_layer"][name] = {k: probe_auc(np.array(v), y) for k, v in feats.items() if v}
         result["sae"][name] = {k: probe_auc(np.array(v), y) for k, v in sae_feats.items()}
         print(name, result["by_layer"][name], result["sae"][name], f"{time.time() - t:.0f} s", flush=True)
-    write_result("layer_probe", result)
+    write_result("layer_probe" if args.sae is None else f"layer_probe-{Path(args.sae).name}", result)
 
 
 if __name__ == "__main__":
