@@ -46,11 +46,16 @@ def _word_bounds(text: str, start: int, end: int) -> tuple[int, int]:
     return a, b
 
 
-def forms_of(text: str, span: tuple[int, int] | list[int]) -> set[str]:
-    """The forms the token at ``text[span]`` has (empty for a whole ordinary word)."""
+def _token_bounds(text: str, span: tuple[int, int] | list[int]) -> tuple[int, int]:
     s, e = int(span[0]), int(span[1])
     while s < e and text[s].isspace():  # tokens carry their leading space: " proxy"
         s += 1
+    return s, e
+
+
+def forms_of(text: str, span: tuple[int, int] | list[int]) -> set[str]:
+    """The forms the token at ``text[span]`` has (empty for a whole ordinary word)."""
+    s, e = _token_bounds(text, span)
     core = text[s:e]
     if not core or not any(ch.isalnum() for ch in core):
         return set()
@@ -108,9 +113,7 @@ def form_label(form: Form, examples: list[tuple[str, list[int], float]], show: i
     for text, span, _ in examples:
         if form.key not in forms_of(text, span):
             continue
-        s, e = int(span[0]), int(span[1])
-        while s < e and text[s].isspace():
-            s += 1
+        s, e = _token_bounds(text, span)
         a, b = _word_bounds(text, s, e)
         if b - a > 24:
             continue

@@ -338,11 +338,12 @@ def dictionary_agrees(entry: dict, examples: list[dict]) -> bool:
     which names no one thing either.
     """
     shown = [ex for ex in examples if ex.get("span")]
-    if entry.get("kind") != "lexical" or entry.get("label", "").startswith("tokens "):
-        if _form_of(shown) is not None:
-            return False
-        if entry.get("kind") != "lexical":
-            return True
+    lexical = entry.get("kind") == "lexical"
+    names_one_token = lexical and not entry.get("label", "").startswith("tokens ")
+    if not names_one_token and _form_of(shown) is not None:
+        return False
+    if not lexical:
+        return True
     toks = [ex["text"][ex["span"][0]:ex["span"][1]].strip().lower() for ex in shown]
     if not toks:
         return True
