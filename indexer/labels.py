@@ -19,6 +19,7 @@ import re
 from collections import Counter
 
 from indexer.forms import form_label, shared_form
+from indexer.label_quality import Detector
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]+|\d+|[^\sA-Za-z\d]")
 _STOP = set("""a an the and or but if of to in on at by for with from as is are was were be been being it its this that
@@ -32,7 +33,9 @@ these those i you he she we they me him her us them my your his our their not no
 # 3: surface forms. A latent firing on "[Quir]ksville", "[Pre]ttejohn", "[Ch]idambaram" was
 # labelled '"quir" / "pre" / "ch"'; what its examples share is that each is the first piece of a
 # name split into tokens, and the label now says so.
-LABELLER_VERSION = 3
+# 4: a held-out quality score (indexer.label_quality) instead of none, and duplicate examples
+# (the same passage in two documents) shown once.
+LABELLER_VERSION = 4
 
 
 def rank_weight(i: int) -> float:
@@ -90,10 +93,13 @@ class OfflineLabeller:
         form = shared_form(spans)
         if share >= 0.5:  # one token: it names the latent; a shared form qualifies it
             label = f'"{top_tok[0]}"' + (f" ({form[0].short})" if form else f" ({', '.join(top_ctx[:2])})" if top_ctx else "")
+            detector = Detector(tokens=(top_tok[0],))
         elif form:  # different tokens, one form: the form names it, with two of its words
             label = form_label(form[0], spans)
+            detector = Detector(form=form[0].key)
         else:
             label = " / ".join(f'"{t}"' for t in top_tok[:3]) + (f" ({', '.join(top_ctx[:2])})" if top_ctx else "")
+            detector = Detector(tokens=tuple(top_tok[:3]))
         ex = next((e for e in examples if e.get("span")), None)
         quote = ""
         if ex:
@@ -107,7 +113,8 @@ class OfflineLabeller:
             + (f"; nearby words: {', '.join(top_ctx)}" if top_ctx else "")
             + "." + quote
         )
-        return {"label": label, "description": desc.replace("\n", " "), "source": "offline", "version": LABELLER_VERSION}
+        return {"label": label, "description": desc.replace("\n", " "), "source": "offline", "version": LABELLER_VERSION,
+                "detector": detector}
 
     def label_many(self, items: list[tuple[int, list[dict]]], progress: bool = False) -> dict[int, dict]:
         return {latent: self.label(examples) for latent, examples in items}

@@ -27,6 +27,7 @@ from indexer.recipe import read_manifest, update_state
 from indexer.store import LatentPoint, Store
 
 N_TOP = 20
+DUPLICATE_SLACK = 5  # extra top documents read so that N_TOP examples remain after duplicates go
 N_NEG = 5
 N_SNIPPETS = 3  # snippet embedding dominates refresh time; 3 short windows per latent
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
@@ -136,7 +137,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
         for s, e in zip(starts, ends):
             latent = int(lat[s])
             vals = val[s:e]
-            top_rows = row[s : min(e, s + N_TOP)]
+            top_rows = row[s : min(e, s + N_TOP + DUPLICATE_SLACK)]
             neg: list[int] = []
             if e - s < n_docs:
                 cands = rng.integers(0, n_docs, size=4 * N_NEG)
@@ -176,8 +177,9 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
         for r in st["top_rows"]:
             wanted.setdefault(r, []).append(latent)
     spans_by_row = {r: fire_spans(payloads[r], lats) for r, lats in wanted.items() if r in payloads}
+    example_rows: dict[int, list[int]] = {}  # latent -> document row of each example, for label quality
     for latent, st in stats.items():
-        examples = []
+        examples, rows = [], []
         for r, v in zip(st["top_rows"], st["top_values"]):
             p = payloads.get(r)
             if p is None:
@@ -190,6 +192,9 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
             else:
                 ex.update({"text": p["text"][:200], "span": None})
             examples.append(ex)
+            rows.append(r)
+        examples, rows = distinct_examples(examples, rows, N_TOP)
+        example_rows[latent] = rows
         negatives = [{"doc_id": scan.doc_ids[r], "text": payloads[r]["text"][:300]} for r in st["neg_rows"] if r in payloads]
         ehash = _examples_hash([e["doc_id"] for e in examples])
         payload = {
@@ -223,6 +228,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
 
     by_latent = {p.latent: p for p in points}
     labels = labeller.label_many(to_label, progress=progress)
+    qualities = _offline_qualities(to_label, labeller, example_rows, payloads, [payloads[r] for r in bg_rows if r in payloads])
     emb = get_embedder()
     # Label key: what the label says. Snippet key: what the latent *does* (mean of its contexts).
     # The label alone (tokens + context words) is short; the description's quote is already in the snippets.
@@ -239,7 +245,8 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
     for (latent, _), lv in zip(to_label, lab_vecs):
         p = by_latent[latent]
         p.payload.update({"label": labels[latent]["label"], "description": labels[latent]["description"],
-                          "label_source": labels[latent].get("source", "offline"), "kind": "lexical", "quality": None,
+                          "label_source": labels[latent].get("source", "offline"), "kind": "lexical",
+                          "quality": qualities.get(latent) if labels[latent].get("source", "offline") == "offline" else None,
                           "label_version": labels[latent].get("version")})
         p.label_vec = lv.tolist()
         sv = snip_vecs.get(latent)
@@ -247,6 +254,56 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
     store.upsert_latents(points)
     update_state(store, latent_stats_docs=n_docs)
     return len(to_label)
+
+
+def distinct_examples(examples: list[dict], rows: list[int], n: int) -> tuple[list[dict], list[int]]:
+    """The first ``n`` examples whose passage (snippet and span) is not shown already.
+
+    The same passage in two documents (agency copy, an article posted twice: the BBC corpus has
+    both) is one example; shown twice it takes the place of other evidence and doubles its
+    weight in the label."""
+    out, out_rows, seen = [], [], set()
+    for ex, r in zip(examples, rows):
+        key = (ex["text"], tuple(ex.get("span") or ()))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(ex)
+        out_rows.append(r)
+        if len(out) == n:
+            break
+    return out, out_rows
+
+
+def _offline_qualities(to_label: list[tuple[int, list[dict]]], labeller, example_rows: dict[int, list[int]],
+                       payloads: dict[int, dict], background_payloads: list[dict]) -> dict[int, float]:
+    """Held-out quality of each offline label (:mod:`indexer.label_quality`): the label is chosen
+    again from the even-ranked examples and its detector scored on the odd-ranked ones against
+    background windows the latent does not fire in."""
+    from indexer.label_quality import Background, held_out_quality, window_keys
+    from indexer.labels import OfflineLabeller
+    from indexer.pooling import unpack
+
+    if not to_label or not isinstance(labeller, OfflineLabeller):
+        return {}
+    background = Background(background_payloads)
+    offsets: dict[int, np.ndarray] = {}
+    out: dict[int, float] = {}
+    for latent, examples in to_label:
+        shown = [(ex, r) for ex, r in zip(examples, example_rows.get(latent, [])) if ex.get("span") and ex.get("doc_span")]
+        if len(shown) < 4:  # two to choose, two to score: fewer says nothing
+            continue
+        detector = labeller.label([ex for ex, _ in shown[0::2]]).get("detector")
+        held_out = []
+        for ex, r in shown[1::2]:
+            p = payloads[r]
+            if r not in offsets:
+                offsets[r] = unpack(p["_offsets"], 2) if p.get("_offsets") else np.zeros((0, 2), np.int32)
+            held_out.append(window_keys(p["text"], offsets[r], tuple(ex["doc_span"])))
+        q = held_out_quality(detector, held_out, background, latent)
+        if q is not None:
+            out[latent] = q
+    return out
 
 
 def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, store: Store | None = None) -> dict[int, np.ndarray]:

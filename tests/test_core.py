@@ -194,3 +194,50 @@ def test_a_dictionary_concept_yields_where_the_strongest_examples_share_a_form()
     assert dictionary_agrees(loan, [{"text": "a loan from the bank", "span": [1, 6]}] * 3)
     listed = {"label": 'tokens "quir" / "pre" / "met"', "kind": "lexical", "token": "quir"}  # a list names no one thing
     assert not dictionary_agrees(listed, names)
+
+
+def _payload(text: str, fires: list[int]) -> dict:
+    """A stored document as label quality reads it: text, token offsets (one per word), firing latents."""
+    import re as _re
+
+    from indexer.pooling import pack
+
+    offs = [[m.start(), m.end()] for m in _re.finditer(r"\S+", text)]
+    return {"text": text, "_offsets": pack(offs), "_fires": pack([[l, 0] for l in sorted(fires)])}
+
+
+def test_label_quality_is_a_held_out_detector_auc_against_documents_the_latent_is_absent_from():
+    """(1 + TPR - FPR) / 2: the detector "the window holds the token" on held-out activating
+    windows, against background windows of documents where the latent does not fire."""
+    from indexer.label_quality import Background, Detector, held_out_quality
+
+    # background: "steve" in 2 of 4 documents, but one of those two is a document latent 7 fires in
+    bg = Background([_payload("steve", [7]), _payload("steve", [3]), _payload("cat", [3]), _payload("dog", [3])])
+    steve = Detector(tokens=("steve",))
+    assert bg.false_positive_rate(steve, 7) == 1 / 3  # the firing document is no negative
+    assert bg.false_positive_rate(steve, 3) == 1.0  # fires in three of four: one negative, which holds "steve"
+    held = [{("tok", "steve")}, {("tok", "steve")}, {("tok", "problems")}]
+    assert held_out_quality(steve, held, bg, 7) == round(0.5 * (1 + 2 / 3 - 1 / 3), 3)
+    assert held_out_quality(Detector(tokens=("zebra",)), held, bg, 7) == 0.5  # never fires: chance
+    assert held_out_quality(None, held, bg, 7) is None
+
+
+def test_offline_labels_get_a_held_out_quality_and_duplicate_passages_count_once(tmp_path, monkeypatch):
+    """Every offline-labelled latent gets a score in [0, 1], and a passage stored in two
+    documents is one example (the BBC corpus has duplicate articles)."""
+    from indexer.label_quality import Background, Detector
+    from indexer.labels import OfflineLabeller
+    from indexer.latent_stats import _offline_qualities, distinct_examples
+
+    docs = {r: _payload(f"the club signed Steve Bruce today number {r}", [5]) for r in range(8)}
+    docs.update({100 + r: _payload(f"a quiet day for weather {r}", []) for r in range(6)})
+    examples = [{"text": docs[r]["text"], "span": [15, 21], "doc_span": [15, 21]} for r in range(8)]
+    lab = OfflineLabeller([d["text"] for d in docs.values()])
+    assert lab.label(examples[0::2])["detector"] == Detector(tokens=("steve",))
+    q = _offline_qualities([(5, examples)], lab, {5: list(range(8))}, docs, [docs[100 + r] for r in range(6)])
+    assert q == {5: 1.0}  # every held-out window holds "steve", no background window does
+    assert Background([]).false_positive_rate(Detector(tokens=("x",)), 1) is None
+    same = {"text": "Microsoft [recommended] users", "span": [10, 23]}
+    other = {"text": "is being [recommended] for karaoke", "span": [9, 22]}
+    assert distinct_examples([same, dict(same), other], [1, 2, 3], 20) == ([same, other], [1, 3])
+    assert distinct_examples([same, other], [1, 3], 1) == ([same], [1])

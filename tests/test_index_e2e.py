@@ -34,6 +34,9 @@ def test_latents_contract_and_examples_mark_firing_tokens(bbc_index):
     for l in lat:
         assert {"id", "label", "description", "doc_freq", "examples"} <= set(l)
         assert l["label"] and l["examples"]
+        # every label has a held-out score, dictionary or offline (offline ones had none)
+        assert isinstance(l["quality"], float) and 0.0 <= l["quality"] <= 1.0, l
+        assert l["kind"] in ("concept", "lexical")
         ex = l["examples"][0]
         s, e = ex["span"]
         assert 0 <= s < e <= len(ex["text"])

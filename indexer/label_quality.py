@@ -1,0 +1,113 @@
+"""Held-out quality of labels chosen from an index's own examples.
+
+Dictionary labels carry a score from the SAE's training corpus. A latent whose dictionary label
+this index's examples contradict is labelled from those examples instead (half of the demo
+index's latents, 70% of the dev index's), and until now had no score: search treated it as
+middling, ``latents --json`` showed ``null``. Its score is measured the way the dictionary's is:
+
+- the label is chosen again from the *even-ranked* examples only, and reduced to a detector: the
+  window around a token contains one of its tokens (``"steve"``), or a token of its surface form
+  (``first piece of a name split into tokens``);
+- the detector is run on the *odd-ranked* examples (held out: positives) and on windows of the
+  same width at a random token of background documents the latent does not fire in (negatives);
+- quality = AUC of that binary detector = (1 + TPR - FPR) / 2, in [0, 1]; 0.5 is chance.
+
+Windows are read from each document's stored token offsets, so no tokenizer is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.forms import forms_of
+from indexer.pooling import unpack
+
+WINDOW = 90  # characters each side of the firing token, as the snippets users read (latent_stats.snippet)
+
+
+@dataclass(frozen=True)
+class Detector:
+    """What a label claims a firing context contains: one of ``tokens``, or a token of ``form``."""
+
+    tokens: tuple[str, ...] = ()
+    form: str | None = None
+
+    def keys(self) -> list[tuple[str, str]]:
+        return [("form", self.form)] if self.form else [("tok", t) for t in self.tokens]
+
+
+def token_text(text: str, span) -> str:
+    """A token as labels name it: stripped, lower case, "␣" for whitespace."""
+    return text[int(span[0]):int(span[1])].strip().lower() or "␣"
+
+
+def window_keys(text: str, offsets: np.ndarray, center: tuple[int, int], width: int = WINDOW) -> set[tuple[str, str]]:
+    """Tokens and surface forms of every token within ``width`` characters of ``center``."""
+    lo, hi = center[0] - width, center[1] + width
+    a = int(np.searchsorted(offsets[:, 1], lo, side="right"))
+    b = int(np.searchsorted(offsets[:, 0], hi, side="left"))
+    keys: set[tuple[str, str]] = set()
+    for s, e in offsets[a:b].tolist():
+        if e <= s:
+            continue
+        keys.add(("tok", token_text(text, (s, e))))
+        keys.update(("form", f) for f in forms_of(text, (s, e)))
+    return keys
+
+
+class Background:
+    """One window per background document at a seeded random token, indexed by what it contains,
+    plus which latents fire in each document (a negative is a document the latent is absent from)."""
+
+    def __init__(self, payloads: list[dict], seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.n = 0
+        rows_by_key: dict[tuple[str, str], list[int]] = {}
+        fire_pairs: list[np.ndarray] = []
+        for p in payloads:
+            if not p.get("_offsets") or not p.get("text"):
+                continue
+            offs = unpack(p["_offsets"], 2)
+            if len(offs) == 0:
+                continue
+            t = int(rng.integers(0, len(offs)))
+            for k in window_keys(p["text"], offs, (int(offs[t][0]), int(offs[t][1]))):
+                rows_by_key.setdefault(k, []).append(self.n)
+            if p.get("_fires"):
+                lats = unpack(p["_fires"], 2)[:, 0].astype(np.int64)
+                fire_pairs.append(np.stack([lats, np.full(len(lats), self.n, np.int64)], axis=1))
+            self.n += 1
+        self.rows_by_key = {k: np.asarray(v, np.int64) for k, v in rows_by_key.items()}
+        pairs = np.concatenate(fire_pairs) if fire_pairs else np.zeros((0, 2), np.int64)
+        pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+        self._fire_lat, self._fire_row = pairs[:, 0], pairs[:, 1]
+
+    def fires_in(self, latent: int) -> np.ndarray:
+        a, b = np.searchsorted(self._fire_lat, [latent, latent + 1])
+        return self._fire_row[a:b]
+
+    def false_positive_rate(self, detector: Detector, latent: int) -> float | None:
+        """Share of the latent's negative windows the detector fires on (all windows when the
+        latent fires in every background document: no contrast left, as in the dictionary)."""
+        if self.n == 0:
+            return None
+        hits = np.unique(np.concatenate([self.rows_by_key.get(k, np.zeros(0, np.int64)) for k in detector.keys()] or [np.zeros(0, np.int64)]))
+        fires = self.fires_in(latent)
+        n_neg = self.n - len(fires)
+        if n_neg <= 0:
+            return len(hits) / self.n
+        return (len(hits) - int(np.isin(hits, fires).sum())) / n_neg
+
+
+def held_out_quality(detector: Detector | None, held_out: list[set[tuple[str, str]]], background: Background, latent: int) -> float | None:
+    """AUC of ``detector`` on held-out activating windows against the latent's negative windows."""
+    if detector is None or not held_out or not detector.keys():
+        return None
+    fpr = background.false_positive_rate(detector, latent)
+    if fpr is None:
+        return None
+    want = set(detector.keys())
+    tpr = sum(bool(keys & want) for keys in held_out) / len(held_out)
+    return round(0.5 * (1.0 + tpr - fpr), 3)
