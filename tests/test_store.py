@@ -52,6 +52,9 @@ def test_docs_roundtrip_search_and_filters(store):
     assert store.search_dense([0, 1, 0.1, 0], 1)[0].doc_id == "b"
     fused = store.search_hybrid([9], [1.0], [0, 0, 1, 0], 3, rrf_k=60)
     assert fused[0].doc_id == "c"  # first in both lists
+    # weighted RRF: sparse ranks b, a; dense ranks a first - the weight decides (both backends)
+    lead = {w: store.search_hybrid([5], [1.0], [1, 0.1, 0, 0], 3, rrf_k=1, sparse_weight=w)[0].doc_id for w in (0.1, 10.0)}
+    assert lead == {0.1: "a", 10.0: "b"}
     got = store.get_docs(["c", "a"], with_sparse=True)
     assert [g.doc_id for g in got] == ["c", "a"] and got[1].sparse == {1: 0.5, 5: 1.0, 9: 2.0}
     scanned = [h for batch in store.scroll_docs(batch=2) for h in batch]

@@ -98,6 +98,7 @@ class Nearest:
     dense: list[float] | None = None
     rrf_k: int = 60
     prefetch: int = 200
+    sparse_weight: float = 1.0  # weighted RRF: the sparse ranking's weight, the dense one's is 1
 
 
 def build_filter(flt: Filter | None, models) -> Any:
@@ -256,8 +257,9 @@ class Store(ABC):
         return self._hits(self._query(Nearest(dense=list(vector)), limit, flt, with_sparse), with_sparse)
 
     def search_hybrid(self, indices: list[int], values: list[float], vector: list[float], limit: int,
-                      flt: Filter | None = None, rrf_k: int = 60, prefetch: int = 200, with_sparse: bool = False) -> list[Hit]:
-        q = Nearest(sparse=(indices, values), dense=list(vector), rrf_k=rrf_k, prefetch=prefetch)
+                      flt: Filter | None = None, rrf_k: int = 60, prefetch: int = 200, with_sparse: bool = False,
+                      sparse_weight: float = 1.0) -> list[Hit]:
+        q = Nearest(sparse=(indices, values), dense=list(vector), rrf_k=rrf_k, prefetch=prefetch, sparse_weight=sparse_weight)
         return self._hits(self._query(q, limit, flt, with_sparse), with_sparse)
 
     # ------------------------------------------------------------ latents
