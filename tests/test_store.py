@@ -55,10 +55,33 @@ def test_docs_roundtrip_search_and_filters(store):
     # weighted RRF: sparse ranks b, a; dense ranks a first - the weight decides (both backends)
     lead = {w: store.search_hybrid([5], [1.0], [1, 0.1, 0, 0], 3, rrf_k=1, sparse_weight=w)[0].doc_id for w in (0.1, 10.0)}
     assert lead == {0.1: "a", 10.0: "b"}
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        store.search_hybrid([9], [1.0], [1, 0, 0, 0], 3, fusion="max")
     got = store.get_docs(["c", "a"], with_sparse=True)
     assert [g.doc_id for g in got] == ["c", "a"] and got[1].sparse == {1: 0.5, 5: 1.0, 9: 2.0}
     scanned = [h for batch in store.scroll_docs(batch=2) for h in batch]
     assert sorted(h.doc_id for h in scanned) == ["a", "b", "c"]
+
+
+def test_score_fusion_sums_each_lists_scores_normalised_by_mean_and_three_sd(store):
+    """DBSF (the hybrid default) keeps how strongly each side matched, which RRF's ranks drop:
+    the engine's order equals a reference computed here, and differs from RRF's on this data."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    vals, dense = rng.gamma(1.0, 2.0, 12), rng.normal(size=(12, 4))
+    store.upsert_docs([DocPoint(f"d{i}", [1], [float(vals[i])], dense[i].tolist(), {"text": "x"}) for i in range(12)])
+    q = np.array([1.0, 0.5, -0.2, 0.3])
+
+    def norm(s):
+        lo, hi = s.mean() - 3 * s.std(), s.mean() + 3 * s.std()
+        return (s - lo) / (hi - lo)
+
+    cos = dense @ q / np.linalg.norm(dense, axis=1) / np.linalg.norm(q)
+    want = [f"d{i}" for i in np.argsort(-(norm(vals) + norm(cos)))]
+    got = [h.doc_id for h in store.search_hybrid([1], [1.0], q.tolist(), 12, prefetch=12, fusion="dbsf")]
+    assert got == want
+    assert got != [h.doc_id for h in store.search_hybrid([1], [1.0], q.tolist(), 12, prefetch=12, rrf_k=60)]
 
 
 def test_latents_and_manifest(store):

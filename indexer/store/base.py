@@ -90,6 +90,9 @@ class Filter:
         return sep.join(f"{k}={v}" for k, v in self.equals.items()) or "all documents"
 
 
+FUSIONS = ("rrf", "dbsf")
+
+
 @dataclass
 class Nearest:
     """One ranking query over ``docs``: sparse, dense, or both fused by reciprocal rank."""
@@ -99,6 +102,7 @@ class Nearest:
     rrf_k: int = 60
     prefetch: int = 200
     sparse_weight: float = 1.0  # weighted RRF: the sparse ranking's weight, the dense one's is 1
+    fusion: str = "rrf"  # "rrf" (ranks) or "dbsf" (scores, each list normalised by its mean +- 3 sd)
 
 
 def build_filter(flt: Filter | None, models) -> Any:
@@ -258,8 +262,11 @@ class Store(ABC):
 
     def search_hybrid(self, indices: list[int], values: list[float], vector: list[float], limit: int,
                       flt: Filter | None = None, rrf_k: int = 60, prefetch: int = 200, with_sparse: bool = False,
-                      sparse_weight: float = 1.0) -> list[Hit]:
-        q = Nearest(sparse=(indices, values), dense=list(vector), rrf_k=rrf_k, prefetch=prefetch, sparse_weight=sparse_weight)
+                      sparse_weight: float = 1.0, fusion: str = "rrf") -> list[Hit]:
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)} (got {fusion!r})")
+        q = Nearest(sparse=(indices, values), dense=list(vector), rrf_k=rrf_k, prefetch=prefetch, sparse_weight=sparse_weight,
+                    fusion=fusion)
         return self._hits(self._query(q, limit, flt, with_sparse), with_sparse)
 
     # ------------------------------------------------------------ latents

@@ -69,7 +69,7 @@ class EdgeStore(Store):
         dense = Query.Nearest(list(q.dense), using="dense") if q.dense is not None else None
         vectors = ["sae"] if with_sparse else False
         if sparse is not None and dense is not None:
-            req = QueryRequest(limit=limit, query=Fusion.Rrf(k=q.rrf_k, weights=[q.sparse_weight, 1.0]), with_payload=payload, with_vector=vectors,
+            req = QueryRequest(limit=limit, query=Fusion.Dbsf() if q.fusion == "dbsf" else Fusion.Rrf(k=q.rrf_k, weights=[q.sparse_weight, 1.0]), with_payload=payload, with_vector=vectors,
                                prefetches=[Prefetch(limit=q.prefetch, query=sparse, filter=f),
                                            Prefetch(limit=q.prefetch, query=dense, filter=f)])
         else:

@@ -57,7 +57,8 @@ class ServerStore(Store):
             res = self.client.query_points(
                 self._c(DOCS), prefetch=[m.Prefetch(query=sparse, using="sae", limit=q.prefetch, filter=f),
                                          m.Prefetch(query=list(q.dense), using="dense", limit=q.prefetch, filter=f)],
-                query=m.RrfQuery(rrf=m.Rrf(k=q.rrf_k, weights=[q.sparse_weight, 1.0])), limit=limit, with_payload=payload, with_vectors=vectors)
+                query=(m.FusionQuery(fusion=m.Fusion.DBSF) if q.fusion == "dbsf"
+                       else m.RrfQuery(rrf=m.Rrf(k=q.rrf_k, weights=[q.sparse_weight, 1.0]))), limit=limit, with_payload=payload, with_vectors=vectors)
         else:
             res = self.client.query_points(self._c(DOCS), query=sparse if sparse is not None else list(q.dense),
                                            using="sae" if sparse is not None else "dense", limit=limit, query_filter=f,
