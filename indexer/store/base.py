@@ -95,7 +95,7 @@ FUSIONS = ("rrf", "dbsf")
 
 @dataclass
 class Nearest:
-    """One ranking query over ``docs``: sparse, dense, or both fused by reciprocal rank."""
+    """One ranking query over ``docs``: sparse, dense, or both fused (reciprocal ranks, or scores: DBSF)."""
 
     sparse: tuple[list[int], list[float]] | None = None
     dense: list[float] | None = None
