@@ -93,13 +93,13 @@ class OfflineLabeller:
         form = shared_form(spans)
         if share >= 0.5:  # one token: it names the latent; a shared form qualifies it
             label = f'"{top_tok[0]}"' + (f" ({form[0].short})" if form else f" ({', '.join(top_ctx[:2])})" if top_ctx else "")
-            detector = Detector(tokens=(top_tok[0],))
+            detector = Detector(tokens=(top_tok[0],)).as_dict()
         elif form:  # different tokens, one form: the form names it, with two of its words
             label = form_label(form[0], spans)
-            detector = Detector(form=form[0].key)
+            detector = Detector(form=form[0].key).as_dict()
         else:
             label = " / ".join(f'"{t}"' for t in top_tok[:3]) + (f" ({', '.join(top_ctx[:2])})" if top_ctx else "")
-            detector = Detector(tokens=tuple(top_tok[:3]))
+            detector = Detector(tokens=tuple(top_tok[:3])).as_dict()
         ex = next((e for e in examples if e.get("span")), None)
         quote = ""
         if ex:

@@ -280,7 +280,7 @@ def _offline_qualities(to_label: list[tuple[int, list[dict]]], labeller, example
     """Held-out quality of each offline label (:mod:`indexer.label_quality`): the label is chosen
     again from the even-ranked examples and its detector scored on the odd-ranked ones against
     background windows the latent does not fire in."""
-    from indexer.label_quality import Background, held_out_quality, window_keys
+    from indexer.label_quality import Background, Detector, held_out_quality, window_keys
     from indexer.labels import OfflineLabeller
     from indexer.pooling import unpack
 
@@ -293,7 +293,7 @@ def _offline_qualities(to_label: list[tuple[int, list[dict]]], labeller, example
         shown = [(ex, r) for ex, r in zip(examples, example_rows.get(latent, [])) if ex.get("span") and ex.get("doc_span")]
         if len(shown) < 4:  # two to choose, two to score: fewer says nothing
             continue
-        detector = labeller.label([ex for ex, _ in shown[0::2]]).get("detector")
+        detector = Detector.from_dict(labeller.label([ex for ex, _ in shown[0::2]]).get("detector"))
         held_out = []
         for ex, r in shown[1::2]:
             p = payloads[r]
@@ -320,7 +320,7 @@ def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, s
             if ex.get("span") is None:
                 continue
             key = (ex["doc_id"], tuple(ex.get("doc_span") or ()))
-            keyed.setdefault(key, _short_window(ex["text"], ex["span"]))
+            keyed.setdefault(key, short_window(ex["text"], ex["span"]))
             keys.append(key)
         if len(keys) >= 2:
             per_latent[latent] = keys
@@ -466,7 +466,7 @@ def localise_label(entry: dict, examples: list[dict]) -> tuple[str, str]:
     return keep, description
 
 
-def _short_window(text: str, span: list[int], words: int = 4) -> str:
+def short_window(text: str, span: list[int], words: int = 4) -> str:
     s, e = span
     left = text[:s].split()[-words:]
     right = text[e:].split()[:words]

@@ -3,6 +3,8 @@
 Firing tokens are marked ``<<like this>>``. Answers are cached in the index folder keyed by the
 latent's examples hash, so a latent is relabelled only when its examples change (and a second
 run costs no tokens). Failures leave the previous (offline) label in place and are counted.
+Each new label is scored on the latent's other ten top examples, which the LLM did not see
+(:func:`indexer.label_quality.embedding_qualities`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 import sys
 
 from indexer.embedder import get_embedder
+from indexer.label_quality import background_windows, embedding_qualities
+from indexer.latent_stats import short_window
 from indexer.llm import LLMClient, require_llm
 from indexer.store import Store
 
@@ -22,7 +26,10 @@ SYSTEM = (
 )
 
 
-def format_examples(payload: dict, n_pos: int = 10, n_neg: int = 10) -> str:
+N_SHOWN = 10  # activating examples the LLM reads; the rest of a latent's top 20 score its label
+
+
+def format_examples(payload: dict, n_pos: int = N_SHOWN, n_neg: int = 10) -> str:
     lines = ["Activating examples:"]
     for i, ex in enumerate(payload.get("examples", [])[:n_pos], 1):
         t, span = ex["text"], ex.get("span")
@@ -42,6 +49,11 @@ LABEL_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["l
 LABEL_MAX_TOKENS = 60  # a label and a sentence; longer answers are rambling (or a small model echoing examples)
 
 
+def held_out_windows(payload: dict, shown: int = N_SHOWN) -> list[str]:
+    """Short windows around the firing tokens of the examples the LLM was not shown."""
+    return [short_window(ex["text"], ex["span"]) for ex in payload.get("examples", [])[shown:] if ex.get("span")]
+
+
 def label_with_llm(store: Store, model: str | None, ids: list[int] | None = None, min_docs: int = 3,
                    concurrency: int | None = None, progress: bool = True) -> dict:
     model = require_llm(model, "LLM labelling")
@@ -55,7 +67,7 @@ def label_with_llm(store: Store, model: str | None, ids: list[int] | None = None
         key = f"{model}:{p.latent}:{p.payload.get('examples_hash')}"
         if key in cache:
             cached += 1
-            p.payload.update(cache[key])
+            p.payload.update({"quality": None, **cache[key]})  # an answer cached before scores: no score, not the old label's
         else:
             todo.append((key, p))
     if progress:
@@ -72,6 +84,7 @@ def label_with_llm(store: Store, model: str | None, ids: list[int] | None = None
     results = client.map(one, todo, concurrency=concurrency)
     failed = 0
     changed = []
+    fresh: list[tuple[str, object]] = []
     for (key, p), res in zip(todo, results):
         if isinstance(res, Exception):
             failed += 1
@@ -79,12 +92,20 @@ def label_with_llm(store: Store, model: str | None, ids: list[int] | None = None
         cache[res[0]] = res[1]
         p.payload.update(res[1])
         changed.append(p)
+        fresh.append((res[0], p))
     changed += [p for p in pts if p not in changed and p.payload.get("label_source", "").startswith("llm:")]
     if changed:
-        vecs = get_embedder().encode([f"{p.payload['label']}. {p.payload.get('description', '')}" for p in changed])
+        emb = get_embedder()
+        vecs = emb.encode([f"{p.payload['label']}. {p.payload.get('description', '')}" for p in changed])
         for p, v in zip(changed, vecs):
             p.label_vec = v.tolist()
             p.snippet_vec = p.snippet_vec or v.tolist()
+        # The previous label's score does not describe this one: measure it (held-out examples) or say none.
+        vec_of = {p.latent: v for p, v in zip(changed, vecs)}
+        qualities = embedding_qualities([(p.latent, vec_of[p.latent], held_out_windows(p.payload)) for _, p in fresh],
+                                        background_windows(store) if fresh else [], emb)
+        for key, p in fresh:
+            p.payload["quality"] = cache[key]["quality"] = qualities.get(p.latent)
         store.upsert_latents(changed)
     cache_file.write_text(json.dumps(cache))
     return {"labelled": len(todo) - failed, "cached": cached, "failed": failed, "model": model, "usage": client.usage.as_dict()}

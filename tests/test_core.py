@@ -233,7 +233,8 @@ def test_offline_labels_get_a_held_out_quality_and_duplicate_passages_count_once
     docs.update({100 + r: _payload(f"a quiet day for weather {r}", []) for r in range(6)})
     examples = [{"text": docs[r]["text"], "span": [15, 21], "doc_span": [15, 21]} for r in range(8)]
     lab = OfflineLabeller([d["text"] for d in docs.values()])
-    assert lab.label(examples[0::2])["detector"] == Detector(tokens=("steve",))
+    assert lab.label(examples[0::2])["detector"] == {"tokens": ["steve"]}  # plain JSON, like the rest of a label
+    assert Detector.from_dict({"form": "name_start"}) == Detector(form="name_start") and Detector.from_dict(None) is None
     q = _offline_qualities([(5, examples)], lab, {5: list(range(8))}, docs, [docs[100 + r] for r in range(6)])
     assert q == {5: 1.0}  # every held-out window holds "steve", no background window does
     assert Background([]).false_positive_rate(Detector(tokens=("x",)), 1) is None
@@ -241,3 +242,21 @@ def test_offline_labels_get_a_held_out_quality_and_duplicate_passages_count_once
     other = {"text": "is being [recommended] for karaoke", "span": [9, 22]}
     assert distinct_examples([same, dict(same), other], [1, 2, 3], 20) == ([same, other], [1, 3])
     assert distinct_examples([same, other], [1, 3], 1) == ([same], [1])
+
+
+def test_free_text_labels_are_scored_by_embedding_auc_on_held_out_windows():
+    """An LLM's label names no token: it is scored by how much closer its embedding is to windows
+    around held-out firing tokens than to windows of documents the latent is absent from."""
+    from indexer.embedder import get_embedder
+    from indexer.label_quality import embedding_qualities
+
+    emb = get_embedder()
+    held_out = ["the striker scored a late goal", "the keeper saved a penalty kick", "fans cheered the winning goal",
+                "the referee showed a red card"]
+    background = [(t, set()) for t in ("simmer the onions in butter", "bake the bread for an hour", "whisk two eggs with sugar",
+                                       "season the soup with salt")]
+    background.append(("the midfielder passed to the winger", {7}))  # latent 7 fires here: no negative for it
+    football, cooking = emb.encode(["football match", "cooking a recipe"])
+    q = embedding_qualities([(7, football, held_out), (8, cooking, held_out), (9, football, held_out[:3])], background, emb)
+    assert q[7] == 1.0 and q[8] < 0.2
+    assert 9 not in q  # three held-out windows say too little

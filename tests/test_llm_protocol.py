@@ -69,6 +69,8 @@ def test_labeller_end_to_end_against_llama_cpp(llm_env, bbc_index):
         assert out["usage"]["calls"] >= 3 and out["usage"]["failures"] == out["failed"]
         labelled = [p for p in store.get_latents(ids) if p.payload.get("label_source") == "llm:smollm2"]
         assert len(labelled) == out["labelled"] and all(p.payload["label"].strip() for p in labelled)
+        # scored on the ten top examples the model did not see (these latents have twenty)
+        assert all(isinstance(p.payload["quality"], float) and 0.0 <= p.payload["quality"] <= 1.0 for p in labelled)
         again = label_with_llm(store, "smollm2", ids=ids, progress=False)
         assert again["cached"] == out["labelled"] and again["usage"]["calls"] == out["failed"]  # only failures are asked again
 
