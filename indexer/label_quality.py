@@ -132,46 +132,53 @@ def held_out_quality(detector: Detector | None, held_out: list[set[tuple[str, st
 BACKGROUND_DOCS = 300
 
 
-def background_windows(store, n: int = BACKGROUND_DOCS, seed: int = 0) -> list[tuple[str, set[int]]]:
-    """(a short window at a random token, the latents firing in its document) for ``n`` documents
-    (the first pages of the index: point ids are hashes of document ids, so in no telling order)."""
+def windows_from_payloads(payloads: list[dict], seed: int = 0) -> list[tuple[str, set[int]]]:
+    """(a short window at a seeded random token, the latents firing in its document) per document."""
     from indexer.latent_stats import short_window
 
     rng = np.random.default_rng(seed)
     out: list[tuple[str, set[int]]] = []
-    for page in store.scroll_docs(with_sparse=False, payload_fields=["text", "_offsets", "_fires"], batch=min(n, 1000)):
-        for h in page:
-            p = h.payload
-            if not p.get("_offsets") or not p.get("text"):
-                continue
-            offs = unpack(p["_offsets"], 2)
-            if len(offs) == 0:
-                continue
-            s, e = offs[int(rng.integers(0, len(offs)))].tolist()
-            fires = set(unpack(p["_fires"], 2)[:, 0].tolist()) if p.get("_fires") else set()
-            out.append((short_window(p["text"], [s, e]), fires))
-            if len(out) == n:
-                return out
+    for p in payloads:
+        if not p.get("_offsets") or not p.get("text"):
+            continue
+        offs = unpack(p["_offsets"], 2)
+        if len(offs) == 0:
+            continue
+        s, e = offs[int(rng.integers(0, len(offs)))].tolist()
+        fires = set(unpack(p["_fires"], 2)[:, 0].tolist()) if p.get("_fires") else set()
+        out.append((short_window(p["text"], [s, e]), fires))
     return out
 
 
-def embedding_qualities(items: list[tuple[int, np.ndarray, list[str]]], background: list[tuple[str, set[int]]], emb,
+def background_windows(store, n: int = BACKGROUND_DOCS, seed: int = 0) -> list[tuple[str, set[int]]]:
+    """:func:`windows_from_payloads` of ``n`` documents: the first pages of the index (point ids
+    are hashes of document ids, so in no telling order)."""
+    payloads: list[dict] = []
+    for page in store.scroll_docs(with_sparse=False, payload_fields=["text", "_offsets", "_fires"], batch=min(n, 1000)):
+        payloads.extend(h.payload for h in page)
+        if len(payloads) >= n:
+            break
+    return windows_from_payloads(payloads[:n], seed)
+
+
+def embedding_qualities(items: list[tuple[int, np.ndarray, list]], background: list[tuple[str, set[int]]], emb,
                         min_held_out: int = 4) -> dict[int, float]:
-    """``items``: (latent, unit label vector, held-out firing windows). AUC of cosine similarity,
-    held-out windows against background windows of documents the latent is absent from."""
+    """``items``: (latent, label vector, held-out firing windows: texts, or their unit vectors).
+    AUC of cosine similarity, held-out windows against background windows of documents the
+    latent is absent from."""
     from indexer.dictionary.labelling import auc_rows
 
     items = [it for it in items if len(it[2]) >= min_held_out]
     if not items or not background:
         return {}
     bg_vecs = emb.encode([w for w, _ in background], batch_size=256)
-    texts = sorted({w for _, _, ws in items for w in ws})
-    vec_of = dict(zip(texts, emb.encode(texts, batch_size=256)))
+    texts = sorted({w for _, _, ws in items for w in ws if isinstance(w, str)})
+    vec_of = dict(zip(texts, emb.encode(texts, batch_size=256))) if texts else {}
     out: dict[int, float] = {}
     for latent, label_vec, windows in items:
         neg = np.asarray([i for i, (_, fires) in enumerate(background) if latent not in fires])
         if len(neg) == 0:
             neg = np.arange(len(background))
-        pos = np.stack([vec_of[w] for w in windows]) @ label_vec
+        pos = np.stack([vec_of[w] if isinstance(w, str) else w for w in windows]) @ label_vec
         out[latent] = round(float(auc_rows(pos[:, None], (bg_vecs[neg] @ label_vec)[:, None])[0]), 3)
     return out

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from indexer.dictionary.labelling import CONCEPT_MIN_AUC
 from indexer.embedder import get_embedder
 from indexer.forms import shared_form
 from indexer.labels import rank_weight
@@ -30,6 +31,13 @@ N_TOP = 20
 DUPLICATE_SLACK = 5  # extra top documents read so that N_TOP examples remain after duplicates go
 N_NEG = 5
 N_SNIPPETS = 3  # snippet embedding dominates refresh time; 3 short windows per latent
+N_CONCEPT_CHECK = 10  # top examples that check a dictionary concept label against this index
+# A dictionary concept label stays where its embedding ranks windows around this index's own top
+# examples above background windows more often than not (AUC >= 0.5); below, it names something
+# else than what the latent fires on here. Dev queries (SAE MAP; 0.371 with no check): 0.5 -> 0.372,
+# 0.6 -> 0.366, 0.7 (the dictionary's own bar) -> 0.357: dense latents fire noisily at their top
+# yet their concept ("programming") still carries the query - their label stays, scored below.
+CONCEPT_HERE_MIN_AUC = 0.5
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 
 
@@ -178,6 +186,8 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
             wanted.setdefault(r, []).append(latent)
     spans_by_row = {r: fire_spans(payloads[r], lats) for r, lats in wanted.items() if r in payloads}
     example_rows: dict[int, list[int]] = {}  # latent -> document row of each example, for label quality
+    built: dict[int, list[dict]] = {}  # latent -> its examples
+    entries: dict[int, dict | None] = {}  # latent -> the dictionary entry that describes them, if any
     for latent, st in stats.items():
         examples, rows = [], []
         for r, v in zip(st["top_rows"], st["top_values"]):
@@ -195,6 +205,26 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
             rows.append(r)
         examples, rows = distinct_examples(examples, rows, N_TOP)
         example_rows[latent] = rows
+        built[latent] = examples
+        entry = dictionary.entry(latent) if dictionary else None
+        if entry is not None and not dictionary_agrees(entry, examples):
+            entry = None  # this index's own examples say otherwise: label them from the index
+        entries[latent] = entry
+    emb = get_embedder()
+    # A concept label must also name what its latent fires on *here* (on the demo index, "Hawaii"
+    # fired on "[Quir]ky" and "[dram]atisations", "fun" on "McGuire" and "Gibbons").
+    concept_here = _concept_qualities_here({l: built[l] for l, e in entries.items() if e is not None and e["kind"] == "concept"},
+                                           dictionary, [payloads[r] for r in bg_rows if r in payloads], emb, progress, store)
+    n_concepts_dropped = 0
+    for latent, st in stats.items():
+        examples, entry = built[latent], entries[latent]
+        q_here = concept_here.get(latent)
+        if entry is not None and q_here is not None:
+            if q_here < CONCEPT_HERE_MIN_AUC:
+                entry = None
+                n_concepts_dropped += 1
+            else:  # quality stays the dictionary's (measured on the SAE's training corpus); this index's AUC is shown
+                entry = {**entry, "description": f"{entry['description']} In this index: AUC {q_here:.2f} on its top examples."}
         negatives = [{"doc_id": scan.doc_ids[r], "text": payloads[r]["text"][:300]} for r in st["neg_rows"] if r in payloads]
         ehash = _examples_hash([e["doc_id"] for e in examples])
         payload = {
@@ -202,9 +232,6 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
             "examples": examples, "negatives": negatives, "examples_hash": ehash,
         }
         old = existing.get(latent)
-        entry = dictionary.entry(latent) if dictionary else None
-        if entry is not None and not dictionary_agrees(entry, examples):
-            entry = None  # this index's own examples say otherwise: label them from the index
         old_source = old.payload.get("label_source", "offline") if old else ""
         # An LLM label stays while its examples do; an offline label stays when it is still wanted.
         keep_old = bool(old and old.payload.get("examples_hash") == ehash and old.payload.get("label") and old.label_vec
@@ -229,7 +256,9 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
     by_latent = {p.latent: p for p in points}
     labels = labeller.label_many(to_label, progress=progress)
     qualities = _offline_qualities(to_label, labeller, example_rows, payloads, [payloads[r] for r in bg_rows if r in payloads])
-    emb = get_embedder()
+    if progress and concept_here:
+        print(f"{n_concepts_dropped:,} of {len(concept_here):,} dictionary concept labels do not name what their latent "
+              f"fires on in this index (AUC < {CONCEPT_HERE_MIN_AUC}): labelled from the index", file=sys.stderr)
     # Label key: what the label says. Snippet key: what the latent *does* (mean of its contexts).
     # The label alone (tokens + context words) is short; the description's quote is already in the snippets.
     lab_texts = [labels[l]["label"] for l, _ in to_label]
@@ -306,46 +335,68 @@ def _offline_qualities(to_label: list[tuple[int, list[dict]]], labeller, example
     return out
 
 
-def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, store: Store | None = None) -> dict[int, np.ndarray]:
-    """Mean embedding of each latent's top snippets.
+def _example_windows(examples: list[dict], n: int) -> list[tuple[tuple, str]]:
+    """(cache key, short window) of the first ``n`` examples that have a firing span."""
+    out = []
+    for ex in examples:
+        if ex.get("span") is None:
+            continue
+        out.append(((ex["doc_id"], tuple(ex.get("doc_span") or ())), short_window(ex["text"], ex["span"])))
+        if len(out) == n:
+            break
+    return out
 
-    Identical snippets are embedded once, and embeddings are cached per index (keyed by document
-    and span), so an incremental ingest only embeds snippets it has not seen.
-    """
-    keyed: dict[tuple, str] = {}
-    per_latent: dict[int, list[tuple]] = {}
-    for latent, examples in items:
-        keys = []
-        for ex in examples[:N_SNIPPETS]:
-            if ex.get("span") is None:
-                continue
-            key = (ex["doc_id"], tuple(ex.get("doc_span") or ()))
-            keyed.setdefault(key, short_window(ex["text"], ex["span"]))
-            keys.append(key)
-        if len(keys) >= 2:
-            per_latent[latent] = keys
-    if not per_latent:
+
+def _window_vectors(windows: dict[tuple, str], emb, progress: bool, store: Store | None = None) -> dict[tuple, np.ndarray]:
+    """MiniLM vectors of example windows, keyed by (document, span).
+
+    Identical windows are embedded once, and embeddings are cached per index, so an incremental
+    ingest only embeds windows it has not seen."""
+    if not windows:
         return {}
     cache_path = store.cache_file("snippet_cache.npz") if store is not None else None
     cache = _load_snippet_cache(cache_path) if cache_path is not None else {}
-    uniq = list({k for ks in per_latent.values() for k in ks})
-    todo = [k for k in uniq if k not in cache]
+    todo = [k for k in windows if k not in cache]
     if progress and todo:
-        print(f"embedding {len(todo):,} latent snippets ({len(uniq) - len(todo):,} cached)", file=sys.stderr)
+        print(f"embedding {len(todo):,} latent snippets ({len(windows) - len(todo):,} cached)", file=sys.stderr)
     if todo:
         t0 = time.time()
-        vecs = emb.encode([keyed[k] for k in todo], batch_size=256)
+        vecs = emb.encode([windows[k] for k in todo], batch_size=256)
         if progress:
             print(f"embedded {len(todo):,} snippets in {time.time() - t0:.0f} s", file=sys.stderr)
         for k, v in zip(todo, vecs):
             cache[k] = v.astype(np.float16)
         if cache_path is not None:
             _save_snippet_cache(cache_path, cache)
+    return {k: cache[k].astype(np.float32) for k in windows}
+
+
+def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, store: Store | None = None) -> dict[int, np.ndarray]:
+    """Mean embedding of each latent's top snippets (what the latent *does*, for query matching)."""
+    per_latent = {latent: _example_windows(examples, N_SNIPPETS) for latent, examples in items}
+    per_latent = {l: w for l, w in per_latent.items() if len(w) >= 2}
+    vecs = _window_vectors({k: t for ws in per_latent.values() for k, t in ws}, emb, progress, store)
     out = {}
-    for latent, keys in per_latent.items():
-        v = np.mean([cache[k].astype(np.float32) for k in keys], axis=0)
+    for latent, ws in per_latent.items():
+        v = np.mean([vecs[k] for k, _ in ws], axis=0)
         out[latent] = v / max(np.linalg.norm(v), 1e-8)
     return out
+
+
+def _concept_qualities_here(candidates: dict[int, list[dict]], dictionary, background_payloads: list[dict], emb,
+                            progress: bool, store: Store | None) -> dict[int, float]:
+    """How well each dictionary *concept* label detects its latent in this index: the AUC of
+    the label's embedding against windows around the index's own top examples (none of which chose
+    the label: it was chosen on the SAE's training corpus) versus background windows of documents
+    the latent is absent from (:func:`indexer.label_quality.embedding_qualities`)."""
+    from indexer.label_quality import embedding_qualities, windows_from_payloads
+
+    if not candidates:
+        return {}
+    per_latent = {l: _example_windows(ex, N_CONCEPT_CHECK) for l, ex in candidates.items()}
+    vecs = _window_vectors({k: t for ws in per_latent.values() for k, t in ws}, emb, progress, store)
+    items = [(l, np.nan_to_num(dictionary.label_vecs[l].astype(np.float32)), [vecs[k] for k, _ in ws]) for l, ws in per_latent.items()]
+    return embedding_qualities(items, windows_from_payloads(background_payloads), emb)
 
 
 def _snippet_key(key: tuple) -> str:

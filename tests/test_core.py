@@ -260,3 +260,26 @@ def test_free_text_labels_are_scored_by_embedding_auc_on_held_out_windows():
     q = embedding_qualities([(7, football, held_out), (8, cooking, held_out), (9, football, held_out[:3])], background, emb)
     assert q[7] == 1.0 and q[8] < 0.2
     assert 9 not in q  # three held-out windows say too little
+
+
+def test_a_dictionary_concept_label_is_checked_against_this_indexs_own_top_examples():
+    """On the demo index the dictionary's "Hawaii" fired on "[Quir]ky" and "[dram]atisations":
+    a concept label whose embedding ranks the index's own firing windows below background windows
+    (AUC < 0.5) names something else here, and yields to the index's own label."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from indexer.embedder import get_embedder
+    from indexer.latent_stats import CONCEPT_HERE_MIN_AUC, _concept_qualities_here
+
+    emb = get_embedder()
+    goals = ["the striker scored a late goal", "the keeper saved a penalty kick", "fans cheered the winning goal",
+             "the referee showed a red card", "the winger crossed for a header"]
+    examples = [{"doc_id": f"d{i}", "text": t, "span": [4, 11], "doc_span": [4, 11]} for i, t in enumerate(goals)]
+    background = [_payload(t, []) for t in ("simmer the onions in butter", "bake the bread for an hour",
+                                            "whisk two eggs with sugar", "season the soup with salt", "chop the garlic finely")]
+    vecs = np.zeros((3, emb.dim), np.float16)
+    vecs[1], vecs[2] = emb.encode(["football match", "cooking a recipe"])
+    q = _concept_qualities_here({1: examples, 2: examples}, SimpleNamespace(label_vecs=vecs), background, emb, False, None)
+    assert q[1] >= CONCEPT_HERE_MIN_AUC > q[2]
