@@ -84,11 +84,14 @@ def correlations_cmd(
         plot_correlations(res, plot)
 
     def render(r):
-        t = Table(title=f"correlations over {r['documents']} docs (dropped: {r['dropped_same_span']} pairs peaking on the same tokens, {r['dropped_similar_labels']} with similar labels)")
+        low_q = f", {r['dropped_low_quality']} with a label below --min-quality" if r.get("dropped_low_quality") else ""
+        t = Table(title=f"correlations over {r['documents']} docs (dropped: {r['dropped_same_span']} pairs peaking on the same tokens, "
+                        f"{r['dropped_similar_labels']} with similar labels{low_q})")
         for c in ("a", "label a", "b", "label b", "npmi", "count", "label sim", "example"):
             t.add_column(c, overflow="fold")
         for p in r["pairs"]:
-            t.add_row(str(p["a"]), escape(p["label_a"]), str(p["b"]), escape(p["label_b"]), f"{p['npmi']:.3f}", str(p["count"]),
+            t.add_row(str(p["a"]), escape(_with_quality(p["label_a"], p.get("quality_a"))), str(p["b"]),
+                      escape(_with_quality(p["label_b"], p.get("quality_b"))), f"{p['npmi']:.3f}", str(p["count"]),
                       f"{p['label_sim']:.2f}", escape(p["examples"][0]) if p["examples"] else "")
         console.print(t)
 
@@ -170,3 +173,8 @@ def import_cmd(
     emit(rep.as_dict(), as_json, lambda o: console.print(
         f"imported {o['indexed']:,} of {o['read']:,} documents into {index} ({o['already_indexed']:,} already there, "
         f"{o['dense_computed']:,} dense vectors computed)"))
+
+
+def _with_quality(label: str, quality: float | None) -> str:
+    """``label (q 0.87)``: how far the name can be trusted, beside the name."""
+    return label if quality is None else f"{label} (q {quality:.2f})"

@@ -19,7 +19,8 @@ Two filters drop pairs that are related by construction rather than by the data:
   very documents where the pair co-occurs, so a planted "ferry to Stockholm" + "grandma knitted
   socks" pair had labels ``"stockholm" (ferry, grandma)`` and ``"socks" (grandma, knitted)`` at
   cosine 0.27, while the heads sit at 0.13.
-Each distinct text counts once (see :func:`distinct_texts`). Slices larger than ``max_docs``
+``min_quality`` (default 0: off) drops pairs with an unreliable label (quality below it): a
+pair is news only if both names can be trusted. Each distinct text counts once (see :func:`distinct_texts`). Slices larger than ``max_docs``
 (default 4,000) are sampled; the output's ``sampled_from`` says from how many documents. Latents present in more than ``max_freq`` of the documents are skipped (they co-occur with
 everything and dominate the cost).
 
@@ -138,11 +139,14 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
     heads = _HeadSimilarity({l: c["label"] for l, c in lats.items()})
     heads.embed_all()
     peaks = _PeakPositions(store, m.doc_ids)
-    pairs, dropped_similar, dropped_same_span = [], 0, 0
+    pairs, dropped_similar, dropped_same_span, dropped_quality = [], 0, 0, 0
     Bc = B.tocsc()
     for o in order:
         ci, cj = int(i[o]), int(j[o])
         a, b = int(cols[ci]), int(cols[cj])
+        if p.min_quality > 0 and min(_quality(lats.get(a)), _quality(lats.get(b))) < p.min_quality:
+            dropped_quality += 1  # first: it costs nothing, the filters below fetch and embed
+            continue
         rows = np.intersect1d(Bc[:, ci].indices, Bc[:, cj].indices)
         strength = np.asarray(Xs[rows][:, [ci, cj]].sum(axis=1)).ravel() if len(rows) else np.zeros(0)
         rows = rows[np.argsort(-strength, kind="stable")]
@@ -162,7 +166,14 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
         if len(pairs) >= top:
             break
     return {"documents": m.n_docs, "sampled_from": sampled_from, "duplicate_docs_skipped": duplicates, "pairs_examined": min(len(order), len(npmi)), "per_doc": per_doc, "floor": floor, "latents_considered": int(len(cols)), "pairs_above_min_npmi": int(len(npmi)),
-            "dropped_same_span": dropped_same_span, "dropped_similar_labels": dropped_similar, "pairs": pairs}
+            "dropped_same_span": dropped_same_span, "dropped_similar_labels": dropped_similar,
+            "dropped_low_quality": dropped_quality, "pairs": pairs}
+
+
+def _quality(card: dict | None) -> float:
+    """A label's quality for filtering; an unscored label passes (1.0): it is not known to be bad."""
+    q = (card or {}).get("quality")
+    return 1.0 if q is None else float(q)
 
 
 def distinct_texts(m: DocMatrix) -> tuple[DocMatrix, int]:

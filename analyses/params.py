@@ -46,6 +46,8 @@ class CorrelationsParams(Params):
                           description="Sample this many documents from larger slices (seeded); 0 = exact, every document.")
     floor: float = Floor
     top: int = Field(20, ge=1, le=1000, description="Pairs to report.")
+    min_quality: float = Field(0.0, ge=0, le=1, description="Skip pairs with a label scoring below this (label quality; "
+                                                              "unscored labels pass).")
 
 
 class ClusterParams(Params):

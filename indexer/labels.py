@@ -35,7 +35,8 @@ these those i you he she we they me him her us them my your his our their not no
 # name split into tokens, and the label now says so.
 # 4: a held-out quality score (indexer.label_quality) instead of none, and duplicate examples
 # (the same passage in two documents) shown once.
-LABELLER_VERSION = 4
+# 5: a label that replaces the dictionary's says why in its description.
+LABELLER_VERSION = 5
 
 
 def rank_weight(i: int) -> float:

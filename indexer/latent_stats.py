@@ -188,6 +188,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
     example_rows: dict[int, list[int]] = {}  # latent -> document row of each example, for label quality
     built: dict[int, list[dict]] = {}  # latent -> its examples
     entries: dict[int, dict | None] = {}  # latent -> the dictionary entry that describes them, if any
+    why_not: dict[int, str] = {}  # latent -> why its dictionary label gave way to the index's own
     for latent, st in stats.items():
         examples, rows = [], []
         for r, v in zip(st["top_rows"], st["top_values"]):
@@ -208,7 +209,9 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
         built[latent] = examples
         entry = dictionary.entry(latent) if dictionary else None
         if entry is not None and not dictionary_agrees(entry, examples):
-            entry = None  # this index's own examples say otherwise: label them from the index
+            # this index's own examples say otherwise: label them from the index
+            why_not[latent] = f"The dictionary's label {entry['label']!r} does not describe this index's top examples."
+            entry = None
         entries[latent] = entry
     emb = get_embedder()
     # A concept label must also name what its latent fires on *here* (on the demo index, "Hawaii"
@@ -221,6 +224,8 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
         q_here = concept_here.get(latent)
         if entry is not None and q_here is not None:
             if q_here < CONCEPT_HERE_MIN_AUC:
+                why_not[latent] = (f"The dictionary's label {entry['label']!r} does not name what this latent fires on "
+                                   f"here (AUC {q_here:.2f} on its top examples).")
                 entry = None
                 n_concepts_dropped += 1
             else:  # quality stays the dictionary's (measured on the SAE's training corpus); this index's AUC is shown
@@ -273,7 +278,8 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
         p.snippet_vec = sv.tolist() if sv is not None else p.label_vec
     for (latent, _), lv in zip(to_label, lab_vecs):
         p = by_latent[latent]
-        p.payload.update({"label": labels[latent]["label"], "description": labels[latent]["description"],
+        description = " ".join(filter(None, (labels[latent]["description"], why_not.get(latent))))
+        p.payload.update({"label": labels[latent]["label"], "description": description,
                           "label_source": labels[latent].get("source", "offline"), "kind": "lexical",
                           "quality": qualities.get(latent) if labels[latent].get("source", "offline") == "offline" else None,
                           "label_version": labels[latent].get("version")})

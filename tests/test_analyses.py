@@ -93,6 +93,12 @@ def test_plants_at_the_end_of_whole_long_articles_are_found_by_diff_and_correlat
 
     found = planted_pairs()
     assert found and found[0]["label_sim"] <= 0.2 and found[0]["count"] >= 5, found
+    # --min-quality keeps pairs whose two labels both score at least that (unscored ones pass)
+    r = cli("correlations", "--index", "planted_long", "--where", "side=a", "--top", "20", "--min-quality", "0.9", "--json")
+    assert r.exit_code == 0, r.output
+    strict = json.loads(r.stdout)
+    assert strict["dropped_low_quality"] > 0 and strict["pairs"]
+    assert all(min(1.0 if q is None else q for q in (p["quality_a"], p["quality_b"])) >= 0.9 for p in strict["pairs"])
     # the pre-whole-document default (64 latents per document) loses the plant
     assert not planted_pairs("--per-doc", "64")
 
