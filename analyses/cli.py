@@ -129,11 +129,12 @@ def cluster_cmd(
                 console.print(f"pole model fitted on the {pm['seed_documents']} documents leaning most to either pole; it leans on:",
                               highlight=False)
                 for value, lats in pm["latents"].items():
-                    console.print(f"  {escape(value)}: " + ", ".join(escape(l["label"]) for l in lats[:5]), highlight=False)
+                    console.print(f"  {escape(value)}: " + ", ".join(escape(_with_quality(l["label"], l.get("quality"))) for l in lats[:5]),
+                                  highlight=False)
         for c in r["clusters"]:
             on_axis = ", ".join(escape(v["value"]) for v in c.get("axis_values", []))
             console.print(f"[bold]cluster {c['id']}[/bold] ({c['size']} docs)" + (f" [{on_axis}]" if on_axis else "") + ": "
-                          + ", ".join(escape(l["label"]) for l in c["latents"][:5]), highlight=False)
+                          + ", ".join(escape(_with_quality(l["label"], l.get("quality"))) for l in c["latents"][:5]), highlight=False)
         if r["scores"]:
             console.print(f"scores vs {params.label_field}: {r['scores']}")
 

@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 from analyses.diff import bh_adjust, two_proportion_test
 import pyarrow as pa
 
-from analyses.matrix import (AnalysisError, canonical_order, latent_labels, latent_medians, load_matrix, require_docs, sample_positions,
+from analyses.matrix import (AnalysisError, canonical_order, latent_cards, latent_medians, load_matrix, require_docs, sample_positions,
                              slice_counts)
 from analyses.axis import affinities, fit_pole_model, kmeans, p90_by_latent, positions, resolve_axis, value_profile
 from analyses.params import ClusterParams
@@ -77,10 +77,11 @@ def _add_axis(store: Store, out: dict, ax, F: np.ndarray, pred: np.ndarray, k: i
         c["axis_values"] = vals
     if pole is not None:
         first, second = pole.strongest()
-        labels = latent_labels(store, first + second)
+        cards = latent_cards(store, first + second)
         out["axis_resolved"]["pole_model"] = {
             "seed_documents": pole.seeds,
-            "latents": {v: [{"latent": i, "label": labels.get(i, ""), "weight": round(float(pole.coef[i]), 4)} for i in ids]
+            "latents": {v: [{"latent": i, "label": cards.get(i, {}).get("label", ""), "quality": cards.get(i, {}).get("quality"),
+                             "weight": round(float(pole.coef[i]), 4)} for i in ids]
                         for v, ids in zip(ax.values, (first, second))}}
 
 
@@ -306,9 +307,10 @@ def _describe_counts(store: Store, cin: np.ndarray, sizes: np.ndarray, n: int, e
         top = cand[np.argsort(-d[cand], kind="stable")][:8]
         per.append([(int(t), float(d[t]), float(cin[c][t] / nin), float(padj[t])) for t in top])
         all_top += [int(t) for t in top]
-    labels = latent_labels(store, all_top)
+    cards = latent_cards(store, all_top)
     return [{"id": c, "size": int(sizes[c]),
-             "latents": [{"latent": t, "label": labels.get(t, ""), "diff": round(dd, 4), "freq_in": round(fi, 4), "p_adj": pa}
+             "latents": [{"latent": t, "label": cards.get(t, {}).get("label", ""), "quality": cards.get(t, {}).get("quality"),
+                          "diff": round(dd, 4), "freq_in": round(fi, 4), "p_adj": pa}
                          for t, dd, fi, pa in per[c]],
              "examples": examples[c]} for c in range(len(sizes))]
 
@@ -351,7 +353,7 @@ def _describe(store: Store, m, B: sp.csr_matrix, pred: np.ndarray, k: int, n_exa
         per.append((c, rows, [(int(t), float(d[t]), float(cin[t] / nin), float(padj[t])) for t in top]))
         all_top += [int(t) for t in top]
         # central documents: most latents in common with the cluster profile
-    labels = latent_labels(store, all_top)
+    cards = latent_cards(store, all_top)
     for c, rows, top in per:
         if len(rows):
             prof = np.asarray(B[rows].mean(axis=0)).ravel()
@@ -359,7 +361,8 @@ def _describe(store: Store, m, B: sp.csr_matrix, pred: np.ndarray, k: int, n_exa
         else:
             central = []
         out.append({"id": c, "size": int(len(rows)),
-                    "latents": [{"latent": t, "label": labels.get(t, ""), "diff": round(dd, 4), "freq_in": round(fi, 4), "p_adj": pa}
+                    "latents": [{"latent": t, "label": cards.get(t, {}).get("label", ""), "quality": cards.get(t, {}).get("quality"),
+                                 "diff": round(dd, 4), "freq_in": round(fi, 4), "p_adj": pa}
                                 for t, dd, fi, pa in top],
                     "examples": [m.doc_ids[r] for r in central]})
     return out

@@ -73,7 +73,7 @@ class LatentTable:
             if r >= 0:
                 q = float(self.quality[r])
                 out[i] = {"label": self.labels[r], "p90": float(self.p90[r]), "doc_freq": float(self.doc_freq[r]),
-                          "description": self.descriptions[r], "kind": self.kinds[r], "quality": None if np.isnan(q) else q}
+                          "description": self.descriptions[r], "kind": self.kinds[r], "quality": None if np.isnan(q) else round(q, 3)}
         return out
 
 

@@ -127,6 +127,9 @@ def test_clustering_sae_and_dense_side_by_side(bbc_index, tmp_path):
     res = json.loads(r.stdout)
     assert r.exit_code == 0 and res["latents_used"] > 0 and res["axis_resolved"]["source"] == "taxonomy group: topic"
     assert all(c["latents"] and c["examples"] and c["axis_values"] for c in res["clusters"] if c["size"])
+    # each cluster's latents say how far their names can be trusted
+    assert all(l["quality"] is None or 0 <= l["quality"] <= 1 for c in res["clusters"] for l in c["latents"])
+    assert any(isinstance(l["quality"], float) for c in res["clusters"] for l in c["latents"])
     # the axis's values describe what each cluster is: the sports cluster leans to sports values
     sport = max(res["clusters"], key=lambda c: sum(res["assignments"][d] == c["id"] and d.startswith("sport") for d in res["assignments"]))
     assert {v["value"] for v in sport["axis_values"]} & {"sport", "football", "tennis", "athletics", "cricket and rugby"}, sport
