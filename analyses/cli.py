@@ -55,7 +55,7 @@ def diff_cmd(
         for c in ("latent", "label", "freq A", "freq B", "diff", "p_adj", "example"):
             t.add_column(c, overflow="fold")
         for x in r["latents"]:
-            t.add_row(str(x["latent"]), escape(x["label"]), f"{x['freq_a']:.3f}", f"{x['freq_b']:.3f}", f"{x['diff']:+.3f}",
+            t.add_row(str(x["latent"]), escape(_with_quality(x["label"], x.get("quality"))), f"{x['freq_a']:.3f}", f"{x['freq_b']:.3f}", f"{x['diff']:+.3f}",
                       f"{x['p_adj']:.2g}", escape(x["examples"][0]) if x["examples"] else "")
         console.print(t)
         for h in r.get("hypotheses", {}).get("hypotheses", []):
