@@ -18,6 +18,7 @@ Windows are read from each document's stored token offsets, so no tokenizer is n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -67,27 +68,31 @@ def window_keys(text: str, offsets: np.ndarray, center: tuple[int, int], width: 
     return keys
 
 
+def sampled_tokens(payloads: list[dict], seed: int = 0) -> Iterator[tuple[str, np.ndarray, tuple[int, int], np.ndarray]]:
+    """(text, token offsets, span of one seeded random token, latents firing in the document) for
+    each stored document that has text and tokens: where background windows are cut."""
+    rng = np.random.default_rng(seed)
+    for p in payloads:
+        offs = unpack(p["_offsets"], 2) if p.get("_offsets") and p.get("text") else np.zeros((0, 2), np.int32)
+        if len(offs) == 0:
+            continue
+        s, e = offs[int(rng.integers(0, len(offs)))].tolist()
+        fires = unpack(p["_fires"], 2)[:, 0].astype(np.int64) if p.get("_fires") else np.zeros(0, np.int64)
+        yield p["text"], offs, (int(s), int(e)), fires
+
+
 class Background:
     """One window per background document at a seeded random token, indexed by what it contains,
     plus which latents fire in each document (a negative is a document the latent is absent from)."""
 
     def __init__(self, payloads: list[dict], seed: int = 0):
-        rng = np.random.default_rng(seed)
         self.n = 0
         rows_by_key: dict[tuple[str, str], list[int]] = {}
         fire_pairs: list[np.ndarray] = []
-        for p in payloads:
-            if not p.get("_offsets") or not p.get("text"):
-                continue
-            offs = unpack(p["_offsets"], 2)
-            if len(offs) == 0:
-                continue
-            t = int(rng.integers(0, len(offs)))
-            for k in window_keys(p["text"], offs, (int(offs[t][0]), int(offs[t][1]))):
+        for text, offs, span, fires in sampled_tokens(payloads, seed):
+            for k in window_keys(text, offs, span):
                 rows_by_key.setdefault(k, []).append(self.n)
-            if p.get("_fires"):
-                lats = unpack(p["_fires"], 2)[:, 0].astype(np.int64)
-                fire_pairs.append(np.stack([lats, np.full(len(lats), self.n, np.int64)], axis=1))
+            fire_pairs.append(np.stack([fires, np.full(len(fires), self.n, np.int64)], axis=1))
             self.n += 1
         self.rows_by_key = {k: np.asarray(v, np.int64) for k, v in rows_by_key.items()}
         pairs = np.concatenate(fire_pairs) if fire_pairs else np.zeros((0, 2), np.int64)
@@ -136,18 +141,7 @@ def windows_from_payloads(payloads: list[dict], seed: int = 0) -> list[tuple[str
     """(a short window at a seeded random token, the latents firing in its document) per document."""
     from indexer.latent_stats import short_window
 
-    rng = np.random.default_rng(seed)
-    out: list[tuple[str, set[int]]] = []
-    for p in payloads:
-        if not p.get("_offsets") or not p.get("text"):
-            continue
-        offs = unpack(p["_offsets"], 2)
-        if len(offs) == 0:
-            continue
-        s, e = offs[int(rng.integers(0, len(offs)))].tolist()
-        fires = set(unpack(p["_fires"], 2)[:, 0].tolist()) if p.get("_fires") else set()
-        out.append((short_window(p["text"], [s, e]), fires))
-    return out
+    return [(short_window(text, list(span)), set(fires.tolist())) for text, _, span, fires in sampled_tokens(payloads, seed)]
 
 
 def background_windows(store, n: int = BACKGROUND_DOCS, seed: int = 0) -> list[tuple[str, set[int]]]:
