@@ -1,18 +1,21 @@
-"""Held-out quality of labels chosen from an index's own examples.
+"""How well a label detects its latent, on contexts that did not choose it: every label's score.
 
-Dictionary labels carry a score from the SAE's training corpus. A latent whose dictionary label
-this index's examples contradict is labelled from those examples instead (half of the demo
-index's latents, 70% of the dev index's), and until now had no score: search treated it as
-middling, ``latents --json`` showed ``null``. Its score is measured the way the dictionary's is:
+Dictionary labels carry a score from the SAE's training corpus. Two kinds of label are chosen
+elsewhere and are scored here, the way the dictionary scores its own:
 
-- the label is chosen again from the *even-ranked* examples only, and reduced to a detector: the
-  window around a token contains one of its tokens (``"steve"``), or a token of its surface form
-  (``first piece of a name split into tokens``);
-- the detector is run on the *odd-ranked* examples (held out: positives) and on windows of the
-  same width at a random token of background documents the latent does not fire in (negatives);
-- quality = AUC of that binary detector = (1 + TPR - FPR) / 2, in [0, 1]; 0.5 is chance.
-
-Windows are read from each document's stored token offsets, so no tokenizer is needed.
+- **Offline labels** (a latent whose dictionary label this index's examples contradict is
+  labelled from them: half of the demo index's latents, 70% of the dev index's; until this
+  module they had no score, search treated them as middling, ``latents --json`` showed
+  ``null``). The label is chosen again from the *even-ranked* examples only and reduced to a
+  detector - the window around a token holds one of its tokens (``"steve"``), or a token of its
+  surface form (``first piece of a name split into tokens``) - which is run on the *odd-ranked*
+  examples (held out: positives) and on windows of the same width at a random token of
+  background documents the latent does not fire in (negatives). Quality = AUC of that binary
+  detector = (1 + TPR - FPR) / 2, in [0, 1]; 0.5 is chance. Windows are read from each
+  document's stored token offsets, so no tokenizer is needed.
+- **Free-text labels** (an LLM's, or a dictionary concept checked against this index) name no
+  token: the AUC of the label embedding's cosine with windows around held-out firing tokens
+  against background windows (:func:`embedding_qualities`).
 """
 
 from __future__ import annotations
@@ -128,11 +131,11 @@ def held_out_quality(detector: Detector | None, held_out: list[set[tuple[str, st
     return round(0.5 * (1.0 + tpr - fpr), 3)
 
 
-# ---------------------------------------------------------------- free-text (LLM) labels
-# A label an LLM wrote ("expressions of regret") names no token to look for. It is scored as the
-# dictionary scores its concept labels: the cosine of the label's embedding with the embeddings of
-# short windows around held-out firing tokens (the examples the LLM was not shown) against windows
-# at random tokens of documents the latent does not fire in; quality = that AUC.
+# ---------------------------------------------------------------- free-text labels
+# A label an LLM wrote ("expressions of regret"), or a dictionary concept ("Hawaii"), names no
+# token to look for: the cosine of its embedding with short windows around held-out firing tokens
+# (the examples the LLM was not shown; for a concept, all of this index's) against windows at
+# random tokens of documents the latent does not fire in; quality = that AUC.
 
 BACKGROUND_DOCS = 300
 
