@@ -173,6 +173,7 @@ def train_sae_cmd(
     batch_tokens: int = typer.Option(2048, "--batch-tokens"),
     max_steps: int = typer.Option(100_000, "--max-steps"),
     max_minutes: float = typer.Option(70.0, "--max-minutes", help="Wall-clock budget for training; the LR schedule is fitted to it."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda: where the reader caches activations and the SAE trains."),
     text_field: str = typer.Option("text", "--text-field"),
     as_json: bool = JsonOpt,
 ):
@@ -183,14 +184,17 @@ def train_sae_cmd(
 
     set_threads()
     cache = cache_dir or out / "activations"
-    rcfg = ReaderConfig(model=reader, layer=layer, max_tokens=max_tokens, precision=precision)
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter(f"--device must be auto, cpu or cuda (got {device!r})")
+    rcfg = ReaderConfig(model=reader, layer=layer, max_tokens=max_tokens, precision=precision, device=device)
     log = (lambda m: err_console.print(m, highlight=False))
     prog_path = cache / "progress.json"
     import json
 
     if not (prog_path.exists() and json.loads(prog_path.read_text()).get("done")):
         cache_activations(corpus, cache, Reader(rcfg), tokens, holdout_docs=holdout_docs, text_field=text_field, log=log)
-    tcfg = TrainConfig(d_sae=width, k=k, lr=lr, batch_tokens=batch_tokens, max_steps=max_steps, max_minutes=max_minutes)
+    tcfg = TrainConfig(d_sae=width, k=k, lr=lr, batch_tokens=batch_tokens, max_steps=max_steps, max_minutes=max_minutes,
+                       device=device)
     meta = {"model_name": reader, "hook_name": f"blocks.{layer - 1}.hook_resid_post", "context_size": max_tokens,
             "saedex_reader": reader, "saedex_layer": layer, "training_corpus": str(corpus)}
     report = train_sae(cache, out, tcfg, meta, log=log)

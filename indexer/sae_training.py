@@ -46,6 +46,9 @@ class TrainConfig:
     dead_tokens: int = 1_000_000
     checkpoint_every: int = 100
     seed: int = 0
+    # Where the SAE trains: "cpu", "cuda" or "auto" (a GPU if torch sees one). Only speed depends
+    # on it: a run resumes on another device from the same checkpoint.
+    device: str = "cpu"
 
 
 class TopKTrainer(torch.nn.Module):
@@ -73,7 +76,7 @@ class TopKTrainer(torch.nn.Module):
         recon = F.embedding_bag(idx, self.W_dec, per_sample_weights=vals, mode="sum") + self.b_dec
         var = ((x - x.mean(0)) ** 2).sum()
         mse = ((recon - x) ** 2).sum() / var  # = batch FVU
-        aux = torch.zeros(())
+        aux = torch.zeros((), device=x.device)
         n_dead = int(dead.sum())
         if n_dead and self.cfg.aux_coef > 0:
             r = min(len(x), self.cfg.aux_rows)  # AuxK on a slice of the batch: same signal, 1/4 of the cost
@@ -151,20 +154,23 @@ def _train_sae(cache_dir: Path, out_dir: Path, cfg: TrainConfig, metadata: dict,
         scale = math.sqrt(d_in) / float((sample - mean).norm(dim=1).mean())
         stats = {"mean": mean, "scale": scale}
         torch.save(stats, stats_path)
-    mean, scale = stats["mean"], float(stats["scale"])
-    model = TopKTrainer(d_in, cfg)
+    from indexer.reader import resolve_device
+
+    device = resolve_device(cfg.device)
+    mean, scale = stats["mean"].to(device), float(stats["scale"])
+    model = TopKTrainer(d_in, cfg).to(device)
     try:  # fused Adam is ~2x cheaper per step on CPU where available
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=True)
     except (RuntimeError, TypeError):
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     ckpt = out_dir / "checkpoint.pt"
     state = {"step": 0, "tokens": 0, "elapsed": 0.0, "total_steps": cfg.max_steps, "history": []}
-    last_fired = torch.zeros(cfg.d_sae, dtype=torch.long)  # token count at which each latent last fired
+    last_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)  # token count at which each latent last fired
     if ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False)
+        saved = torch.load(ckpt, weights_only=False, map_location=device)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["opt"])
-        state, last_fired = saved["state"], saved["last_fired"]
+        state, last_fired = saved["state"], saved["last_fired"].to(device)
         log(f"resumed at step {state['step']} ({state['tokens']:,} tokens)")
     rng = np.random.default_rng(cfg.seed + state["step"])
     t_start = time.time() - state["elapsed"]
@@ -178,7 +184,7 @@ def _train_sae(cache_dir: Path, out_dir: Path, cfg: TrainConfig, metadata: dict,
     while state["step"] < state["total_steps"]:
         step = state["step"]
         batch_idx = np.sort(rng.integers(0, n, cfg.batch_tokens))
-        x = (torch.from_numpy(data.take(batch_idx).astype(np.float32)) - mean) * scale
+        x = (torch.from_numpy(data.take(batch_idx).astype(np.float32)).to(device, non_blocking=True) - mean) * scale
         dead = (state["tokens"] - last_fired) > cfg.dead_tokens
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, state["total_steps"], cfg)
@@ -211,7 +217,8 @@ def _train_sae(cache_dir: Path, out_dir: Path, cfg: TrainConfig, metadata: dict,
             state["history"].append({"step": state["step"], "fvu": float(mse.detach()), "aux": float(aux.detach()), "dead": int(dead.sum())})
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(fvu=f"{float(mse.detach()):.3f}", dead=int(dead.sum()))
+            if state["step"] % 25 == 0:  # reading a GPU value waits for it: not every step
+                bar.set_postfix(fvu=f"{float(mse.detach()):.3f}", dead=int(dead.sum()))
         if state["step"] % cfg.checkpoint_every == 0 or state["step"] == state["total_steps"]:
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state, "last_fired": last_fired}, tmp)
@@ -219,8 +226,9 @@ def _train_sae(cache_dir: Path, out_dir: Path, cfg: TrainConfig, metadata: dict,
             log(f"step {state['step']}/{state['total_steps']} fvu {float(mse.detach()):.4f} aux {float(aux.detach()):.3f} dead {int(dead.sum())} ({elapsed/60:.1f} min)")
     if bar is not None:
         bar.close()
+    model = model.cpu()
     W_enc, b_enc, W_dec, b_dec = fold_normalisation(
-        model.W_encT.detach().T.contiguous(), model.b_enc.detach(), model.W_dec.detach(), model.b_dec.detach(), mean, scale
+        model.W_encT.detach().T.contiguous(), model.b_enc.detach(), model.W_dec.detach(), model.b_dec.detach(), mean.cpu(), scale
     )
     meta = {**metadata, "training": {**asdict(cfg), "tokens_seen": state["tokens"], "steps": state["step"], "minutes": state["elapsed"] / 60}}
     save_sae(out_dir, W_enc, b_enc, W_dec, b_dec, cfg.k, meta)

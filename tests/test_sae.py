@@ -78,9 +78,17 @@ def test_trainer_learns_a_sparse_dictionary(tmp_path):
     assert report["heldout_fvu"] < 0.35, report
     assert 6 <= report["heldout_l0"] <= 8  # TopK: at most k active (ReLU may zero a few)
     assert (tmp_path / "sae" / "report.json").exists()
-    # resumable: a second call with the same checkpoint does no more steps
-    again = train_sae(cache, tmp_path / "sae", cfg, {"model_name": "synthetic"}, log=lambda m: None)
+    # resumable: a second call with the same checkpoint does no more steps (on whichever device
+    # "auto" finds: a checkpoint is loaded onto the device that resumes it)
+    from dataclasses import replace
+
+    again = train_sae(cache, tmp_path / "sae", replace(cfg, device="auto"), {"model_name": "synthetic"}, log=lambda m: None)
     assert again["steps"] == report["steps"]
+    if not torch.cuda.is_available():  # asking for a GPU that is not there is a clear error, not a traceback
+        from indexer.errors import InputError
+
+        with pytest.raises(InputError, match="no CUDA device"):
+            train_sae(cache, tmp_path / "sae_gpu", replace(cfg, device="cuda"), {"model_name": "synthetic"}, log=lambda m: None)
 
 
 def test_cached_tokens_gather_rows_across_shards_as_one_array(tmp_path):
