@@ -69,6 +69,12 @@ def _axis_model(store: Store, axis: str, d_sae: int, cols: np.ndarray):
     return ax, W, p90_by_latent(table, d_sae)
 
 
+def _named(cards: dict[int, dict], latent: int) -> dict:
+    """A latent's label and its quality, as every cluster and pole-model entry shows them."""
+    card = cards.get(latent, {})
+    return {"label": card.get("label", ""), "quality": card.get("quality")}
+
+
 def _add_axis(store: Store, out: dict, ax, F: np.ndarray, pred: np.ndarray, k: int, pole=None) -> None:
     """What each cluster is on the axis: its values above the slice's mean; for two poles, the
     latents the pole model leans on most for each."""
@@ -80,8 +86,7 @@ def _add_axis(store: Store, out: dict, ax, F: np.ndarray, pred: np.ndarray, k: i
         cards = latent_cards(store, first + second)
         out["axis_resolved"]["pole_model"] = {
             "seed_documents": pole.seeds,
-            "latents": {v: [{"latent": i, "label": cards.get(i, {}).get("label", ""), "quality": cards.get(i, {}).get("quality"),
-                             "weight": round(float(pole.coef[i]), 4)} for i in ids]
+            "latents": {v: [{"latent": i, **_named(cards, i), "weight": round(float(pole.coef[i]), 4)} for i in ids]
                         for v, ids in zip(ax.values, (first, second))}}
 
 
@@ -309,8 +314,7 @@ def _describe_counts(store: Store, cin: np.ndarray, sizes: np.ndarray, n: int, e
         all_top += [int(t) for t in top]
     cards = latent_cards(store, all_top)
     return [{"id": c, "size": int(sizes[c]),
-             "latents": [{"latent": t, "label": cards.get(t, {}).get("label", ""), "quality": cards.get(t, {}).get("quality"),
-                          "diff": round(dd, 4), "freq_in": round(fi, 4), "p_adj": pa}
+             "latents": [{"latent": t, **_named(cards, t), "diff": round(dd, 4), "freq_in": round(fi, 4), "p_adj": pa}
                          for t, dd, fi, pa in per[c]],
              "examples": examples[c]} for c in range(len(sizes))]
 
@@ -361,8 +365,7 @@ def _describe(store: Store, m, B: sp.csr_matrix, pred: np.ndarray, k: int, n_exa
         else:
             central = []
         out.append({"id": c, "size": int(len(rows)),
-                    "latents": [{"latent": t, "label": cards.get(t, {}).get("label", ""), "quality": cards.get(t, {}).get("quality"),
-                                 "diff": round(dd, 4), "freq_in": round(fi, 4), "p_adj": pa}
+                    "latents": [{"latent": t, **_named(cards, t), "diff": round(dd, 4), "freq_in": round(fi, 4), "p_adj": pa}
                                 for t, dd, fi, pa in top],
                     "examples": [m.doc_ids[r] for r in central]})
     return out

@@ -232,6 +232,5 @@ def latent_cards(store: Store, ids: list[int]) -> dict[int, dict]:
     if not ids:
         return {}
     metas = latent_table(store).metas(sorted(set(int(i) for i in ids)))
-    return {i: {"label": m["label"], "kind": m["kind"], "quality": None if m["quality"] is None else round(float(m["quality"]), 3)}
-            for i, m in metas.items()}
+    return {i: {"label": m["label"], "kind": m["kind"], "quality": m["quality"]} for i, m in metas.items()}
 

@@ -184,8 +184,6 @@ def train_sae_cmd(
 
     set_threads()
     cache = cache_dir or out / "activations"
-    if device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter(f"--device must be auto, cpu or cuda (got {device!r})")
     rcfg = ReaderConfig(model=reader, layer=layer, max_tokens=max_tokens, precision=precision, device=device)
     log = (lambda m: err_console.print(m, highlight=False))
     prog_path = cache / "progress.json"

@@ -19,7 +19,7 @@ import re
 from collections import Counter
 
 from indexer.forms import form_label, shared_form
-from indexer.label_quality import Detector
+from indexer.label_quality import Detector, token_text
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]+|\d+|[^\sA-Za-z\d]")
 _STOP = set("""a an the and or but if of to in on at by for with from as is are was were be been being it its this that
@@ -75,8 +75,7 @@ class OfflineLabeller:
             total += w
             text = ex["text"]
             spans.append((text, span, w))
-            tok = text[span[0] : span[1]].strip()
-            fired[tok.lower() if tok else "␣"] += w
+            fired[token_text(text, span)] += w
             left = _words(text[: span[0]])[-4:]
             right = _words(text[span[1] :])[:4]
             for word in set(left + right):

@@ -214,10 +214,11 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
             entry = None
         entries[latent] = entry
     emb = get_embedder()
+    window_cache = _WindowCache(store)
     # A concept label must also name what its latent fires on *here* (on the demo index, "Hawaii"
     # fired on "[Quir]ky" and "[dram]atisations", "fun" on "McGuire" and "Gibbons").
     concept_here = _concept_qualities_here({l: built[l] for l, e in entries.items() if e is not None and e["kind"] == "concept"},
-                                           dictionary, [payloads[r] for r in bg_rows if r in payloads], emb, progress, store)
+                                           dictionary, [payloads[r] for r in bg_rows if r in payloads], emb, progress, window_cache)
     n_concepts_dropped = 0
     for latent, st in stats.items():
         examples, entry = built[latent], entries[latent]
@@ -271,7 +272,8 @@ def refresh_latents(store: Store, progress: bool = True, labeller=None, own_labe
     lab_vecs = emb.encode(lab_texts, batch_size=256) if lab_texts else np.zeros((0, emb.dim))
     if progress:
         print(f"embedded {len(lab_texts):,} labels in {time.time() - t0:.0f} s", file=sys.stderr)
-    snip_vecs = _snippet_vectors([(l, ex) for l, ex in to_label + to_snippet], emb, progress, store)
+    snip_vecs = _snippet_vectors([(l, ex) for l, ex in to_label + to_snippet], emb, progress, window_cache)
+    window_cache.save()
     for latent, _ in to_snippet:
         p = by_latent[latent]
         sv = snip_vecs.get(latent)
@@ -353,15 +355,29 @@ def _example_windows(examples: list[dict], n: int) -> list[tuple[tuple, str]]:
     return out
 
 
-def _window_vectors(windows: dict[tuple, str], emb, progress: bool, store: Store | None = None) -> dict[tuple, np.ndarray]:
-    """MiniLM vectors of example windows, keyed by (document, span).
+class _WindowCache:
+    """MiniLM vectors of example windows, keyed by (document, span), kept per index.
 
-    Identical windows are embedded once, and embeddings are cached per index, so an incremental
-    ingest only embeds windows it has not seen."""
+    Identical windows are embedded once, and an incremental ingest only embeds windows it has not
+    seen. One refresh loads the file once and writes it once (:meth:`save`), however many
+    lookups it makes (the concept check and the snippet vectors both read it)."""
+
+    def __init__(self, store: Store | None):
+        self.path = store.cache_file("snippet_cache.npz") if store is not None else None
+        self.vectors = _load_snippet_cache(self.path) if self.path is not None else {}
+        self.dirty = False
+
+    def save(self) -> None:
+        if self.dirty and self.path is not None:
+            _save_snippet_cache(self.path, self.vectors)
+            self.dirty = False
+
+
+def _window_vectors(windows: dict[tuple, str], emb, progress: bool, window_cache: _WindowCache) -> dict[tuple, np.ndarray]:
+    """MiniLM vectors of ``windows`` (key -> text), embedding only those not cached yet."""
     if not windows:
         return {}
-    cache_path = store.cache_file("snippet_cache.npz") if store is not None else None
-    cache = _load_snippet_cache(cache_path) if cache_path is not None else {}
+    cache = window_cache.vectors
     todo = [k for k in windows if k not in cache]
     if progress and todo:
         print(f"embedding {len(todo):,} latent snippets ({len(windows) - len(todo):,} cached)", file=sys.stderr)
@@ -372,16 +388,15 @@ def _window_vectors(windows: dict[tuple, str], emb, progress: bool, store: Store
             print(f"embedded {len(todo):,} snippets in {time.time() - t0:.0f} s", file=sys.stderr)
         for k, v in zip(todo, vecs):
             cache[k] = v.astype(np.float16)
-        if cache_path is not None:
-            _save_snippet_cache(cache_path, cache)
+        window_cache.dirty = True
     return {k: cache[k].astype(np.float32) for k in windows}
 
 
-def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, store: Store | None = None) -> dict[int, np.ndarray]:
+def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, window_cache: _WindowCache) -> dict[int, np.ndarray]:
     """Mean embedding of each latent's top snippets (what the latent *does*, for query matching)."""
     per_latent = {latent: _example_windows(examples, N_SNIPPETS) for latent, examples in items}
     per_latent = {l: w for l, w in per_latent.items() if len(w) >= 2}
-    vecs = _window_vectors({k: t for ws in per_latent.values() for k, t in ws}, emb, progress, store)
+    vecs = _window_vectors({k: t for ws in per_latent.values() for k, t in ws}, emb, progress, window_cache)
     out = {}
     for latent, ws in per_latent.items():
         v = np.mean([vecs[k] for k, _ in ws], axis=0)
@@ -390,7 +405,7 @@ def _snippet_vectors(items: list[tuple[int, list[dict]]], emb, progress: bool, s
 
 
 def _concept_qualities_here(candidates: dict[int, list[dict]], dictionary, background_payloads: list[dict], emb,
-                            progress: bool, store: Store | None) -> dict[int, float]:
+                            progress: bool, window_cache: _WindowCache) -> dict[int, float]:
     """How well each dictionary *concept* label detects its latent in this index: the AUC of
     the label's embedding against windows around the index's own top examples (none of which chose
     the label: it was chosen on the SAE's training corpus) versus background windows of documents
@@ -400,7 +415,7 @@ def _concept_qualities_here(candidates: dict[int, list[dict]], dictionary, backg
     if not candidates:
         return {}
     per_latent = {l: _example_windows(ex, N_CONCEPT_CHECK) for l, ex in candidates.items()}
-    vecs = _window_vectors({k: t for ws in per_latent.values() for k, t in ws}, emb, progress, store)
+    vecs = _window_vectors({k: t for ws in per_latent.values() for k, t in ws}, emb, progress, window_cache)
     items = [(l, np.nan_to_num(dictionary.label_vecs[l].astype(np.float32)), [vecs[k] for k, _ in ws]) for l, ws in per_latent.items()]
     return embedding_qualities(items, windows_from_payloads(background_payloads), emb)
 

@@ -271,7 +271,7 @@ def test_a_dictionary_concept_label_is_checked_against_this_indexs_own_top_examp
     import numpy as np
 
     from indexer.embedder import get_embedder
-    from indexer.latent_stats import CONCEPT_HERE_MIN_AUC, _concept_qualities_here
+    from indexer.latent_stats import CONCEPT_HERE_MIN_AUC, _concept_qualities_here, _WindowCache
 
     emb = get_embedder()
     goals = ["the striker scored a late goal", "the keeper saved a penalty kick", "fans cheered the winning goal",
@@ -281,5 +281,6 @@ def test_a_dictionary_concept_label_is_checked_against_this_indexs_own_top_examp
                                             "whisk two eggs with sugar", "season the soup with salt", "chop the garlic finely")]
     vecs = np.zeros((3, emb.dim), np.float16)
     vecs[1], vecs[2] = emb.encode(["football match", "cooking a recipe"])
-    q = _concept_qualities_here({1: examples, 2: examples}, SimpleNamespace(label_vecs=vecs), background, emb, False, None)
+    q = _concept_qualities_here({1: examples, 2: examples}, SimpleNamespace(label_vecs=vecs), background, emb, False,
+                               _WindowCache(None))
     assert q[1] >= CONCEPT_HERE_MIN_AUC > q[2]
