@@ -62,8 +62,8 @@ class Axis:
 
 
 def resolve_axis(text: str) -> Axis:
-    from indexer.dictionary.vocabulary import taxonomy, taxonomy_groups
-    from indexer.embedder import get_embedder
+    from indexer.labels.dictionary.vocabulary import taxonomy, taxonomy_groups
+    from indexer.encode.embedder import get_embedder
 
     poles = [p.strip() for p in _POLES.split(text.strip()) if p.strip()]
     if len(poles) >= 2:
@@ -86,7 +86,7 @@ def resolve_axis(text: str) -> Axis:
 
 def affinities(table, axis: Axis, d_sae: int) -> np.ndarray:
     """(d_sae, values) float32: each latent's centred, clipped affinity to each axis value."""
-    from indexer.embedder import get_embedder
+    from indexer.encode.embedder import get_embedder
 
     V = get_embedder().encode(axis.value_texts)
     S = table.snippet_vecs @ V.T

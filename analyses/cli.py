@@ -10,9 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from analyses.params import ClusterParams, CorrelationsParams, DiffParams
-from indexer.cli_common import JsonOpt, UrlOpt, console, emit, friendly_errors
-from indexer.filters import parse_where, where_dict
-from indexer.params import cli_command
+from indexer.core.cli import JsonOpt, UrlOpt, console, emit, friendly_errors
+from indexer.core.filters import parse_where, where_dict
+from indexer.core.params import cli_command
 from indexer.store import Filter, open_store
 
 
@@ -151,8 +151,8 @@ def export_cmd(
     as_json: bool = JsonOpt,
 ):
     """Export an index's pooled vectors to Parquet (the recipe rides in the file's metadata)."""
-    from indexer.catalog import require_index
-    from indexer.interchange import export_parquet
+    from indexer.store.catalog import require_index
+    from indexer.ingest.interchange import export_parquet
 
     flt = parse_where(where)
     with open_store(index, qdrant_url) as store:
@@ -168,7 +168,7 @@ def import_cmd(
     as_json: bool = JsonOpt,
 ):
     """Load pooled vectors from Parquet into an index (created from the file's recipe if new)."""
-    from indexer.interchange import import_parquet
+    from indexer.ingest.interchange import import_parquet
 
     rep = import_parquet(path, index, qdrant_url, progress=not as_json)
     emit(rep.as_dict(), as_json, lambda o: console.print(

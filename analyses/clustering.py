@@ -21,8 +21,8 @@ from analyses.matrix import (AnalysisError, canonical_order, latent_cards, laten
                              slice_counts)
 from analyses.axis import affinities, fit_pole_model, kmeans, p90_by_latent, positions, resolve_axis, value_profile
 from analyses.params import ClusterParams
-from indexer.catalog import require_index
-from indexer.columns import above_floor, column_values, fresh_copy, row_mask
+from indexer.store.catalog import require_index
+from indexer.store.columns import above_floor, column_values, fresh_copy, row_mask
 from indexer.store import Store
 
 MAX_SPECTRAL_DOCS = 6000
@@ -56,7 +56,7 @@ def cluster_scores(pred: np.ndarray, truth: list) -> dict:
 def _axis_model(store: Store, axis: str, d_sae: int, cols: np.ndarray):
     """The resolved axis, its (d_sae, values) latent affinities restricted to the latents that
     pass the coverage filters, and p90 per latent (see :mod:`analyses.axis`)."""
-    from indexer.latent_table import latent_table
+    from indexer.store.latent_table import latent_table
 
     ax = resolve_axis(axis)
     table = latent_table(store)

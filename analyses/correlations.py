@@ -38,11 +38,11 @@ import scipy.sparse as sp
 
 import re
 
-from indexer.progress import checkpoint
+from indexer.core.progress import checkpoint
 from analyses.matrix import (DocMatrix, latent_cards, load_matrix,
                              require_docs)
 from analyses.params import CorrelationsParams
-from indexer.pooling import unpack
+from indexer.encode.pooling import unpack
 from indexer.store import Store
 
 SAME_SPAN_TOKENS = 2  # peaks this close (in tokens) count as the same spot
@@ -224,7 +224,7 @@ class _HeadSimilarity:
         """One batch for every head (a pair at a time cost ~10 ms per latent)."""
         todo = sorted(set(self.heads.values()) - set(self.vecs))
         if todo:
-            from indexer.embedder import get_embedder
+            from indexer.encode.embedder import get_embedder
 
             for h, v in zip(todo, get_embedder().encode(todo, batch_size=256)):
                 self.vecs[h] = v / max(float(np.linalg.norm(v)), 1e-8)

@@ -15,9 +15,9 @@ from scipy import stats
 from analyses.matrix import (AnalysisError, check_bound, latent_cards,
                              latent_medians, load_matrix, slice_counts)
 from analyses.params import DiffParams
-from indexer.catalog import require_index
-from indexer.columns import above_floor, fresh_copy
-from indexer.pooling import fire_spans
+from indexer.store.catalog import require_index
+from indexer.store.columns import above_floor, fresh_copy
+from indexer.encode.pooling import fire_spans
 from indexer.store import Filter, Store, point_id
 
 

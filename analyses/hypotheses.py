@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from analyses.matrix import DocMatrix
-from indexer.llm import LLMClient, require_llm
+from indexer.core.llm import LLMClient, require_llm
 from indexer.store import Store
 
 

@@ -12,9 +12,9 @@ import scipy.sparse as sp
 
 import pyarrow as pa
 
-from indexer.errors import InputError
-from indexer.catalog import require_index
-from indexer.columns import ColumnCopy, _ranges, above_floor, column_values, fresh_copy, reference_for, row_mask
+from indexer.core.errors import InputError
+from indexer.store.catalog import require_index
+from indexer.store.columns import ColumnCopy, _ranges, above_floor, column_values, fresh_copy, reference_for, row_mask
 from indexer.store import Filter, Store
 
 
@@ -52,7 +52,7 @@ def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: lis
     ``max_docs`` > 0 reads a seeded uniform sample of that many documents when the slice is larger
     (the matrix's ``sampled_from`` says from how many); ``positions`` reads exactly those rows of
     the slice (0-based, in canonical order). Rows come in canonical order (see
-    :func:`indexer.columns.order_keys`), the order a Qdrant scroll returns."""
+    :func:`indexer.store.columns.order_keys`), the order a Qdrant scroll returns."""
     check_floor(floor)
     copy = fresh_copy(store, require_index(store, index).recipe)
     d_sae = copy.d_sae
@@ -174,7 +174,7 @@ def _dataset_values(flt: Filter | None) -> set[str] | None:
 
 def _stored_counts_key(flt: Filter | None, floor: float, has_ref: bool, threshold: float) -> str | None:
     """The per-shard count array that answers this slice exactly, if any."""
-    from indexer.columns import COUNT_FLOORS, _floor_key
+    from indexer.store.columns import COUNT_FLOORS, _floor_key
 
     if threshold != 0 or floor not in COUNT_FLOORS or not has_ref:
         return None
@@ -227,7 +227,7 @@ def latent_cards(store: Store, ids: list[int]) -> dict[int, dict]:
     Read from the index's in-memory latent table, not from the latents' Qdrant payloads: those
     carry 20 examples each, and converting a few hundred of them held the GIL for ~300 ms at a
     time - a search or ``/healthz`` next to an analysis job waited that long."""
-    from indexer.latent_table import latent_table
+    from indexer.store.latent_table import latent_table
 
     if not ids:
         return {}

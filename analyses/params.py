@@ -1,4 +1,4 @@
-"""Analysis parameters, declared once for the CLI, the API and the library (see :mod:`indexer.params`).
+"""Analysis parameters, declared once for the CLI, the API and the library (see :mod:`indexer.core.params`).
 
 Each model's bounds are the analysis's cost bounds: every caller (CLI, API, library) hits the
 same ones with the same one-line message.
@@ -11,7 +11,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field
 
-from indexer.params import Params, Where
+from indexer.core.params import Params, Where
 
 DEFAULT_FLOOR = 0.5  # see analyses.matrix.apply_floor
 MAX_SLICES = 32  # B slices of one diff (each is a pass over the copy unless answered from stored counts)

@@ -68,9 +68,9 @@ def synth_block(n: int, rates: np.ndarray, rng: np.random.Generator, sub: int = 
 
 def build(n: int, nnz: int, qdrant_max: int, home: str) -> dict:
     os.environ["SAEDEX_HOME"] = home
-    from indexer.columns import REBUILD_ROWS, copy_for
-    from indexer.catalog import add_dataset
-    from indexer.recipe import Recipe, create_manifest
+    from indexer.store.columns import REBUILD_ROWS, copy_for
+    from indexer.store.catalog import add_dataset
+    from indexer.encode.recipe import Recipe, create_manifest
     from indexer.store import DocPoint, LatentPoint, open_store
 
     rng = np.random.default_rng(0)
@@ -120,14 +120,14 @@ sys.path.insert(0, {root!r})
 os.environ["SAEDEX_HOME"] = {home!r}
 import numpy as np
 from indexer.store import EdgeStore, Filter, open_store
-from indexer.columns import copy_for
-from indexer.recipe import read_manifest
+from indexer.store.columns import copy_for
+from indexer.encode.recipe import read_manifest
 what, n, via_qdrant = {what!r}, {n}, {via_qdrant}
 store = open_store(f"a{{n}}")
 if not via_qdrant:  # only the columnar copy holds documents: count what it holds
     rows = copy_for(store, read_manifest(store).recipe).n_rows()
     store.count = lambda flt=None: rows
-import analyses.diff, analyses.correlations, analyses.clustering, indexer.columns  # imports are not the analysis
+import analyses.diff, analyses.correlations, analyses.clustering, indexer.store.columns  # imports are not the analysis
 # Open the store first, as the server holds it: loading Qdrant Edge's segments is a per-process
 # cost (reported as open_s), not the analysis's.
 t = time.perf_counter()
@@ -138,7 +138,7 @@ rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t = time.perf_counter()
 if what == "rebuild":
     import shutil
-    from indexer.columns import fresh_copy
+    from indexer.store.columns import fresh_copy
     copy = copy_for(store, read_manifest(store).recipe); copy.invalidate()
     t = time.perf_counter()
     fresh_copy(store, read_manifest(store).recipe, progress=False)
@@ -172,8 +172,8 @@ def scipy_baseline(store, what: str, n: int) -> float:
     from analyses.clustering import MAX_SPECTRAL_DOCS, _spectral
     from analyses.correlations import npmi_pairs, salient_binary
     from analyses.matrix import latent_medians
-    from indexer.columns import copy_for
-    from indexer.recipe import read_manifest
+    from indexer.store.columns import copy_for
+    from indexer.encode.recipe import read_manifest
 
     name = f"a{n}"
     copy = copy_for(store, read_manifest(store).recipe)

@@ -50,8 +50,8 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=2048)
     args = ap.parse_args()
     os.environ.setdefault("SAEDEX_MODEL_CACHE", str(Path.home() / ".cache" / "saedex-models"))
-    from indexer.reader import Reader, ReaderConfig, set_threads
-    from indexer.sae import load_sae
+    from indexer.encode.reader import Reader, ReaderConfig, set_threads
+    from indexer.encode.sae import load_sae
 
     set_threads()
     reader = Reader(ReaderConfig(dtype="float32"))

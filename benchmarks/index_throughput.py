@@ -30,7 +30,7 @@ from benchmarks.common import Timer, peak_rss_mb, real_texts, write_result  # no
 
 def pooled(ix, texts):
     """Reader + SAE + max-pool of texts -> list of {latent: value}; also (tokens, computed, padded, truncated)."""
-    from indexer.pooling import encode_and_pool
+    from indexer.encode.pooling import encode_and_pool
 
     out = [None] * len(texts)
     n = [0, 0, 0, 0]
@@ -66,10 +66,10 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("SAEDEX_MODEL_CACHE", str(Path.home() / ".cache" / "saedex-models"))
     os.environ["SAEDEX_HOME"] = tempfile.mkdtemp(prefix="saedex-bench-")
-    from indexer.corpus import Record
-    from indexer.embedder import get_embedder
-    from indexer.pipeline import Indexer, IndexReport
-    from indexer.reader import ReaderConfig
+    from indexer.ingest.corpus import Record
+    from indexer.encode.embedder import get_embedder
+    from indexer.ingest.pipeline import Indexer, IndexReport
+    from indexer.encode.reader import ReaderConfig
     from indexer.store import open_store
 
     texts, src = real_texts(args.docs)

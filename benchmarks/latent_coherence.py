@@ -5,7 +5,7 @@
 A spot check asks whether a label names what a latent's two strongest examples share. When the
 two share nothing at all, no label can pass. This counts, over every latent firing in at least
 5 documents of the index, whether its two strongest examples fire on the same token
-(case-insensitive), else share a surface form (:mod:`indexer.forms`: both first pieces of split
+(case-insensitive), else share a surface form (:mod:`indexer.labels.forms`: both first pieces of split
 names, ...), else neither. "Same token" + "same form" bounds a strict spot check from above, with
 no judgement and whatever the labeller, so it compares SAEs (index the same corpus with each).
 Writes benchmarks/results/latent_coherence-INDEX.json.
@@ -22,7 +22,7 @@ from benchmarks.common import write_result  # noqa: E402
 
 
 def coherence(latents: list) -> dict:
-    from indexer.forms import forms_of
+    from indexer.labels.forms import forms_of
 
     same = form = n = 0
     for p in latents:
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--index", default="demo")
     ap.add_argument("--min-docs", type=int, default=5)
     args = ap.parse_args()
-    from indexer.recipe import read_manifest
+    from indexer.encode.recipe import read_manifest
     from indexer.store import open_store
 
     with open_store(args.index) as store:

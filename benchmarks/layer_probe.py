@@ -64,8 +64,8 @@ def main() -> None:
     args = ap.parse_args()
     if not (SHARED / "rotten_tomatoes.jsonl").exists():
         sys.exit("../shared/data is not available")
-    from indexer.reader import Reader, ReaderConfig
-    from indexer.sae import load_sae
+    from indexer.encode.reader import Reader, ReaderConfig
+    from indexer.encode.sae import load_sae
 
     torch.set_num_threads(2)
     sae = load_sae(args.sae)

@@ -36,13 +36,13 @@ distinct_queries, write_result = _common.distinct_queries, _common.write_result
 
 # (stage, function name as cProfile records it, file fragment)
 STAGES = [
-    ("query embedding (MiniLM)", "encode", "indexer/embedder.py"),
-    ("query embedding (MiniLM, one text)", "_forward_one", "indexer/embedder.py"),
-    ("query -> latents (all of it)", "latents_for_query", "indexer/catalog.py"),
+    ("query embedding (MiniLM)", "encode", "indexer/encode/embedder.py"),
+    ("query embedding (MiniLM, one text)", "_forward_one", "indexer/encode/embedder.py"),
+    ("query -> latents (all of it)", "latents_for_query", "indexer/store/catalog.py"),
     ("Qdrant: latent payloads", "get_latents", "indexer/store/base.py"),
     ("Qdrant: ranking query", "search_sparse", "indexer/store/base.py"),
     ("Qdrant: hits' vectors for explanations", "get_docs", "indexer/store/base.py"),
-    ("freshness check (manifest + count)", "require_fresh_latent_stats", "indexer/catalog.py"),
+    ("freshness check (manifest + count)", "require_fresh_latent_stats", "indexer/store/catalog.py"),
     ("pseudo-relevance feedback", "feedback_latents", "search/engine.py"),
     ("explanations", "_explain", "search/engine.py"),
     ("whole search", "search", "search/engine.py"),

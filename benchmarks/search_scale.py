@@ -27,7 +27,7 @@ from benchmarks.common import distinct_queries, peak_rss_mb, percentiles, write_
 
 
 def build(source: str, target: str, n: int, seed: int = 0) -> float:
-    from indexer.columns import writer_for
+    from indexer.store.columns import writer_for
     from indexer.store import DocPoint, open_store
 
     rng = np.random.default_rng(seed)

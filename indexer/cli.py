@@ -8,9 +8,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from indexer.catalog import LatentsParams
-from indexer.cli_common import JsonOpt, UrlOpt, console, emit, err_console, friendly_errors
-from indexer.params import cli_command
+from indexer.store.catalog import LatentsParams
+from indexer.core.cli import JsonOpt, UrlOpt, console, emit, err_console, friendly_errors
+from indexer.core.params import cli_command
+from indexer.encode.sae import DEFAULT_SAE_DIR
 
 
 def register(app: typer.Typer) -> None:
@@ -49,7 +50,7 @@ def index_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ):
     """Index a corpus: reader LM -> SAE -> max-pool -> Qdrant, then refresh latent stats and labels."""
-    from indexer.pipeline import Indexer, index_corpus
+    from indexer.ingest.pipeline import Indexer, index_corpus
 
     indexer = Indexer.from_options(sae, precision=precision, device=device, batch_tokens=batch_tokens, model=reader,
                                    layer=layer, max_tokens=max_tokens, window=window, overlap=overlap)
@@ -75,7 +76,7 @@ def index_cmd(
 @friendly_errors
 def info_cmd(index: str = typer.Option(..., "--index"), qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
     """Documents per dataset and the recipe (reader, layer, SAE) of an index."""
-    from indexer.catalog import index_info
+    from indexer.store.catalog import index_info
     from indexer.store import open_store
 
     with open_store(index, qdrant_url) as store:
@@ -88,7 +89,7 @@ def info_cmd(index: str = typer.Option(..., "--index"), qdrant_url: Optional[str
 def latents_cmd(params: LatentsParams, index: str = typer.Option(..., "--index"), qdrant_url: Optional[str] = UrlOpt,
                 as_json: bool = JsonOpt):
     """Top latents by document frequency, or by similarity to --query."""
-    from indexer.catalog import list_latents
+    from indexer.store.catalog import list_latents
     from indexer.store import open_store
 
     with open_store(index, qdrant_url) as store:
@@ -100,7 +101,7 @@ def latents_cmd(params: LatentsParams, index: str = typer.Option(..., "--index")
 def latent_cmd(latent: int = typer.Argument(..., help="Latent id."), index: str = typer.Option(..., "--index"),
                qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
     """One latent: label, kind, quality, 20 activating examples and its negatives."""
-    from indexer.catalog import latent_detail
+    from indexer.store.catalog import latent_detail
     from indexer.store import open_store
 
     with open_store(index, qdrant_url) as store:
@@ -139,8 +140,8 @@ def label_cmd(
     as_json: bool = JsonOpt,
 ):
     """(Re)label latents: from the SAE's concept dictionary (default), the index's own data, or an LLM."""
-    from indexer.catalog import require_index
-    from indexer.latent_stats import refresh_latents
+    from indexer.store.catalog import require_index
+    from indexer.store.latent_stats import refresh_latents
     from indexer.store import open_store
 
     with open_store(index, qdrant_url) as store:
@@ -149,7 +150,7 @@ def label_cmd(
             n = refresh_latents(store, progress=not as_json, own_labels=own_data)
             result = {"relabelled": n, "labeller": "offline" if own_data else "dictionary (offline for latents it lacks)"}
         else:
-            from indexer.llm_labels import label_with_llm
+            from indexer.labels.llm import label_with_llm
 
             ids = [int(x) for x in only.split(",")] if only else None
             result = label_with_llm(store, llm, ids=ids, min_docs=min_docs, concurrency=concurrency, progress=not as_json)
@@ -178,9 +179,9 @@ def train_sae_cmd(
     as_json: bool = JsonOpt,
 ):
     """Cache reader activations for a corpus and train a TopK SAE (resumable; re-run to continue)."""
-    from indexer.activation_cache import cache_activations
-    from indexer.reader import Reader, ReaderConfig, set_threads
-    from indexer.sae_training import TrainConfig, train_sae
+    from indexer.train.activation_cache import cache_activations
+    from indexer.encode.reader import Reader, ReaderConfig, set_threads
+    from indexer.train.trainer import TrainConfig, train_sae
 
     set_threads()
     cache = cache_dir or out / "activations"
@@ -202,14 +203,14 @@ def train_sae_cmd(
 @friendly_errors
 def build_dictionary_cmd(
     corpus: Path = typer.Argument(..., help="Text to read (JSONL/JSONL.gz with a 'text' field): the SAE's training corpus."),
-    sae: Path = typer.Option(Path(__file__).parent / "default_sae", "--sae", help="SAE folder; the dictionary is written beside its weights."),
+    sae: Path = typer.Option(DEFAULT_SAE_DIR, "--sae", help="SAE folder; the dictionary is written beside its weights."),
     work: Path = typer.Option(Path("dictionary_work"), "--work", help="Folder for resumable intermediate state."),
     docs: int = typer.Option(12000, "--docs", help="Documents to read."),
     per_latent: int = typer.Option(16, "--per-latent", help="Activating contexts kept per latent (half choose the label, half score it)."),
     as_json: bool = JsonOpt,
 ):
     """Build the SAE's concept dictionary: directions, labels, quality scores (resumable; re-run to continue)."""
-    from indexer.dictionary.build import build_dictionary
+    from indexer.labels.dictionary.build import build_dictionary
 
     if not corpus.exists():
         raise typer.BadParameter(f"{corpus}: no such file")

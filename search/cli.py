@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from indexer.cli_common import JsonOpt, UrlOpt, console, emit, friendly_errors
-from indexer.params import cli_command
+from indexer.core.cli import JsonOpt, UrlOpt, console, emit, friendly_errors
+from indexer.core.params import cli_command
 from search.params import SearchParams
 
 

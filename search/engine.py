@@ -26,11 +26,11 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from indexer.errors import InputError, NotFoundError
-from indexer.catalog import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, rank_weights, require_fresh_latent_stats, require_index
-from indexer.embedder import get_embedder
-from indexer.pooling import fire_spans
-from indexer.recipe import read_manifest
+from indexer.core.errors import InputError, NotFoundError
+from indexer.store.catalog import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, rank_weights, require_fresh_latent_stats, require_index
+from indexer.encode.embedder import get_embedder
+from indexer.encode.pooling import fire_spans
+from indexer.encode.recipe import read_manifest
 from indexer.store import Filter, Hit, SparseMap, Store
 from search.params import MAX_K, MAX_QUERY_CHARS, SearchParams
 
@@ -99,7 +99,7 @@ class SearchEngine:
     The hot path touches Qdrant once per search (the ranking query; explanations read the
     columnar copy, or the hits' SAE vectors returned with that query where there is no fresh
     copy): query -> latents reads the index's in-memory latent table
-    (:mod:`indexer.latent_table`), query embeddings and query -> latent results are
+    (:mod:`indexer.store.latent_table`), query embeddings and query -> latent results are
     remembered (LRU, keyed by the index's manifest token, so new labels or documents invalidate
     them), and the latent-statistics freshness check runs once per manifest change.
     """
@@ -135,7 +135,7 @@ class SearchEngine:
         return self._token
 
     def table(self):
-        from indexer.latent_table import latent_table
+        from indexer.store.latent_table import latent_table
 
         return latent_table(self.store, self.token())
 
@@ -146,7 +146,7 @@ class SearchEngine:
         cached = self._locator
         if cached is not None and cached[0] == token:
             return cached[1]
-        from indexer.columns import RowLocator, copy_for
+        from indexer.store.columns import RowLocator, copy_for
 
         loc = None
         try:
@@ -211,7 +211,7 @@ class SearchEngine:
         if not phrases:
             return []
         indexer = self._get_indexer()
-        from indexer.corpus import Record
+        from indexer.ingest.corpus import Record
 
         pts = indexer.encode_records([Record(id=str(i), text=p, fields={}) for i, p in enumerate(phrases)], "expansion")
         acc: dict[int, float] = {}
@@ -300,7 +300,7 @@ class SearchEngine:
     def _get_indexer(self):
         with self._lock:
             if self._indexer is None:
-                from indexer.pipeline import Indexer
+                from indexer.ingest.pipeline import Indexer
 
                 self._indexer = Indexer.for_recipe(self.manifest.recipe)
             return self._indexer

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.errors import InputError
+from indexer.core.errors import InputError
 from indexer.store import Filter, Store
 from search.engine import SearchEngine, SearchOptions
 from search.params import MAX_K, METHODS

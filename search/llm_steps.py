@@ -1,12 +1,12 @@
 """The optional LLM steps of property search: latent filtering, query expansion, reranking.
 
-All go through :class:`indexer.llm.LLMClient` (any OpenAI-compatible endpoint). Without an LLM
+All go through :class:`indexer.core.llm.LLMClient` (any OpenAI-compatible endpoint). Without an LLM
 configured they raise :class:`LLMNotConfigured` with a message saying what to set.
 """
 
 from __future__ import annotations
 
-from indexer.llm import LLMClient, require_llm
+from indexer.core.llm import LLMClient, require_llm
 from indexer.store import Hit
 
 RERANK_TOP = 50

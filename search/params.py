@@ -1,4 +1,4 @@
-"""Search parameters, declared once for the CLI, the API and the library (see :mod:`indexer.params`)."""
+"""Search parameters, declared once for the CLI, the API and the library (see :mod:`indexer.core.params`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from indexer.params import Params, Where
+from indexer.core.params import Params, Where
 
 METHODS = ("sae", "bm25", "dense", "hybrid")
 MAX_K = 10_000

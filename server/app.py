@@ -36,11 +36,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from analyses.params import ClusterParams, CorrelationsParams, DiffParams
-from indexer.errors import SaedexError
-from indexer.paths import INDEX_NAME_RE
-from indexer.catalog import LatentsParams
-from indexer.params import Params, clean_loc
-from indexer.settings import settings
+from indexer.core.errors import SaedexError
+from indexer.core.paths import INDEX_NAME_RE
+from indexer.store.catalog import LatentsParams
+from indexer.core.params import Params, clean_loc
+from indexer.core.settings import settings
 from search.params import SearchParams
 from server.auth import ApiKey, Authenticator, KeyConfigError, digest, keys_from_environment
 from server.guard import AuditLog, Guard
@@ -195,7 +195,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     app.state.jobs = jobs
     app.add_middleware(Guard, authenticator=authenticator, max_body=MAX_BODY, audit=audit)
     if preload:
-        from indexer.embedder import get_embedder
+        from indexer.encode.embedder import get_embedder
 
         get_embedder()  # models load once, at start
         _preload_analyses()
@@ -254,7 +254,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
 
     @app.get("/v1/indexes/{name}", dependencies=[caller("search")])
     def index_info(name: str = IndexName) -> dict:
-        from indexer.catalog import index_info as info
+        from indexer.store.catalog import index_info as info
 
         h = registry.get(name)
         return info(h.store, name)
@@ -368,7 +368,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     # ---------------------------------------------------------------- latents and documents
     @app.get("/v1/indexes/{name}/latents", dependencies=[caller("search")])
     def latents(request: Request, name: str = IndexName, params: LatentsQuery = Query()) -> dict:
-        from indexer.catalog import list_latents
+        from indexer.store.catalog import list_latents
 
         h = registry.get(name)
         audit_note(request, query=params.query)
@@ -376,7 +376,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
 
     @app.get("/v1/indexes/{name}/latents/{latent_id}", dependencies=[caller("search")])
     def latent(name: str = IndexName, latent_id: int = PathParam(..., ge=0, le=10_000_000)) -> dict:
-        from indexer.catalog import latent_detail
+        from indexer.store.catalog import latent_detail
 
         return latent_detail(registry.get(name).store, name, latent_id)
 

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.errors import InputError
+from indexer.core.errors import InputError
 
 ROLES = ("search", "analyses", "admin")
 MIN_KEY_CHARS = 8
@@ -80,7 +80,7 @@ def keys_from_env(value: str | None) -> list[ApiKey]:
 
 
 def keys_from_file(path: Path) -> list[ApiKey]:
-    from indexer.paths import INDEX_NAME_RE
+    from indexer.core.paths import INDEX_NAME_RE
 
     try:
         doc = json.loads(Path(path).read_text())
@@ -132,7 +132,7 @@ def load_keys(env_value: str | None = None, keys_file: str | Path | None = None)
 
 
 def keys_from_environment() -> list[ApiKey]:
-    from indexer.settings import settings
+    from indexer.core.settings import settings
 
     s = settings()
     return load_keys(s.api_keys, s.keys_file)

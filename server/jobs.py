@@ -6,7 +6,7 @@ request (a long diff plus 45 queued analyses once blocked ``/healthz`` for 32.6 
 run on ``workers`` threads of their own (default 1: an analysis is memory-heavy and the 2-core
 machine keeps a core for searches), with at most ``per_index`` jobs queued or running per
 index - past that, :class:`QueueFull` (HTTP 429 with ``Retry-After``). Cancellation is
-cooperative: the analyses call :func:`indexer.progress.checkpoint` per shard / block, which also
+cooperative: the analyses call :func:`indexer.core.progress.checkpoint` per shard / block, which also
 reports progress. Finished jobs are kept for ``keep_s`` seconds (at most ``keep`` of them).
 """
 
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from indexer.progress import Cancelled, reporting
+from indexer.core.progress import Cancelled, reporting
 
 log = logging.getLogger("saedex.jobs")
 KINDS = ("diff", "correlations", "clusters")

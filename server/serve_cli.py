@@ -6,9 +6,9 @@ from typing import Optional
 
 import typer
 
-from indexer.errors import InputError
-from indexer.settings import settings
-from indexer.cli_common import UrlOpt, err_console, friendly_errors
+from indexer.core.errors import InputError
+from indexer.core.settings import settings
+from indexer.core.cli import UrlOpt, err_console, friendly_errors
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -47,7 +47,7 @@ def serve_cmd(
         err_console.print("[yellow]warning:[/yellow] no API keys configured: the API is open on loopback")
     _single_thread_torch()
     if audit_log is None:
-        from indexer.paths import saedex_home
+        from indexer.core.paths import saedex_home
 
         audit_log = str(saedex_home() / "audit.jsonl")
     if audit_log:

@@ -96,7 +96,7 @@ def shared_file(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def indexer_obj():
-    from indexer.pipeline import Indexer
+    from indexer.ingest.pipeline import Indexer
 
     return Indexer()
 
@@ -104,7 +104,7 @@ def indexer_obj():
 @pytest.fixture(scope="session")
 def bbc_index(indexer_obj, tmp_path_factory) -> str:
     """A small real index: 24 BBC articles per topic (120 docs) in index 'bbc'."""
-    from indexer.pipeline import index_corpus
+    from indexer.ingest.pipeline import index_corpus
 
     path = write_jsonl(tmp_path_factory.mktemp("data") / "bbc.jsonl", load_bbc(24))
     rep = index_corpus(path, "bbc", dataset="bbc", id_field="id", indexer=indexer_obj, progress=False)

@@ -182,7 +182,7 @@ def test_job_queue_is_bounded_per_index_with_retry_after():
 
 
 def test_a_running_job_stops_at_its_next_checkpoint_when_cancelled():
-    from indexer.progress import checkpoint
+    from indexer.core.progress import checkpoint
     from server.jobs import JobManager
 
     started, steps = threading.Event(), []
@@ -223,7 +223,7 @@ def test_failed_jobs_carry_a_public_error_and_unexpected_ones_only_an_id():
 
 
 def test_filter_values_are_checked_not_passed_to_qdrant():
-    from indexer.filters import FilterError, check_value, filter_from_dict, parse_where
+    from indexer.core.filters import FilterError, check_value, filter_from_dict, parse_where
 
     assert check_value("x", 2.0) == 2 and isinstance(check_value("x", 2.0), int)
     assert check_value("x", 1.5) == 1.5 and check_value("x", 1e23) == 1e23  # a float matches by range
@@ -289,7 +289,7 @@ MARKER = Path("/tmp/saedex-planted-pickle-ran")
 
 def test_planted_cache_files_cannot_run_code(tmp_path):
     """Caches were pickles loaded from the index folder: a planted file there executed code."""
-    from indexer.latent_stats import _load_snippet_cache
+    from indexer.store.latent_stats import _load_snippet_cache
     from search.bm25 import load_or_build_bm25
 
     MARKER.unlink(missing_ok=True)
@@ -311,14 +311,14 @@ def test_planted_cache_files_cannot_run_code(tmp_path):
 
 def test_every_user_facing_error_has_one_exit_code_and_one_http_status():
     from analyses.matrix import AnalysisError
-    from indexer.catalog import LatentStatsStale
-    from indexer.corpus import CorpusError
-    from indexer.errors import SaedexError
-    from indexer.llm import LLMNotConfigured, LLMUnavailable
-    from indexer.recipe import ManifestMismatch, OutdatedIndex
+    from indexer.store.catalog import LatentStatsStale
+    from indexer.ingest.corpus import CorpusError
+    from indexer.core.errors import SaedexError
+    from indexer.core.llm import LLMNotConfigured, LLMUnavailable
+    from indexer.encode.recipe import ManifestMismatch, OutdatedIndex
     from indexer.store import IndexLocked, IndexNotFound, StoreError
     from search.engine import SearchError
-    from indexer.filters import FilterError
+    from indexer.core.filters import FilterError
     from server.app import _api_error
 
     want = {AnalysisError: (2, 422), SearchError: (2, 422), FilterError: (2, 422), CorpusError: (2, 422),

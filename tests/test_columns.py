@@ -13,9 +13,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from indexer.columns import ColumnCopy, copy_for, fresh_copy, row_mask
-from indexer.catalog import add_dataset
-from indexer.recipe import Recipe, create_manifest, read_manifest
+from indexer.store.columns import ColumnCopy, copy_for, fresh_copy, row_mask
+from indexer.store.catalog import add_dataset
+from indexer.encode.recipe import Recipe, create_manifest, read_manifest
 from indexer.store import DocPoint, Filter, open_store
 
 D_SAE = 512
@@ -130,7 +130,7 @@ KILLER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r})
     from tests.test_columns import synth_points, make_store
-    from indexer.columns import copy_for
+    from indexer.store.columns import copy_for
     from indexer.store import open_store
     pts = synth_points(160)
     store, manifest = make_store("colkill", pts[:96])
@@ -233,8 +233,8 @@ def test_analyses_refuse_requests_beyond_their_cost_bounds():
     """The bounds live in the parameter models: every caller (library, CLI, API) meets them, in
     one line naming the parameter."""
     from analyses.params import ClusterParams, CorrelationsParams, DiffParams
-    from indexer.filters import FilterError
-    from indexer.params import ParamsError
+    from indexer.core.filters import FilterError
+    from indexer.core.params import ParamsError
 
     with pytest.raises(ParamsError, match=r"^--b: .*at most 32 items"):
         DiffParams.parse(a={"dataset": "A"}, b=[{"dataset": "B"}] * 33)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 
 from analyses.params import ClusterParams, CorrelationsParams, DiffParams
-from indexer.catalog import LatentsParams
-from indexer.errors import InputError
-from indexer.params import ParamsError
-from indexer.recipe import (
+from indexer.store.catalog import LatentsParams
+from indexer.core.errors import InputError
+from indexer.core.params import ParamsError
+from indexer.encode.recipe import (
     IndexState, Manifest, ManifestMismatch, OutdatedIndex, Recipe, ReaderRecipe, SaeRecipe, create_manifest, read_manifest,
     update_state,
 )
-from indexer.settings import Settings
+from indexer.core.settings import Settings
 from search.params import SearchParams
 
 MODELS = [SearchParams, DiffParams, CorrelationsParams, ClusterParams, LatentsParams]
@@ -134,7 +134,7 @@ def test_the_cli_turns_where_options_into_the_models_json_form(monkeypatch):
 def test_offline_labels_follow_the_strongest_examples():
     """Examples come strongest first; a label must show what they fire on, as users see them
     as the latent's evidence (it was labelled by the tokens of weaker, more numerous ones)."""
-    from indexer.labels import OfflineLabeller
+    from indexer.labels.offline import OfflineLabeller
 
     strong = [{"text": f"singer {name} sang", "span": [7, 11]} for name in ("Martika", "Martyn")]
     weak = [{"text": "the mortgage rate", "span": [4, 12]}] * 3
@@ -143,7 +143,7 @@ def test_offline_labels_follow_the_strongest_examples():
 
 
 def test_dictionary_qualifiers_stay_only_where_this_index_shows_them():
-    from indexer.latent_stats import localise_label
+    from indexer.store.latent_stats import localise_label
 
     qwest = [{"text": "a higher offer from Qwest.", "span": [20, 21]}, {"text": "one of Qantas' key routes", "span": [7, 8]}]
     # the training corpus's qualifier goes; what this index's examples share (split names) comes
@@ -157,7 +157,7 @@ def test_dictionary_qualifiers_stay_only_where_this_index_shows_them():
 
 def test_surface_forms_of_a_firing_token():
     """Forms are read from the characters around the token: split names, word pieces, initials."""
-    from indexer.forms import forms_of
+    from indexer.labels.forms import forms_of
 
     assert {"name_start", "name_piece"} <= forms_of("was called Quirksville.", [10, 15])  # " Quir"
     assert "name_end" in forms_of('said Kiplagat. "We', [9, 13])  # "agat"
@@ -171,7 +171,7 @@ def test_surface_forms_of_a_firing_token():
 def test_offline_label_names_the_shared_form_of_different_tokens():
     """Different tokens that are all first pieces of split names are labelled by that form, with
     two of the words as evidence; a dominant token stays the label, qualified by its form."""
-    from indexer.labels import OfflineLabeller
+    from indexer.labels.offline import OfflineLabeller
 
     lab = OfflineLabeller(["the cat sat", "a dog ran"] * 5)
     names = [{"text": t, "span": s} for t, s in (("was called Quirksville.", [10, 15]), ("Mike Prettejohn, Netcraft", [4, 8]),
@@ -185,7 +185,7 @@ def test_offline_label_names_the_shared_form_of_different_tokens():
 def test_a_dictionary_concept_yields_where_the_strongest_examples_share_a_form():
     """On the demo index the dictionary's concept "loan" fired on "[Quir]ksville" and "Mike
     [Pre]ttejohn": the index's own form label replaces it; on loans it stays."""
-    from indexer.latent_stats import dictionary_agrees
+    from indexer.store.latent_stats import dictionary_agrees
 
     names = [{"text": t, "span": s} for t, s in (("was called Quirksville.", [10, 15]), ("Mike Prettejohn, Netcraft", [4, 8]),
                                                  ("some of Metlife's", [7, 11]))]
@@ -200,7 +200,7 @@ def _payload(text: str, fires: list[int]) -> dict:
     """A stored document as label quality reads it: text, token offsets (one per word), firing latents."""
     import re as _re
 
-    from indexer.pooling import pack
+    from indexer.encode.pooling import pack
 
     offs = [[m.start(), m.end()] for m in _re.finditer(r"\S+", text)]
     return {"text": text, "_offsets": pack(offs), "_fires": pack([[l, 0] for l in sorted(fires)])}
@@ -209,7 +209,7 @@ def _payload(text: str, fires: list[int]) -> dict:
 def test_label_quality_is_a_held_out_detector_auc_against_documents_the_latent_is_absent_from():
     """(1 + TPR - FPR) / 2: the detector "the window holds the token" on held-out activating
     windows, against background windows of documents where the latent does not fire."""
-    from indexer.label_quality import Background, Detector, held_out_quality
+    from indexer.labels.quality import Background, Detector, held_out_quality
 
     # background: "steve" in 2 of 4 documents, but one of those two is a document latent 7 fires in
     bg = Background([_payload("steve", [7]), _payload("steve", [3]), _payload("cat", [3]), _payload("dog", [3])])
@@ -225,9 +225,9 @@ def test_label_quality_is_a_held_out_detector_auc_against_documents_the_latent_i
 def test_offline_labels_get_a_held_out_quality_and_duplicate_passages_count_once(tmp_path, monkeypatch):
     """Every offline-labelled latent gets a score in [0, 1], and a passage stored in two
     documents is one example (the BBC corpus has duplicate articles)."""
-    from indexer.label_quality import Background, Detector
-    from indexer.labels import OfflineLabeller
-    from indexer.latent_stats import _offline_qualities, distinct_examples
+    from indexer.labels.quality import Background, Detector
+    from indexer.labels.offline import OfflineLabeller
+    from indexer.store.latent_stats import _offline_qualities, distinct_examples
 
     docs = {r: _payload(f"the club signed Steve Bruce today number {r}", [5]) for r in range(8)}
     docs.update({100 + r: _payload(f"a quiet day for weather {r}", []) for r in range(6)})
@@ -247,8 +247,8 @@ def test_offline_labels_get_a_held_out_quality_and_duplicate_passages_count_once
 def test_free_text_labels_are_scored_by_embedding_auc_on_held_out_windows():
     """An LLM's label names no token: it is scored by how much closer its embedding is to windows
     around held-out firing tokens than to windows of documents the latent is absent from."""
-    from indexer.embedder import get_embedder
-    from indexer.label_quality import embedding_qualities
+    from indexer.encode.embedder import get_embedder
+    from indexer.labels.quality import embedding_qualities
 
     emb = get_embedder()
     held_out = ["the striker scored a late goal", "the keeper saved a penalty kick", "fans cheered the winning goal",
@@ -270,8 +270,8 @@ def test_a_dictionary_concept_label_is_checked_against_this_indexs_own_top_examp
 
     import numpy as np
 
-    from indexer.embedder import get_embedder
-    from indexer.latent_stats import CONCEPT_HERE_MIN_AUC, _concept_qualities_here, _WindowCache
+    from indexer.encode.embedder import get_embedder
+    from indexer.store.latent_stats import CONCEPT_HERE_MIN_AUC, _concept_qualities_here, _WindowCache
 
     emb = get_embedder()
     goals = ["the striker scored a late goal", "the keeper saved a penalty kick", "fans cheered the winning goal",

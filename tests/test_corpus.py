@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from indexer.corpus import CorpusError, ReadStats, content_id, read_corpus
+from indexer.ingest.corpus import CorpusError, ReadStats, content_id, read_corpus
 
 
 def test_jsonl_reads_fields_and_content_hash_ids(tmp_path):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from analyses.correlations import label_head
-from indexer.dictionary.labelling import _lexical_quality, auc_rows
-from indexer.dictionary.store import load_dictionary, save_dictionary
-from indexer.dictionary.vocabulary import taxonomy
-from indexer.sae import DEFAULT_SAE_DIR, load_sae
+from indexer.labels.dictionary.labelling import _lexical_quality, auc_rows
+from indexer.labels.dictionary.store import load_dictionary, save_dictionary
+from indexer.labels.dictionary.vocabulary import taxonomy
+from indexer.encode.sae import DEFAULT_SAE_DIR, load_sae
 from tests.conftest import cli
 
 
@@ -122,7 +122,7 @@ def test_build_dictionary_end_to_end_and_resume(tmp_path: Path):
     for the SAE it was built for, and a second run resumes from the saved stages."""
     import shutil
 
-    from indexer.dictionary.build import build_dictionary
+    from indexer.labels.dictionary.build import build_dictionary
     from tests.conftest import load_bbc, write_jsonl
 
     sae_dir = tmp_path / "sae"

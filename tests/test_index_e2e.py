@@ -77,7 +77,7 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path):
 def test_other_sae_is_refused(bbc_index, tmp_path):
     import torch
 
-    from indexer.sae import load_sae, save_sae
+    from indexer.encode.sae import load_sae, save_sae
 
     sae = load_sae()
     other = tmp_path / "other_sae"
@@ -117,8 +117,8 @@ def test_kill_9_mid_index_then_rerun_gives_exactly_the_documents(tmp_path):
     assert "/100" in seen, seen[-500:]
     partial = _count("crash")
     assert 0 < partial < 100
-    from indexer.columns import copy_for
-    from indexer.recipe import read_manifest
+    from indexer.store.columns import copy_for
+    from indexer.encode.recipe import read_manifest
     from indexer.store import open_store
 
     store = open_store("crash")
@@ -131,8 +131,8 @@ def test_kill_9_mid_index_then_rerun_gives_exactly_the_documents(tmp_path):
     assert rep["already_indexed"] == partial and rep["indexed"] == 100 - partial
     assert _count("crash") == 100
     # the columnar copy (what analyses read) ends equal to Qdrant, row for row
-    from indexer.columns import fresh_copy
-    from indexer.recipe import read_manifest
+    from indexer.store.columns import fresh_copy
+    from indexer.encode.recipe import read_manifest
     from indexer.store import open_store
 
     store = open_store("crash")

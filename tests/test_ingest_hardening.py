@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from indexer.corpus import CorpusError, ReadStats, read_corpus
+from indexer.ingest.corpus import CorpusError, ReadStats, read_corpus
 from tests.conftest import ROOT, load_bbc, write_jsonl
 
 
@@ -68,7 +68,7 @@ def test_csv_fields_longer_than_128_kib_are_read_and_csv_errors_are_one_line(tmp
     p = tmp_path / "long.csv"
     p.write_text('id,text\n1,"' + long_text + '"\n')
     assert [len(r.text) for r in read_corpus(p, id_field="id")] == [len(long_text)]
-    import indexer.corpus as corpus
+    import indexer.ingest.corpus as corpus
 
     monkeypatch.setattr(corpus, "CSV_FIELD_LIMIT", 1000)
     with pytest.raises(CorpusError, match=r"long\.csv:\d+: invalid CSV \(field larger than field limit"):
@@ -77,7 +77,7 @@ def test_csv_fields_longer_than_128_kib_are_read_and_csv_errors_are_one_line(tmp
 
 def test_offline_labels_are_identical_across_processes_with_different_hash_seeds():
     code = (
-        "import json; from indexer.labels import OfflineLabeller\n"
+        "import json; from indexer.labels.offline import OfflineLabeller\n"
         "ex = [{'text': t, 'span': [0, 3]} for t in ['cat sat on mat by the red door', 'cat ran to old barn near red tree',"
         " 'cat saw big dog and red ball', 'dog sat on mat by the blue door']]\n"
         "lab = OfflineLabeller(['the cat', 'a dog', 'red door', 'old barn'] * 5)\n"
@@ -91,7 +91,7 @@ def test_offline_labels_are_identical_across_processes_with_different_hash_seeds
 # ----------------------------------------------------------------------------- windows
 
 def test_plan_windows_pools_every_token_once_with_context():
-    from indexer.reader import plan_windows
+    from indexer.encode.reader import plan_windows
 
     for n in (1, 7, 64, 65, 100, 1000, 4096):
         for window, overlap in ((64, 16), (1024, 128), (10, 0)):
@@ -106,8 +106,8 @@ def test_plan_windows_pools_every_token_once_with_context():
 
 
 def test_old_manifest_is_refused_with_rebuild_hint(tmp_path):
-    from indexer.catalog import require_index
-    from indexer.recipe import OutdatedIndex
+    from indexer.store.catalog import require_index
+    from indexer.encode.recipe import OutdatedIndex
     from indexer.store import open_store
 
     store = open_store("legacy")
@@ -128,7 +128,7 @@ def _cli(*args: str):
 
 
 def test_changed_text_is_reported_and_update_replaces_it(indexer_obj, tmp_path):
-    from indexer.pipeline import index_corpus
+    from indexer.ingest.pipeline import index_corpus
     from indexer.store import open_store
 
     rows = [{"id": f"d{i}", "text": r["text"][:400]} for i, r in enumerate(load_bbc(1, seed=11))]  # 5 docs
@@ -168,7 +168,7 @@ def test_invalid_layer_fails_before_anything_is_written(tmp_path):
 
 
 def test_second_writer_is_refused_and_leaves_no_phantom_dataset(indexer_obj, tmp_path):
-    from indexer.pipeline import index_corpus
+    from indexer.ingest.pipeline import index_corpus
     from indexer.store import IndexLocked, open_store
 
     p = write_jsonl(tmp_path / "w.jsonl", [{"id": "x", "text": "First writer's document."}])
@@ -185,7 +185,7 @@ def test_second_writer_is_refused_and_leaves_no_phantom_dataset(indexer_obj, tmp
 
 
 def test_stale_latent_stats_are_reported_and_search_says_how_to_fix(indexer_obj, tmp_path):
-    from indexer.pipeline import index_corpus
+    from indexer.ingest.pipeline import index_corpus
 
     rows = [{"id": f"s{i}", "text": r["text"][:300]} for i, r in enumerate(load_bbc(2, seed=5))]
     index_corpus(write_jsonl(tmp_path / "a.jsonl", rows[:6]), "stale", dataset="d", id_field="id", indexer=indexer_obj, progress=False)
@@ -202,7 +202,7 @@ def test_stale_latent_stats_are_reported_and_search_says_how_to_fix(indexer_obj,
 
 
 def test_drop_refuses_while_another_process_has_the_index_open(indexer_obj, tmp_path):
-    from indexer.pipeline import index_corpus
+    from indexer.ingest.pipeline import index_corpus
 
     index_corpus(write_jsonl(tmp_path / "a.jsonl", [{"id": "x", "text": "Kept while in use."}]), "held", dataset="d",
                  id_field="id", indexer=indexer_obj, progress=False)
@@ -222,7 +222,7 @@ def test_drop_refuses_while_another_process_has_the_index_open(indexer_obj, tmp_
 
 
 def test_document_vector_does_not_depend_on_batch_neighbours(indexer_obj):
-    from indexer.corpus import Record
+    from indexer.ingest.corpus import Record
 
     texts = [r["text"] for r in load_bbc(2, seed=9, max_chars=None)]  # whole articles of different lengths
     recs = [Record(str(i), t, {}) for i, t in enumerate(texts)]
@@ -234,10 +234,10 @@ def test_document_vector_does_not_depend_on_batch_neighbours(indexer_obj):
 
 
 def test_long_documents_are_read_whole_across_windows_with_exact_spans(indexer_obj):
-    from indexer.pipeline import Indexer
-    from indexer.pooling import unpack
-    from indexer.reader import ReaderConfig
-    from indexer.corpus import Record
+    from indexer.ingest.pipeline import Indexer
+    from indexer.encode.pooling import unpack
+    from indexer.encode.reader import ReaderConfig
+    from indexer.ingest.corpus import Record
 
     text = " ".join(r["text"] for r in load_bbc(1, seed=2, max_chars=None))  # ~2,000 tokens: several 256-token windows
     small = Indexer(ReaderConfig(window=256, overlap=32, precision=indexer_obj.reader_cfg.precision))

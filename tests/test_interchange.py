@@ -28,7 +28,7 @@ def strip_timing(d):
 def test_export_import_round_trip_reproduces_diff_and_search(indexer_obj, tmp_path):
     # An index of its own: the shared one gets LLM labels from other tests, and labels an LLM
     # wrote are index state that an export does not carry (the import labels from the dictionary).
-    from indexer.pipeline import index_corpus
+    from indexer.ingest.pipeline import index_corpus
     from tests.conftest import load_bbc, write_jsonl
 
     bbc_index = "rt_source"
@@ -113,10 +113,10 @@ def test_bad_import_files_are_refused_in_one_line(bbc_index, tmp_path):
 def test_latent_statistics_read_in_latent_blocks_equal_one_pass(monkeypatch):
     """Latent statistics hold one block of latents at a time (a 1M-document index has ~1.5
     billion non-zeros); however the latents are split, the stored statistics are identical."""
-    import indexer.latent_stats as L
+    import indexer.store.latent_stats as L
     import tests.test_columns as T
-    from indexer.columns import copy_for
-    from indexer.recipe import Recipe, create_manifest
+    from indexer.store.columns import copy_for
+    from indexer.encode.recipe import Recipe, create_manifest
     from indexer.store import open_store
 
     results = []

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer.llm import LLMClient, default_concurrency
-from indexer.llm_labels import LABEL_MAX_TOKENS, LABEL_SCHEMA, SYSTEM
+from indexer.core.llm import LLMClient, default_concurrency
+from indexer.labels.llm import LABEL_MAX_TOKENS, LABEL_SCHEMA, SYSTEM
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,8 @@ def test_json_schema_round_trip_with_a_real_llama_cpp_server(llm_env):
 
 
 def test_labeller_end_to_end_against_llama_cpp(llm_env, bbc_index):
-    from indexer.catalog import top_latents_by_freq
-    from indexer.llm_labels import label_with_llm
+    from indexer.store.catalog import top_latents_by_freq
+    from indexer.labels.llm import label_with_llm
     from indexer.store import open_store
 
     with open_store(bbc_index) as store:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from indexer.pooling import encode_and_pool, fire_spans, pack
-from indexer.sae import DEFAULT_SAE_DIR, fold_normalisation, fraction_of_variance_unexplained, load_sae, save_sae
+from indexer.encode.pooling import encode_and_pool, fire_spans, pack
+from indexer.encode.sae import DEFAULT_SAE_DIR, fold_normalisation, fraction_of_variance_unexplained, load_sae, save_sae
 
 
 def test_shipped_sae_is_sae_lens_format_and_has_a_report():
@@ -59,7 +59,7 @@ def test_folding_normalisation_is_exact(tmp_path):
 
 def test_trainer_learns_a_sparse_dictionary(tmp_path):
     """Synthetic data made of 64 sparse directions: FVU must drop far below 1 on held-out data."""
-    from indexer.sae_training import TrainConfig, train_sae
+    from indexer.train.trainer import TrainConfig, train_sae
 
     rng = np.random.default_rng(0)
     d, n_atoms = 32, 64
@@ -85,7 +85,7 @@ def test_trainer_learns_a_sparse_dictionary(tmp_path):
     again = train_sae(cache, tmp_path / "sae", replace(cfg, device="auto"), {"model_name": "synthetic"}, log=lambda m: None)
     assert again["steps"] == report["steps"]
     if not torch.cuda.is_available():  # asking for a GPU that is not there is a clear error, not a traceback
-        from indexer.errors import InputError
+        from indexer.core.errors import InputError
 
         with pytest.raises(InputError, match="no CUDA device"):
             train_sae(cache, tmp_path / "sae_gpu", replace(cfg, device="cuda"), {"model_name": "synthetic"}, log=lambda m: None)
@@ -94,8 +94,8 @@ def test_trainer_learns_a_sparse_dictionary(tmp_path):
 def test_cached_tokens_gather_rows_across_shards_as_one_array(tmp_path):
     """Training reads the cache's shards in place (a concatenation copied the whole cache into
     memory); any row order must come back exactly as from the concatenated array."""
-    from indexer.activation_cache import iter_shards
-    from indexer.sae_training import CachedTokens
+    from indexer.train.activation_cache import iter_shards
+    from indexer.train.trainer import CachedTokens
 
     rng = np.random.default_rng(3)
     parts = [rng.normal(size=(n, 5)).astype(np.float16) for n in (7, 1, 12)]

@@ -34,7 +34,7 @@ def test_sae_search_contract_and_explanations(bbc_index):
 
 
 def test_rank_weights_formula():
-    from indexer.catalog import rank_weights
+    from indexer.store.catalog import rank_weights
 
     w = rank_weights(100, 0.2)
     assert w[0] == pytest.approx(1.0) and w[50] == pytest.approx(pytest.approx(2.718281828 ** (-(50 / 100) / 0.2)))

@@ -427,7 +427,7 @@ def test_chunked_bodies_over_the_cap_on_a_real_server(live_server, bbc_index):
 
 
 def test_store_errors_reach_clients_without_paths(client, indexer_obj, tmp_path, saedex_home):
-    from indexer.pipeline import index_corpus
+    from indexer.ingest.pipeline import index_corpus
 
     index_corpus(write_jsonl(tmp_path / "h.jsonl", [{"id": "x", "text": "Held by another process."}]), "held503",
                  dataset="d", id_field="id", indexer=indexer_obj, progress=False)
@@ -449,7 +449,7 @@ def test_an_index_dropped_and_recreated_elsewhere_is_never_mixed(client, app, in
     drops, and re-creates with other documents: it must 404 while the index is gone and then
     serve only the new documents, from a new handle. (Qdrant Edge opens shards lazily, and a
     drop is refused once the server has them open; a Qdrant server has no such lock.)"""
-    from indexer.pipeline import index_corpus
+    from indexer.ingest.pipeline import index_corpus
 
     old = [{"id": f"old{i}", "text": t} for i, t in enumerate(["The football club won the cup final.", "Oil prices rose again today."])]
     new = [{"id": f"new{i}", "text": t} for i, t in enumerate(["A new phone was launched by the firm.", "The band released an album.",

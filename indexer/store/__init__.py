@@ -16,7 +16,7 @@ from indexer.store.sparse import SparseMap
 
 def open_store(name: str, qdrant_url: str | None = None) -> Store:
     """The store for index ``name``: Qdrant Edge under ``$SAEDEX_HOME`` unless a URL is given."""
-    from indexer.paths import index_dir, validate_index_name
+    from indexer.core.paths import index_dir, validate_index_name
 
     validate_index_name(name)
     if qdrant_url:
@@ -25,7 +25,7 @@ def open_store(name: str, qdrant_url: str | None = None) -> Store:
 
 
 def list_indexes(qdrant_url: str | None = None) -> list[str]:
-    from indexer.paths import saedex_home
+    from indexer.core.paths import saedex_home
 
     if qdrant_url:
         return list_server_indexes(qdrant_url)

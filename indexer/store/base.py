@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from indexer.errors import NotFoundError, UnavailableError
+from indexer.core.errors import NotFoundError, UnavailableError
 from indexer.store.sparse import SparseMap, sparse_of
 
 _NS = uuid.UUID("6f1b6c1e-6a55-4c39-9d0e-5ae0e5ae0e5a")
@@ -111,7 +111,7 @@ def build_filter(flt: Filter | None, models) -> Any:
 
     Qdrant matches strings, integers and booleans exactly; a float (``score=1.5``) has no exact
     match, so it becomes the range [v, v], and an any-of list holding floats a ``should`` of
-    those (values are validated upstream: finite, see :func:`indexer.filters.check_value`)."""
+    those (values are validated upstream: finite, see :func:`indexer.core.filters.check_value`)."""
     if flt is None or flt.is_empty():
         return None
     Q, FieldCondition, MatchAny, MatchValue, Range = models

@@ -78,7 +78,7 @@ class ServerStore(Store):
 
     # ------------------------------------------------------------ lifecycle
     def cache_file(self, filename: str) -> Path:
-        from indexer.paths import saedex_home
+        from indexer.core.paths import saedex_home
 
         d = saedex_home() / "cache"
         d.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,89 @@
+"""Max-pool token-level SAE codes into one sparse vector per document.
+
+Besides each latent's max activation we keep *where* it peaked (the token index), so every
+search hit and every latent example can show the text span that made the latent fire. Token
+positions and token character offsets are stored compactly in the payload (base64 int32).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from indexer.encode.sae import SparseAutoencoder
+
+
+@dataclass
+class PooledDoc:
+    indices: np.ndarray  # latent ids, ascending
+    values: np.ndarray  # max activation per latent
+    argmax_token: np.ndarray  # token position of that max
+    offsets: np.ndarray  # (n_tokens, 2) char spans of the content tokens
+
+
+def pack(arr: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(arr, dtype=np.int32).tobytes()).decode("ascii")
+
+
+def unpack(s: str, cols: int = 1) -> np.ndarray:
+    a = np.frombuffer(base64.b64decode(s), dtype=np.int32)
+    return a.reshape(-1, cols) if cols > 1 else a
+
+
+def encode_and_pool(sae: SparseAutoencoder, states: list[np.ndarray], offsets: list[np.ndarray], batch_tokens: int = 4096) -> list[PooledDoc]:
+    """SAE-encode the tokens of several documents at once and max-pool per document."""
+    lengths = [len(s) for s in states]
+    if sum(lengths) == 0:
+        return [PooledDoc(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64), o) for o in offsets]
+    x = torch.from_numpy(np.concatenate([s for s in states if len(s)]).astype(np.float32, copy=False))
+    vals_l, idx_l = [], []
+    with torch.inference_mode():
+        for s in range(0, len(x), batch_tokens):
+            v, i = sae.encode_topk_sparse(x[s : s + batch_tokens])
+            vals_l.append(v.float().cpu())
+            idx_l.append(i.cpu())
+    vals = torch.cat(vals_l).numpy()
+    idx = torch.cat(idx_l).numpy()
+    k = idx.shape[1]
+    out: list[PooledDoc] = []
+    start = 0
+    for n, off in zip(lengths, offsets):
+        v = vals[start : start + n].reshape(-1)
+        i = idx[start : start + n].reshape(-1)
+        tok = np.repeat(np.arange(n), k)
+        start += n
+        keep = v > 0
+        v, i, tok = v[keep], i[keep], tok[keep]
+        if len(v) == 0:
+            out.append(PooledDoc(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64), off))
+            continue
+        order = np.lexsort((-v, i))  # by latent, then by activation descending
+        i, v, tok = i[order], v[order], tok[order]
+        first = np.ones(len(i), dtype=bool)
+        first[1:] = i[1:] != i[:-1]
+        out.append(PooledDoc(i[first].astype(np.int64), v[first].astype(np.float32), tok[first].astype(np.int64), off))
+    return out
+
+
+def fire_spans(payload: dict, latents: list[int]) -> dict[int, list[int]]:
+    """Character span [start, end] of the token where each latent peaks in a stored document.
+
+    ``_fires`` rows are sorted by latent id (pooling emits ascending ids), so lookups are binary
+    searches rather than a dict built per call (this runs for every example of every latent).
+    """
+    if not payload.get("_fires") or "_offsets" not in payload:
+        return {}
+    fires = unpack(payload["_fires"], 2)
+    offs = unpack(payload["_offsets"], 2)
+    want = np.asarray([int(x) for x in latents], dtype=np.int64)
+    pos = np.searchsorted(fires[:, 0], want)
+    out = {}
+    for lat, p in zip(want.tolist(), pos.tolist()):
+        if p < len(fires) and fires[p, 0] == lat:
+            t = int(fires[p, 1])
+            if t < len(offs):
+                out[lat] = [int(offs[t][0]), int(offs[t][1])]
+    return out

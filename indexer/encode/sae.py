@@ -1,0 +1,233 @@
+"""The SAE used at index time: load/save in the sae-lens on-disk format, encode hidden states.
+
+On disk an SAE is a folder with ``cfg.json`` + ``sae_weights.safetensors`` exactly as sae-lens
+writes it (``W_enc`` (d_in, d_sae), ``b_enc``, ``W_dec`` (d_sae, d_in), ``b_dec``), so sae-lens can
+load ours and we can load any TopK / ReLU / JumpReLU SAE it publishes. Input normalisation used in
+training is *folded into the weights* before saving, so the saved SAE reads raw residuals and
+needs no extra state (see ``fold_normalisation``).
+
+Encoding is done in float32 with a dense matmul followed by the architecture's sparsifier; for
+TopK only the k largest pre-activations survive, which is also what makes max-pooling cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from indexer.core.errors import InputError, UnavailableError
+
+SAE_LENS_FORMAT_VERSION = "6.54.12"  # written into metadata so sae-lens >= 6 loads our SAEs
+DEFAULT_SAE_DIR = Path(__file__).parent / "default_sae"
+
+
+@dataclass
+class SparseAutoencoder:
+    W_enc: torch.Tensor  # (d_in, d_sae)
+    b_enc: torch.Tensor  # (d_sae,)
+    W_dec: torch.Tensor  # (d_sae, d_in)
+    b_dec: torch.Tensor  # (d_in,)
+    cfg: dict
+
+    @property
+    def d_in(self) -> int:
+        return int(self.W_enc.shape[0])
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.W_enc.shape[1])
+
+    @property
+    def architecture(self) -> str:
+        return str(self.cfg.get("architecture", "standard"))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense (n, d_sae) latent activations of raw hidden states ``x`` (n, d_in)."""
+        x = x.to(self.W_enc.dtype)
+        if self.cfg.get("apply_b_dec_to_input", True):
+            x = x - self.b_dec
+        pre = x @ self.W_enc + self.b_enc
+        arch = self.architecture
+        if arch == "topk":
+            k = int(self.cfg["k"])
+            vals, idx = pre.topk(min(k, pre.shape[-1]), dim=-1)
+            out = torch.zeros_like(pre)
+            out.scatter_(-1, idx, torch.relu(vals))
+            return out
+        if arch == "jumprelu":
+            thr = self.threshold
+            return pre * (pre > thr)
+        return torch.relu(pre)
+
+    def encode_topk_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, indices) of the active latents per token; for TopK without a dense scatter.
+
+        The pre-activation matmul (d_in x d_sae per token) runs in the precision chosen by
+        :meth:`set_precision` (bf16 is ~1.9x faster than fp32 on 2 CPU cores with native bf16).
+        """
+        x = x.to(torch.float32)
+        if self.cfg.get("apply_b_dec_to_input", True):
+            x = x - self.b_dec
+        pre = self._pre_activations(x)
+        if self.architecture == "topk":
+            vals, idx = pre.topk(min(int(self.cfg["k"]), pre.shape[-1]), dim=-1)
+            return torch.relu(vals).float(), idx
+        dense = self.encode(x + self.b_dec if self.cfg.get("apply_b_dec_to_input", True) else x)
+        k = int((dense > 0).sum(-1).max().item()) or 1
+        vals, idx = dense.topk(k, dim=-1)
+        return vals, idx
+
+    _fast: tuple | None = None  # (W_enc, b_enc) in the encoding dtype/device; None: fp32 on CPU
+
+    def set_precision(self, precision: str, device: torch.device | str = "cpu") -> "SparseAutoencoder":
+        """Encode with ``fp32`` or ``bf16`` weights on ``device`` (the reader's choice, see reader.resolve_precision)."""
+        device = torch.device(device)
+        if precision == "bf16":
+            self._fast = (self.W_enc.to(device=device, dtype=torch.bfloat16), self.b_enc.to(device=device, dtype=torch.bfloat16))
+        elif device.type != "cpu":
+            self._fast = (self.W_enc.to(device), self.b_enc.to(device))
+        else:
+            self._fast = None
+        return self
+
+    def _pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fast is None:
+            return x @ self.W_enc + self.b_enc
+        w, b = self._fast
+        return torch.addmm(b, x.to(device=w.device, dtype=w.dtype), w)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.W_dec + self.b_dec
+
+    threshold: torch.Tensor | None = None
+
+    def content_hash(self) -> str:
+        """Identifies the SAE in index manifests: indexes built with other weights are refused."""
+        h = hashlib.sha256()
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            h.update(getattr(self, name).detach().to(torch.float16).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def sae_dir(path: str | Path | None) -> Path:
+    """The folder an SAE path names: ``None`` or ``"default"`` (as manifests record it) is the
+    SAE shipped with saedex."""
+    return DEFAULT_SAE_DIR if path in (None, "", "default") else Path(path)
+
+
+def load_sae(path: str | Path | None = None) -> SparseAutoencoder:
+    """Load an SAE folder in sae-lens format (default: the SAE shipped with saedex).
+
+    ``path`` may also be ``release:sae_id`` for a sae-lens pretrained release, which needs a hub.
+    """
+    path = sae_dir(None if path is None else str(path))
+    spath = str(path)
+    if ":" in spath and not Path(spath).exists():
+        return _load_pretrained_release(spath)
+    p = Path(path)
+    if not (p / "cfg.json").exists() or not (p / "sae_weights.safetensors").exists():
+        raise InputError(f"{p}: not an SAE folder (needs cfg.json and sae_weights.safetensors)")
+    cfg = json.loads((p / "cfg.json").read_text())
+    w = load_file(str(p / "sae_weights.safetensors"))
+    sae = SparseAutoencoder(
+        W_enc=w["W_enc"].float(), b_enc=w["b_enc"].float(), W_dec=w["W_dec"].float(), b_dec=w["b_dec"].float(), cfg=cfg
+    )
+    if "threshold" in w:
+        sae.threshold = w["threshold"].float()
+    if cfg.get("normalize_activations", "none") not in ("none", None):
+        raise InputError(f"{p}: normalize_activations={cfg['normalize_activations']!r} is not supported; fold it into the weights")
+    return sae
+
+
+def _load_pretrained_release(spec: str) -> SparseAutoencoder:
+    """``release:sae_id`` via sae-lens (needs network access to the hub)."""
+    from sae_lens import SAE
+
+    release, sae_id = spec.split(":", 1)
+    try:
+        loaded = SAE.from_pretrained(release=release, sae_id=sae_id, device="cpu")
+    except Exception as e:  # noqa: BLE001 - sae-lens raises many kinds when offline
+        raise UnavailableError(f"cannot load pretrained SAE {spec!r} (is the model hub reachable?): {e}") from None
+    sae_obj = loaded[0] if isinstance(loaded, tuple) else loaded
+    cfg = sae_obj.cfg.to_dict() if hasattr(sae_obj.cfg, "to_dict") else dict(vars(sae_obj.cfg))
+    out = SparseAutoencoder(
+        W_enc=sae_obj.W_enc.detach().float(), b_enc=sae_obj.b_enc.detach().float(),
+        W_dec=sae_obj.W_dec.detach().float(), b_dec=sae_obj.b_dec.detach().float(), cfg=cfg,
+    )
+    if hasattr(sae_obj, "threshold"):
+        out.threshold = sae_obj.threshold.detach().float()
+    return out
+
+
+def fold_normalisation(
+    W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor, mean: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Turn an SAE trained on x' = (x - mean) * scale into one that reads raw x.
+
+    encode: (x' - b) W = (x - (mean + b/scale)) (scale W)   decode: (z W_dec + b)/scale + mean
+    so W_enc' = scale W_enc, W_dec' = W_dec / scale, b_dec' = mean + b_dec / scale; latent
+    activations are unchanged, which keeps the SAE a plain sae-lens SAE.
+    """
+    return W_enc * scale, b_enc.clone(), W_dec / scale, mean + b_dec / scale
+
+
+def save_sae(
+    path: str | Path,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    W_dec: torch.Tensor,
+    b_dec: torch.Tensor,
+    k: int,
+    metadata: dict,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """Write a TopK SAE in sae-lens's on-disk format."""
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    cfg = {
+        "d_in": int(W_enc.shape[0]),
+        "d_sae": int(W_enc.shape[1]),
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {"sae_lens_version": SAE_LENS_FORMAT_VERSION, "sae_lens_training_version": SAE_LENS_FORMAT_VERSION, **metadata},
+        "k": int(k),
+        "rescale_acts_by_decoder_norm": False,
+        "architecture": "topk",
+    }
+    tensors = {
+        "W_enc": W_enc.detach().to(dtype).contiguous(),
+        "b_enc": b_enc.detach().to(dtype).contiguous(),
+        "W_dec": W_dec.detach().to(dtype).contiguous(),
+        "b_dec": b_dec.detach().to(dtype).contiguous(),
+    }
+    save_file(tensors, str(p / "sae_weights.safetensors"))
+    (p / "cfg.json").write_text(json.dumps(cfg, indent=2))
+    return p
+
+
+def fraction_of_variance_unexplained(sae: SparseAutoencoder, x: np.ndarray, batch: int = 4096) -> dict:
+    """FVU, L0 and per-latent firing counts of ``sae`` on raw activations ``x``."""
+    err = 0.0
+    fired = torch.zeros(sae.d_sae, dtype=torch.long)
+    l0 = 0.0
+    xs = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    mean = xs.mean(0)
+    total = float(((xs - mean) ** 2).sum())
+    with torch.inference_mode():
+        for s in range(0, len(xs), batch):
+            xb = xs[s : s + batch]
+            z = sae.encode(xb)
+            err += float(((sae.decode(z) - xb) ** 2).sum())
+            active = z > 0
+            l0 += float(active.sum())
+            fired += active.sum(0)
+    return {"fvu": err / total, "l0": l0 / len(xs), "fired": fired.numpy(), "tokens": len(xs)}

@@ -1,0 +1,237 @@
+"""Index a corpus: read -> reader LM -> SAE -> max-pool -> Qdrant (+ dense baseline vectors).
+
+Guarantees:
+- *Nothing half-written on bad input*: the whole file is validated before the first write.
+- *Idempotent*: documents are keyed by id (default: content hash); ids already in the index
+  are skipped, so re-running a file adds nothing.
+- *Crash-safe*: each chunk is one upsert (one WAL record in Qdrant Edge, which survives kill -9),
+  so a killed run that is started again ends with exactly the documents of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexer.core.errors import InputError
+from indexer.ingest.corpus import ReadStats, Record, content_id, read_corpus
+from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
+from indexer.encode.recipe import Recipe, create_manifest, read_manifest
+from indexer.encode.pooling import encode_and_pool, pack
+from indexer.encode.reader import Reader, ReaderConfig, get_reader, set_threads
+from indexer.encode.sae import DEFAULT_SAE_DIR, load_sae
+from indexer.store.columns import writer_for
+from indexer.store import DocPoint, Store, open_store
+
+RESERVED = {"doc_id", "text", "dataset", "_fires", "_offsets", "n_tokens", "truncated", "content_hash"}
+
+
+@dataclass
+class IndexReport:
+    index: str
+    dataset: str
+    read: int = 0
+    empty: int = 0
+    invalid: int = 0
+    duplicates_in_input: int = 0
+    already_indexed: int = 0
+    indexed: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    truncated_docs: int = 0
+    computed_tokens: int = 0  # positions run through the reader (BOS per window, overlap context)
+    changed: int = 0  # ids already indexed with a different text
+    updated: int = 0  # of those, replaced (--update)
+    ids_normalised: int = 0  # integer ids turned into strings
+    seconds: float = 0.0
+    latents_relabelled: int = 0
+    invalid_examples: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["tokens_per_s"] = round(self.tokens / self.seconds, 1) if self.seconds else None
+        d["padding_fraction"] = round(self.padded_tokens / max(self.computed_tokens, 1), 4)
+        d["window_overhead"] = round(self.computed_tokens / self.tokens, 3) if self.tokens else None
+        return d
+
+
+class Indexer:
+    """Holds the models (loaded once) and writes documents into one index."""
+
+    def __init__(self, reader_cfg: ReaderConfig | None = None, sae_path: str | None = None, embedder: str = DEFAULT_EMBEDDER,
+                 sae_object=None):
+        set_threads()
+        self.reader_cfg = reader_cfg or ReaderConfig()
+        self.sae_path = str(sae_path or DEFAULT_SAE_DIR)
+        self.sae = sae_object if sae_object is not None else load_sae(self.sae_path)
+        self._reader: Reader | None = None
+        self.embedder_name = embedder
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe) -> "Indexer":
+        """An indexer that makes vectors exactly as ``recipe`` says (search's ``--like``/``expand``)."""
+        r = recipe.reader
+        cfg = ReaderConfig(model=r.model, layer=r.layer, max_tokens=r.max_tokens,
+                           **{k: v for k, v in (("window", r.window), ("overlap", r.overlap)) if v is not None})
+        return cls(cfg, recipe.sae.folder, recipe.embedder or DEFAULT_EMBEDDER)
+
+    @classmethod
+    def from_options(cls, sae: str | None = None, precision: str = "auto", device: str = "auto", batch_tokens: int = 2048,
+                     **reader: int | str | None) -> "Indexer":
+        """An indexer from command-line choices: reader settings not given (None) come from the
+        SAE's metadata (the reader and layer it was trained on), then from the defaults. The SAE
+        is loaded once. ReaderConfig validates every value, so a bad --layer fails before anything
+        is written."""
+        loaded = load_sae(sae or str(DEFAULT_SAE_DIR))
+        meta = loaded.cfg.get("metadata", {})
+        given = {"model": meta.get("saedex_reader"), "layer": meta.get("saedex_layer")} | {
+            k: v for k, v in reader.items() if v is not None}
+        cfg = ReaderConfig(**{k: v for k, v in given.items() if v is not None}, precision=precision, device=device,
+                           batch_tokens=batch_tokens)
+        return cls(cfg, sae, sae_object=loaded)
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            reader = get_reader(self.reader_cfg)
+            if reader.d_model != self.sae.d_in:
+                raise InputError(f"SAE expects d_in={self.sae.d_in} but reader {self.reader_cfg.model} layer "
+                                 f"{self.reader_cfg.layer} has width {reader.d_model}")
+            # The SAE's encoder matmul runs in the reader's precision, on its device.
+            self.sae.set_precision(reader.precision, reader.device)
+            self._reader = reader
+        return self._reader
+
+    def recipe(self) -> Recipe:
+        return Recipe.build(self.reader_cfg, self.sae, self.sae_path if self.sae_path != str(DEFAULT_SAE_DIR) else "default",
+                            self.embedder_name, self.sae.d_in, precision=self.reader.precision)
+
+    def prepare_store(self, store: Store, index: str) -> None:
+        """Validate the recipe (loads the reader: a bad --layer fails here), take the store's lock,
+        and only then create the index or check it: a failed or concurrent run leaves no trace."""
+        new = self.recipe()
+        store.lock()
+        existing = read_manifest(store, index)
+        if existing is not None:
+            existing.recipe.require_compatible(new, index)
+        else:
+            store.create(dense_dim=get_embedder(self.embedder_name).dim, label_dim=get_embedder(self.embedder_name).dim)
+            create_manifest(store, new)
+
+    def encode_records(self, records: list[Record], dataset: str, report: IndexReport | None = None) -> list[DocPoint]:
+        """Reader + SAE + pooling + dense embedding for a chunk of records."""
+        texts = [r.text for r in records]
+        pooled: list = [None] * len(records)
+        for batch in self.reader.encode(texts):
+            docs = encode_and_pool(self.sae, batch.states, batch.offsets)
+            for i, p in zip(batch.indices, docs):
+                pooled[i] = p
+            if report is not None:
+                report.tokens += batch.n_tokens
+                report.padded_tokens += batch.n_padded
+                report.computed_tokens += batch.n_computed
+                report.truncated_docs += batch.truncated
+        dense = get_embedder(self.embedder_name).encode(texts)
+        points = []
+        for r, p, dv in zip(records, pooled, dense):
+            payload = {("field_" + k if k in RESERVED else k): v for k, v in r.fields.items()}
+            payload.update({
+                "text": r.text, "dataset": dataset, "n_tokens": int(len(p.offsets)), "content_hash": content_id(r.text),
+                "_fires": pack(np.stack([p.indices, p.argmax_token], axis=1)) if len(p.indices) else "",
+                "_offsets": pack(p.offsets),
+            })
+            points.append(DocPoint(doc_id=r.id, sparse_indices=p.indices.tolist(), sparse_values=p.values.tolist(),
+                                   dense=dv.tolist(), payload=payload))
+        return points
+
+
+def collect_records(path: str | Path, text_field: str, id_field: str | None, skip_invalid: bool, report: IndexReport) -> list[Record]:
+    """Validate and read the whole input first, so a bad line aborts before anything is written."""
+    stats = ReadStats()
+    seen: set[str] = set()
+    records = []
+    for rec in read_corpus(path, text_field=text_field, id_field=id_field, skip_invalid=skip_invalid, stats=stats):
+        if rec.id in seen:
+            report.duplicates_in_input += 1
+            continue
+        seen.add(rec.id)
+        records.append(rec)
+    report.read, report.empty, report.invalid = stats.read, stats.empty, stats.invalid
+    report.ids_normalised = stats.ids_normalised
+    report.invalid_examples = stats.invalid_examples
+    return records
+
+
+def index_corpus(
+    path: str | Path,
+    index: str,
+    dataset: str | None = None,
+    text_field: str = "text",
+    id_field: str | None = None,
+    skip_invalid: bool = False,
+    qdrant_url: str | None = None,
+    indexer: Indexer | None = None,
+    chunk_docs: int = 128,
+    refresh_latents: bool = True,
+    progress: bool = True,
+    update: bool = False,
+) -> IndexReport:
+    """Index a corpus file. Ids already present are skipped when their text is unchanged; ids whose
+    text changed are reported (``changed``) and, with ``update=True``, re-encoded and replaced."""
+    dataset = dataset or Path(path).name.split(".")[0]
+    report = IndexReport(index=index, dataset=dataset)
+    t0 = time.time()
+    records = collect_records(path, text_field, id_field, skip_invalid, report)
+    indexer = indexer or Indexer()
+    with open_store(index, qdrant_url) as store:
+        indexer.prepare_store(store, index)
+        from indexer.store.catalog import add_dataset
+
+        add_dataset(store, dataset)
+        existing = store.existing_doc_hashes([r.id for r in records]) if records else {}
+        changed = [r for r in records if r.id in existing and existing[r.id] != content_id(r.text)]
+        new = [r for r in records if r.id not in existing]
+        report.changed = len(changed)
+        report.already_indexed = len(existing) - len(changed)
+        todo = new + changed if update else new
+        columns = writer_for(store, replacing=bool(update and changed))
+        if todo:
+            indexer.reader  # load the models before the clock starts: throughput excludes loading
+            get_embedder(indexer.embedder_name)
+        bar = _progress(len(todo), f"index {dataset}", progress)
+        t_enc = time.time()
+        for s in range(0, len(todo), chunk_docs):
+            chunk = todo[s : s + chunk_docs]
+            points = indexer.encode_records(chunk, dataset, report)
+            store.upsert_docs(points)
+            if columns is not None:  # after Qdrant: a crash leaves the copy short, which readers detect
+                columns.append_points(points)
+            bar.update(len(chunk))
+        bar.close()
+        report.indexed, report.updated = len(new), len(todo) - len(new)
+        report.seconds = round(time.time() - t_enc, 2)
+        stale = read_manifest(store, index).state.latent_stats_docs != store.count()
+        if refresh_latents and (report.indexed or report.updated or stale):
+            from indexer.store.latent_stats import refresh_latents as _refresh
+
+            report.latents_relabelled = _refresh(store, progress=progress)
+    report.seconds = report.seconds or round(time.time() - t0, 2)
+    return report
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def close(self) -> None: ...
+    def set_postfix(self, **kw) -> None: ...
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled or total == 0:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr, mininterval=1.0)

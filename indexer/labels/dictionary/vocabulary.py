@@ -1,0 +1,144 @@
+"""The concept vocabulary labels are chosen from: real lexical resources plus a curated taxonomy.
+
+- ``taxonomy.tsv`` (written for saedex): styles, tones, registers, formats, speech acts,
+  discourse moves, syntactic roles and broad topics, each with a one-line description.
+- empath's lexical categories (PyPI ``empath``: ~200 categories, each a seed word list).
+- WordNet 3.0 (Debian ``wordnet-base``, read from its database files): the most frequent sense of
+  every sense-tagged lemma, plus the hypernyms above them (so a latent about socks, shoes and
+  shirts can be "clothing", not only "sock").
+
+Each concept is embedded from ``"name: description"``; the short name is the label users read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.core.settings import settings
+
+TAXONOMY = Path(__file__).with_name("taxonomy.tsv")
+WORDNET_DIRS = ["/usr/share/wordnet", "/usr/local/WordNet-3.0/dict", "/usr/share/wordnet/dict"]
+
+
+@dataclass(frozen=True)
+class Concept:
+    name: str  # the label: a short phrase
+    text: str  # what gets embedded: "name: description"
+    source: str  # taxonomy | empath | wordnet
+
+
+def load_vocabulary(wordnet_min_tags: int = 3, hypernym_levels: int = 2) -> list[Concept]:
+    """All concepts, deduplicated by name (taxonomy first: its descriptions are written for this)."""
+    out: dict[str, Concept] = {}
+    for c in taxonomy() + empath_categories() + wordnet_concepts(wordnet_min_tags, hypernym_levels):
+        out.setdefault(c.name.lower(), c)
+    return list(out.values())
+
+
+def taxonomy() -> list[Concept]:
+    return [c for cs in taxonomy_groups().values() for c in cs]
+
+
+def taxonomy_groups() -> dict[str, list[Concept]]:
+    """The taxonomy by group (topic, tone, register, format, speech act, discourse, syntax): the
+    values an axis such as "news topic" or "tone" ranges over."""
+    out: dict[str, list[Concept]] = {}
+    for line in TAXONOMY.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, group, desc = line.split("\t")
+        out.setdefault(group, []).append(Concept(name, f"{name}: {desc}", "taxonomy"))
+    return out
+
+
+def empath_categories() -> list[Concept]:
+    """empath's categories from its data file (the package itself is not imported: it wants requests)."""
+    spec = importlib.util.find_spec("empath")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "categories.tsv"
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if len(parts) < 3:
+            continue
+        name = parts[0].replace("_", " ")
+        words = list(dict.fromkeys(w.replace("_", " ") for w in parts[1:] if w))[:12]
+        out.append(Concept(name, f"{name}: {', '.join(words)}", "empath"))
+    return out
+
+
+def wordnet_dir() -> Path | None:
+    for d in [settings().wordnet_home or "", *WORDNET_DIRS]:
+        if d and (Path(d) / "data.noun").exists():
+            return Path(d)
+    return None
+
+
+_POS = {"n": "noun", "v": "verb", "a": "adj", "s": "adj", "r": "adv"}
+
+
+def wordnet_concepts(min_tags: int = 3, hypernym_levels: int = 2) -> list[Concept]:
+    """First senses of lemmas tagged >= ``min_tags`` times in SemCor, and their hypernyms."""
+    root = wordnet_dir()
+    if root is None:
+        return []
+    synsets: dict[tuple[str, str], tuple[list[str], str, list[str]]] = {}  # (pos, offset) -> (lemmas, gloss, hypernyms)
+    for pos in ("noun", "verb", "adj", "adv"):
+        for line in (root / f"data.{pos}").read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line or line.startswith(" "):
+                continue
+            head, _, gloss = line.partition(" | ")
+            f = head.split()
+            offset, ss_type, w_cnt = f[0], f[2], int(f[3], 16)
+            lemmas = [f[4 + 2 * i] for i in range(w_cnt)]
+            p = 4 + 2 * w_cnt
+            n_ptr = int(f[p])
+            hyper = [f[p + 1 + 4 * k + 1] for k in range(n_ptr) if f[p + 1 + 4 * k] in ("@", "@i")]
+            synsets[(_POS[ss_type][0], offset)] = (lemmas, gloss.split(";")[0].strip(), hyper)
+    chosen: set[tuple[str, str]] = set()
+    for pos in ("noun", "verb", "adj", "adv"):
+        for line in (root / f"index.{pos}").read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line or line.startswith(" "):
+                continue
+            f = line.split()
+            p_cnt = int(f[3])
+            tagsense_cnt = int(f[5 + p_cnt])
+            offsets = f[6 + p_cnt :]
+            if tagsense_cnt >= 1 and offsets and _sense_tags(root, f[0], pos) >= min_tags:
+                chosen.add((pos[0], offsets[0]))
+    frontier = set(chosen)
+    for _ in range(hypernym_levels):
+        frontier = {(k[0], h) for k in frontier for h in synsets.get(k, ([], "", []))[2]} - chosen
+        chosen |= frontier
+    out = []
+    for key in sorted(chosen):
+        if key not in synsets:
+            continue
+        lemmas, gloss, _ = synsets[key]
+        name = re.sub(r"\(.*?\)", "", lemmas[0]).replace("_", " ")
+        syn = ", ".join(l.replace("_", " ") for l in lemmas[1:3])
+        out.append(Concept(name, f"{name}{' (' + syn + ')' if syn else ''}: {gloss}", "wordnet"))
+    return out
+
+
+_TAGS: dict[str, dict[str, int]] = {}
+
+
+def _sense_tags(root: Path, lemma: str, pos: str) -> int:
+    """SemCor tag count of a lemma's first sense (cntlist.rev), 0 if never tagged."""
+    if not _TAGS:
+        counts: dict[str, int] = {}
+        path = root / "cntlist.rev"
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []:
+            f = line.split()
+            if len(f) == 3 and f[1] == "1":
+                key, _, rest = f[0].partition("%")
+                counts[f"{key}%{rest[:1]}"] = counts.get(f"{key}%{rest[:1]}", 0) + int(f[2])
+        _TAGS["all"] = counts
+    ss = {"noun": "1", "verb": "2", "adj": "3", "adv": "4"}[pos]
+    c = _TAGS["all"]
+    return c.get(f"{lemma}%{ss}", 0) + (c.get(f"{lemma}%5", 0) if pos == "adj" else 0)
