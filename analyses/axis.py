@@ -36,6 +36,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from analyses.matrix import AnalysisError
+from indexer.encode.embedder import get_embedder
+from indexer.labels.dictionary.vocabulary import taxonomy, taxonomy_groups
 
 GROUP_MIN_SIM = 0.35  # "news topic" -> topic 0.49; "reasoning style" -> best group 0.24: no group
 GROUP_TIE = 0.03
@@ -62,9 +64,6 @@ class Axis:
 
 
 def resolve_axis(text: str) -> Axis:
-    from indexer.labels.dictionary.vocabulary import taxonomy, taxonomy_groups
-    from indexer.encode.embedder import get_embedder
-
     poles = [p.strip() for p in _POLES.split(text.strip()) if p.strip()]
     if len(poles) >= 2:
         return Axis(text, poles, poles, "poles")
@@ -86,8 +85,6 @@ def resolve_axis(text: str) -> Axis:
 
 def affinities(table, axis: Axis, d_sae: int) -> np.ndarray:
     """(d_sae, values) float32: each latent's centred, clipped affinity to each axis value."""
-    from indexer.encode.embedder import get_embedder
-
     V = get_embedder().encode(axis.value_texts)
     S = table.snippet_vecs @ V.T
     W = np.zeros((d_sae, len(axis.values)), np.float32)

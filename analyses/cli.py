@@ -9,11 +9,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from analyses.clustering import cluster
+from analyses.correlations import correlations
+from analyses.diff import diff
 from analyses.params import ClusterParams, CorrelationsParams, DiffParams
+from analyses.plots import plot_clusters, plot_correlations, plot_diff
 from indexer.core.cli import JsonOpt, UrlOpt, console, emit, friendly_errors
 from indexer.core.filters import parse_where, where_dict
 from indexer.core.params import cli_command
+from indexer.ingest.interchange import export_parquet, import_parquet
 from indexer.store import Filter, open_store
+from indexer.store.catalog import require_index
 
 
 def register(app: typer.Typer) -> None:
@@ -41,13 +47,9 @@ def diff_cmd(
     as_json: bool = JsonOpt,
 ):
     """How does slice A differ from slice B? Latents by document-frequency difference, BH-adjusted."""
-    from analyses.diff import diff
-
     with open_store(index, qdrant_url) as store:
         res = diff(store, index, params, llm_model=llm)
     if plot:
-        from analyses.plots import plot_diff
-
         plot_diff(res, plot, Filter(params.a).describe(" & "), " | ".join(Filter(x).describe(" & ") for x in params.b_slices()))
 
     def render(r):
@@ -74,13 +76,9 @@ def correlations_cmd(
     as_json: bool = JsonOpt,
 ):
     """Latent pairs that co-occur (NPMI) although their labels are unrelated."""
-    from analyses.correlations import correlations
-
     with open_store(index, qdrant_url) as store:
         res = correlations(store, index, params)
     if plot:
-        from analyses.plots import plot_correlations
-
         plot_correlations(res, plot)
 
     def render(r):
@@ -110,14 +108,10 @@ def cluster_cmd(
     """Cluster documents: spectral on the Jaccard similarity of their latents, or with --axis by
     their positions on the axis's values (a taxonomy group such as topic or tone, or poles 'A vs B',
     refined by a linear model over all latents fitted on the documents leaning most to each pole)."""
-    from analyses.clustering import cluster
-
     with open_store(index, qdrant_url) as store:
         res = cluster(store, index, params, with_coords=plot is not None)
     coords, pred = res.pop("_coords", None), res.pop("_pred", None)
     if plot and coords is not None:
-        from analyses.plots import plot_clusters
-
         plot_clusters(res, coords, pred, plot)
 
     def render(r):
@@ -151,9 +145,6 @@ def export_cmd(
     as_json: bool = JsonOpt,
 ):
     """Export an index's pooled vectors to Parquet (the recipe rides in the file's metadata)."""
-    from indexer.store.catalog import require_index
-    from indexer.ingest.interchange import export_parquet
-
     flt = parse_where(where)
     with open_store(index, qdrant_url) as store:
         out = export_parquet(store, require_index(store, index), parquet, flt, dense, progress=not as_json)
@@ -168,8 +159,6 @@ def import_cmd(
     as_json: bool = JsonOpt,
 ):
     """Load pooled vectors from Parquet into an index (created from the file's recipe if new)."""
-    from indexer.ingest.interchange import import_parquet
-
     rep = import_parquet(path, index, qdrant_url, progress=not as_json)
     emit(rep.as_dict(), as_json, lambda o: console.print(
         f"imported {o['indexed']:,} of {o['read']:,} documents into {index} ({o['already_indexed']:,} already there, "

@@ -11,19 +11,28 @@ are scored against a payload field: accuracy after Hungarian matching, ARI and N
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
-from analyses.diff import bh_adjust, two_proportion_test
-import pyarrow as pa
-
-from analyses.matrix import (AnalysisError, canonical_order, latent_cards, latent_medians, load_matrix, require_docs, sample_positions,
-                             slice_counts)
 from analyses.axis import affinities, fit_pole_model, kmeans, p90_by_latent, positions, resolve_axis, value_profile
+from analyses.diff import bh_adjust, two_proportion_test
+from analyses.matrix import (
+    AnalysisError,
+    canonical_order,
+    latent_cards,
+    latent_medians,
+    load_matrix,
+    require_docs,
+    sample_positions,
+    slice_counts,
+)
 from analyses.params import ClusterParams
-from indexer.store.catalog import require_index
-from indexer.store.columns import above_floor, column_values, fresh_copy, row_mask
+from indexer.encode.floor import above_floor
 from indexer.store import Store
+from indexer.store.catalog import require_index
+from indexer.store.columns import column_values, fresh_copy, row_mask
+from indexer.store.latent_table import latent_table
 
 MAX_SPECTRAL_DOCS = 6000
 
@@ -56,8 +65,6 @@ def cluster_scores(pred: np.ndarray, truth: list) -> dict:
 def _axis_model(store: Store, axis: str, d_sae: int, cols: np.ndarray):
     """The resolved axis, its (d_sae, values) latent affinities restricted to the latents that
     pass the coverage filters, and p90 per latent (see :mod:`analyses.axis`)."""
-    from indexer.store.latent_table import latent_table
-
     ax = resolve_axis(axis)
     table = latent_table(store)
     W = affinities(table, ax, d_sae)

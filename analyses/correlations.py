@@ -33,15 +33,15 @@ was gone from every document.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import scipy.sparse as sp
 
-import re
-
-from indexer.core.progress import checkpoint
-from analyses.matrix import (DocMatrix, latent_cards, load_matrix,
-                             require_docs)
+from analyses.matrix import DocMatrix, latent_cards, load_matrix, require_docs
 from analyses.params import CorrelationsParams
+from indexer.core.progress import checkpoint
+from indexer.encode.embedder import get_embedder
 from indexer.encode.pooling import unpack
 from indexer.store import Store
 
@@ -224,8 +224,6 @@ class _HeadSimilarity:
         """One batch for every head (a pair at a time cost ~10 ms per latent)."""
         todo = sorted(set(self.heads.values()) - set(self.vecs))
         if todo:
-            from indexer.encode.embedder import get_embedder
-
             for h, v in zip(todo, get_embedder().encode(todo, batch_size=256)):
                 self.vecs[h] = v / max(float(np.linalg.norm(v)), 1e-8)
 

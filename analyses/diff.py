@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from analyses.matrix import (AnalysisError, check_bound, latent_cards,
-                             latent_medians, load_matrix, slice_counts)
+from analyses.hypotheses import hypothesize_and_verify
+from analyses.matrix import AnalysisError, check_bound, latent_cards, latent_medians, load_matrix, slice_counts
 from analyses.params import DiffParams
-from indexer.store.catalog import require_index
-from indexer.store.columns import above_floor, fresh_copy
+from indexer.encode.floor import above_floor
 from indexer.encode.pooling import fire_spans
 from indexer.store import Filter, Store, point_id
+from indexer.store.catalog import require_index
+from indexer.store.columns import fresh_copy
 
 
 def two_proportion_test(ca: np.ndarray, na: int, cb: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +101,6 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
            "floor": floor,
            "tested_latents": int(len(cand)), "significant": int((p_adj[cand] < 0.05).sum()), "latents": rows}
     if hypotheses:
-        from analyses.hypotheses import hypothesize_and_verify
-
         A = load_matrix(store, index, a, floor=floor, medians=ref)
         B0 = load_matrix(store, index, others[0], floor=floor, medians=ref)
         out["hypotheses"] = hypothesize_and_verify(store, rows, A, B0, hypotheses, llm_model)

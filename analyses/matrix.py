@@ -8,14 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 
-import pyarrow as pa
-
 from indexer.core.errors import InputError
-from indexer.store.catalog import require_index
-from indexer.store.columns import ColumnCopy, _ranges, above_floor, column_values, fresh_copy, reference_for, row_mask
+from indexer.encode.floor import COUNT_FLOORS, above_floor, apply_floor, check_floor, floor_key, reference_for
 from indexer.store import Filter, Store
+from indexer.store.catalog import require_index
+from indexer.store.columns import ColumnCopy, _ranges, column_values, fresh_copy, row_mask
+from indexer.store.latent_table import latent_table
 
 
 class AnalysisError(InputError):
@@ -174,8 +175,6 @@ def _dataset_values(flt: Filter | None) -> set[str] | None:
 
 def _stored_counts_key(flt: Filter | None, floor: float, has_ref: bool, threshold: float) -> str | None:
     """The per-shard count array that answers this slice exactly, if any."""
-    from indexer.store.columns import COUNT_FLOORS, _floor_key
-
     if threshold != 0 or floor not in COUNT_FLOORS or not has_ref:
         return None
     if flt is not None and not flt.is_empty():
@@ -184,36 +183,13 @@ def _stored_counts_key(flt: Filter | None, floor: float, has_ref: bool, threshol
         vals = _dataset_values(flt)
         if not vals or not all(isinstance(x, str) for x in vals):
             return None
-    return _floor_key(floor)
-
-
-def apply_floor(X: sp.csr_matrix, p50: np.ndarray, floor: float) -> sp.csr_matrix:
-    """Drop weak pooled activations: the noise floor of max-pooling whole documents.
-
-    TopK makes every token fire 32 latents, many weakly; max-pooled over a ~600-token article
-    that leaves ~3,600 non-zero latents per document, so "the document has latent X" stops
-    meaning much. Measured on a planted test (whole BBC articles, a closing sentence in 10% of
-    B): with presence = any non-zero, no top-5 diff latent had the planted documents as its
-    examples; counting a latent only where it fires at >= 0.5x its median strength put the
-    sentence's own latent in the top 5, all 5 examples planted.
-    """
-    X = X.copy()
-    X.data[~above_floor(X.data, X.indices, p50, floor, threshold=-np.inf)] = 0.0
-    X.eliminate_zeros()
-    return X
-
-
+    return floor_key(floor)
 
 
 def check_bound(name: str, value: int, lo: int, hi: int) -> None:
     """Cost bounds every caller (CLI, API, library) hits the same way, with a one-line message."""
     if not lo <= value <= hi:
         raise AnalysisError(f"{name} must be between {lo} and {hi} (got {value})")
-
-
-def check_floor(floor: float) -> None:
-    if not 0 <= floor <= 10:
-        raise AnalysisError("--floor must be between 0 and 10")
 
 
 def require_docs(m: DocMatrix, what: str, minimum: int = 1) -> None:
@@ -227,8 +203,6 @@ def latent_cards(store: Store, ids: list[int]) -> dict[int, dict]:
     Read from the index's in-memory latent table, not from the latents' Qdrant payloads: those
     carry 20 examples each, and converting a few hundred of them held the GIL for ~300 ms at a
     time - a search or ``/healthz`` next to an analysis job waited that long."""
-    from indexer.store.latent_table import latent_table
-
     if not ids:
         return {}
     metas = latent_table(store).metas(sorted(set(int(i) for i in ids)))

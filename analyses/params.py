@@ -12,12 +12,12 @@ from typing import Literal, Optional, Union
 from pydantic import Field
 
 from indexer.core.params import Params, Where
+from indexer.encode.floor import DEFAULT_FLOOR, MAX_FLOOR
 
-DEFAULT_FLOOR = 0.5  # see analyses.matrix.apply_floor
 MAX_SLICES = 32  # B slices of one diff (each is a pass over the copy unless answered from stored counts)
 FLOOR_HELP = ("Count a latent in a document only where it fires at >= this x its typical strength "
               "(the SAE's median pooled activation; 0 = any non-zero).")
-Floor = Field(DEFAULT_FLOOR, ge=0, le=10, description=FLOOR_HELP)
+Floor = Field(DEFAULT_FLOOR, ge=0, le=MAX_FLOOR, description=FLOOR_HELP)
 
 
 class DiffParams(Params):

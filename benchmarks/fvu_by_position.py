@@ -89,7 +89,7 @@ def main() -> None:
                       "ratio_to_trained_positions": round(f / in_train, 3)})
 
     # (2) left context needed: positions 600..700 re-read with c tokens of context.
-    k = int(sae.cfg["k"])
+    k = sae.cfg.k
     ctx_rows = []
     probe = [(ids, h) for ids, h in states_by_doc if len(ids) > 701]
     for c in CONTEXTS:

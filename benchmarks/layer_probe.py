@@ -69,7 +69,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     sae = load_sae(args.sae)
-    sae_layer = int(sae.cfg.get("metadata", {}).get("saedex_layer", 6))
+    sae_layer = int(sae.cfg.metadata.get("saedex_layer", 6))
     layers = [] if args.sae else LAYERS
     reader = Reader(ReaderConfig(layer=max(layers + [sae_layer]), precision="fp32", max_tokens=MAX_TOKENS))
     result: dict = {"layers": layers, "sae_path": args.sae or "default", "reader": reader.config.model, "texts_per_task": args.n, "by_layer": {}, "sae": {}}

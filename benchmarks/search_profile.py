@@ -38,7 +38,7 @@ distinct_queries, write_result = _common.distinct_queries, _common.write_result
 STAGES = [
     ("query embedding (MiniLM)", "encode", "indexer/encode/embedder.py"),
     ("query embedding (MiniLM, one text)", "_forward_one", "indexer/encode/embedder.py"),
-    ("query -> latents (all of it)", "latents_for_query", "indexer/store/catalog.py"),
+    ("query -> latents (all of it)", "latents_for_query", "search/latents.py"),
     ("Qdrant: latent payloads", "get_latents", "indexer/store/base.py"),
     ("Qdrant: ranking query", "search_sparse", "indexer/store/base.py"),
     ("Qdrant: hits' vectors for explanations", "get_docs", "indexer/store/base.py"),

@@ -6,19 +6,23 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
-from indexer.store.catalog import LatentsParams
 from indexer.core.cli import JsonOpt, UrlOpt, console, emit, err_console, friendly_errors
-from indexer.core.params import cli_command
+from indexer.encode.reader import Reader, ReaderConfig, set_threads
 from indexer.encode.sae import DEFAULT_SAE_DIR
+from indexer.ingest.pipeline import Indexer, index_corpus
+from indexer.labels.dictionary.build import build_dictionary
+from indexer.labels.llm import label_with_llm
+from indexer.labels.refresh import refresh_latents
+from indexer.store import list_indexes, open_store
+from indexer.store.catalog import index_info, require_index
+from indexer.train.activation_cache import cache_activations
+from indexer.train.trainer import TrainConfig, train_sae
 
 
 def register(app: typer.Typer) -> None:
     app.command("index")(index_cmd)
     app.command("info")(info_cmd)
-    app.command("latents")(latents_cmd)
-    app.command("latent")(latent_cmd)
     app.command("label")(label_cmd)
     app.command("train-sae")(train_sae_cmd)
     app.command("build-dictionary")(build_dictionary_cmd)
@@ -50,8 +54,6 @@ def index_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ):
     """Index a corpus: reader LM -> SAE -> max-pool -> Qdrant, then refresh latent stats and labels."""
-    from indexer.ingest.pipeline import Indexer, index_corpus
-
     indexer = Indexer.from_options(sae, precision=precision, device=device, batch_tokens=batch_tokens, model=reader,
                                    layer=layer, max_tokens=max_tokens, window=window, overlap=overlap)
     report = index_corpus(path, index, dataset, text_field, id_field, skip_invalid, qdrant_url,
@@ -76,55 +78,9 @@ def index_cmd(
 @friendly_errors
 def info_cmd(index: str = typer.Option(..., "--index"), qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
     """Documents per dataset and the recipe (reader, layer, SAE) of an index."""
-    from indexer.store.catalog import index_info
-    from indexer.store import open_store
-
     with open_store(index, qdrant_url) as store:
         info = index_info(store, index)
     emit(info, as_json, lambda i: console.print_json(data=i))
-
-
-@friendly_errors
-@cli_command(LatentsParams)
-def latents_cmd(params: LatentsParams, index: str = typer.Option(..., "--index"), qdrant_url: Optional[str] = UrlOpt,
-                as_json: bool = JsonOpt):
-    """Top latents by document frequency, or by similarity to --query."""
-    from indexer.store.catalog import list_latents
-    from indexer.store import open_store
-
-    with open_store(index, qdrant_url) as store:
-        out = list_latents(store, index, params)
-    emit(out, as_json, _render_latents)
-
-
-@friendly_errors
-def latent_cmd(latent: int = typer.Argument(..., help="Latent id."), index: str = typer.Option(..., "--index"),
-               qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
-    """One latent: label, kind, quality, 20 activating examples and its negatives."""
-    from indexer.store.catalog import latent_detail
-    from indexer.store import open_store
-
-    with open_store(index, qdrant_url) as store:
-        out = latent_detail(store, index, latent)
-    emit(out, as_json, lambda o: _render_latents({"latents": [o]}))
-
-
-def _render_latents(obj: dict) -> None:
-    t = Table(title="latents")
-    from rich.markup import escape
-
-    for col in ("id", "label", "kind", "quality", "doc freq", "example (firing token in \\[brackets])"):
-        t.add_column(col, overflow="fold")
-    for lat in obj["latents"]:
-        ex = next((e for e in lat["examples"] if e.get("span")), None)
-        shown = ""
-        if ex:
-            s, e = ex["span"]
-            shown = (ex["text"][max(0, s - 50):s] + "[" + ex["text"][s:e] + "]" + ex["text"][e:e + 50]).replace("\n", " ")
-        q = lat.get("quality")
-        t.add_row(str(lat["id"]), escape(lat["label"]), lat.get("kind", ""), f"{q:.2f}" if q is not None else "-",
-                  f"{lat['doc_freq']:.3f}", escape(shown))
-    console.print(t)
 
 
 @friendly_errors
@@ -140,18 +96,12 @@ def label_cmd(
     as_json: bool = JsonOpt,
 ):
     """(Re)label latents: from the SAE's concept dictionary (default), the index's own data, or an LLM."""
-    from indexer.store.catalog import require_index
-    from indexer.store.latent_stats import refresh_latents
-    from indexer.store import open_store
-
     with open_store(index, qdrant_url) as store:
         require_index(store, index)
         if llm is None:
             n = refresh_latents(store, progress=not as_json, own_labels=own_data)
             result = {"relabelled": n, "labeller": "offline" if own_data else "dictionary (offline for latents it lacks)"}
         else:
-            from indexer.labels.llm import label_with_llm
-
             ids = [int(x) for x in only.split(",")] if only else None
             result = label_with_llm(store, llm, ids=ids, min_docs=min_docs, concurrency=concurrency, progress=not as_json)
     emit(result, as_json, lambda r: console.print_json(data=r))
@@ -179,10 +129,6 @@ def train_sae_cmd(
     as_json: bool = JsonOpt,
 ):
     """Cache reader activations for a corpus and train a TopK SAE (resumable; re-run to continue)."""
-    from indexer.train.activation_cache import cache_activations
-    from indexer.encode.reader import Reader, ReaderConfig, set_threads
-    from indexer.train.trainer import TrainConfig, train_sae
-
     set_threads()
     cache = cache_dir or out / "activations"
     rcfg = ReaderConfig(model=reader, layer=layer, max_tokens=max_tokens, precision=precision, device=device)
@@ -210,8 +156,6 @@ def build_dictionary_cmd(
     as_json: bool = JsonOpt,
 ):
     """Build the SAE's concept dictionary: directions, labels, quality scores (resumable; re-run to continue)."""
-    from indexer.labels.dictionary.build import build_dictionary
-
     if not corpus.exists():
         raise typer.BadParameter(f"{corpus}: no such file")
     res = build_dictionary(corpus, sae, work, max_docs=docs, per_latent=per_latent)
@@ -221,8 +165,6 @@ def build_dictionary_cmd(
 @friendly_errors
 def drop_cmd(index: str = typer.Option(..., "--index"), qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
     """Delete an index and everything in it."""
-    from indexer.store import open_store
-
     with open_store(index, qdrant_url) as store:
         existed = store.read_manifest() is not None
         store.drop()  # refuses (exit 1) while another process (indexer, server) has the index open
@@ -232,6 +174,4 @@ def drop_cmd(index: str = typer.Option(..., "--index"), qdrant_url: Optional[str
 @friendly_errors
 def indexes_cmd(qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
     """List indexes."""
-    from indexer.store import list_indexes
-
     emit({"indexes": list_indexes(qdrant_url)}, as_json, lambda r: console.print("\n".join(r["indexes"]) or "(none)"))

@@ -1,4 +1,4 @@
-"""`saedex search` and `saedex eval-retrieval`."""
+"""`saedex latents`, `latent`, `search`, `document` and `eval-retrieval`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,17 @@ from rich.table import Table
 
 from indexer.core.cli import JsonOpt, UrlOpt, console, emit, friendly_errors
 from indexer.core.params import cli_command
+from indexer.store import open_store
+from indexer.store.catalog import latent_detail
+from search.engine import SearchEngine, SearchOptions
+from search.evaluate import evaluate, load_queries
+from search.latents import LatentsParams, list_latents
 from search.params import SearchParams
 
 
 def register(app: typer.Typer) -> None:
+    app.command("latents")(latents_cmd)
+    app.command("latent")(latent_cmd)
     app.command("search")(search_cmd)
     app.command("document")(document_cmd)
     app.command("eval-retrieval")(eval_cmd)
@@ -30,9 +37,6 @@ def search_cmd(
     as_json: bool = JsonOpt,
 ):
     """Property search with explanations (or the BM25 / dense / hybrid baselines)."""
-    from indexer.store import open_store
-    from search.engine import SearchEngine, SearchOptions
-
     opts = SearchOptions.of(params, llm_model=llm)
     with open_store(index, qdrant_url) as store:
         out = SearchEngine(store, index).search(params.query, opts)
@@ -44,9 +48,6 @@ def document_cmd(doc_id: str = typer.Argument(..., help="Document id."), index: 
                  top: int = typer.Option(15, "--top", help="Strongest latents to show (1..200)."),
                  qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
     """A document with its strongest latents and where they fire."""
-    from indexer.store import open_store
-    from search.engine import SearchEngine
-
     with open_store(index, qdrant_url) as store:
         out = SearchEngine(store, index).document(doc_id, top)
 
@@ -106,10 +107,6 @@ def eval_cmd(
     as_json: bool = JsonOpt,
 ):
     """AP per query, MAP, P@10 and MP@50 for every method side by side."""
-    from indexer.store import open_store
-    from search.engine import SearchEngine, SearchOptions
-    from search.evaluate import evaluate, load_queries
-
     qs = load_queries(queries)
     ms = [m.strip() for m in methods.split(",") if m.strip()]
     base = SearchOptions.parse(temperature=temperature, n_latents=n_latents, label_weight=label_weight, max_doc_freq=max_doc_freq,
@@ -131,3 +128,38 @@ def eval_cmd(
         console.print(t)
 
     emit(res, as_json, render)
+
+
+@friendly_errors
+@cli_command(LatentsParams)
+def latents_cmd(params: LatentsParams, index: str = typer.Option(..., "--index"), qdrant_url: Optional[str] = UrlOpt,
+                as_json: bool = JsonOpt):
+    """Top latents by document frequency, or by similarity to --query."""
+    with open_store(index, qdrant_url) as store:
+        out = list_latents(store, index, params)
+    emit(out, as_json, _render_latents)
+
+
+@friendly_errors
+def latent_cmd(latent: int = typer.Argument(..., help="Latent id."), index: str = typer.Option(..., "--index"),
+               qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
+    """One latent: label, kind, quality, 20 activating examples and its negatives."""
+    with open_store(index, qdrant_url) as store:
+        out = latent_detail(store, index, latent)
+    emit(out, as_json, lambda o: _render_latents({"latents": [o]}))
+
+
+def _render_latents(obj: dict) -> None:
+    t = Table(title="latents")
+    for col in ("id", "label", "kind", "quality", "doc freq", "example (firing token in \\[brackets])"):
+        t.add_column(col, overflow="fold")
+    for lat in obj["latents"]:
+        ex = next((e for e in lat["examples"] if e.get("span")), None)
+        shown = ""
+        if ex:
+            s, e = ex["span"]
+            shown = (ex["text"][max(0, s - 50):s] + "[" + ex["text"][s:e] + "]" + ex["text"][e:e + 50]).replace("\n", " ")
+        q = lat.get("quality")
+        t.add_row(str(lat["id"]), escape(lat["label"]), lat.get("kind", ""), f"{q:.2f}" if q is not None else "-",
+                  f"{lat['doc_freq']:.3f}", escape(shown))
+    console.print(t)

@@ -27,11 +27,17 @@ import numpy as np
 from pydantic import Field
 
 from indexer.core.errors import InputError, NotFoundError
-from indexer.store.catalog import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, rank_weights, require_fresh_latent_stats, require_index
 from indexer.encode.embedder import get_embedder
+from indexer.encode.encoder import Encoder
 from indexer.encode.pooling import fire_spans
 from indexer.encode.recipe import read_manifest
 from indexer.store import Filter, Hit, SparseMap, Store
+from indexer.store.catalog import require_fresh_latent_stats, require_index
+from indexer.store.columns import RowLocator, copy_for
+from indexer.store.latent_table import latent_table
+from search.bm25 import allowed_mask, load_or_build_bm25
+from search.latents import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, rank_weights
+from search.llm_steps import llm_expand, llm_filter_latents, llm_rerank
 from search.params import MAX_K, MAX_QUERY_CHARS, SearchParams
 
 HIDDEN_PAYLOAD = {"_fires", "_offsets", "doc_id", "text", "dataset"}
@@ -113,7 +119,7 @@ class SearchEngine:
         self.manifest = require_index(store, index)
         self._lock = threading.Lock()
         self._bm25 = None
-        self._indexer = None
+        self._encoder: Encoder | None = None
         self._token: str | None = store.manifest_token()
         self._checked = time.monotonic()
         self._fresh_for: str | None = None  # token whose latent statistics were found fresh
@@ -135,8 +141,6 @@ class SearchEngine:
         return self._token
 
     def table(self):
-        from indexer.store.latent_table import latent_table
-
         return latent_table(self.store, self.token())
 
     def locator(self):
@@ -146,8 +150,6 @@ class SearchEngine:
         cached = self._locator
         if cached is not None and cached[0] == token:
             return cached[1]
-        from indexer.store.columns import RowLocator, copy_for
-
         loc = None
         try:
             copy = copy_for(self.store, self.manifest.recipe)
@@ -188,8 +190,6 @@ class SearchEngine:
         ok = (rows >= 0) & (table.p90[rows] > 0) & (table.doc_freq[rows] <= opts.max_doc_freq)
         kept = [(i, s, int(r)) for (i, s), r, good in zip(ranked, rows.tolist(), ok.tolist()) if good][: opts.n_latents]
         if opts.llm_filter and kept:
-            from search.llm_steps import llm_filter_latents
-
             keep_ids = llm_filter_latents(query, [(i, table.labels[r], table.descriptions[r]) for i, _, r in kept], opts.llm_model)
             kept = [k for k in kept if k[0] in keep_ids] or kept
         w = rank_weights(len(kept), opts.temperature)
@@ -205,23 +205,18 @@ class SearchEngine:
 
     def expansion_latents(self, query: str, opts: SearchOptions) -> list[WeightedLatent]:
         """Latents of LLM-written example phrases, run through the reader and SAE like documents."""
-        from search.llm_steps import llm_expand
-
         phrases = llm_expand(query, opts.expand, opts.llm_model)
         if not phrases:
             return []
-        indexer = self._get_indexer()
-        from indexer.ingest.corpus import Record
-
-        pts = indexer.encode_records([Record(id=str(i), text=p, fields={}) for i, p in enumerate(phrases)], "expansion")
+        pooled = self._get_encoder().encode_texts(phrases)
         acc: dict[int, float] = {}
-        ids = sorted({i for p in pts for i in p.sparse_indices})
+        ids = sorted({int(i) for p in pooled for i in p.indices})
         meta = self.latent_meta(ids)
-        for p in pts:
-            for i, a in zip(p.sparse_indices, p.sparse_values):
+        for p in pooled:
+            for i, a in zip(p.indices.tolist(), p.values.tolist()):
                 m = meta.get(i)
                 if m and m["p90"] > 0 and m["doc_freq"] <= opts.max_doc_freq:
-                    acc[i] = acc.get(i, 0.0) + a / m["p90"] / len(pts)
+                    acc[i] = acc.get(i, 0.0) + a / m["p90"] / len(pooled)
         top = sorted(acc.items(), key=lambda t: -t[1])[: opts.n_latents]
         w = rank_weights(len(top), opts.temperature)
         return [WeightedLatent(i, meta[i]["label"], float(wi), float(v), meta[i]["p90"]) for (i, v), wi in zip(top, w)]
@@ -297,13 +292,11 @@ class SearchEngine:
         # at most n_latents in all, as without feedback: the ranking query and the explanations stay the same size
         return sorted(merged.values(), key=lambda w: -w.weight)[: opts.n_latents]
 
-    def _get_indexer(self):
+    def _get_encoder(self) -> Encoder:
         with self._lock:
-            if self._indexer is None:
-                from indexer.ingest.pipeline import Indexer
-
-                self._indexer = Indexer.for_recipe(self.manifest.recipe)
-            return self._indexer
+            if self._encoder is None:
+                self._encoder = Encoder.for_recipe(self.manifest.recipe)
+            return self._encoder
 
     def document(self, doc_id: str, top: int = 15) -> dict:
         """A document with its strongest latents (by activation relative to the latent's p90)
@@ -360,8 +353,6 @@ class SearchEngine:
         full_page = len(hits) >= want
         rerank_info = None
         if opts.rerank and hits:
-            from search.llm_steps import llm_rerank
-
             hits, rerank_info = llm_rerank(query or "", hits, opts.llm_model)
         hits = hits[opts.offset : want]
         results = self._explain(hits, latents if explain else [], opts)
@@ -387,8 +378,6 @@ class SearchEngine:
         return latents
 
     def _bm25_hits(self, query: str, flt: Filter, want: int) -> list[Hit]:
-        from search.bm25 import allowed_mask, load_or_build_bm25
-
         with self._lock:
             if self._bm25 is None or self._bm25.key != str(self.store.count()):
                 self._bm25 = load_or_build_bm25(self.store)

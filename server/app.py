@@ -29,18 +29,22 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-
-from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from analyses.params import ClusterParams, CorrelationsParams, DiffParams
+
+from analyses.operations import ANALYSES, Operation
 from indexer.core.errors import SaedexError
-from indexer.core.paths import INDEX_NAME_RE
-from indexer.store.catalog import LatentsParams
 from indexer.core.params import Params, clean_loc
+from indexer.core.paths import INDEX_NAME_RE
 from indexer.core.settings import settings
+from indexer.encode.embedder import get_embedder
+from indexer.store import catalog, list_indexes, open_store
+from search.engine import SearchEngine, SearchOptions
+from search.latents import LatentsParams, list_latents
 from search.params import SearchParams
 from server.auth import ApiKey, Authenticator, KeyConfigError, digest, keys_from_environment
 from server.guard import AuditLog, Guard
@@ -67,9 +71,6 @@ class IndexHandle:
     re-created under us and this handle is stale."""
 
     def __init__(self, name: str, qdrant_url: str | None):
-        from indexer.store import open_store
-        from search.engine import SearchEngine
-
         self.name = name
         self.store = open_store(name, qdrant_url)
         try:
@@ -105,8 +106,6 @@ class Registry:
             if h is not None and time.monotonic() - h.checked >= self.RECHECK_S:
                 h = self._recheck(h)
             if h is None:
-                from indexer.store import list_indexes
-
                 if name not in list_indexes(self.qdrant_url):
                     raise HTTPException(404, f"no index named {name!r}")
                 h = self.handles[name] = IndexHandle(name, self.qdrant_url)
@@ -195,8 +194,6 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     app.state.jobs = jobs
     app.add_middleware(Guard, authenticator=authenticator, max_body=MAX_BODY, audit=audit)
     if preload:
-        from indexer.encode.embedder import get_embedder
-
         get_embedder()  # models load once, at start
         _preload_analyses()
         _settle_heap()
@@ -248,21 +245,15 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
 
     @app.get("/v1/indexes")
     def indexes(key: ApiKey = caller("search")) -> dict:
-        from indexer.store import list_indexes
-
         return {"indexes": [n for n in list_indexes(registry.qdrant_url) if key.may_index(n)]}
 
     @app.get("/v1/indexes/{name}", dependencies=[caller("search")])
     def index_info(name: str = IndexName) -> dict:
-        from indexer.store.catalog import index_info as info
-
         h = registry.get(name)
-        return info(h.store, name)
+        return catalog.index_info(h.store, name)
 
     @app.post("/v1/indexes/{name}/search", dependencies=[caller("search")])
     async def search(body: SearchParams, request: Request, name: str = IndexName) -> Response:
-        from search.engine import SearchOptions
-
         opts = SearchOptions.of(body)  # 422 before the queue
         audit_note(request, query=body.query if body.query is not None else f"like:{body.like}", method=body.method)
 
@@ -320,26 +311,18 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
 
     Wait = Query(0.0, ge=0, le=MAX_WAIT_S, description="seconds to wait for the job to finish before answering (202 if it has not)")
 
-    @app.post("/v1/indexes/{name}/diff", status_code=202, dependencies=[caller("analyses")])
-    async def diff(body: DiffParams, request: Request, name: str = IndexName, wait: float = Wait):
-        from analyses.diff import diff as run
+    def job_route(op: Operation) -> None:
+        """``POST /v1/indexes/NAME/<op.route>``: the body is checked (422) before the job is queued."""
+        async def route(body, request: Request, name: str = IndexName, wait: float = Wait):
+            check_filters(*op.filters(body))
+            return await accepted(request, name, op.route, lambda store, n: op.run(store, n, body), body.model_dump(), wait)
 
-        check_filters((body.a, "a"), *((x, "b") for x in body.b_slices()))
-        return await accepted(request, name, "diff", lambda store, n: run(store, n, body), body.model_dump(), wait)
+        route.__annotations__["body"] = op.params  # FastAPI reads the body's model from the annotation
+        route.__name__ = op.route
+        app.post(f"/v1/indexes/{{name}}/{op.route}", status_code=202, dependencies=[caller(op.role)])(route)
 
-    @app.post("/v1/indexes/{name}/correlations", status_code=202, dependencies=[caller("analyses")])
-    async def correlations(body: CorrelationsParams, request: Request, name: str = IndexName, wait: float = Wait):
-        from analyses.correlations import correlations as run
-
-        check_filters((body.where, "where"))
-        return await accepted(request, name, "correlations", lambda store, n: run(store, n, body), body.model_dump(), wait)
-
-    @app.post("/v1/indexes/{name}/clusters", status_code=202, dependencies=[caller("analyses")])
-    async def clusters(body: ClusterParams, request: Request, name: str = IndexName, wait: float = Wait):
-        from analyses.clustering import cluster as run
-
-        check_filters((body.where, "where"))
-        return await accepted(request, name, "clusters", lambda store, n: run(store, n, body), body.model_dump(), wait)
+    for op in ANALYSES:
+        job_route(op)
 
     def own_job(job_id: str, key: ApiKey):
         job = jobs.get(job_id)
@@ -368,17 +351,13 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     # ---------------------------------------------------------------- latents and documents
     @app.get("/v1/indexes/{name}/latents", dependencies=[caller("search")])
     def latents(request: Request, name: str = IndexName, params: LatentsQuery = Query()) -> dict:
-        from indexer.store.catalog import list_latents
-
         h = registry.get(name)
         audit_note(request, query=params.query)
         return list_latents(h.store, name, params, table=h.engine.table())
 
     @app.get("/v1/indexes/{name}/latents/{latent_id}", dependencies=[caller("search")])
     def latent(name: str = IndexName, latent_id: int = PathParam(..., ge=0, le=10_000_000)) -> dict:
-        from indexer.store.catalog import latent_detail
-
-        return latent_detail(registry.get(name).store, name, latent_id)
+        return catalog.latent_detail(registry.get(name).store, name, latent_id)
 
     @app.get("/v1/indexes/{name}/documents/{doc_id:path}", dependencies=[caller("search")])
     def document(name: str = IndexName, doc_id: str = PathParam(..., min_length=1, max_length=512),
@@ -406,11 +385,8 @@ def _settle_heap() -> None:
 
 
 def _preload_analyses() -> None:
-    """Import the analyses (scipy.stats, scikit-learn) at start-up: a first job importing them
-    held the GIL for ~0.5 s, stalling every search and /healthz meanwhile."""
-    import analyses.clustering  # noqa: F401
-    import analyses.correlations  # noqa: F401
-    import analyses.diff  # noqa: F401
+    """Import what the analyses import lazily (scipy.stats, scikit-learn) at start-up: a first job
+    importing them held the GIL for ~0.5 s, stalling every search and /healthz meanwhile."""
     import scipy.stats  # noqa: F401
     import sklearn.cluster  # noqa: F401
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.core.errors import InputError
+from indexer.core.paths import INDEX_NAME_RE
+from indexer.core.settings import settings
 
 ROLES = ("search", "analyses", "admin")
 MIN_KEY_CHARS = 8
@@ -80,8 +82,6 @@ def keys_from_env(value: str | None) -> list[ApiKey]:
 
 
 def keys_from_file(path: Path) -> list[ApiKey]:
-    from indexer.core.paths import INDEX_NAME_RE
-
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -132,8 +132,6 @@ def load_keys(env_value: str | None = None, keys_file: str | Path | None = None)
 
 
 def keys_from_environment() -> list[ApiKey]:
-    from indexer.core.settings import settings
-
     s = settings()
     return load_keys(s.api_keys, s.keys_file)
 

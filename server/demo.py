@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from server.cli import app
+
 DIFF_A, DIFF_B = "sports", "business"  # the demo's diff: two folders of the BBC corpus
 
 
@@ -47,8 +49,6 @@ def demo_jsonl(per_topic: int | None) -> Path:
 
 def run(*args: str) -> None:
     """Run one saedex command in this process (models load once), output and progress bars live."""
-    from server.cli import app
-
     print(f"\n$ saedex {' '.join(args)}", flush=True)
     try:
         rc = app(list(args), standalone_mode=False)

@@ -6,9 +6,12 @@ from typing import Optional
 
 import typer
 
-from indexer.core.errors import InputError
-from indexer.core.settings import settings
 from indexer.core.cli import UrlOpt, err_console, friendly_errors
+from indexer.core.errors import InputError
+from indexer.core.paths import saedex_home
+from indexer.core.settings import settings
+from server.app import create_app
+from server.auth import load_keys
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -36,9 +39,6 @@ def serve_cmd(
 
     import uvicorn
 
-    from server.app import create_app
-    from server.auth import load_keys
-
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     keys = load_keys(settings().api_keys, keys_file)  # KeyConfigError (a ValueError): exit 2
     if not keys:
@@ -47,8 +47,6 @@ def serve_cmd(
         err_console.print("[yellow]warning:[/yellow] no API keys configured: the API is open on loopback")
     _single_thread_torch()
     if audit_log is None:
-        from indexer.core.paths import saedex_home
-
         audit_log = str(saedex_home() / "audit.jsonl")
     if audit_log:
         err_console.print(f"audit log: {audit_log}")

@@ -289,7 +289,7 @@ MARKER = Path("/tmp/saedex-planted-pickle-ran")
 
 def test_planted_cache_files_cannot_run_code(tmp_path):
     """Caches were pickles loaded from the index folder: a planted file there executed code."""
-    from indexer.store.latent_stats import _load_snippet_cache
+    from indexer.labels.windows import load_snippet_cache
     from search.bm25 import load_or_build_bm25
 
     MARKER.unlink(missing_ok=True)
@@ -302,7 +302,7 @@ def test_planted_cache_files_cannot_run_code(tmp_path):
     bm = load_or_build_bm25(_FakeStore(tmp_path))
     assert bm.top("apples", 1)[0][0] == 0  # rebuilt, and the rebuilt cache loads
     assert load_or_build_bm25(_FakeStore(tmp_path)).doc_ids == ["a", "b", "c"]
-    assert _load_snippet_cache(tmp_path / "snippet_cache.npz") == {}
+    assert load_snippet_cache(tmp_path / "snippet_cache.npz") == {}
     assert not MARKER.exists()
 
 

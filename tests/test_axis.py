@@ -33,7 +33,7 @@ def test_positions_weigh_latents_by_their_lean_and_ignore_document_length():
 def test_query_matching_subtracts_how_similar_a_latent_is_to_any_property():
     """A latent whose contexts resemble every property (high mean similarity to the taxonomy)
     must not outrank one that resembles this query specifically."""
-    from indexer.store.catalog import latents_for_query
+    from search.latents import latents_for_query
     from indexer.store.latent_table import LatentTable
 
     q = np.array([1.0, 0.0, 0.0], np.float32)

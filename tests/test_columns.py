@@ -141,7 +141,6 @@ KILLER = textwrap.dedent("""
 
 
 def test_kill_between_qdrant_and_copy_is_detected_and_rebuilt_identically(tmp_path):
-    from analyses.diff import diff
     from tests.conftest import ROOT
 
     env = dict(os.environ)

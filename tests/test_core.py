@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from analyses.params import ClusterParams, CorrelationsParams, DiffParams
-from indexer.store.catalog import LatentsParams
+from search.latents import LatentsParams
 from indexer.core.errors import InputError
 from indexer.core.params import ParamsError
 from indexer.encode.recipe import (
@@ -77,11 +77,10 @@ def test_cli_options_are_generated_from_the_model(model):
     import inspect
 
     import analyses.cli
-    import indexer.cli
     import search.cli
 
     cmd = {SearchParams: search.cli.search_cmd, DiffParams: analyses.cli.diff_cmd, CorrelationsParams: analyses.cli.correlations_cmd,
-           ClusterParams: analyses.cli.cluster_cmd, LatentsParams: indexer.cli.latents_cmd}[model]
+           ClusterParams: analyses.cli.cluster_cmd, LatentsParams: search.cli.latents_cmd}[model]
     params = inspect.signature(cmd).parameters
     for name, f in model.model_fields.items():
         assert name in params, name
@@ -115,7 +114,7 @@ def test_the_cli_turns_where_options_into_the_models_json_form(monkeypatch):
     """``--where k=v --where k=w`` reaches the library as {"k": ["v", "w"]}, the API's form."""
     from typer.testing import CliRunner
 
-    import analyses.correlations
+    import analyses.cli
     from server.cli import app
 
     seen = {}
@@ -124,7 +123,7 @@ def test_the_cli_turns_where_options_into_the_models_json_form(monkeypatch):
         seen["params"] = params
         return {"pairs": [], "documents": 0, "dropped_same_span": 0, "dropped_similar_labels": 0}
 
-    monkeypatch.setattr(analyses.correlations, "correlations", fake)
+    monkeypatch.setattr(analyses.cli, "correlations", fake)  # the name the command calls
     r = CliRunner().invoke(app, ["correlations", "--index", "anyname", "--where", "topic=a", "--where", "topic=b",
                                  "--where", "n=3", "--top", "7", "--json"])
     assert r.exit_code == 0, r.output
@@ -143,7 +142,7 @@ def test_offline_labels_follow_the_strongest_examples():
 
 
 def test_dictionary_qualifiers_stay_only_where_this_index_shows_them():
-    from indexer.store.latent_stats import localise_label
+    from indexer.labels.dictionary.localise import localise_label
 
     qwest = [{"text": "a higher offer from Qwest.", "span": [20, 21]}, {"text": "one of Qantas' key routes", "span": [7, 8]}]
     # the training corpus's qualifier goes; what this index's examples share (split names) comes
@@ -185,7 +184,7 @@ def test_offline_label_names_the_shared_form_of_different_tokens():
 def test_a_dictionary_concept_yields_where_the_strongest_examples_share_a_form():
     """On the demo index the dictionary's concept "loan" fired on "[Quir]ksville" and "Mike
     [Pre]ttejohn": the index's own form label replaces it; on loans it stays."""
-    from indexer.store.latent_stats import dictionary_agrees
+    from indexer.labels.dictionary.localise import dictionary_agrees
 
     names = [{"text": t, "span": s} for t, s in (("was called Quirksville.", [10, 15]), ("Mike Prettejohn, Netcraft", [4, 8]),
                                                  ("some of Metlife's", [7, 11]))]
@@ -227,7 +226,7 @@ def test_offline_labels_get_a_held_out_quality_and_duplicate_passages_count_once
     documents is one example (the BBC corpus has duplicate articles)."""
     from indexer.labels.quality import Background, Detector
     from indexer.labels.offline import OfflineLabeller
-    from indexer.store.latent_stats import _offline_qualities, distinct_examples
+    from indexer.labels.examples import distinct_examples
 
     docs = {r: _payload(f"the club signed Steve Bruce today number {r}", [5]) for r in range(8)}
     docs.update({100 + r: _payload(f"a quiet day for weather {r}", []) for r in range(6)})
@@ -235,7 +234,7 @@ def test_offline_labels_get_a_held_out_quality_and_duplicate_passages_count_once
     lab = OfflineLabeller([d["text"] for d in docs.values()])
     assert lab.label(examples[0::2])["detector"] == {"tokens": ["steve"]}  # plain JSON, like the rest of a label
     assert Detector.from_dict({"form": "name_start"}) == Detector(form="name_start") and Detector.from_dict(None) is None
-    q = _offline_qualities([(5, examples)], lab, {5: list(range(8))}, docs, [docs[100 + r] for r in range(6)])
+    q = lab.held_out_qualities([(5, examples)], {5: list(range(8))}, docs, [docs[100 + r] for r in range(6)])
     assert q == {5: 1.0}  # every held-out window holds "steve", no background window does
     assert Background([]).false_positive_rate(Detector(tokens=("x",)), 1) is None
     same = {"text": "Microsoft [recommended] users", "span": [10, 23]}
@@ -271,7 +270,8 @@ def test_a_dictionary_concept_label_is_checked_against_this_indexs_own_top_examp
     import numpy as np
 
     from indexer.encode.embedder import get_embedder
-    from indexer.store.latent_stats import CONCEPT_HERE_MIN_AUC, _concept_qualities_here, _WindowCache
+    from indexer.labels.dictionary.localise import CONCEPT_HERE_MIN_AUC, concept_qualities_here
+    from indexer.labels.windows import WindowCache
 
     emb = get_embedder()
     goals = ["the striker scored a late goal", "the keeper saved a penalty kick", "fans cheered the winning goal",
@@ -281,6 +281,6 @@ def test_a_dictionary_concept_label_is_checked_against_this_indexs_own_top_examp
                                             "whisk two eggs with sugar", "season the soup with salt", "chop the garlic finely")]
     vecs = np.zeros((3, emb.dim), np.float16)
     vecs[1], vecs[2] = emb.encode(["football match", "cooking a recipe"])
-    q = _concept_qualities_here({1: examples, 2: examples}, SimpleNamespace(label_vecs=vecs), background, emb, False,
-                               _WindowCache(None))
+    q = concept_qualities_here({1: examples, 2: examples}, SimpleNamespace(label_vecs=vecs), background, emb, False,
+                              WindowCache(None))
     assert q[1] >= CONCEPT_HERE_MIN_AUC > q[2]

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from tests.conftest import ROOT, cli, load_bbc, write_jsonl
@@ -81,8 +80,8 @@ def test_other_sae_is_refused(bbc_index, tmp_path):
 
     sae = load_sae()
     other = tmp_path / "other_sae"
-    save_sae(other, sae.W_enc * 1.01, sae.b_enc, sae.W_dec, sae.b_dec, k=int(sae.cfg["k"]),
-             metadata=sae.cfg.get("metadata", {}), dtype=torch.float16)
+    save_sae(other, sae.W_enc * 1.01, sae.b_enc, sae.W_dec, sae.b_dec, k=sae.cfg.k,
+             metadata=sae.cfg.metadata, dtype=torch.float16)
     path = write_jsonl(tmp_path / "one.jsonl", load_bbc(1))
     r = cli("index", str(path), "--index", bbc_index, "--sae", str(other), "--json")
     assert r.exit_code == 2 and "built with another recipe" in r.output and "sae.hash" in r.output

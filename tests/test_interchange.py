@@ -113,6 +113,7 @@ def test_bad_import_files_are_refused_in_one_line(bbc_index, tmp_path):
 def test_latent_statistics_read_in_latent_blocks_equal_one_pass(monkeypatch):
     """Latent statistics hold one block of latents at a time (a 1M-document index has ~1.5
     billion non-zeros); however the latents are split, the stored statistics are identical."""
+    import indexer.labels.refresh as R
     import indexer.store.latent_stats as L
     import tests.test_columns as T
     from indexer.store.columns import copy_for
@@ -133,7 +134,7 @@ def test_latent_statistics_read_in_latent_blocks_equal_one_pass(monkeypatch):
         copy.initialise()
         store.upsert_docs(pts)
         copy.append_points(pts)
-        L.refresh_latents(store, progress=False)
+        R.refresh_latents(store, progress=False)
         results.append({p.latent: {k: v for k, v in p.payload.items()} for p in store.get_latents()})
         store.close()
     assert len(results[0]) > 400 and results[0] == results[1]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from indexer.encode.pooling import encode_and_pool, fire_spans, pack
-from indexer.encode.sae import DEFAULT_SAE_DIR, fold_normalisation, fraction_of_variance_unexplained, load_sae, save_sae
+from indexer.encode.sae import DEFAULT_SAE_DIR, fold_normalisation, load_sae, save_sae
 
 
 def test_shipped_sae_is_sae_lens_format_and_has_a_report():
@@ -36,7 +36,7 @@ def test_sae_lens_loads_our_sae_and_encodes_identically(tmp_path):
     a = ours.encode(x)
     b = theirs.encode(x.to(theirs.W_enc.dtype)).float()
     assert torch.allclose(a, b, atol=1e-3)
-    assert int((a > 0).sum(1).max()) <= int(ours.cfg["k"])
+    assert int((a > 0).sum(1).max()) <= ours.cfg.k
 
 
 def test_folding_normalisation_is_exact(tmp_path):

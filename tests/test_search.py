@@ -4,7 +4,6 @@ and the LLM paths against an OpenAI-compatible stub on loopback."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -34,7 +33,7 @@ def test_sae_search_contract_and_explanations(bbc_index):
 
 
 def test_rank_weights_formula():
-    from indexer.store.catalog import rank_weights
+    from search.latents import rank_weights
 
     w = rank_weights(100, 0.2)
     assert w[0] == pytest.approx(1.0) and w[50] == pytest.approx(pytest.approx(2.718281828 ** (-(50 / 100) / 0.2)))

@@ -6,13 +6,12 @@ import re
 from pathlib import Path
 
 from indexer.core.errors import InputError
+from indexer.core.settings import settings
 
 INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def saedex_home() -> Path:
-    from indexer.core.settings import settings
-
     home = settings().home
     home.mkdir(parents=True, exist_ok=True)
     return home

@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from indexer.encode.reader import ReaderConfig, resolve_precision
+
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _lock = threading.Lock()
 _cache_lock = threading.Lock()
@@ -47,8 +49,6 @@ class Embedder:
         # The reader's precision rule (SAEDEX_PRECISION, else bf16 where native): bf16 MiniLM ran
         # 1.65x faster at cosine >= 0.9999 to fp32 (60 BBC articles); int8 reached only 0.93.
         import torch
-
-        from indexer.encode.reader import ReaderConfig, resolve_precision
 
         self.precision = resolve_precision(ReaderConfig().precision, torch.device("cpu"))
         if self.precision == "bf16":

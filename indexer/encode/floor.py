@@ -1,27 +1,70 @@
-"""Per-latent reference strength for the pooling noise floor, measured on the SAE's own corpus.
+"""The pooling noise floor, written once: reference strengths per latent and the rule that uses them.
 
-The noise floor (see :mod:`indexer.encode.pooling`) drops a pooled activation below ``floor x`` the
-latent's typical document-level strength. "Typical" must be a property of the SAE, not of one
-index: an index-relative median moves as the index grows, so stored vectors and pre-computed
-counts would go stale. This module computes, once per SAE, each latent's median max-pooled
-activation over the documents of a reference corpus where it fires, and ships it beside the SAE
-(``pooling_reference.npy``, float32, d_sae values).
+Max-pooling a TopK SAE over a whole document leaves thousands of weak latents per document, so
+"the document has latent X" stops meaning much. The floor counts a latent in a document only where
+its pooled activation reaches ``floor x`` the latent's typical document-level strength. "Typical"
+is a property of the SAE, not of one index: an index-relative median moves as the index grows, so
+stored vectors and pre-computed counts would go stale. So each SAE ships, beside its weights, each
+latent's median max-pooled activation over the documents of a reference corpus where it fires
+(``pooling_reference.npy``, float32, d_sae values; built by
+``python -m indexer.labels.dictionary.reference``).
 
-    python -m indexer.encode.floor CORPUS [--sae DIR] [--docs 2000] [--out FILE]
+Measured on a planted test (whole BBC articles, a closing sentence in 10% of B): with presence =
+any non-zero, no top-5 diff latent had the planted documents as its examples; at >= 0.5x the
+median strength the sentence's own latent was in the top 5, all 5 examples planted.
+Stored counts (the columnar copy), diff, NPMI and clustering all call :func:`above_floor`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from indexer.core.errors import InputError
+from indexer.encode.encoder import Encoder
+from indexer.encode.sae import sae_dir
 
 REFERENCE_FILE = "pooling_reference.npy"
+DEFAULT_FLOOR = 0.5
+MAX_FLOOR = 10.0
+COUNT_FLOORS = (0.0, 0.5)  # floors (x reference strength) whose per-dataset counts each columnar shard stores
+
+
+class FloorError(InputError):
+    pass
+
+
+def check_floor(floor: float) -> None:
+    if not 0 <= floor <= MAX_FLOOR:
+        raise FloorError(f"--floor must be between 0 and {MAX_FLOOR:g}")
+
+
+def above_floor(values: np.ndarray, latents: np.ndarray, reference: np.ndarray | None, floor: float,
+                threshold: float = 0.0) -> np.ndarray:
+    """Which pooled activations count as the latent being present: above ``threshold`` and at
+    >= ``floor`` x the latent's reference strength (no floor without a reference). The one rule
+    behind stored counts, diff, NPMI and clustering."""
+    keep = np.asarray(values) > threshold
+    if floor > 0 and reference is not None:
+        keep &= np.asarray(values) >= floor * reference[np.asarray(latents)]
+    return keep
+
+
+def apply_floor(X: sp.csr_matrix, reference: np.ndarray, floor: float) -> sp.csr_matrix:
+    """A document x latent matrix without its activations below the floor."""
+    X = X.copy()
+    X.data[~above_floor(X.data, X.indices, reference, floor, threshold=-np.inf)] = 0.0
+    X.eliminate_zeros()
+    return X
+
+
+def floor_key(f: float) -> str:
+    """The name of the stored per-dataset counts at floor ``f`` (a columnar shard's count arrays)."""
+    return f"present_at_{f:g}".replace(".", "_")
 
 
 def load_reference(sae_dir: str | Path, d_sae: int) -> np.ndarray | None:
@@ -35,20 +78,28 @@ def load_reference(sae_dir: str | Path, d_sae: int) -> np.ndarray | None:
     return ref
 
 
-def compute_reference(indexer, texts: list[str], batch_docs: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def reference_for(recipe) -> np.ndarray | None:
+    """The reference strengths of the SAE an index's recipe names, or None."""
+    path, d_sae = recipe.sae.path, recipe.sae.d_sae
+    if not path:
+        return None
+    try:
+        return load_reference(sae_dir(path), d_sae)
+    except (OSError, ValueError):
+        return None
+
+
+def compute_reference(encoder: Encoder, texts: list[str], batch_docs: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Median max-pooled activation per latent over the documents where it fires, and how many
     documents that median rests on (latents that never fired get 0: no floor for them)."""
-    from indexer.encode.pooling import encode_and_pool
-
-    d_sae = indexer.sae.d_sae
+    d_sae = encoder.sae.d_sae
     lat_chunks, val_chunks = [], []
     t0, done = time.time(), 0
     for s in range(0, len(texts), batch_docs):
         chunk = texts[s : s + batch_docs]
-        for batch in indexer.reader.encode(chunk):
-            for doc in encode_and_pool(indexer.sae, batch.states, batch.offsets):
-                lat_chunks.append(doc.indices.astype(np.int32))
-                val_chunks.append(doc.values.astype(np.float32))
+        for doc in encoder.encode_texts(chunk):
+            lat_chunks.append(doc.indices.astype(np.int32))
+            val_chunks.append(doc.values.astype(np.float32))
         done += len(chunk)
         print(f"reference: {done}/{len(texts)} docs ({done / max(time.time() - t0, 1e-6):.1f} docs/s)", file=sys.stderr, flush=True)
     lat = np.concatenate(lat_chunks)
@@ -63,34 +114,3 @@ def compute_reference(indexer, texts: list[str], batch_docs: int = 64) -> tuple[
     mid = starts[has] + (n[has] - 1) // 2
     med[has] = val[mid]
     return med, n
-
-
-def main() -> None:
-    from indexer.labels.dictionary.collect import read_texts
-    from indexer.ingest.pipeline import Indexer
-    from indexer.encode.sae import DEFAULT_SAE_DIR
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("corpus", type=Path)
-    ap.add_argument("--sae", default=str(DEFAULT_SAE_DIR))
-    ap.add_argument("--docs", type=int, default=2000)
-    ap.add_argument("--skip", type=int, default=20000, help="start after the documents the dictionary was built on")
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
-    texts = []
-    for i, t in enumerate(read_texts(args.corpus)):
-        if i < args.skip:
-            continue
-        texts.append(t)
-        if len(texts) >= args.docs:
-            break
-    indexer = Indexer.from_options(args.sae)
-    med, n = compute_reference(indexer, texts)
-    out = args.out or Path(args.sae) / REFERENCE_FILE
-    np.save(out, med)
-    print(f"wrote {out}: {int((n > 0).sum())} latents with a reference, median support {int(np.median(n[n > 0]))} docs",
-          file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()

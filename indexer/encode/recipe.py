@@ -91,7 +91,7 @@ class Recipe:
     def build(cls, reader_cfg, sae, sae_path: str, embedder: str, d_model: int, precision: str | None = None) -> "Recipe":
         return cls(reader=ReaderRecipe(**reader_cfg.recipe(), d_model=d_model),
                    sae=SaeRecipe(path=sae_path, hash=sae.content_hash(), d_sae=sae.d_sae, architecture=sae.architecture,
-                                 k=sae.cfg.get("k")),
+                                 k=getattr(sae.cfg, "k", None)),
                    embedder=embedder, inference=Inference(precision or reader_cfg.precision, reader_cfg.device))
 
     @classmethod

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +27,66 @@ SAE_LENS_FORMAT_VERSION = "6.54.12"  # written into metadata so sae-lens >= 6 lo
 DEFAULT_SAE_DIR = Path(__file__).parent / "default_sae"
 
 
+# ----------------------------------------------------------------------------- typed configs
+@dataclass
+class SAEConfig:
+    """The sae-lens ``cfg.json`` of one SAE, typed. Keys this saedex does not know (a newer
+    sae-lens, another trainer) are kept in ``extra`` and written back, so load -> save round-trips."""
+
+    d_in: int
+    d_sae: int
+    dtype: str = "float32"
+    device: str = "cpu"
+    apply_b_dec_to_input: bool = True
+    normalize_activations: str | None = "none"
+    reshape_activations: str = "none"
+    metadata: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def architecture(cls) -> str:
+        return "standard"
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**d, **self.extra, "architecture": self.architecture()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SAEConfig":
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in d.items() if k in known},
+                   extra={k: v for k, v in d.items() if k not in known and k != "architecture"})
+
+
+@dataclass
+class TopKSAEConfig(SAEConfig):
+    k: int = 32
+    rescale_acts_by_decoder_norm: bool = False
+
+    @classmethod
+    def architecture(cls) -> str:
+        return "topk"
+
+
+@dataclass
+class JumpReLUSAEConfig(SAEConfig):
+    @classmethod
+    def architecture(cls) -> str:
+        return "jumprelu"
+
+
+# ----------------------------------------------------------------------------- SAE classes
 @dataclass
 class SparseAutoencoder:
+    """A ReLU ("standard") SAE; subclasses change only the sparsifier (sae-lens's class per architecture)."""
+
     W_enc: torch.Tensor  # (d_in, d_sae)
     b_enc: torch.Tensor  # (d_sae,)
     W_dec: torch.Tensor  # (d_sae, d_in)
     b_dec: torch.Tensor  # (d_in,)
-    cfg: dict
+    cfg: SAEConfig
+    # (W_enc, b_enc) in the encoding dtype/device; None: fp32 on CPU (see set_precision)
+    _fast: tuple | None = field(default=None, init=False, repr=False)
 
     @property
     def d_in(self) -> int:
@@ -45,45 +98,28 @@ class SparseAutoencoder:
 
     @property
     def architecture(self) -> str:
-        return str(self.cfg.get("architecture", "standard"))
+        return self.cfg.architecture()
+
+    def _centred(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        """Dense activations from pre-activations: the architecture's sparsifier."""
+        return torch.relu(pre)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Dense (n, d_sae) latent activations of raw hidden states ``x`` (n, d_in)."""
-        x = x.to(self.W_enc.dtype)
-        if self.cfg.get("apply_b_dec_to_input", True):
-            x = x - self.b_dec
-        pre = x @ self.W_enc + self.b_enc
-        arch = self.architecture
-        if arch == "topk":
-            k = int(self.cfg["k"])
-            vals, idx = pre.topk(min(k, pre.shape[-1]), dim=-1)
-            out = torch.zeros_like(pre)
-            out.scatter_(-1, idx, torch.relu(vals))
-            return out
-        if arch == "jumprelu":
-            thr = self.threshold
-            return pre * (pre > thr)
-        return torch.relu(pre)
+        return self.activate(self._centred(x.to(self.W_enc.dtype)) @ self.W_enc + self.b_enc)
 
     def encode_topk_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(values, indices) of the active latents per token; for TopK without a dense scatter.
+        """(values, indices) of the active latents per token (padded to the most active token's count).
 
         The pre-activation matmul (d_in x d_sae per token) runs in the precision chosen by
         :meth:`set_precision` (bf16 is ~1.9x faster than fp32 on 2 CPU cores with native bf16).
         """
-        x = x.to(torch.float32)
-        if self.cfg.get("apply_b_dec_to_input", True):
-            x = x - self.b_dec
-        pre = self._pre_activations(x)
-        if self.architecture == "topk":
-            vals, idx = pre.topk(min(int(self.cfg["k"]), pre.shape[-1]), dim=-1)
-            return torch.relu(vals).float(), idx
-        dense = self.encode(x + self.b_dec if self.cfg.get("apply_b_dec_to_input", True) else x)
+        dense = self.activate(self._pre_activations(self._centred(x.to(torch.float32))).float())
         k = int((dense > 0).sum(-1).max().item()) or 1
-        vals, idx = dense.topk(k, dim=-1)
-        return vals, idx
-
-    _fast: tuple | None = None  # (W_enc, b_enc) in the encoding dtype/device; None: fp32 on CPU
+        return dense.topk(k, dim=-1)
 
     def set_precision(self, precision: str, device: torch.device | str = "cpu") -> "SparseAutoencoder":
         """Encode with ``fp32`` or ``bf16`` weights on ``device`` (the reader's choice, see reader.resolve_precision)."""
@@ -105,7 +141,9 @@ class SparseAutoencoder:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return z @ self.W_dec + self.b_dec
 
-    threshold: torch.Tensor | None = None
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The weights as saved (sae-lens names)."""
+        return {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
 
     def content_hash(self) -> str:
         """Identifies the SAE in index manifests: indexes built with other weights are refused."""
@@ -113,6 +151,83 @@ class SparseAutoencoder:
         for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
             h.update(getattr(self, name).detach().to(torch.float16).numpy().tobytes())
         return h.hexdigest()[:16]
+
+    def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+        """Write the folder sae-lens reads: ``cfg.json`` (``cfg.to_dict()``, any architecture) and the weights."""
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().to(dtype).contiguous() for k, v in self.tensors().items()}, str(p / "sae_weights.safetensors"))
+        (p / "cfg.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        return p
+
+    @classmethod
+    def from_tensors(cls, w: dict[str, torch.Tensor], cfg: SAEConfig) -> "SparseAutoencoder":
+        return cls(W_enc=w["W_enc"].float(), b_enc=w["b_enc"].float(), W_dec=w["W_dec"].float(), b_dec=w["b_dec"].float(), cfg=cfg)
+
+
+@dataclass
+class TopKSAE(SparseAutoencoder):
+    """Only the k largest pre-activations survive: what makes max-pooling cheap."""
+
+    cfg: TopKSAEConfig
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        vals, idx = pre.topk(min(self.cfg.k, pre.shape[-1]), dim=-1)
+        return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
+
+    def encode_topk_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, indices) of the k largest per token, without a dense scatter."""
+        pre = self._pre_activations(self._centred(x.to(torch.float32)))
+        vals, idx = pre.topk(min(self.cfg.k, pre.shape[-1]), dim=-1)
+        return torch.relu(vals).float(), idx
+
+
+@dataclass
+class JumpReLUSAE(SparseAutoencoder):
+    """A pre-activation survives above its latent's learned threshold."""
+
+    cfg: JumpReLUSAEConfig
+    threshold: torch.Tensor | None = None  # (d_sae,)
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        return pre * (pre > self.threshold.to(pre.dtype))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {**super().tensors(), "threshold": self.threshold}
+
+    @classmethod
+    def from_tensors(cls, w: dict[str, torch.Tensor], cfg: SAEConfig) -> "JumpReLUSAE":
+        sae = super().from_tensors(w, cfg)
+        sae.threshold = w["threshold"].float()
+        return sae
+
+
+# ----------------------------------------------------------------------------- registry
+SAE_CLASS_REGISTRY: dict[str, tuple[type[SparseAutoencoder], type[SAEConfig]]] = {}
+
+
+def register_sae_class(architecture: str, sae_class: type[SparseAutoencoder], cfg_class: type[SAEConfig]) -> None:
+    """Make an architecture loadable by name (``cfg.json``'s ``architecture``), as sae-lens's registry does."""
+    SAE_CLASS_REGISTRY[architecture] = (sae_class, cfg_class)
+
+
+register_sae_class("standard", SparseAutoencoder, SAEConfig)
+register_sae_class("topk", TopKSAE, TopKSAEConfig)
+register_sae_class("jumprelu", JumpReLUSAE, JumpReLUSAEConfig)
+
+
+def sae_classes(architecture: str) -> tuple[type[SparseAutoencoder], type[SAEConfig]]:
+    try:
+        return SAE_CLASS_REGISTRY[architecture]
+    except KeyError:
+        raise InputError(f"SAE architecture {architecture!r} is not supported "
+                         f"(known: {', '.join(sorted(SAE_CLASS_REGISTRY))})") from None
+
+
+def sae_from(cfg_dict: dict, tensors: dict[str, torch.Tensor]) -> SparseAutoencoder:
+    """An SAE of the architecture ``cfg_dict`` names."""
+    sae_cls, cfg_cls = sae_classes(str(cfg_dict.get("architecture", "standard")))
+    return sae_cls.from_tensors(tensors, cfg_cls.from_dict(cfg_dict))
 
 
 def sae_dir(path: str | Path | None) -> Path:
@@ -134,15 +249,9 @@ def load_sae(path: str | Path | None = None) -> SparseAutoencoder:
     if not (p / "cfg.json").exists() or not (p / "sae_weights.safetensors").exists():
         raise InputError(f"{p}: not an SAE folder (needs cfg.json and sae_weights.safetensors)")
     cfg = json.loads((p / "cfg.json").read_text())
-    w = load_file(str(p / "sae_weights.safetensors"))
-    sae = SparseAutoencoder(
-        W_enc=w["W_enc"].float(), b_enc=w["b_enc"].float(), W_dec=w["W_dec"].float(), b_dec=w["b_dec"].float(), cfg=cfg
-    )
-    if "threshold" in w:
-        sae.threshold = w["threshold"].float()
     if cfg.get("normalize_activations", "none") not in ("none", None):
         raise InputError(f"{p}: normalize_activations={cfg['normalize_activations']!r} is not supported; fold it into the weights")
-    return sae
+    return sae_from(cfg, load_file(str(p / "sae_weights.safetensors")))
 
 
 def _load_pretrained_release(spec: str) -> SparseAutoencoder:
@@ -156,13 +265,8 @@ def _load_pretrained_release(spec: str) -> SparseAutoencoder:
         raise UnavailableError(f"cannot load pretrained SAE {spec!r} (is the model hub reachable?): {e}") from None
     sae_obj = loaded[0] if isinstance(loaded, tuple) else loaded
     cfg = sae_obj.cfg.to_dict() if hasattr(sae_obj.cfg, "to_dict") else dict(vars(sae_obj.cfg))
-    out = SparseAutoencoder(
-        W_enc=sae_obj.W_enc.detach().float(), b_enc=sae_obj.b_enc.detach().float(),
-        W_dec=sae_obj.W_dec.detach().float(), b_dec=sae_obj.b_dec.detach().float(), cfg=cfg,
-    )
-    if hasattr(sae_obj, "threshold"):
-        out.threshold = sae_obj.threshold.detach().float()
-    return out
+    tensors = {n: getattr(sae_obj, n).detach() for n in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold") if hasattr(sae_obj, n)}
+    return sae_from(cfg, tensors)
 
 
 def fold_normalisation(
@@ -187,31 +291,10 @@ def save_sae(
     metadata: dict,
     dtype: torch.dtype = torch.float16,
 ) -> Path:
-    """Write a TopK SAE in sae-lens's on-disk format."""
-    p = Path(path)
-    p.mkdir(parents=True, exist_ok=True)
-    cfg = {
-        "d_in": int(W_enc.shape[0]),
-        "d_sae": int(W_enc.shape[1]),
-        "dtype": "float32",
-        "device": "cpu",
-        "apply_b_dec_to_input": True,
-        "normalize_activations": "none",
-        "reshape_activations": "none",
-        "metadata": {"sae_lens_version": SAE_LENS_FORMAT_VERSION, "sae_lens_training_version": SAE_LENS_FORMAT_VERSION, **metadata},
-        "k": int(k),
-        "rescale_acts_by_decoder_norm": False,
-        "architecture": "topk",
-    }
-    tensors = {
-        "W_enc": W_enc.detach().to(dtype).contiguous(),
-        "b_enc": b_enc.detach().to(dtype).contiguous(),
-        "W_dec": W_dec.detach().to(dtype).contiguous(),
-        "b_dec": b_dec.detach().to(dtype).contiguous(),
-    }
-    save_file(tensors, str(p / "sae_weights.safetensors"))
-    (p / "cfg.json").write_text(json.dumps(cfg, indent=2))
-    return p
+    """Write a TopK SAE (what ``saedex train-sae`` makes) in sae-lens's on-disk format."""
+    cfg = TopKSAEConfig(d_in=int(W_enc.shape[0]), d_sae=int(W_enc.shape[1]), k=int(k), metadata={
+        "sae_lens_version": SAE_LENS_FORMAT_VERSION, "sae_lens_training_version": SAE_LENS_FORMAT_VERSION, **metadata})
+    return TopKSAE(W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec, cfg=cfg).save(path, dtype)
 
 
 def fraction_of_variance_unexplained(sae: SparseAutoencoder, x: np.ndarray, batch: int = 4096) -> dict:

@@ -22,9 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexer.core.errors import InputError
-from indexer.store.columns import column_values, payload_table, writer_for
+from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
 from indexer.encode.recipe import IncompleteRecipe, Manifest, Recipe, create_manifest, read_manifest
-from indexer.store import DocPoint, Filter, Store
+from indexer.labels.refresh import refresh_latents
+from indexer.store import DocPoint, Filter, Store, open_store
+from indexer.store.catalog import add_dataset
+from indexer.store.columns import column_values, payload_table, writer_for
 
 RECIPE_KEY = b"saedex.recipe"
 CORE = {"id", "dataset", "text", "latents", "values", "dense"}
@@ -125,10 +128,6 @@ def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch:
     Every row is validated before the first write (ids, lengths, latent range, finite
     non-negative values), so a bad file leaves the index untouched. Ids already in the index are
     skipped, as with ``saedex index``."""
-    from indexer.store.catalog import add_dataset
-    from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
-    from indexer.store import open_store
-
     path = Path(path)
     pf, recipe = read_recipe(path, index)
     d_sae = recipe.sae.d_sae
@@ -163,8 +162,6 @@ def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch:
             if progress:
                 print(f"import: {report.indexed:,}/{len(rows):,} documents", file=sys.stderr, flush=True)
         if refresh and report.indexed:
-            from indexer.store.latent_stats import refresh_latents
-
             report.latents_relabelled = refresh_latents(store, progress=progress)
     return report
 

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.core.errors import InputError
+from indexer.encode.embedder import get_embedder
+from indexer.encode.encoder import EncodeCounts, Encoder
+from indexer.encode.pooling import pack
+from indexer.encode.recipe import create_manifest, read_manifest
 from indexer.ingest.corpus import ReadStats, Record, content_id, read_corpus
-from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
-from indexer.encode.recipe import Recipe, create_manifest, read_manifest
-from indexer.encode.pooling import encode_and_pool, pack
-from indexer.encode.reader import Reader, ReaderConfig, get_reader, set_threads
-from indexer.encode.sae import DEFAULT_SAE_DIR, load_sae
-from indexer.store.columns import writer_for
+from indexer.labels.refresh import refresh_latents as refresh_latent_labels
 from indexer.store import DocPoint, Store, open_store
+from indexer.store.catalog import add_dataset
+from indexer.store.columns import writer_for
 
 RESERVED = {"doc_id", "text", "dataset", "_fires", "_offsets", "n_tokens", "truncated", "content_hash"}
 
@@ -59,56 +59,8 @@ class IndexReport:
         return d
 
 
-class Indexer:
-    """Holds the models (loaded once) and writes documents into one index."""
-
-    def __init__(self, reader_cfg: ReaderConfig | None = None, sae_path: str | None = None, embedder: str = DEFAULT_EMBEDDER,
-                 sae_object=None):
-        set_threads()
-        self.reader_cfg = reader_cfg or ReaderConfig()
-        self.sae_path = str(sae_path or DEFAULT_SAE_DIR)
-        self.sae = sae_object if sae_object is not None else load_sae(self.sae_path)
-        self._reader: Reader | None = None
-        self.embedder_name = embedder
-
-    @classmethod
-    def for_recipe(cls, recipe: Recipe) -> "Indexer":
-        """An indexer that makes vectors exactly as ``recipe`` says (search's ``--like``/``expand``)."""
-        r = recipe.reader
-        cfg = ReaderConfig(model=r.model, layer=r.layer, max_tokens=r.max_tokens,
-                           **{k: v for k, v in (("window", r.window), ("overlap", r.overlap)) if v is not None})
-        return cls(cfg, recipe.sae.folder, recipe.embedder or DEFAULT_EMBEDDER)
-
-    @classmethod
-    def from_options(cls, sae: str | None = None, precision: str = "auto", device: str = "auto", batch_tokens: int = 2048,
-                     **reader: int | str | None) -> "Indexer":
-        """An indexer from command-line choices: reader settings not given (None) come from the
-        SAE's metadata (the reader and layer it was trained on), then from the defaults. The SAE
-        is loaded once. ReaderConfig validates every value, so a bad --layer fails before anything
-        is written."""
-        loaded = load_sae(sae or str(DEFAULT_SAE_DIR))
-        meta = loaded.cfg.get("metadata", {})
-        given = {"model": meta.get("saedex_reader"), "layer": meta.get("saedex_layer")} | {
-            k: v for k, v in reader.items() if v is not None}
-        cfg = ReaderConfig(**{k: v for k, v in given.items() if v is not None}, precision=precision, device=device,
-                           batch_tokens=batch_tokens)
-        return cls(cfg, sae, sae_object=loaded)
-
-    @property
-    def reader(self) -> Reader:
-        if self._reader is None:
-            reader = get_reader(self.reader_cfg)
-            if reader.d_model != self.sae.d_in:
-                raise InputError(f"SAE expects d_in={self.sae.d_in} but reader {self.reader_cfg.model} layer "
-                                 f"{self.reader_cfg.layer} has width {reader.d_model}")
-            # The SAE's encoder matmul runs in the reader's precision, on its device.
-            self.sae.set_precision(reader.precision, reader.device)
-            self._reader = reader
-        return self._reader
-
-    def recipe(self) -> Recipe:
-        return Recipe.build(self.reader_cfg, self.sae, self.sae_path if self.sae_path != str(DEFAULT_SAE_DIR) else "default",
-                            self.embedder_name, self.sae.d_in, precision=self.reader.precision)
+class Indexer(Encoder):
+    """An :class:`Encoder` that also writes: makes payloads and documents for one index."""
 
     def prepare_store(self, store: Store, index: str) -> None:
         """Validate the recipe (loads the reader: a bad --layer fails here), take the store's lock,
@@ -125,16 +77,11 @@ class Indexer:
     def encode_records(self, records: list[Record], dataset: str, report: IndexReport | None = None) -> list[DocPoint]:
         """Reader + SAE + pooling + dense embedding for a chunk of records."""
         texts = [r.text for r in records]
-        pooled: list = [None] * len(records)
-        for batch in self.reader.encode(texts):
-            docs = encode_and_pool(self.sae, batch.states, batch.offsets)
-            for i, p in zip(batch.indices, docs):
-                pooled[i] = p
-            if report is not None:
-                report.tokens += batch.n_tokens
-                report.padded_tokens += batch.n_padded
-                report.computed_tokens += batch.n_computed
-                report.truncated_docs += batch.truncated
+        counts = EncodeCounts()
+        pooled = self.encode_texts(texts, counts)
+        if report is not None:
+            for name in ("tokens", "padded_tokens", "computed_tokens", "truncated_docs"):
+                setattr(report, name, getattr(report, name) + getattr(counts, name))
         dense = get_embedder(self.embedder_name).encode(texts)
         points = []
         for r, p, dv in zip(records, pooled, dense):
@@ -189,8 +136,6 @@ def index_corpus(
     indexer = indexer or Indexer()
     with open_store(index, qdrant_url) as store:
         indexer.prepare_store(store, index)
-        from indexer.store.catalog import add_dataset
-
         add_dataset(store, dataset)
         existing = store.existing_doc_hashes([r.id for r in records]) if records else {}
         changed = [r for r in records if r.id in existing and existing[r.id] != content_id(r.text)]
@@ -216,9 +161,7 @@ def index_corpus(
         report.seconds = round(time.time() - t_enc, 2)
         stale = read_manifest(store, index).state.latent_stats_docs != store.count()
         if refresh_latents and (report.indexed or report.updated or stale):
-            from indexer.store.latent_stats import refresh_latents as _refresh
-
-            report.latents_relabelled = _refresh(store, progress=progress)
+            report.latents_relabelled = refresh_latent_labels(store, progress=progress)
     report.seconds = report.seconds or round(time.time() - t0, 2)
     return report
 

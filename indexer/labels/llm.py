@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import sys
 
+from indexer.core.llm import LLMClient, require_llm
 from indexer.encode.embedder import get_embedder
 from indexer.labels.quality import background_windows, embedding_qualities
-from indexer.store.latent_stats import short_window
-from indexer.core.llm import LLMClient, require_llm
+from indexer.labels.windows import short_window
 from indexer.store import Store
 
 SYSTEM = (
@@ -109,3 +109,22 @@ def label_with_llm(store: Store, model: str | None, ids: list[int] | None = None
         store.upsert_latents(changed)
     cache_file.write_text(json.dumps(cache))
     return {"labelled": len(todo) - failed, "cached": cached, "failed": failed, "model": model, "usage": client.usage.as_dict()}
+
+
+class LLMLabeller:
+    """Labels by any OpenAI-compatible model (``saedex label --llm``); its labels carry
+    ``label_source = "llm:MODEL"``."""
+
+    name = "llm"
+
+    def __init__(self, model: str | None = None):
+        self.model = model
+
+    @staticmethod
+    def keeps(payload: dict, dictionary_has_it: bool) -> bool:
+        """An LLM label was paid for: it stays while the latent's examples do."""
+        return True
+
+    def label_store(self, store: Store, ids: list[int] | None = None, min_docs: int = 3, concurrency: int | None = None,
+                    progress: bool = True) -> dict:
+        return label_with_llm(store, self.model, ids, min_docs, concurrency, progress)

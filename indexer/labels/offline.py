@@ -18,8 +18,11 @@ import math
 import re
 from collections import Counter
 
+import numpy as np
+
+from indexer.encode.pooling import unpack
 from indexer.labels.forms import form_label, shared_form
-from indexer.labels.quality import Detector, token_text
+from indexer.labels.quality import Background, Detector, held_out_quality, token_text, window_keys
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]+|\d+|[^\sA-Za-z\d]")
 _STOP = set("""a an the and or but if of to in on at by for with from as is are was were be been being it its this that
@@ -49,6 +52,42 @@ def _words(text: str) -> list[str]:
 
 
 class OfflineLabeller:
+    """Labels a latent by the tokens it fires on and the words around them in this index's own examples."""
+
+    name = "offline"
+
+    @staticmethod
+    def keeps(payload: dict, dictionary_has_it: bool) -> bool:
+        """A stored offline label stays while its examples do, unless the dictionary now names the
+        latent or the labeller changed since (LABELLER_VERSION)."""
+        return not dictionary_has_it and payload.get("label_version") == LABELLER_VERSION
+
+    def held_out_qualities(self, to_label: list[tuple[int, list[dict]]], example_rows: dict[int, list[int]],
+                           payloads: dict[int, dict], background_payloads: list[dict]) -> dict[int, float]:
+        """Held-out quality of each offline label (:mod:`indexer.labels.quality`): the label is chosen
+        again from the even-ranked examples and its detector scored on the odd-ranked ones against
+        background windows the latent does not fire in."""
+        if not to_label:
+            return {}
+        background = Background(background_payloads)
+        offsets: dict[int, np.ndarray] = {}
+        out: dict[int, float] = {}
+        for latent, examples in to_label:
+            shown = [(ex, r) for ex, r in zip(examples, example_rows.get(latent, [])) if ex.get("span") and ex.get("doc_span")]
+            if len(shown) < 4:  # two to choose, two to score: fewer says nothing
+                continue
+            detector = Detector.from_dict(self.label([ex for ex, _ in shown[0::2]]).get("detector"))
+            held_out = []
+            for ex, r in shown[1::2]:
+                p = payloads[r]
+                if r not in offsets:
+                    offsets[r] = unpack(p["_offsets"], 2) if p.get("_offsets") else np.zeros((0, 2), np.int32)
+                held_out.append(window_keys(p["text"], offsets[r], tuple(ex["doc_span"])))
+            q = held_out_quality(detector, held_out, background, latent)
+            if q is not None:
+                out[latent] = q
+        return out
+
     def __init__(self, background_texts: list[str]):
         self.n_bg = max(len(background_texts), 1)
         df: Counter = Counter()

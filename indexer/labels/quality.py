@@ -25,8 +25,10 @@ from typing import Iterator
 
 import numpy as np
 
-from indexer.labels.forms import forms_of
 from indexer.encode.pooling import unpack
+from indexer.labels.dictionary.labelling import auc_rows
+from indexer.labels.forms import forms_of
+from indexer.labels.windows import short_window
 
 WINDOW = 90  # characters each side of the firing token, as the snippets users read (latent_stats.snippet)
 
@@ -142,8 +144,6 @@ BACKGROUND_DOCS = 300
 
 def windows_from_payloads(payloads: list[dict], seed: int = 0) -> list[tuple[str, set[int]]]:
     """(a short window at a seeded random token, the latents firing in its document) per document."""
-    from indexer.store.latent_stats import short_window
-
     return [(short_window(text, list(span)), set(fires.tolist())) for text, _, span, fires in sampled_tokens(payloads, seed)]
 
 
@@ -163,8 +163,6 @@ def embedding_qualities(items: list[tuple[int, np.ndarray, list]], background: l
     """``items``: (latent, label vector, held-out firing windows: texts, or their unit vectors).
     AUC of cosine similarity, held-out windows against background windows of documents the
     latent is absent from."""
-    from indexer.labels.dictionary.labelling import auc_rows
-
     items = [it for it in items if len(it[2]) >= min_held_out]
     if not items or not background:
         return {}

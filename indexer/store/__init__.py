@@ -6,8 +6,19 @@
 
 from __future__ import annotations
 
+from indexer.core.paths import index_dir, saedex_home, validate_index_name
 from indexer.store.base import (
-    DOCS, LATENTS, DocPoint, Filter, Hit, IndexLocked, IndexNotFound, LatentPoint, Store, StoreError, point_id,
+    DOCS,
+    LATENTS,
+    DocPoint,
+    Filter,
+    Hit,
+    IndexLocked,
+    IndexNotFound,
+    LatentPoint,
+    Store,
+    StoreError,
+    point_id,
 )
 from indexer.store.edge import EdgeStore
 from indexer.store.server import ServerStore, list_server_indexes
@@ -16,8 +27,6 @@ from indexer.store.sparse import SparseMap
 
 def open_store(name: str, qdrant_url: str | None = None) -> Store:
     """The store for index ``name``: Qdrant Edge under ``$SAEDEX_HOME`` unless a URL is given."""
-    from indexer.core.paths import index_dir, validate_index_name
-
     validate_index_name(name)
     if qdrant_url:
         return ServerStore(qdrant_url, name)
@@ -25,8 +34,6 @@ def open_store(name: str, qdrant_url: str | None = None) -> Store:
 
 
 def list_indexes(qdrant_url: str | None = None) -> list[str]:
-    from indexer.core.paths import saedex_home
-
     if qdrant_url:
         return list_server_indexes(qdrant_url)
     root = saedex_home() / "indexes"

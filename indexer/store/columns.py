@@ -43,14 +43,16 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import scipy.sparse as sp
 
-from indexer.store import SparseMap, StoreError
+from indexer.core.progress import checkpoint
+from indexer.encode.floor import COUNT_FLOORS, above_floor, floor_key, reference_for
+from indexer.encode.recipe import read_manifest
+from indexer.store import SparseMap, StoreError, point_id
 
 FORMAT = 1
 DIRNAME = "columns"
 REBUILD_ROWS = 16384  # rows per shard written by a rebuild or a bulk append (bounds its memory)
 FAN_IN = 8  # small shards merged this many at a time
 NOT_COPIED = {"text", "_fires", "_offsets", "_dense"}  # payload that analyses never filter or count on
-COUNT_FLOORS = (0.0, 0.5)  # floors (x reference strength) whose per-dataset counts each shard stores
 JSON_META = b"saedex.json"
 
 
@@ -286,8 +288,6 @@ class ColumnCopy:
         return Shard(indptr, indices, values, table, counts, order)
 
     def iter_shards(self, arrays: bool = True) -> Iterator[Shard]:
-        from indexer.core.progress import checkpoint
-
         refs = self.shards()
         for n, ref in enumerate(refs):
             checkpoint(n, len(refs))  # where a cancelled analysis job stops
@@ -348,7 +348,7 @@ class ColumnCopy:
                 continue
             keep = ok & above_floor(val, idx, self.reference, f)
             key = nnz_ds[keep] * self.d_sae + idx[keep].astype(np.int64)
-            out[_floor_key(f)] = np.bincount(key, minlength=len(names) * self.d_sae).reshape(len(names), self.d_sae).astype(np.int32)
+            out[floor_key(f)] = np.bincount(key, minlength=len(names) * self.d_sae).reshape(len(names), self.d_sae).astype(np.int32)
         return out
 
     def _merge_small(self) -> None:
@@ -479,8 +479,6 @@ def order_keys(doc_ids: list[str]) -> np.ndarray:
     Analyses and latent statistics order documents by this key, not by when they were written,
     so an index re-created in another order (an import, a rebuild on another machine) gives
     the same examples, samples and tie-breaks - and the same order a Qdrant scroll returns."""
-    from indexer.store import point_id
-
     return np.fromiter((int(point_id(d).replace("-", "")[:16], 16) for d in doc_ids), np.uint64, count=len(doc_ids))
 
 
@@ -510,21 +508,6 @@ def _prefetched(batches: Iterable[list], depth: int = 2) -> Iterator[list]:
         raise failure[0]
 
 
-def above_floor(values: np.ndarray, latents: np.ndarray, reference: np.ndarray | None, floor: float,
-                threshold: float = 0.0) -> np.ndarray:
-    """Which pooled activations count as the latent being present: above ``threshold`` and at
-    >= ``floor`` x the latent's reference strength (no floor without a reference). The one rule
-    behind stored counts, diff, NPMI and clustering."""
-    keep = np.asarray(values) > threshold
-    if floor > 0 and reference is not None:
-        keep &= np.asarray(values) >= floor * reference[np.asarray(latents)]
-    return keep
-
-
-def _floor_key(f: float) -> str:
-    return f"present_at_{f:g}".replace(".", "_")
-
-
 def _size_class(rows: int) -> int:
     c, r = 0, max(rows, 1)
     while r >= 128 * FAN_IN ** (c + 1):
@@ -547,25 +530,9 @@ def copy_for(store, recipe) -> ColumnCopy:
     return ColumnCopy(store.cache_file(DIRNAME), recipe.sae.d_sae, reference_for(recipe))
 
 
-def reference_for(recipe) -> np.ndarray | None:
-    """The SAE's reference strengths (see :mod:`indexer.encode.floor`), or None."""
-    from indexer.encode.floor import load_reference
-    from indexer.encode.sae import sae_dir
-
-    path, d_sae = recipe.sae.path, recipe.sae.d_sae
-    if not path:
-        return None
-    try:
-        return load_reference(sae_dir(path), d_sae)
-    except (OSError, ValueError):
-        return None
-
-
 def writer_for(store, replacing: bool) -> ColumnCopy | None:
     """The copy a writer (ingest, import) appends to in step with Qdrant, or None when it is
     stale or about to be (documents replaced in place): then the next reader rebuilds it."""
-    from indexer.encode.recipe import read_manifest
-
     copy = copy_for(store, read_manifest(store).recipe)
     n = store.count()
     if replacing:

@@ -98,8 +98,14 @@ class EdgeStore(Store):
 
     def create(self, dense_dim: int, label_dim: int) -> None:
         from qdrant_edge import (
-            Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams, EdgeVectorParams, HnswIndexConfig,
-            PayloadSchemaType, UpdateOperation,
+            Distance,
+            EdgeConfig,
+            EdgeShard,
+            EdgeSparseVectorParams,
+            EdgeVectorParams,
+            HnswIndexConfig,
+            PayloadSchemaType,
+            UpdateOperation,
         )
 
         self.root.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 
 from indexer.store import Store
-
 
 TABLE_FIELDS = ["label", "kind", "quality", "description", "quantiles", "doc_freq"]
 
@@ -40,9 +39,12 @@ class LatentTable:
     kinds: list[str]
     descriptions: list[str]
     # each latent's mean cosine (label, snippet vector) to the 208 taxonomy concepts: how similar it
-    # is to *any* property; query matching subtracts it (see indexer.store.catalog.latents_for_query)
+    # is to *any* property; query matching subtracts it. Computed by search.latents.centering on first
+    # use (the taxonomy is the labels' vocabulary, above this floor); given here only by tests.
     label_ref: np.ndarray | None = None
     snippet_ref: np.ndarray | None = None
+    # what readers compute once from this table (search's centering), dropped with it
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -92,7 +94,6 @@ def build_table(store: Store, token: str | None) -> LatentTable:
     labels = _unit([p.label_vec for p in pts], dim)
     snippets = _unit([p.snippet_vec or p.label_vec for p in pts], dim)
     pl = [p.payload for p in pts]
-    ref = _reference_concepts(dim)
     return LatentTable(
         token=token,
         ids=np.array([p.latent for p in pts], np.int64),
@@ -102,25 +103,7 @@ def build_table(store: Store, token: str | None) -> LatentTable:
         quality=np.array([np.nan if x.get("quality") is None else float(x["quality"]) for x in pl], np.float32),
         labels=[x.get("label", "") for x in pl], kinds=[x.get("kind", "lexical") for x in pl],
         descriptions=[x.get("description", "") for x in pl],
-        label_ref=(labels @ ref.T).mean(axis=1) if ref is not None else None,
-        snippet_ref=(snippets @ ref.T).mean(axis=1) if ref is not None else None,
     )
-
-
-_ref_cache: dict[int, np.ndarray | None] = {}
-
-
-def _reference_concepts(dim: int) -> np.ndarray | None:
-    """Unit embeddings of the taxonomy's concepts (styles, tones, formats, topics...): the
-    reference set a latent's generic similarity is measured against. None when the embedder's
-    dimension differs from the index's label vectors (another embedder)."""
-    if dim not in _ref_cache:
-        from indexer.labels.dictionary.vocabulary import taxonomy
-        from indexer.encode.embedder import get_embedder
-
-        emb = get_embedder()
-        _ref_cache[dim] = emb.encode([c.text for c in taxonomy()]) if emb.dim == dim else None
-    return _ref_cache[dim]
 
 
 _tables: "weakref.WeakKeyDictionary[Store, LatentTable]" = weakref.WeakKeyDictionary()

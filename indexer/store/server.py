@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+from indexer.core.paths import saedex_home
 from indexer.store.base import DOCS, LATENTS, Filter, Nearest, Store, build_filter
 
 META = "meta"
@@ -78,8 +79,6 @@ class ServerStore(Store):
 
     # ------------------------------------------------------------ lifecycle
     def cache_file(self, filename: str) -> Path:
-        from indexer.core.paths import saedex_home
-
         d = saedex_home() / "cache"
         d.mkdir(parents=True, exist_ok=True)
         return d / f"{self.name}.{filename}"

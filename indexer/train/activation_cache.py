@@ -17,8 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
-from indexer.ingest.corpus import read_corpus
 from indexer.encode.reader import Reader
+from indexer.ingest.corpus import read_corpus
 
 
 def _write_atomic(path: Path, array: np.ndarray) -> None:

@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from indexer.core.errors import InputError
-from indexer.train.activation_cache import iter_shards
+from indexer.encode.reader import resolve_device
 from indexer.encode.sae import fold_normalisation, fraction_of_variance_unexplained, load_sae, save_sae
+from indexer.train.activation_cache import iter_shards
 
 
 @dataclass
@@ -154,8 +155,6 @@ def _train_sae(cache_dir: Path, out_dir: Path, cfg: TrainConfig, metadata: dict,
         scale = math.sqrt(d_in) / float((sample - mean).norm(dim=1).mean())
         stats = {"mean": mean, "scale": scale}
         torch.save(stats, stats_path)
-    from indexer.encode.reader import resolve_device
-
     device = resolve_device(cfg.device)
     mean, scale = stats["mean"].to(device), float(stats["scale"])
     model = TopKTrainer(d_in, cfg).to(device)

@@ -3,15 +3,26 @@ built once on the SAE's training corpus (`saedex build-dictionary`) and shipped 
 
 from __future__ import annotations
 
+from indexer.encode.sae import sae_dir
 from indexer.labels.dictionary.store import Dictionary, load_dictionary
 
 
 def dictionary_for(recipe) -> Dictionary | None:
     """The dictionary of an index's SAE (its :class:`indexer.encode.recipe.Recipe`), if one was built
     for exactly these weights."""
-    from indexer.encode.sae import sae_dir
-
     return load_dictionary(sae_dir(recipe.sae.path), recipe.sae.hash)
 
 
-__all__ = ["Dictionary", "dictionary_for", "load_dictionary"]
+class DictionaryLabeller:
+    """Labels from the SAE's shipped concept dictionary: the same names for the same latents in every
+    index, checked against this index's examples (:mod:`indexer.labels.dictionary.localise`)."""
+
+    name = "dictionary"
+
+    @staticmethod
+    def keeps(payload: dict, dictionary_has_it: bool) -> bool:
+        """Never kept as stored: re-reading the dictionary costs nothing and follows its rebuilds."""
+        return False
+
+
+__all__ = ["Dictionary", "DictionaryLabeller", "dictionary_for", "load_dictionary"]

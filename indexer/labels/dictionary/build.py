@@ -18,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.encode.embedder import get_embedder
+from indexer.encode.encoder import Encoder
+from indexer.labels.dictionary.collect import collect
+from indexer.labels.dictionary.labelling import label_all
+from indexer.labels.dictionary.store import save_dictionary
+from indexer.labels.dictionary.vocabulary import load_vocabulary
+
 
 def build_dictionary(corpus: Path, sae_dir: Path, work: Path, max_docs: int, per_latent: int = 16,
                      n_background: int = 4000, vocabulary: list | None = None, progress: bool = True) -> dict:
-    from indexer.labels.dictionary.collect import collect
-    from indexer.labels.dictionary.labelling import label_all
-    from indexer.labels.dictionary.store import save_dictionary
-    from indexer.labels.dictionary.vocabulary import load_vocabulary
-    from indexer.encode.embedder import get_embedder
-    from indexer.ingest.pipeline import Indexer
-
     work.mkdir(parents=True, exist_ok=True)
     timings = json.loads((work / "timings.json").read_text()) if (work / "timings.json").exists() else {}
 
@@ -38,7 +38,7 @@ def build_dictionary(corpus: Path, sae_dir: Path, work: Path, max_docs: int, per
             print(f"{stage}: {timings[stage]:.0f} s", file=sys.stderr, flush=True)
 
     t0 = time.time()
-    ix = Indexer.from_options(str(sae_dir))
+    ix = Encoder.from_options(str(sae_dir))
     state_path = work / "collect.pkl"
     state = pickle.loads(state_path.read_bytes()) if state_path.exists() else None
     # (read the instance's own attributes: a dataclass default would answer for an older pickle)

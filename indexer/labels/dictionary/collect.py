@@ -26,6 +26,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from indexer.labels.windows import snippet
+
 CONTEXT_CHARS = 80  # characters either side of the peak token (~30 words in all; MiniLM cost grows with length)
 
 
@@ -66,9 +68,7 @@ def read_texts(path: Path) -> Iterator[str]:
 
 
 def context_window(text: str, s: int, e: int, width: int = CONTEXT_CHARS) -> tuple[str, int, int]:
-    """The text around [s, e) on word boundaries (latent_stats.snippet); returns (window, s', e')."""
-    from indexer.store.latent_stats import snippet
-
+    """The text around [s, e) on word boundaries (:func:`indexer.labels.windows.snippet`); returns (window, s', e')."""
     win = snippet(text, [s, e], width)
     return win["text"].replace("\n", " "), win["span"][0], win["span"][1]
 

@@ -1,0 +1,92 @@
+"""The model half of indexing: text -> reader hidden states -> SAE -> max-pooled sparse vector.
+
+One class serves every caller that turns text into latents the way an index does: the ingest
+pipeline (which adds payloads and writes), search's ``--expand`` phrases, the noise-floor reference
+and the dictionary build. Writing to a store is not its business (:mod:`indexer.ingest.pipeline`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from indexer.core.errors import InputError
+from indexer.encode.embedder import DEFAULT_EMBEDDER
+from indexer.encode.pooling import PooledDoc, encode_and_pool
+from indexer.encode.reader import Reader, ReaderConfig, get_reader, set_threads
+from indexer.encode.recipe import Recipe
+from indexer.encode.sae import DEFAULT_SAE_DIR, load_sae
+
+
+@dataclass
+class EncodeCounts:
+    """Token accounting of one or more encode calls (what an index report shows)."""
+
+    tokens: int = 0
+    padded_tokens: int = 0
+    computed_tokens: int = 0  # positions run through the reader (BOS per window, overlap context)
+    truncated_docs: int = 0
+
+
+class Encoder:
+    """Holds the reader and the SAE (each loaded once) and encodes texts exactly as a recipe says."""
+
+    def __init__(self, reader_cfg: ReaderConfig | None = None, sae_path: str | None = None, embedder: str = DEFAULT_EMBEDDER,
+                 sae_object=None):
+        set_threads()
+        self.reader_cfg = reader_cfg or ReaderConfig()
+        self.sae_path = str(sae_path or DEFAULT_SAE_DIR)
+        self.sae = sae_object if sae_object is not None else load_sae(self.sae_path)
+        self._reader: Reader | None = None
+        self.embedder_name = embedder
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe):
+        """An encoder that makes vectors exactly as ``recipe`` says (search's ``--like``/``expand``)."""
+        r = recipe.reader
+        cfg = ReaderConfig(model=r.model, layer=r.layer, max_tokens=r.max_tokens,
+                           **{k: v for k, v in (("window", r.window), ("overlap", r.overlap)) if v is not None})
+        return cls(cfg, recipe.sae.folder, recipe.embedder or DEFAULT_EMBEDDER)
+
+    @classmethod
+    def from_options(cls, sae: str | None = None, precision: str = "auto", device: str = "auto", batch_tokens: int = 2048,
+                     **reader: int | str | None):
+        """An encoder from command-line choices: reader settings not given (None) come from the
+        SAE's metadata (the reader and layer it was trained on), then from the defaults. The SAE
+        is loaded once. ReaderConfig validates every value, so a bad --layer fails before anything
+        is written."""
+        loaded = load_sae(sae or str(DEFAULT_SAE_DIR))
+        meta = loaded.cfg.metadata
+        given = {"model": meta.get("saedex_reader"), "layer": meta.get("saedex_layer")} | {
+            k: v for k, v in reader.items() if v is not None}
+        cfg = ReaderConfig(**{k: v for k, v in given.items() if v is not None}, precision=precision, device=device,
+                           batch_tokens=batch_tokens)
+        return cls(cfg, sae, sae_object=loaded)
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            reader = get_reader(self.reader_cfg)
+            if reader.d_model != self.sae.d_in:
+                raise InputError(f"SAE expects d_in={self.sae.d_in} but reader {self.reader_cfg.model} layer "
+                                 f"{self.reader_cfg.layer} has width {reader.d_model}")
+            # The SAE's encoder matmul runs in the reader's precision, on its device.
+            self.sae.set_precision(reader.precision, reader.device)
+            self._reader = reader
+        return self._reader
+
+    def recipe(self) -> Recipe:
+        return Recipe.build(self.reader_cfg, self.sae, self.sae_path if self.sae_path != str(DEFAULT_SAE_DIR) else "default",
+                            self.embedder_name, self.sae.d_in, precision=self.reader.precision)
+
+    def encode_texts(self, texts: list[str], counts: EncodeCounts | None = None) -> list[PooledDoc]:
+        """Reader + SAE + max-pooling, one pooled document per text, in order."""
+        pooled: list = [None] * len(texts)
+        for batch in self.reader.encode(texts):
+            for i, p in zip(batch.indices, encode_and_pool(self.sae, batch.states, batch.offsets)):
+                pooled[i] = p
+            if counts is not None:
+                counts.tokens += batch.n_tokens
+                counts.padded_tokens += batch.n_padded
+                counts.computed_tokens += batch.n_computed
+                counts.truncated_docs += batch.truncated
+        return pooled

@@ -1,0 +1,146 @@
+"""Refresh an index's latents after an ingest, in stages: statistics -> examples -> choose a label
+-> score it -> embed it.
+
+1. *Statistics* (:mod:`indexer.store.latent_stats`): one scan gives each latent's document
+   frequency, quantiles, top documents and negatives.
+2. *Examples* (:mod:`indexer.labels.examples`): the payloads of just those documents are fetched to
+   cut out the firing passages.
+3. *Choose*: the SAE's concept dictionary names a latent where it ships one for these weights and
+   its label reads true here (:mod:`indexer.labels.dictionary.localise`); otherwise the offline
+   labeller labels the index's own examples. A stored label whose examples did not change stays
+   where its labeller says so (:func:`indexer.labels.labeller.labeller_of`): labelling is the slow part.
+4. *Score*: held-out quality of each new offline label.
+5. *Embed*: label vectors (what the label says) and snippet vectors (what the latent does).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from indexer.encode.embedder import get_embedder
+from indexer.encode.recipe import read_manifest, update_state
+from indexer.labels.dictionary import dictionary_for
+from indexer.labels.dictionary.localise import CONCEPT_HERE_MIN_AUC, concept_qualities_here, dictionary_agrees, localise_label
+from indexer.labels.examples import build_examples, examples_hash
+from indexer.labels.labeller import labeller_of
+from indexer.labels.offline import OfflineLabeller
+from indexer.labels.windows import WindowCache, snippet_vectors
+from indexer.store import LatentPoint, Store
+from indexer.store.latent_stats import N_BACKGROUND, N_TOP, fetch_payloads, latent_statistics, scan_index
+
+
+def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabeller | None = None,
+                    own_labels: bool = False) -> int:
+    """Recompute latent stats/examples; label latents. Returns #labelled by the offline labeller.
+
+    Labels come from the SAE's concept dictionary where one is shipped for its weights (same names
+    for the same latents in every index; no labelling cost). ``own_labels`` (or a latent the
+    dictionary lacks) uses the offline labeller on this index's own examples instead.
+    """
+    dictionary = None if own_labels else dictionary_for(read_manifest(store).recipe)
+    scan = scan_index(store, progress)
+    n_docs = len(scan.doc_ids)
+    if n_docs == 0:
+        return 0
+    rng = np.random.default_rng(0)
+    existing = {p.latent: p for p in store.get_latents(with_vectors=True)}
+    stats = latent_statistics(scan, rng)
+
+    # Fetch only the documents shown as examples (plus a background sample for word statistics).
+    need_docs = {r for st in stats.values() for r in st["top_rows"] + st["neg_rows"]}
+    bg_rows = rng.choice(n_docs, size=min(n_docs, N_BACKGROUND), replace=False).tolist()
+    payloads = fetch_payloads(store, scan.doc_ids, sorted(need_docs | set(bg_rows)))
+    background = [payloads[r] for r in bg_rows if r in payloads]
+    labeller = labeller or OfflineLabeller([p["text"] for p in background])
+    built, example_rows = build_examples(stats, payloads, scan.doc_ids, N_TOP)
+
+    entries: dict[int, dict | None] = {}  # latent -> the dictionary entry that describes them, if any
+    why_not: dict[int, str] = {}  # latent -> why its dictionary label gave way to the index's own
+    for latent in stats:
+        entry = dictionary.entry(latent) if dictionary else None
+        if entry is not None and not dictionary_agrees(entry, built[latent]):
+            # this index's own examples say otherwise: label them from the index
+            why_not[latent] = f"The dictionary's label {entry['label']!r} does not describe this index's top examples."
+            entry = None
+        entries[latent] = entry
+    emb = get_embedder()
+    window_cache = WindowCache(store)
+    # A concept label must also name what its latent fires on *here* (on the demo index, "Hawaii"
+    # fired on "[Quir]ky" and "[dram]atisations", "fun" on "McGuire" and "Gibbons").
+    concept_here = concept_qualities_here({l: built[l] for l, e in entries.items() if e is not None and e["kind"] == "concept"},
+                                          dictionary, background, emb, progress, window_cache)
+    points: list[LatentPoint] = []
+    to_label: list[tuple[int, list[dict]]] = []
+    to_snippet: list[tuple[int, list[dict]]] = []  # dictionary-labelled latents whose examples changed
+    n_concepts_dropped = 0
+    for latent, st in stats.items():
+        examples, entry = built[latent], entries[latent]
+        q_here = concept_here.get(latent)
+        if entry is not None and q_here is not None:
+            if q_here < CONCEPT_HERE_MIN_AUC:
+                why_not[latent] = (f"The dictionary's label {entry['label']!r} does not name what this latent fires on "
+                                   f"here (AUC {q_here:.2f} on its top examples).")
+                entry = None
+                n_concepts_dropped += 1
+            else:  # quality stays the dictionary's (measured on the SAE's training corpus); this index's AUC is shown
+                entry = {**entry, "description": f"{entry['description']} In this index: AUC {q_here:.2f} on its top examples."}
+        negatives = [{"doc_id": scan.doc_ids[r], "text": payloads[r]["text"][:300]} for r in st["neg_rows"] if r in payloads]
+        ehash = examples_hash([e["doc_id"] for e in examples])
+        payload = {
+            "doc_freq": st["doc_freq"], "doc_count": st["doc_count"], "quantiles": st["quantiles"],
+            "examples": examples, "negatives": negatives, "examples_hash": ehash,
+        }
+        old = existing.get(latent)
+        same_examples = bool(old and old.payload.get("examples_hash") == ehash)
+        stored_by = labeller_of(old.payload.get("label_source", "offline")) if old else None
+        if (same_examples and old.payload.get("label") and old.label_vec and stored_by is not None
+                and stored_by.keeps(old.payload, entry is not None)):
+            payload.update({k: old.payload[k] for k in ("label", "description", "label_source", "kind", "quality", "label_version")
+                            if k in old.payload})
+            points.append(LatentPoint(latent, old.label_vec, old.snippet_vec, payload))
+        elif entry is not None:
+            label, description = localise_label(entry, examples)
+            payload.update({"label": label, "description": description, "label_source": "dictionary",
+                            "kind": entry["kind"], "quality": entry["quality"]})
+            snip = old.snippet_vec if same_examples and old.snippet_vec else None
+            points.append(LatentPoint(latent, dictionary.label_vecs[latent].tolist(), snip or [], payload))
+            if snip is None:
+                to_snippet.append((latent, examples))
+        else:
+            to_label.append((latent, examples))
+            points.append(LatentPoint(latent, [], [], payload))
+
+    by_latent = {p.latent: p for p in points}
+    labels = labeller.label_many(to_label, progress=progress)
+    qualities = labeller.held_out_qualities(to_label, example_rows, payloads, background)
+    if progress and concept_here:
+        print(f"{n_concepts_dropped:,} of {len(concept_here):,} dictionary concept labels do not name what their latent "
+              f"fires on in this index (AUC < {CONCEPT_HERE_MIN_AUC}): labelled from the index", file=sys.stderr)
+    # Label key: what the label says. Snippet key: what the latent *does* (mean of its contexts).
+    # The label alone (tokens + context words) is short; the description's quote is already in the snippets.
+    lab_texts = [labels[l]["label"] for l, _ in to_label]
+    t0 = time.time()
+    lab_vecs = emb.encode(lab_texts, batch_size=256) if lab_texts else np.zeros((0, emb.dim))
+    if progress:
+        print(f"embedded {len(lab_texts):,} labels in {time.time() - t0:.0f} s", file=sys.stderr)
+    snip_vecs = snippet_vectors([(l, ex) for l, ex in to_label + to_snippet], emb, progress, window_cache)
+    window_cache.save()
+    for latent, _ in to_snippet:
+        p = by_latent[latent]
+        sv = snip_vecs.get(latent)
+        p.snippet_vec = sv.tolist() if sv is not None else p.label_vec
+    for (latent, _), lv in zip(to_label, lab_vecs):
+        p = by_latent[latent]
+        description = " ".join(filter(None, (labels[latent]["description"], why_not.get(latent))))
+        p.payload.update({"label": labels[latent]["label"], "description": description,
+                          "label_source": labels[latent].get("source", "offline"), "kind": "lexical",
+                          "quality": qualities.get(latent), "label_version": labels[latent].get("version")})
+        p.label_vec = lv.tolist()
+        sv = snip_vecs.get(latent)
+        p.snippet_vec = sv.tolist() if sv is not None else lv.tolist()
+    store.upsert_latents(points)
+    update_state(store, latent_stats_docs=n_docs)
+    return len(to_label)
