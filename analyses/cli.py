@@ -15,19 +15,9 @@ from analyses.diff import diff
 from analyses.params import ClusterParams, CorrelationsParams, DiffParams
 from analyses.plots import plot_clusters, plot_correlations, plot_diff
 from indexer.core.cli import JsonOpt, UrlOpt, console, emit, friendly_errors
-from indexer.core.filters import parse_where, where_dict
+from indexer.core.filters import where_dict
 from indexer.core.params import cli_command
-from indexer.ingest.interchange import export_parquet, import_parquet
 from indexer.store import Filter, open_store
-from indexer.store.catalog import require_index
-
-
-def register(app: typer.Typer) -> None:
-    app.command("diff")(diff_cmd)
-    app.command("correlations")(correlations_cmd)
-    app.command("cluster")(cluster_cmd)
-    app.command("export")(export_cmd)
-    app.command("import")(import_cmd)
 
 
 def _b_slices(values: list[str], cli: dict) -> dict | list[dict]:
@@ -135,36 +125,14 @@ def cluster_cmd(
     emit(res, as_json, render)
 
 
-@friendly_errors
-def export_cmd(
-    index: str = typer.Option(..., "--index"),
-    parquet: Path = typer.Option(..., "--parquet", help="Output file: one row per document (id, dataset, text, latents, values, payload fields)."),
-    where: Optional[List[str]] = typer.Option(None, "--where", help="FIELD=VALUE; repeat to AND."),
-    dense: bool = typer.Option(False, "--dense", help="Also write the dense baseline vectors."),
-    qdrant_url: Optional[str] = UrlOpt,
-    as_json: bool = JsonOpt,
-):
-    """Export an index's pooled vectors to Parquet (the recipe rides in the file's metadata)."""
-    flt = parse_where(where)
-    with open_store(index, qdrant_url) as store:
-        out = export_parquet(store, require_index(store, index), parquet, flt, dense, progress=not as_json)
-    emit(out, as_json, lambda o: console.print(f"exported {o['documents']:,} documents to {o['path']}"))
-
-
-@friendly_errors
-def import_cmd(
-    path: Path = typer.Argument(..., help="A Parquet file written by `saedex export` (or of that shape)."),
-    index: str = typer.Option(..., "--index"),
-    qdrant_url: Optional[str] = UrlOpt,
-    as_json: bool = JsonOpt,
-):
-    """Load pooled vectors from Parquet into an index (created from the file's recipe if new)."""
-    rep = import_parquet(path, index, qdrant_url, progress=not as_json)
-    emit(rep.as_dict(), as_json, lambda o: console.print(
-        f"imported {o['indexed']:,} of {o['read']:,} documents into {index} ({o['already_indexed']:,} already there, "
-        f"{o['dense_computed']:,} dense vectors computed)"))
-
-
 def _with_quality(label: str, quality: float | None) -> str:
     """``label (q 0.87)``: how far the name can be trusted, beside the name."""
     return label if quality is None else f"{label} (q {quality:.2f})"
+
+
+# The commands this layer adds to `saedex` (composed in server/cli.py), in the order `--help` lists them.
+COMMANDS = {
+    "diff": diff_cmd,
+    "correlations": correlations_cmd,
+    "cluster": cluster_cmd,
+}

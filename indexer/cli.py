@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from indexer.core.cli import JsonOpt, UrlOpt, console, emit, err_console, friendly_errors
+from indexer.core.filters import parse_where
 from indexer.encode.reader import Reader, ReaderConfig, set_threads
 from indexer.encode.sae import DEFAULT_SAE_DIR
+from indexer.ingest.corpus import read_corpus
+from indexer.ingest.interchange import export_parquet, import_parquet
 from indexer.ingest.pipeline import Indexer, index_corpus
 from indexer.labels.dictionary.build import build_dictionary
 from indexer.labels.llm import label_with_llm
@@ -18,16 +21,6 @@ from indexer.store import list_indexes, open_store
 from indexer.store.catalog import index_info, require_index
 from indexer.train.activation_cache import cache_activations
 from indexer.train.trainer import TrainConfig, train_sae
-
-
-def register(app: typer.Typer) -> None:
-    app.command("index")(index_cmd)
-    app.command("info")(info_cmd)
-    app.command("label")(label_cmd)
-    app.command("train-sae")(train_sae_cmd)
-    app.command("build-dictionary")(build_dictionary_cmd)
-    app.command("drop")(drop_cmd)
-    app.command("indexes")(indexes_cmd)
 
 
 @friendly_errors
@@ -137,7 +130,8 @@ def train_sae_cmd(
     import json
 
     if not (prog_path.exists() and json.loads(prog_path.read_text()).get("done")):
-        cache_activations(corpus, cache, Reader(rcfg), tokens, holdout_docs=holdout_docs, text_field=text_field, log=log)
+        texts = [r.text for r in read_corpus(corpus, text_field=text_field, skip_invalid=True)]
+        cache_activations(texts, cache, Reader(rcfg), tokens, holdout_docs=holdout_docs, log=log)
     tcfg = TrainConfig(d_sae=width, k=k, lr=lr, batch_tokens=batch_tokens, max_steps=max_steps, max_minutes=max_minutes,
                        device=device)
     meta = {"model_name": reader, "hook_name": f"blocks.{layer - 1}.hook_resid_post", "context_size": max_tokens,
@@ -175,3 +169,47 @@ def drop_cmd(index: str = typer.Option(..., "--index"), qdrant_url: Optional[str
 def indexes_cmd(qdrant_url: Optional[str] = UrlOpt, as_json: bool = JsonOpt):
     """List indexes."""
     emit({"indexes": list_indexes(qdrant_url)}, as_json, lambda r: console.print("\n".join(r["indexes"]) or "(none)"))
+
+
+@friendly_errors
+def export_cmd(
+    index: str = typer.Option(..., "--index"),
+    parquet: Path = typer.Option(..., "--parquet", help="Output file: one row per document (id, dataset, text, latents, values, payload fields)."),
+    where: Optional[List[str]] = typer.Option(None, "--where", help="FIELD=VALUE; repeat to AND."),
+    dense: bool = typer.Option(False, "--dense", help="Also write the dense baseline vectors."),
+    qdrant_url: Optional[str] = UrlOpt,
+    as_json: bool = JsonOpt,
+):
+    """Export an index's pooled vectors to Parquet (the recipe rides in the file's metadata)."""
+    flt = parse_where(where)
+    with open_store(index, qdrant_url) as store:
+        out = export_parquet(store, require_index(store, index), parquet, flt, dense, progress=not as_json)
+    emit(out, as_json, lambda o: console.print(f"exported {o['documents']:,} documents to {o['path']}"))
+
+
+@friendly_errors
+def import_cmd(
+    path: Path = typer.Argument(..., help="A Parquet file written by `saedex export` (or of that shape)."),
+    index: str = typer.Option(..., "--index"),
+    qdrant_url: Optional[str] = UrlOpt,
+    as_json: bool = JsonOpt,
+):
+    """Load pooled vectors from Parquet into an index (created from the file's recipe if new)."""
+    rep = import_parquet(path, index, qdrant_url, progress=not as_json)
+    emit(rep.as_dict(), as_json, lambda o: console.print(
+        f"imported {o['indexed']:,} of {o['read']:,} documents into {index} ({o['already_indexed']:,} already there, "
+        f"{o['dense_computed']:,} dense vectors computed)"))
+
+
+# The commands this layer adds to `saedex` (composed in server/cli.py), in the order `--help` lists them.
+COMMANDS = {
+    "index": index_cmd,
+    "info": info_cmd,
+    "label": label_cmd,
+    "train-sae": train_sae_cmd,
+    "build-dictionary": build_dictionary_cmd,
+    "drop": drop_cmd,
+    "indexes": indexes_cmd,
+    "export": export_cmd,
+    "import": import_cmd,
+}

@@ -19,14 +19,6 @@ from search.latents import LatentsParams, list_latents
 from search.params import SearchParams
 
 
-def register(app: typer.Typer) -> None:
-    app.command("latents")(latents_cmd)
-    app.command("latent")(latent_cmd)
-    app.command("search")(search_cmd)
-    app.command("document")(document_cmd)
-    app.command("eval-retrieval")(eval_cmd)
-
-
 @friendly_errors
 @cli_command(SearchParams)
 def search_cmd(
@@ -163,3 +155,13 @@ def _render_latents(obj: dict) -> None:
         t.add_row(str(lat["id"]), escape(lat["label"]), lat.get("kind", ""), f"{q:.2f}" if q is not None else "-",
                   f"{lat['doc_freq']:.3f}", escape(shown))
     console.print(t)
+
+
+# The commands this layer adds to `saedex` (composed in server/cli.py), in the order `--help` lists them.
+COMMANDS = {
+    "latents": latents_cmd,
+    "latent": latent_cmd,
+    "search": search_cmd,
+    "document": document_cmd,
+    "eval-retrieval": eval_cmd,
+}

@@ -31,7 +31,7 @@ from indexer.encode.embedder import get_embedder
 from indexer.encode.encoder import Encoder
 from indexer.encode.pooling import fire_spans
 from indexer.encode.recipe import read_manifest
-from indexer.store import Filter, Hit, SparseMap, Store
+from indexer.store import Filter, Hit, SparseMap, Store, schema
 from indexer.store.catalog import require_fresh_latent_stats, require_index
 from indexer.store.columns import RowLocator, copy_for
 from indexer.store.latent_table import latent_table
@@ -39,8 +39,6 @@ from search.bm25 import allowed_mask, load_or_build_bm25
 from search.latents import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, rank_weights
 from search.llm_steps import llm_expand, llm_filter_latents, llm_rerank
 from search.params import MAX_K, MAX_QUERY_CHARS, SearchParams
-
-HIDDEN_PAYLOAD = {"_fires", "_offsets", "doc_id", "text", "dataset"}
 
 
 class SearchError(InputError):
@@ -313,7 +311,7 @@ class SearchEngine:
                         key=lambda t: -t[2])[:top]
         spans = fire_spans(d.payload, [i for i, _, _ in ranked])
         return {"id": d.doc_id, "text": d.payload.get("text", ""), "dataset": d.payload.get("dataset"),
-                "fields": {k: v for k, v in d.payload.items() if k not in HIDDEN_PAYLOAD},
+                "fields": {k: v for k, v in d.payload.items() if k not in schema.HIDDEN},
                 "latents": [{"latent": i, "label": meta[i]["label"], "activation": round(a, 4), "relative": round(r, 3),
                              "spans": [spans[i]] if i in spans else []} for i, a, r in ranked]}
 
@@ -428,7 +426,7 @@ class SearchEngine:
                     expl.append({"latent": lat, "label": w.label, "kind": table.kinds[r] if r >= 0 else None,
                                  "quality": None if q != q else q, "weight": round(w.weight, 5), "activation": round(float(acts[j]), 4),
                                  "contribution": round(float(contrib[j]), 5), "spans": [spans[lat]] if lat in spans else []})
-            fields = {k: v for k, v in h.payload.items() if k not in HIDDEN_PAYLOAD}
+            fields = {k: v for k, v in h.payload.items() if k not in schema.HIDDEN}
             out.append({"id": h.doc_id, "score": round(float(h.score), 6), "text": h.payload.get("text", ""),
                         "dataset": h.payload.get("dataset"), "fields": fields, "explanation": expl})
         return out

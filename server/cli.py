@@ -1,6 +1,6 @@
-"""The one `saedex` command line, composed here at the top layer: each layer's module registers
-its own commands. Imported explicitly, so a missing or misspelt module fails at start-up instead
-of silently dropping its commands."""
+"""The one `saedex` command line, composed here at the top layer from each layer's ``COMMANDS``
+table (name -> typer function). Imported explicitly, so a missing or misspelt module fails at
+start-up instead of silently dropping its commands."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="saedex: interpretable SAE embeddings for search and analysis of text collections.")
 
 for _module in (indexer.cli, search.cli, analyses.cli, server.serve_cli):
-    _module.register(app)
+    for _name, _command in _module.COMMANDS.items():
+        app.command(_name)(_command)
 
 
 def main() -> None:

@@ -16,10 +16,6 @@ from server.auth import load_keys
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def register(app: typer.Typer) -> None:
-    app.command("serve")(serve_cmd)
-
-
 @friendly_errors
 def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host"),
@@ -64,3 +60,9 @@ def _single_thread_torch() -> None:
 
     torch.set_num_threads(1)
     threadpool_limits(1)
+
+
+# The commands this layer adds to `saedex` (composed in server/cli.py), in the order `--help` lists them.
+COMMANDS = {
+    "serve": serve_cmd,
+}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from indexer.encode.pooling import encode_and_pool, fire_spans, pack
-from indexer.encode.sae import DEFAULT_SAE_DIR, fold_normalisation, load_sae, save_sae
+from indexer.encode.sae import DEFAULT_SAE_DIR, SAE_CLASS_REGISTRY, fold_normalisation, load_sae, save_sae
 
 
 def test_shipped_sae_is_sae_lens_format_and_has_a_report():
@@ -37,6 +37,47 @@ def test_sae_lens_loads_our_sae_and_encodes_identically(tmp_path):
     b = theirs.encode(x.to(theirs.W_enc.dtype)).float()
     assert torch.allclose(a, b, atol=1e-3)
     assert int((a > 0).sum(1).max()) <= ours.cfg.k
+
+
+@pytest.mark.parametrize("architecture", ["standard", "topk", "jumprelu"])
+def test_every_registered_architecture_saves_and_loads_symmetrically(tmp_path, architecture):
+    """``save`` writes ``cfg.to_dict()`` for any architecture and ``load_sae`` reads it back to the
+    same class, config (unknown keys kept) and activations."""
+    sae_cls, cfg_cls = SAE_CLASS_REGISTRY[architecture]
+    g = torch.Generator().manual_seed(1)
+    d, m = 6, 24
+    w = {"W_enc": torch.randn(d, m, generator=g), "b_enc": torch.randn(m, generator=g) * 0.1,
+         "W_dec": torch.randn(m, d, generator=g), "b_dec": torch.randn(d, generator=g)}
+    extra = {"k": 4} if architecture == "topk" else {}
+    cfg = cfg_cls.from_dict({"d_in": d, "d_sae": m, "metadata": {"who": "test"}, "future_key": [1, 2], **extra})
+    if architecture == "jumprelu":
+        w["threshold"] = torch.full((m,), 0.3)
+    sae = sae_cls.from_tensors(w, cfg)
+    sae.save(tmp_path / "s", dtype=torch.float32)
+    back = load_sae(tmp_path / "s")
+    assert type(back) is sae_cls and back.architecture == architecture
+    assert back.cfg == sae.cfg and back.cfg.to_dict()["future_key"] == [1, 2]
+    x = torch.randn(7, d, generator=g) * 3
+    assert torch.equal(back.encode(x), sae.encode(x))
+    vals, idx = back.encode_topk_sparse(x)
+    dense = torch.zeros(7, m).scatter_(-1, idx, vals)
+    assert torch.allclose(dense, sae.encode(x), atol=1e-5)
+    if architecture == "topk":
+        assert int((back.encode(x) > 0).sum(1).max()) <= 4
+
+
+def test_an_unknown_architecture_is_a_clear_error(tmp_path):
+    from indexer.core.errors import InputError
+
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "cfg.json").write_text(json.dumps({"d_in": 2, "d_sae": 4, "architecture": "gated"}))
+    from safetensors.torch import save_file
+
+    save_file({n: torch.zeros(*s) for n, s in (("W_enc", (2, 4)), ("b_enc", (4,)), ("W_dec", (4, 2)), ("b_dec", (2,)))},
+              str(tmp_path / "s" / "sae_weights.safetensors"))
+    with pytest.raises(InputError, match="architecture 'gated' is not supported"):
+        load_sae(tmp_path / "s")
+    assert "gated" not in SAE_CLASS_REGISTRY
 
 
 def test_folding_normalisation_is_exact(tmp_path):

@@ -1,13 +1,22 @@
-"""Parse ``--where key=value`` filters into the store's filter type."""
+"""Payload filters, written once: the filter type, what a condition means, and parsing it.
+
+A filter is a conjunction of ``field == value`` conditions; a list value means any of. Qdrant
+matches strings, integers and booleans exactly (``true`` is not 1), a payload list matches when any
+element does, and a float - which has no exact match in Qdrant - matches by the range [v, v].
+Both store backends translate a filter through :func:`split_condition` (``indexer.store.base``), and
+the columnar copy evaluates it with :func:`wanted` and :func:`value_matches` (``indexer.store.columns``),
+so the two answer alike.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+from dataclasses import dataclass, field
+from typing import Any
 
 from indexer.core.errors import InputError
-from indexer.store import Filter
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
@@ -20,6 +29,40 @@ INT64 = (-(2**63), 2**63 - 1)
 
 class FilterError(InputError):
     pass
+
+
+@dataclass
+class Filter:
+    """Conjunction of ``field == value`` conditions (values may be lists: any-of)."""
+
+    equals: dict[str, Any] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not self.equals
+
+    def describe(self, sep: str = ", ") -> str:
+        """``topic=sports, year=2004`` for messages and plot titles."""
+        return sep.join(f"{k}={v}" for k, v in self.equals.items()) or "all documents"
+
+
+def wanted(value: Any) -> list:
+    """The values one condition accepts (a list, tuple or set: any of them)."""
+    return list(value) if isinstance(value, (list, tuple, set)) else [value]
+
+
+def split_condition(value: Any) -> tuple[list, list[float]]:
+    """A condition's values matched exactly (strings, integers, booleans) and those matched by a
+    [v, v] range (floats: values are validated upstream, finite, see :func:`check_value`)."""
+    values = wanted(value)
+    return [v for v in values if not isinstance(v, float)], [v for v in values if isinstance(v, float)]
+
+
+def value_matches(v: Any, want: list) -> bool:
+    """Qdrant's match of one payload value: same type (a bool is not an int) and equal; a list
+    payload matches when any element does."""
+    if isinstance(v, list):
+        return any(value_matches(x, want) for x in v)
+    return any(type(v) is type(w) and v == w for w in want)
 
 
 def check_value(key: str, value):

@@ -24,8 +24,7 @@ from typing import Any, Callable, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from indexer.core.errors import InputError
-from indexer.core.filters import MAX_FILTER_FIELDS, MAX_FILTER_VALUES, filter_from_dict, where_dict
-from indexer.store import Filter
+from indexer.core.filters import MAX_FILTER_FIELDS, MAX_FILTER_VALUES, Filter, filter_from_dict, where_dict
 
 # strict: true is not 1, "1" is not 1
 FilterValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr]

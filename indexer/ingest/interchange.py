@@ -28,9 +28,9 @@ from indexer.labels.refresh import refresh_latents
 from indexer.store import DocPoint, Filter, Store, open_store
 from indexer.store.catalog import add_dataset
 from indexer.store.columns import column_values, payload_table, writer_for
+from indexer.store.schema import PARQUET_CORE
 
 RECIPE_KEY = b"saedex.recipe"
-CORE = {"id", "dataset", "text", "latents", "values", "dense"}
 
 
 class InterchangeError(InputError):
@@ -150,7 +150,7 @@ def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch:
         for d in datasets or ["imported"]:
             add_dataset(store, d)
         columns = writer_for(store, replacing=False)
-        payload_cols = [c for c in table.column_names if c not in CORE]
+        payload_cols = [c for c in table.column_names if c not in PARQUET_CORE]
         rows = [i for i, d in enumerate(ids) if d not in present]
         for s in range(0, len(rows), batch):
             part = table.take(pa.array(rows[s : s + batch]))

@@ -26,8 +26,7 @@ from indexer.labels.refresh import refresh_latents as refresh_latent_labels
 from indexer.store import DocPoint, Store, open_store
 from indexer.store.catalog import add_dataset
 from indexer.store.columns import writer_for
-
-RESERVED = {"doc_id", "text", "dataset", "_fires", "_offsets", "n_tokens", "truncated", "content_hash"}
+from indexer.store.schema import user_field
 
 
 @dataclass
@@ -85,7 +84,7 @@ class Indexer(Encoder):
         dense = get_embedder(self.embedder_name).encode(texts)
         points = []
         for r, p, dv in zip(records, pooled, dense):
-            payload = {("field_" + k if k in RESERVED else k): v for k, v in r.fields.items()}
+            payload = {user_field(k): v for k, v in r.fields.items()}
             payload.update({
                 "text": r.text, "dataset": dataset, "n_tokens": int(len(p.offsets)), "content_hash": content_id(r.text),
                 "_fires": pack(np.stack([p.indices, p.argmax_token], axis=1)) if len(p.indices) else "",

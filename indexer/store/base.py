@@ -19,11 +19,12 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from indexer.core.errors import NotFoundError, UnavailableError
+from indexer.core.filters import Filter, split_condition
 from indexer.store.sparse import SparseMap, sparse_of
 
 _NS = uuid.UUID("6f1b6c1e-6a55-4c39-9d0e-5ae0e5ae0e5a")
@@ -76,20 +77,6 @@ class LatentPoint:
     payload: dict[str, Any]
 
 
-@dataclass
-class Filter:
-    """Conjunction of ``field == value`` conditions (values may be lists: any-of)."""
-
-    equals: dict[str, Any] = field(default_factory=dict)
-
-    def is_empty(self) -> bool:
-        return not self.equals
-
-    def describe(self, sep: str = ", ") -> str:
-        """``topic=sports, year=2004`` for messages and plot titles."""
-        return sep.join(f"{k}={v}" for k, v in self.equals.items()) or "all documents"
-
-
 FUSIONS = ("rrf", "dbsf")
 
 
@@ -109,18 +96,15 @@ def build_filter(flt: Filter | None, models) -> Any:
     """Translate our filter into a client's model classes (both clients have the same shape;
     ``models`` provides ``Filter, FieldCondition, MatchAny, MatchValue, Range``).
 
-    Qdrant matches strings, integers and booleans exactly; a float (``score=1.5``) has no exact
-    match, so it becomes the range [v, v], and an any-of list holding floats a ``should`` of
-    those (values are validated upstream: finite, see :func:`indexer.core.filters.check_value`)."""
+    The meaning of a condition is :mod:`indexer.core.filters`'s (:func:`split_condition`): exact
+    values become a match, each float the range [v, v], and a condition holding floats a ``should``."""
     if flt is None or flt.is_empty():
         return None
     Q, FieldCondition, MatchAny, MatchValue, Range = models
     must = []
     for key, value in flt.equals.items():
         is_list = isinstance(value, (list, tuple, set))
-        values = list(value) if is_list else [value]
-        floats = [v for v in values if isinstance(v, float)]
-        exact = [v for v in values if not isinstance(v, float)]
+        exact, floats = split_condition(value)
         if not floats:
             must.append(FieldCondition(key=key, match=MatchAny(any=exact) if is_list else MatchValue(value=value)))
             continue

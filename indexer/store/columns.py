@@ -43,16 +43,17 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import scipy.sparse as sp
 
+from indexer.core.filters import Filter, value_matches, wanted
 from indexer.core.progress import checkpoint
 from indexer.encode.floor import COUNT_FLOORS, above_floor, floor_key, reference_for
 from indexer.encode.recipe import read_manifest
 from indexer.store import SparseMap, StoreError, point_id
+from indexer.store.schema import NOT_COPIED
 
 FORMAT = 1
 DIRNAME = "columns"
 REBUILD_ROWS = 16384  # rows per shard written by a rebuild or a bulk append (bounds its memory)
 FAN_IN = 8  # small shards merged this many at a time
-NOT_COPIED = {"text", "_fires", "_offsets", "_dense"}  # payload that analyses never filter or count on
 JSON_META = b"saedex.json"
 
 
@@ -157,22 +158,14 @@ def column_values(table: pa.Table, name: str) -> list:
     return vals
 
 
-def _match_value(v: Any, want: list) -> bool:
-    """Qdrant's MatchValue/MatchAny on one payload value: same type (bool is not int), and a list
-    payload matches when any element does."""
-    if isinstance(v, list):
-        return any(_match_value(x, want) for x in v)
-    return any(type(v) is type(w) and v == w for w in want)
-
-
-def row_mask(table: pa.Table, flt) -> np.ndarray:
-    """Which rows satisfy the filter (a conjunction of field == value / any-of), as Qdrant would
-    answer it; evaluated on the columns, vectorised for plain string/int/bool columns."""
+def row_mask(table: pa.Table, flt: Filter | None) -> np.ndarray:
+    """Which rows satisfy the filter, as Qdrant would answer it (:mod:`indexer.core.filters`);
+    evaluated on the columns, vectorised for plain string/int/bool columns."""
     mask = np.ones(table.num_rows, dtype=bool)
     if flt is None or flt.is_empty():
         return mask
     for key, value in flt.equals.items():
-        want = list(value) if isinstance(value, (list, tuple, set)) else [value]
+        want = wanted(value)
         if key not in table.column_names:
             return np.zeros(table.num_rows, dtype=bool)
         col = table.column(key)
@@ -186,7 +179,7 @@ def row_mask(table: pa.Table, flt) -> np.ndarray:
             return np.zeros(table.num_rows, dtype=bool)  # e.g. an int column asked for a string: no match, as in Qdrant
         else:
             vals = column_values(table, key)
-            mask &= np.fromiter((_match_value(v, want) for v in vals), dtype=bool, count=len(vals))
+            mask &= np.fromiter((value_matches(v, want) for v in vals), dtype=bool, count=len(vals))
     return mask
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from indexer.encode.reader import Reader
-from indexer.ingest.corpus import read_corpus
 
 
 def _write_atomic(path: Path, array: np.ndarray) -> None:
@@ -32,38 +32,36 @@ def _flush(states: list[np.ndarray]) -> np.ndarray:
 
 
 def cache_activations(
-    corpus: str | Path,
+    texts: list[str],
     out_dir: str | Path,
     reader: Reader,
     max_tokens: int,
     holdout_docs: int = 1000,
     shard_tokens: int = 250_000,
     chunk_docs: int = 256,
-    text_field: str = "text",
     log=print,
 ) -> dict:
-    """Cache up to ``max_tokens`` training tokens plus a held-out set; returns the progress dict."""
+    """Cache up to ``max_tokens`` training tokens plus a held-out set (the last ``holdout_docs``
+    texts); returns the progress dict. ``texts`` is the whole corpus in a fixed order, so a resumed
+    run continues where it stopped."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prog_path = out / "progress.json"
     prog = json.loads(prog_path.read_text()) if prog_path.exists() else {
         "docs_done": 0, "tokens": 0, "shards": 0, "padded": 0, "truncated": 0, "done": False,
     }
-    records = list(read_corpus(corpus, text_field=text_field, skip_invalid=True))
-    holdout, train = records[-holdout_docs:], records[:-holdout_docs]
+    holdout, train = texts[-holdout_docs:], texts[:-holdout_docs]
     if not (out / "holdout.npy").exists():
-        states = [s for b in reader.encode([r.text for r in holdout]) for s in b.states]
+        states = [s for b in reader.encode(list(holdout)) for s in b.states]
         _write_atomic(out / "holdout.npy", _flush(states))
         log(f"held-out activations: {sum(len(s) for s in states)} tokens from {len(holdout)} docs")
     pending: list[np.ndarray] = []
     pending_tokens = 0
     i = prog["docs_done"]
-    import time
-
     t0, tok0 = time.time(), prog["tokens"]
     while prog["tokens"] < max_tokens and i < len(train):
         chunk = train[i : i + chunk_docs]
-        for b in reader.encode([r.text for r in chunk]):
+        for b in reader.encode(list(chunk)):
             pending.extend(b.states)
             n = sum(len(s) for s in b.states)
             pending_tokens += n
