@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from indexer.core.cli import JsonOpt, UrlOpt, console, emit, err_console, friendly_errors
+from indexer.core.errors import InputError
 from indexer.core.filters import parse_where
+from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
 from indexer.encode.reader import Reader, ReaderConfig, set_threads
 from indexer.encode.sae import DEFAULT_SAE_DIR
 from indexer.ingest.corpus import read_corpus
@@ -21,6 +24,7 @@ from indexer.store import list_indexes, open_store
 from indexer.store.catalog import index_info, require_index
 from indexer.train.activation_cache import cache_activations
 from indexer.train.trainer import TrainConfig, train_sae
+from indexer.train.unit_cache import balanced_units, cache_unit_embeddings
 
 
 @friendly_errors
@@ -100,42 +104,63 @@ def label_cmd(
     emit(result, as_json, lambda r: console.print_json(data=r))
 
 
+# Per family: (width, k, lr, batch, dead after N rows) - the token SAE's shipped recipe; the concept
+# family's from HypotheSAEs (Adam 5e-4, batch 512; M/K 1024/8 at ~100k texts) and our pilot (2,048/8).
+FAMILY_DEFAULTS = {"token": (16384, 32, 4e-4, 2048, 1_000_000), "concept": (2048, 8, 5e-4, 512, 100_000)}
+
+
 @friendly_errors
 def train_sae_cmd(
     corpus: Path = typer.Argument(..., help="Training text (JSONL/JSONL.gz/CSV/Parquet/.txt folder)."),
     out: Path = typer.Option(..., "--out", help="Output folder for the SAE (sae-lens format) and report.json."),
+    family: str = typer.Option("token", "--family", help="token: on the reader's hidden states; concept: on sentence embeddings (no reader)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Activation cache (default: OUT/activations)."),
     reader: str = typer.Option("gemma3-270m", "--reader"),
     layer: int = typer.Option(6, "--layer"),
     max_tokens: int = typer.Option(128, "--max-tokens", help="Per-document token limit."),
     precision: str = typer.Option("fp32", "--precision", help="Reader precision for the activation cache (fp32 reproduces the shipped SAE)."),
-    tokens: int = typer.Option(3_000_000, "--tokens", help="Training tokens to cache."),
-    holdout_docs: int = typer.Option(1000, "--holdout-docs", help="Last N documents held back for the report."),
-    width: int = typer.Option(16384, "--width", help="Number of latents (d_sae)."),
-    k: int = typer.Option(32, "--k", help="Active latents per token (TopK)."),
-    lr: float = typer.Option(4e-4, "--lr"),
-    batch_tokens: int = typer.Option(2048, "--batch-tokens"),
+    tokens: int = typer.Option(3_000_000, "--tokens", help="Training tokens to cache (token family)."),
+    units: int = typer.Option(200_000, "--units", help="Distinct sentence units to embed, balanced over --source-field (concept family)."),
+    embedder: str = typer.Option(DEFAULT_EMBEDDER, "--embedder", help="Sentence-transformers model of the units (concept family)."),
+    source_field: str = typer.Option("source", "--source-field", help="Field naming each document's source, for a balanced mix (concept family)."),
+    holdout_docs: int = typer.Option(1000, "--holdout-docs", help="Last N documents (token) or units (concept) held back for the report."),
+    width: Optional[int] = typer.Option(None, "--width", help="Number of latents (d_sae); default 16,384 (token) or 2,048 (concept)."),
+    k: Optional[int] = typer.Option(None, "--k", help="Active latents per token or unit (TopK); default 32 (token) or 8 (concept)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Default 4e-4 (token) or 5e-4 (concept)."),
+    batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Rows per step; default 2,048 (token) or 512 (concept)."),
     max_steps: int = typer.Option(100_000, "--max-steps"),
     max_minutes: float = typer.Option(70.0, "--max-minutes", help="Wall-clock budget for training; the LR schedule is fitted to it."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda: where the reader caches activations and the SAE trains."),
     text_field: str = typer.Option("text", "--text-field"),
     as_json: bool = JsonOpt,
 ):
-    """Cache reader activations for a corpus and train a TopK SAE (resumable; re-run to continue)."""
+    """Train a TopK SAE (resumable; re-run to continue): on cached reader activations (token
+    family) or on sentence embeddings of the corpus's units (concept family)."""
+    if family not in FAMILY_DEFAULTS:
+        raise InputError(f"--family must be one of {', '.join(FAMILY_DEFAULTS)} (got {family!r})")
     set_threads()
-    cache = cache_dir or out / "activations"
-    rcfg = ReaderConfig(model=reader, layer=layer, max_tokens=max_tokens, precision=precision, device=device)
+    d_width, d_k, d_lr, d_batch, dead_rows = FAMILY_DEFAULTS[family]
+    cache = cache_dir or out / ("activations" if family == "token" else "units")
     log = (lambda m: err_console.print(m, highlight=False))
     prog_path = cache / "progress.json"
-    import json
-
-    if not (prog_path.exists() and json.loads(prog_path.read_text()).get("done")):
-        texts = [r.text for r in read_corpus(corpus, text_field=text_field, skip_invalid=True)]
-        cache_activations(texts, cache, Reader(rcfg), tokens, holdout_docs=holdout_docs, log=log)
-    tcfg = TrainConfig(d_sae=width, k=k, lr=lr, batch_tokens=batch_tokens, max_steps=max_steps, max_minutes=max_minutes,
-                       device=device)
-    meta = {"model_name": reader, "hook_name": f"blocks.{layer - 1}.hook_resid_post", "context_size": max_tokens,
-            "saedex_reader": reader, "saedex_layer": layer, "training_corpus": str(corpus)}
+    cached = prog_path.exists() and json.loads(prog_path.read_text()).get("done")
+    if family == "token":
+        if not cached:
+            rcfg = ReaderConfig(model=reader, layer=layer, max_tokens=max_tokens, precision=precision, device=device)
+            texts = [r.text for r in read_corpus(corpus, text_field=text_field, skip_invalid=True)]
+            cache_activations(texts, cache, Reader(rcfg), tokens, holdout_docs=holdout_docs, log=log)
+        meta = {"model_name": reader, "hook_name": f"blocks.{layer - 1}.hook_resid_post", "context_size": max_tokens,
+                "saedex_reader": reader, "saedex_layer": layer, "training_corpus": str(corpus)}
+    else:
+        if not cached:
+            docs = ((r.text, str(r.fields.get(source_field, ""))) for r in read_corpus(corpus, text_field=text_field, skip_invalid=True))
+            unit_texts, per_source = balanced_units(docs, units + holdout_docs)
+            log(f"{len(unit_texts):,} distinct units: " + ", ".join(f"{s or '?'} {n:,}" for s, n in sorted(per_source.items())))
+            cache_unit_embeddings(unit_texts, cache, get_embedder(embedder), holdout_units=holdout_docs, log=log)
+        meta = {"model_name": embedder, "saedex_family": "concept", "saedex_embedder": embedder, "saedex_units": "sentence",
+                "training_corpus": str(corpus)}
+    tcfg = TrainConfig(d_sae=width or d_width, k=k or d_k, lr=lr or d_lr, batch_tokens=batch_tokens or d_batch, max_steps=max_steps,
+                       max_minutes=max_minutes, device=device, dead_tokens=dead_rows)
     report = train_sae(cache, out, tcfg, meta, log=log)
     emit({k_: v for k_, v in report.items() if k_ != "history"}, as_json, lambda r: console.print_json(data=r))
 

@@ -1,0 +1,54 @@
+"""The concept family's inputs: sentence units and their balanced, de-duplicated training mix."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from indexer.encode.units import MAX_CHARS, MAX_UNITS, split_units, units_of
+from indexer.train.unit_cache import balanced_units, cache_unit_embeddings
+
+
+def test_sentences_split_on_ends_and_lines_keeping_abbreviations_and_short_fragments():
+    text = 'Mr. Smith went to Washington. He said: "It is fine!" Then he left.  Why?\nA new line that says enough here.'
+    assert units_of(text) == ["Mr. Smith went to Washington.", 'He said: "It is fine!" Then he left.  Why?',
+                              "A new line that says enough here."]
+    for s, e in split_units(text):
+        assert text[s:e] == text[s:e].strip() and e > s
+    assert units_of("") == [] and units_of("   ") == [] and units_of("just three words") == ["just three words"]
+
+
+def test_long_units_are_cut_and_long_documents_keep_an_even_spread():
+    long = " ".join(["word"] * 400)
+    assert all(len(u) <= MAX_CHARS for u in units_of(long)) and "".join(units_of(long)).count("word") == 400
+    many = " ".join(f"This is sentence number {i} of the text." for i in range(1000))
+    spans = split_units(many)
+    assert len(spans) == MAX_UNITS and "number 0 " in many[slice(*spans[0])] and "number 999 " in many[slice(*spans[-1])]
+
+
+def test_training_units_are_distinct_and_balanced_over_sources():
+    big = [(f"A big source says thing {i} today. And adds detail {i} here.", "big") for i in range(500)]
+    small = [("The same small sentence said again.", "small")] * 50 + [("Another small one said once.", "small")]
+    units, per_source = balanced_units(big + small, 40)
+    assert per_source == {"small": 2, "big": 38}  # the small source gives all it has; the rest goes to the big one
+    assert len(units) == len(set(units)) == 40
+    assert units == balanced_units(big + small, 40)[0]  # seeded
+
+
+class _FakeEmbedder:
+    """Deterministic vectors of the text's length: enough to test the cache's bookkeeping."""
+
+    dim = 3
+
+    def encode(self, texts, batch_size=64):
+        return np.array([[len(t), 1.0, 0.0] for t in texts], np.float32)
+
+
+def test_unit_cache_writes_shards_and_resumes(tmp_path):
+    units = [f"unit number {i}" for i in range(25)]
+    prog = cache_unit_embeddings(units, tmp_path, _FakeEmbedder(), holdout_units=5, shard_units=8, log=lambda m: None)
+    assert prog == {"units_done": 20, "shards": 3, "done": True}
+    shards = [np.load(p) for p in sorted(tmp_path.glob("shard_*.npy"))]
+    assert [len(s) for s in shards] == [8, 8, 4] and len(np.load(tmp_path / "holdout.npy")) == 5
+    assert (tmp_path / "units.txt").read_text().splitlines()[9] == "unit number 9"
+    again = cache_unit_embeddings(units, tmp_path, _FakeEmbedder(), holdout_units=5, shard_units=8, log=lambda m: None)
+    assert again == prog  # nothing re-embedded
