@@ -13,11 +13,14 @@ from indexer.core.errors import InputError
 from indexer.core.filters import parse_where
 from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
 from indexer.encode.reader import Reader, ReaderConfig, set_threads
-from indexer.encode.sae import DEFAULT_SAE_DIR
+from indexer.encode.sae import DEFAULT_SAE_DIR, load_sae
 from indexer.ingest.corpus import read_corpus
 from indexer.ingest.interchange import export_parquet, import_parquet
 from indexer.ingest.pipeline import Indexer, index_corpus
+from indexer.labels.concept_labels import build_concept_dictionary
 from indexer.labels.dictionary.build import build_dictionary
+from indexer.labels.dictionary.store import save_dictionary
+from indexer.labels.dictionary.vocabulary import load_vocabulary
 from indexer.labels.llm import label_with_llm
 from indexer.labels.refresh import refresh_latents
 from indexer.store import list_indexes, open_store
@@ -174,10 +177,18 @@ def build_dictionary_cmd(
     per_latent: int = typer.Option(16, "--per-latent", help="Activating contexts kept per latent (half choose the label, half score it)."),
     as_json: bool = JsonOpt,
 ):
-    """Build the SAE's concept dictionary: directions, labels, quality scores (resumable; re-run to continue)."""
+    """Build the SAE's concept dictionary: directions, labels, quality scores (resumable; re-run to continue).
+    For a concept-family SAE, CORPUS is its training units (the `units` folder `train-sae --family concept` wrote)."""
     if not corpus.exists():
         raise typer.BadParameter(f"{corpus}: no such file")
-    res = build_dictionary(corpus, sae, work, max_docs=docs, per_latent=per_latent)
+    loaded = load_sae(sae)
+    if loaded.cfg.metadata.get("saedex_family") == "concept":
+        d = build_concept_dictionary(loaded, corpus, load_vocabulary(), get_embedder(loaded.cfg.metadata.get("saedex_embedder", DEFAULT_EMBEDDER)),
+                                     progress=not as_json)
+        save_dictionary(sae, d, loaded)
+        res = d["build"]
+    else:
+        res = build_dictionary(corpus, sae, work, max_docs=docs, per_latent=per_latent)
     emit(res, as_json, lambda r: console.print_json(data=r))
 
 

@@ -1,0 +1,201 @@
+"""Labels for the concept family, chosen in the latents' own space.
+
+A concept latent reads sentence embeddings, so its top units and any candidate label live in the
+same space: a label is good when its embedding separates the latent's top units from units the
+latent does not fire on. Candidates come from the vocabulary (taxonomy, empath, WordNet) and from
+phrases mined from the top units themselves (1-3 word n-grams in at least three of them and
+enriched against the background). The top units are split by rank: the even ranks choose the
+label (AUC against one half of the background), the odd ranks score it (AUC against the other
+half) - the quality is never measured on what chose the label. Where no candidate separates well
+(held-out AUC below ``MIN_QUALITY``) the label says so (``kind = "unclear"``) and shows the
+latent's most central unit instead of a near-miss name.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from indexer.encode.embedder import Embedder
+from indexer.encode.sae import SparseAutoencoder
+from indexer.labels.dictionary.labelling import auc_rows
+from indexer.labels.dictionary.vocabulary import Concept
+
+N_TOP = 20
+N_BACKGROUND = 3000
+SHORTLIST = 48  # vocabulary candidates per latent, by cosine to the mean of its choosing units
+MIN_SUPPORT = 3  # a mined phrase appears in at least this many top units
+MIN_ENRICHMENT = 5.0  # ... and this many times more often than in the background
+MIN_QUALITY = 0.80
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]")
+_STOP = set("""a an the and or but if of to in on at by for with from as is are was were be been being it its this that these
+those i you he she we they me him her us them my your his our their not no do does did have has had will would can could
+should may might must so than then there here what which who whom whose when where why how all any each some such
+very just also only about into over after before up down out off again more most other own same too s t don doesn
+""".split())
+
+
+@dataclass
+class ConceptLabel:
+    latent: int
+    label: str
+    kind: str  # concept | unclear
+    quality: float  # held-out AUC of the label's embedding: odd-ranked top units vs unseen background units
+    chosen_auc: float  # AUC on the units that chose it (for the record; not the quality)
+    source: str  # taxonomy | empath | wordnet | phrase (of the best candidate)
+    nearest: str  # the best candidate (the label itself, unless unclear)
+    exemplar: str  # the latent's most central top unit
+    top_units: list[str]
+    n_fired: int  # units of the corpus it fires on
+
+
+def top_activations(sae: SparseAutoencoder, X: np.ndarray, n_top: int = N_TOP, block: int = 16384
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per latent, the rows of its ``n_top`` strongest units (-1 where fewer fired), their
+    activations, and how many units it fires on."""
+    d = sae.d_sae
+    best_v = np.full((d, n_top), -np.inf, np.float32)
+    best_i = np.full((d, n_top), -1, np.int64)
+    fired = np.zeros(d, np.int64)
+    with torch.inference_mode():
+        for s in range(0, len(X), block):
+            vals, idx = sae.encode_topk_sparse(torch.from_numpy(np.asarray(X[s : s + block], np.float32)))
+            vals, idx = vals.numpy(), idx.numpy()
+            rows = np.repeat(np.arange(s, s + len(vals)), vals.shape[1])
+            lat, v = idx.ravel(), vals.ravel()
+            keep = v > 0
+            lat, v, rows = lat[keep], v[keep], rows[keep]
+            fired += np.bincount(lat, minlength=d)
+            order = np.lexsort((-v, lat))
+            lat, v, rows = lat[order], v[order], rows[order]
+            starts = np.searchsorted(lat, np.arange(d))
+            ends = np.searchsorted(lat, np.arange(d), side="right")
+            for j in np.flatnonzero(ends > starts):
+                cand_v = np.concatenate([best_v[j], v[starts[j]:ends[j]][:n_top]])
+                cand_i = np.concatenate([best_i[j], rows[starts[j]:ends[j]][:n_top]])
+                top = np.argsort(-cand_v, kind="stable")[:n_top]
+                best_v[j], best_i[j] = cand_v[top], cand_i[top]
+    best_i[~np.isfinite(best_v)] = -1
+    return best_i, np.where(np.isfinite(best_v), best_v, 0.0), fired
+
+
+def _grams(text: str, n_max: int = 3) -> set[str]:
+    words = [w.lower() for w in _WORD.findall(text)]
+    out = set()
+    for n in range(1, n_max + 1):
+        for i in range(len(words) - n + 1):
+            g = words[i : i + n]
+            if g[0] in _STOP or g[-1] in _STOP or (n == 1 and len(g[0]) < 3):
+                continue
+            out.add(" ".join(g))
+    return out
+
+
+def mined_phrases(top_texts: list[str], background_df: Counter, n_background: int) -> list[str]:
+    """Phrases shared by several top units and rare in the background, most enriched first."""
+    df = Counter(g for t in top_texts for g in _grams(t))
+    scored = []
+    for g, c in df.items():
+        if c < MIN_SUPPORT:
+            continue
+        enrichment = (c / len(top_texts)) / ((background_df.get(g, 0) + 1) / (n_background + 1))
+        if enrichment >= MIN_ENRICHMENT:
+            scored.append((enrichment * c, g))
+    scored.sort(key=lambda t: (-t[0], -t[1].count(" "), t[1]))  # ties: the longer phrase first
+    # drop a phrase inside one already kept ("climate" under "climate change")
+    out: list[str] = []
+    for _, g in scored:
+        if not any(f" {g} " in f" {h} " for h in out):
+            out.append(g)
+    return out[:12]
+
+
+def label_concept_latents(sae: SparseAutoencoder, X: np.ndarray, texts: list[str], vocab: list[Concept], vocab_vecs: np.ndarray,
+                          emb: Embedder, n_top: int = N_TOP, n_background: int = N_BACKGROUND, min_quality: float = MIN_QUALITY,
+                          seed: int = 0, progress: bool = True) -> dict[int, ConceptLabel]:
+    """A label for every latent that fires on at least four distinct units of ``X`` (rows of ``texts``)."""
+    X = np.asarray(X, np.float32)
+    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    top_i, _, fired = top_activations(sae, X, n_top=n_top * 2)
+    rng = np.random.default_rng(seed)
+    bg_rows = rng.choice(len(X), size=min(len(X), n_background), replace=False)
+    bg_df = Counter(g for r in bg_rows for g in _grams(texts[r]))
+    with torch.inference_mode():
+        bg_act = sae.encode(torch.from_numpy(X[bg_rows])).numpy()  # (n_bg, d_sae): which background units each latent fires on
+    vocab_vecs = vocab_vecs / np.maximum(np.linalg.norm(vocab_vecs, axis=1, keepdims=True), 1e-12)
+    plan: dict[int, tuple[list[int], list[str]]] = {}
+    for j in range(sae.d_sae):
+        rows, seen = [], set()
+        for r in top_i[j]:
+            if r < 0:
+                break
+            key = " ".join(texts[r].lower().split())
+            if key not in seen:
+                seen.add(key)
+                rows.append(int(r))
+            if len(rows) == n_top:
+                break
+        if len(rows) >= 4:
+            plan[j] = (rows, mined_phrases([texts[r] for r in rows], bg_df, len(bg_rows)))
+    phrases = sorted({p for _, ph in plan.values() for p in ph})
+    phrase_vecs = dict(zip(phrases, emb.encode(phrases, batch_size=256))) if phrases else {}
+    out: dict[int, ConceptLabel] = {}
+    for n, (j, (rows, ph)) in enumerate(sorted(plan.items())):
+        neg = bg_rows[bg_act[:, j] <= 0]
+        neg_a, neg_b = neg[0::2], neg[1::2]
+        choose, score = rows[0::2], rows[1::2]
+        centre = Xn[choose].mean(0)
+        short = np.argsort(-(vocab_vecs @ centre))[:SHORTLIST]
+        cands = [(vocab[i].name, vocab[i].source, vocab_vecs[i]) for i in short] + [(p, "phrase", phrase_vecs[p]) for p in ph]
+        C = np.stack([c[2] for c in cands]).astype(np.float32)
+        chosen = auc_rows(Xn[choose] @ C.T, Xn[neg_a] @ C.T)
+        best = int(np.argmax(chosen))
+        held = float(auc_rows((Xn[score] @ C[best])[:, None], (Xn[neg_b] @ C[best])[:, None])[0])
+        sims = Xn[rows] @ Xn[rows].T
+        exemplar = texts[rows[int(np.argmax(sims.sum(1)))]]
+        good = held >= min_quality
+        out[j] = ConceptLabel(latent=j, label=cands[best][0] if good else "unclear", kind="concept" if good else "unclear",
+                              quality=round(held, 3), chosen_auc=round(float(chosen[best]), 3), source=cands[best][1],
+                              nearest=cands[best][0], exemplar=exemplar, top_units=[texts[r] for r in rows], n_fired=int(fired[j]))
+        if progress and (n + 1) % 256 == 0:
+            print(f"labelled {n + 1:,}/{len(plan):,} concept latents", file=sys.stderr, flush=True)
+    return out
+
+
+def as_entries(labels: dict[int, ConceptLabel]) -> dict[int, dict]:
+    """Dictionary entries (``dictionary.json``) of the concept labels."""
+    out = {}
+    for j, c in labels.items():
+        d = asdict(c)
+        d["description"] = (f'e.g. "{c.exemplar[:160]}"' + ("" if c.kind == "concept" else
+                            f" No candidate label separates its top units from the background (nearest: {c.nearest!r}, AUC {c.quality:.2f})."))
+        out[j] = d
+    return out
+
+
+def build_concept_dictionary(sae: SparseAutoencoder, units_dir, vocab: list[Concept], emb: Embedder, progress: bool = True) -> dict:
+    """The dictionary of a concept SAE from its training units (``saedex train-sae --family concept``'s
+    cache: ``shard_*.npy`` rows are the lines of ``units.txt``): labels, qualities, decoder directions
+    and label vectors, in the form :func:`indexer.labels.dictionary.store.save_dictionary` writes."""
+    units_dir = Path(units_dir)
+    texts = units_dir.joinpath("units.txt").read_text(encoding="utf-8").splitlines()
+    X = np.concatenate([np.load(p) for p in sorted(units_dir.glob("shard_*.npy")) if ".tmp" not in p.name]).astype(np.float32)
+    texts = texts[: len(X)]
+    vocab_vecs = emb.encode([c.text for c in vocab], batch_size=256)
+    labels = label_concept_latents(sae, X, texts, vocab, vocab_vecs, emb, progress=progress)
+    directions = sae.W_dec.detach().float().numpy()
+    directions = directions / np.maximum(np.linalg.norm(directions, axis=1, keepdims=True), 1e-12)
+    label_vecs = np.zeros((sae.d_sae, emb.dim), np.float32)
+    ids = sorted(labels)
+    if ids:
+        label_vecs[ids] = emb.encode([labels[j].label if labels[j].kind == "concept" else labels[j].exemplar for j in ids], batch_size=256)
+    kinds = Counter(c.kind for c in labels.values())
+    return {"latents": as_entries(labels), "directions": directions, "label_vecs": label_vecs,
+            "build": {"family": "concept", "units": len(X), "vocabulary": len(vocab), "labelled": len(labels), **kinds,
+                      "median_quality": float(np.median([c.quality for c in labels.values()])) if labels else None}}

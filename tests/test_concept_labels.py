@@ -1,0 +1,66 @@
+"""Concept labels are chosen in the latents' own space and scored on units that did not choose them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from indexer.encode.embedder import get_embedder
+from indexer.encode.sae import TopKSAE, TopKSAEConfig
+from indexer.labels.concept_labels import label_concept_latents, mined_phrases
+from indexer.labels.dictionary.vocabulary import Concept
+
+TOPICS = {
+    "cooking": ["Simmer the onions in butter until soft.", "Bake the bread for an hour at high heat.",
+                "Whisk two eggs with a cup of sugar.", "Season the soup with salt and pepper.", "Chop the garlic finely before frying.",
+                "Roast the chicken with lemon and thyme.", "Knead the dough until it is smooth.", "Stir the risotto slowly over low heat.",
+                "Grill the fish fillets for four minutes.", "Mix the flour and butter into crumbs.", "Boil the pasta in salted water.",
+                "Fry the bacon until crisp in a pan."],
+    "football": ["The striker scored a late winning goal.", "The keeper saved a penalty in extra time.",
+                 "The referee showed the defender a red card.", "Fans cheered as the captain lifted the cup.",
+                 "The winger crossed for a header at the far post.", "The manager made three substitutions at half time.",
+                 "Their midfielder was booked for a late tackle.", "The club signed a new centre forward this summer.",
+                 "The match ended in a goalless draw.", "He hit the crossbar from thirty yards.",
+                 "The home side won the league title.", "A corner kick led to the equaliser."],
+}
+BACKGROUND = ["The train to Leeds was delayed by an hour.", "She paid the electricity bill online.", "The museum opens at nine.",
+              "His laptop battery died during the call.", "We painted the fence green last weekend.", "The bank raised interest rates.",
+              "A new bridge crosses the river downtown.", "The printer ran out of ink again.", "They moved to a flat near the park.",
+              "The library extended its opening hours.", "Traffic was heavy on the motorway.", "The shop sells second-hand books.",
+              "My neighbour plays the violin at night.", "The council approved the housing plan.", "Snow closed the mountain pass.",
+              "The company hired forty new engineers.", "He forgot his umbrella on the bus.", "The concert was sold out in minutes.",
+              "Our flight landed early in Madrid.", "The hospital opened a new wing.", "She learnt to knit from her grandmother.",
+              "The election results came in overnight.", "A stray cat slept on the porch.", "The stock market fell sharply."]
+
+
+def test_a_concept_latent_gets_its_concept_and_a_random_one_is_unclear():
+    emb = get_embedder()
+    texts = [t for ts in TOPICS.values() for t in ts] + BACKGROUND
+    X = emb.encode(texts)
+    centres = [X[[texts.index(t) for t in ts]].mean(0) for ts in TOPICS.values()]
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=emb.dim)
+    W = np.stack([c / np.linalg.norm(c) for c in centres] + [noise / np.linalg.norm(noise)], axis=1).astype(np.float32)
+    b_enc = -np.array([(X @ W[:, j]).mean() for j in range(W.shape[1])], np.float32)  # fire above the corpus mean
+    cfg = TopKSAEConfig(d_in=emb.dim, d_sae=W.shape[1], k=4, apply_b_dec_to_input=False)
+    sae = TopKSAE(W_enc=torch.from_numpy(W), b_enc=torch.from_numpy(b_enc), W_dec=torch.from_numpy(W.T.copy()),
+                  b_dec=torch.zeros(emb.dim), cfg=cfg)
+    vocab = [Concept("cooking", "cooking: preparing food in a kitchen", "taxonomy"),
+             Concept("football", "football: association football matches and players", "taxonomy"),
+             Concept("finance", "finance: money, banks and markets", "taxonomy"),
+             Concept("travel", "travel: journeys, flights and trains", "taxonomy")]
+    labels = label_concept_latents(sae, X, texts, vocab, emb.encode([c.text for c in vocab]), emb, n_background=100, progress=False)
+    assert labels[0].label == "cooking" and labels[0].kind == "concept" and labels[0].quality >= 0.8
+    assert labels[1].label == "football" and labels[1].kind == "concept" and labels[1].quality >= 0.8
+    assert labels[0].exemplar in TOPICS["cooking"] and set(labels[1].top_units) <= set(TOPICS["football"]) | set(BACKGROUND)
+    # a random direction names nothing: it says so instead of a near miss
+    assert labels[2].kind == "unclear" and labels[2].label == "unclear" and labels[2].quality < 0.8
+
+
+def test_mined_phrases_are_shared_by_top_units_and_rare_elsewhere():
+    from collections import Counter
+
+    top = ["the red card was shown", "a second red card for him", "red card after the tackle", "the keeper was fine"]
+    background = Counter({"card": 3, "the": 100})
+    phrases = mined_phrases(top, background, 100)
+    assert phrases[0] == "red card" and "card" not in phrases  # the longer phrase covers its words
