@@ -20,6 +20,7 @@ from analyses.diff import bh_adjust, two_proportion_test
 from analyses.matrix import (
     AnalysisError,
     canonical_order,
+    family_mask,
     latent_cards,
     latent_medians,
     load_matrix,
@@ -121,6 +122,8 @@ def cluster(
         tables = list(copy.iter_shards(arrays=False))  # row tables and order keys only
         selected = [np.flatnonzero(row_mask(sh.table, where)) for sh in tables]
         if sum(len(r) for r in selected) > stream_above:
+            if p.family != "all":
+                raise AnalysisError(f"--family {p.family} clusters at most {stream_above:,} documents (narrow the slice with --where)")
             return _cluster_streaming(store, index, copy, tables, selected, where, k, axis, label_field,
                                       min_coverage, max_coverage, threshold, n_examples, seed, floor, with_coords)
     # No noise floor by default (unlike diff and correlations): on 999 whole BBC articles, topic
@@ -128,6 +131,9 @@ def cluster(
     # already discounts weak one-off firings.
     m = load_matrix(store, index, where, fields=fields, with_dense=(method == "dense"), floor=floor if method == "sae" else 0.0)
     require_docs(m, "the filter", minimum=k)
+    if p.family != "all":  # the other family's latents zeroed: ids stay where they are
+        m.X = (m.X @ sp.diags(family_mask(require_index(store, index).recipe, p.family, m.X.shape[1]).astype(np.float32))).tocsr()
+        m.X.eliminate_zeros()
     if label_field and not any(label_field in p for p in m.payload):
         raise AnalysisError(f"unknown field {label_field!r}: no document in the slice has it")
     B = m.binary(threshold)

@@ -38,12 +38,13 @@ import re
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.matrix import DocMatrix, latent_cards, load_matrix, require_docs
+from analyses.matrix import DocMatrix, family_mask, latent_cards, load_matrix, require_docs
 from analyses.params import CorrelationsParams
 from indexer.core.progress import checkpoint
 from indexer.encode.embedder import get_embedder
 from indexer.encode.pooling import unpack
 from indexer.store import Store
+from indexer.store.catalog import require_index
 
 SAME_SPAN_TOKENS = 2  # peaks this close (in tokens) count as the same spot
 SAME_SPAN_SHARE = 0.25  # a pair peaking at the same spot in this share of its shared documents is dropped
@@ -127,7 +128,8 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
     # Rare and ubiquitous latents go first: they cannot make a pair, and left in they would take
     # per-document slots from the latents that can.
     counts = np.diff(X.tocsc().indptr)
-    cols = np.flatnonzero((counts <= max_freq * m.n_docs) & (counts >= min_support))
+    in_family = family_mask(require_index(store, index).recipe, p.family, len(counts))
+    cols = np.flatnonzero((counts <= max_freq * m.n_docs) & (counts >= min_support) & in_family)
     Xs = X[:, cols].tocsr()
     B = salient_binary(Xs, per_doc)
     i, j, npmi, cij, cond = npmi_pairs(B, min_support, min_npmi)

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import stats
 
 from analyses.hypotheses import hypothesize_and_verify
-from analyses.matrix import AnalysisError, check_bound, latent_cards, latent_medians, load_matrix, slice_counts
+from analyses.matrix import AnalysisError, check_bound, family_mask, latent_cards, latent_medians, load_matrix, slice_counts
 from analyses.params import DiffParams
 from indexer.encode.floor import above_floor
 from indexer.encode.pooling import fire_spans
@@ -58,7 +58,8 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
     others = [params.to_filter(x, "b") for x in params.b_slices()]
     top, threshold, floor, hypotheses = params.top, params.threshold, params.floor, params.hypotheses
     min_coverage, max_coverage = params.min_coverage, params.max_coverage
-    copy = fresh_copy(store, require_index(store, index).recipe)
+    recipe = require_index(store, index).recipe
+    copy = fresh_copy(store, recipe)
     ref = latent_medians(store, index) if floor > 0 else None
     na, ca = slice_counts(copy, a, floor, ref, threshold)
     if na < 1:
@@ -80,6 +81,7 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
     z, p = two_proportion_test(ca, na, cb, nb)
     pooled = (ca + cb) / (na + nb)
     keep = (pooled >= min_coverage) & (pooled <= max_coverage) & ((ca + cb) > 0)
+    keep &= family_mask(recipe, params.family, len(keep))
     cand = np.flatnonzero(keep)
     p_adj = np.ones_like(p)
     p_adj[cand] = bh_adjust(p[cand])

@@ -117,13 +117,21 @@ def sample_positions(total: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(total, size, replace=False))
 
 
+def family_mask(recipe, family: str, n: int) -> np.ndarray:
+    """Which of ``n`` latent ids belong to ``family`` (token | concept | all) in an index of ``recipe``."""
+    mask = np.zeros(n, bool)
+    r = recipe.family_range(family)
+    mask[r.start:min(r.stop, n)] = True
+    return mask
+
+
 def latent_medians(store: Store, index: str) -> np.ndarray:
     """Each latent's reference strength for the noise floor: the SAE's own (its median max-pooled
     activation on its training corpus, shipped beside the weights) where it has one - fixed per
     SAE, so counts stored in the columnar copy stay valid as the index grows - else the index's
     median document activation (p50 in latent stats; 0 if unknown)."""
     recipe = require_index(store, index).recipe
-    d_sae = recipe.sae.d_sae
+    d_sae = recipe.n_latents
     ref = reference_for(recipe)
     if ref is not None:
         return ref

@@ -18,6 +18,8 @@ MAX_SLICES = 32  # B slices of one diff (each is a pass over the copy unless ans
 FLOOR_HELP = ("Count a latent in a document only where it fires at >= this x its typical strength "
               "(the SAE's median pooled activation; 0 = any non-zero).")
 Floor = Field(DEFAULT_FLOOR, ge=0, le=MAX_FLOOR, description=FLOOR_HELP)
+Family = Literal["all", "token", "concept"]
+FAMILY_HELP = "Latents of this SAE family only: token (words, forms, fixed phrases) | concept (what sentences say) | all."
 
 
 class DiffParams(Params):
@@ -27,6 +29,7 @@ class DiffParams(Params):
     top: int = Field(20, ge=1, le=1000, description="Latents to report.")
     threshold: float = Field(0.0, ge=0, le=1e6, description="A document has a latent when its max activation exceeds this.")
     floor: float = Floor
+    family: Family = Field("all", description=FAMILY_HELP)
     min_coverage: float = Field(0.005, ge=0, le=1, description="Skip latents in fewer than this fraction of both slices.")
     max_coverage: float = Field(0.95, ge=0, le=1, description="Skip latents in more than this fraction of both slices.")
     hypotheses: int = Field(0, ge=0, le=10, description="LLM merges top latents into N verified hypotheses.")
@@ -45,6 +48,7 @@ class CorrelationsParams(Params):
     max_docs: int = Field(4000, ge=0, le=10_000_000,
                           description="Sample this many documents from larger slices (seeded); 0 = exact, every document.")
     floor: float = Floor
+    family: Family = Field("all", description=FAMILY_HELP)
     top: int = Field(20, ge=1, le=1000, description="Pairs to report.")
     min_quality: float = Field(0.0, ge=0, le=1, description="Skip pairs with a label scoring below this (label quality; "
                                                               "unscored labels pass).")
@@ -56,5 +60,6 @@ class ClusterParams(Params):
     axis: Optional[str] = Field(None, min_length=1, max_length=500,
                                 description="Cluster along this axis: 'news topic', 'tone', 'A vs B'.")
     method: Literal["sae", "dense"] = Field("sae", description="sae | dense")
+    family: Family = Field("all", description=FAMILY_HELP)
     label_field: Optional[str] = Field(None, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$",
                                        description="Score clusters against this payload field.")

@@ -171,7 +171,7 @@ class SearchEngine:
     # ------------------------------------------------------------------ query -> latents
     def query_latents(self, query: str, opts: SearchOptions) -> list[WeightedLatent]:
         key = (self.token(), query, opts.n_latents, opts.temperature, opts.label_weight, opts.direction_weight,
-               opts.quality_weight, opts.max_doc_freq)
+               opts.quality_weight, opts.max_doc_freq, opts.family)
         table = self.table()
         if not opts.llm_filter:
             with self._lock:
@@ -183,7 +183,8 @@ class SearchEngine:
                 return [WeightedLatent(int(i), table.labels[r], float(w), float(sm), float(table.p90[r]))
                         for i, r, w, sm in zip(ids.tolist(), rows.tolist(), weights.tolist(), sims.tolist())]
         ranked = latents_for_query(self.store, query, opts.n_latents * 2, label_weight=opts.label_weight,
-                                   direction_weight=opts.direction_weight, quality_weight=opts.quality_weight, table=table)
+                                   direction_weight=opts.direction_weight, quality_weight=opts.quality_weight, table=table,
+                                   family=opts.family)
         rows = table.rows([i for i, _ in ranked])
         ok = (rows >= 0) & (table.p90[rows] > 0) & (table.doc_freq[rows] <= opts.max_doc_freq)
         kept = [(i, s, int(r)) for (i, s), r, good in zip(ranked, rows.tolist(), ok.tolist()) if good][: opts.n_latents]
@@ -224,6 +225,10 @@ class SearchEngine:
         if not docs:
             raise SearchError(f"--like: no document {doc_id!r} in index {self.index!r}")
         sparse = docs[0].sparse or {}
+        in_family = self.table().in_family(opts.family)
+        if in_family is not None:
+            rows = self.table().rows(list(sparse))
+            sparse = {i: a for (i, a), r in zip(sparse.items(), rows.tolist()) if r >= 0 and in_family[r]}
         meta = self.latent_meta(list(sparse))
         allowed = None
         if query and query.strip():
@@ -272,6 +277,9 @@ class SearchEngine:
         df = table.doc_freq[cand]
         score = (share[cand] - df) * np.clip(np.nan_to_num(table.quality[cand], nan=0.5), 0.0, 1.0) ** opts.quality_weight
         good = (df <= opts.max_doc_freq) & (table.p90[cand] > 0) & (score > 0)
+        in_family = table.in_family(opts.family)
+        if in_family is not None:
+            good &= in_family[cand]
         order = np.argsort(-score[good], kind="stable")[: opts.feedback_latents]
         fb_rows = cand[good][order]
         fb_ids = table.ids[fb_rows]

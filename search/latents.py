@@ -6,7 +6,7 @@ Used by search (the query's latents), ``saedex latents --query`` and the API's l
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -24,6 +24,7 @@ from indexer.store.latent_table import LatentTable, latent_table
 class LatentsParams(Params):
     query: Optional[str] = Field(None, max_length=500, description="Rank latents by similarity of their label/contexts to this text.")
     top: int = Field(20, ge=1, le=20_000, description="Latents to list (the whole dictionary of a 16k SAE fits).")
+    family: Literal["all", "token", "concept"] = Field("all", description="Latents of this SAE family only: token | concept | all.")
 
     @field_validator("query")
     @classmethod
@@ -38,8 +39,8 @@ def list_latents(store: Store, index: str, params: LatentsParams, table=None) ->
     frequency, or by similarity to ``params.query`` (``table``: the caller's latent table)."""
     require_index(store, index)
     if params.query is None:
-        return {"latents": [latent_summary(p) for p in top_latents_by_freq(store, params.top)]}
-    ranked = latents_for_query(store, params.query, params.top, table=table)
+        return {"latents": [latent_summary(p) for p in top_latents_by_freq(store, params.top, params.family)]}
+    ranked = latents_for_query(store, params.query, params.top, table=table, family=params.family)
     pts = {p.latent: p for p in store.get_latents([i for i, _ in ranked])}
     return {"latents": [latent_summary(pts[i]) | {"similarity": round(s, 4)} for i, s in ranked if i in pts]}
 
@@ -89,7 +90,7 @@ def rank_weights(n: int, temperature: float) -> np.ndarray:
 
 def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_weight: float = 0.5,
                       direction_weight: float = DIRECTION_WEIGHT, quality_weight: float = QUALITY_WEIGHT,
-                      table=None, center: float = CENTER) -> list[tuple[int, float]]:
+                      table=None, center: float = CENTER, family: str = "all") -> list[tuple[int, float]]:
     """Latents ranked by what they are called, what they fire on here, and what they do.
 
     - name: cos(query, label vector) (the dictionary's concept text where the SAE ships one);
@@ -105,15 +106,17 @@ def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_wei
     nominates its ``pool`` best latents; a nominee's missing signal counts as that signal's
     pool floor. All of it is matrix products over the index's in-memory latent table
     (:mod:`indexer.store.latent_table`; pass ``table`` when the caller holds it). ``query`` may be
-    given already embedded.
+    given already embedded. ``family`` (token | concept | all) limits the latents considered.
     """
     table = table if table is not None else latent_table(store)
-    if table.size == 0:
+    allowed = table.in_family(family)
+    n_allowed = table.size if allowed is None else int(allowed.sum())
+    if n_allowed == 0:
         return []
     label_ref, snippet_ref = centering(table)
     q = get_embedder().encode_query(query) if isinstance(query, str) else np.asarray(query, np.float32)
     q = q / max(float(np.linalg.norm(q)), 1e-12)
-    pool = min(max(top * 4, 200), table.size)
+    pool = min(max(top * 4, 200), n_allowed)
     name, evidence = table.label_vecs @ q, table.snippet_vecs @ q
     if center and label_ref is not None:
         name, evidence = name - center * label_ref, evidence - center * snippet_ref
@@ -126,6 +129,8 @@ def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_wei
             signals.append((direction_weight, dirs.astype(np.float32) @ q))
         else:
             signals = [(w / (1 - direction_weight), sims) for w, sims in signals]
+    if allowed is not None:
+        signals = [(w, np.where(allowed, sims, -np.inf)) for w, sims in signals]
     nominated = np.zeros(table.size, bool)
     tops = []
     for _, sims in signals:

@@ -27,6 +27,8 @@ class SearchParams(Params):
     temperature: float = Field(0.2, gt=0, le=100, description="Rank-weight temperature T in w=exp(-(r/n)/T).")
     n_latents: int = Field(100, ge=1, le=1000, description="Latents taken per query.")
     llm_filter: bool = Field(False, description="LLM keeps only the relevant latents.")
+    family: Literal["all", "token", "concept"] = Field("all", description=(
+        "Rank by latents of this SAE family only: token (words, forms, fixed phrases) | concept (what sentences say) | all."))
     feedback: int = Field(12, ge=0, le=200, description=(
         "Pseudo-relevance feedback (methods sae, hybrid): add the latents enriched in the top N "
         "results of a first pass (0 = off)."))

@@ -52,3 +52,18 @@ def test_unit_cache_writes_shards_and_resumes(tmp_path):
     assert (tmp_path / "units.txt").read_text().splitlines()[9] == "unit number 9"
     again = cache_unit_embeddings(units, tmp_path, _FakeEmbedder(), holdout_units=5, shard_units=8, log=lambda m: None)
     assert again == prog  # nothing re-embedded
+
+
+def test_a_concept_latent_peaks_on_its_sentence_and_both_families_share_one_vector():
+    from indexer.encode.pooling import PooledDoc, fire_spans, pack
+
+    text = "The striker scored twice. Rain is expected tomorrow."
+    tokens = PooledDoc(np.array([3, 9]), np.array([1.0, 2.0], np.float32), np.array([0, 1]), np.array([[0, 3], [4, 11]]))
+    units = PooledDoc(np.array([0, 5]), np.array([0.5, 0.7], np.float32), np.array([1, 0]), np.array(split_units(text)))
+    doc = PooledDoc.join(tokens, units, offset=16)
+    assert doc.indices.tolist() == [3, 9, 16, 21] and doc.argmax_token.tolist() == [0, 1, -2, -1]
+    payload = {"_fires": pack(np.stack([doc.indices, doc.argmax_token], axis=1)), "_offsets": pack(doc.offsets),
+               "_units": pack(doc.unit_spans)}
+    spans = fire_spans(payload, [9, 16, 21])
+    assert text[slice(*spans[9])] == "striker"
+    assert text[slice(*spans[16])] == "Rain is expected tomorrow." and text[slice(*spans[21])] == "The striker scored twice."

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from indexer.core.errors import InputError
-from indexer.encode.embedder import DEFAULT_EMBEDDER
+from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
 from indexer.encode.pooling import PooledDoc, encode_and_pool
 from indexer.encode.reader import Reader, ReaderConfig, get_reader, set_threads
 from indexer.encode.recipe import Recipe
-from indexer.encode.sae import DEFAULT_SAE_DIR, load_sae
+from indexer.encode.sae import DEFAULT_SAE_DIR, SparseAutoencoder, load_sae, shipped_concept_sae
+from indexer.encode.units import split_units
 
 
 @dataclass
@@ -31,13 +34,18 @@ class Encoder:
     """Holds the reader and the SAE (each loaded once) and encodes texts exactly as a recipe says."""
 
     def __init__(self, reader_cfg: ReaderConfig | None = None, sae_path: str | None = None, embedder: str = DEFAULT_EMBEDDER,
-                 sae_object=None):
+                 sae_object=None, concept: SparseAutoencoder | None | str = "default"):
+        """``concept``: the concept family's SAE (``"default"``: the shipped one, if any; None: token family only)."""
         set_threads()
         self.reader_cfg = reader_cfg or ReaderConfig()
         self.sae_path = str(sae_path or DEFAULT_SAE_DIR)
         self.sae = sae_object if sae_object is not None else load_sae(self.sae_path)
         self._reader: Reader | None = None
         self.embedder_name = embedder
+        self.concept_path = "default" if isinstance(concept, str) and concept == "default" else None
+        self.concept = shipped_concept_sae() if isinstance(concept, str) else concept
+        if isinstance(concept, str) and concept != "default":
+            self.concept, self.concept_path = load_sae(concept), concept
 
     @classmethod
     def for_recipe(cls, recipe: Recipe):
@@ -45,7 +53,8 @@ class Encoder:
         r = recipe.reader
         cfg = ReaderConfig(model=r.model, layer=r.layer, max_tokens=r.max_tokens,
                            **{k: v for k, v in (("window", r.window), ("overlap", r.overlap)) if v is not None})
-        return cls(cfg, recipe.sae.folder, recipe.embedder or DEFAULT_EMBEDDER)
+        concept = None if recipe.concept is None else (recipe.concept.folder or "default")
+        return cls(cfg, recipe.sae.folder, recipe.embedder or DEFAULT_EMBEDDER, concept=concept)
 
     @classmethod
     def from_options(cls, sae: str | None = None, precision: str = "auto", device: str = "auto", batch_tokens: int = 2048,
@@ -76,7 +85,8 @@ class Encoder:
 
     def recipe(self) -> Recipe:
         return Recipe.build(self.reader_cfg, self.sae, self.sae_path if self.sae_path != str(DEFAULT_SAE_DIR) else "default",
-                            self.embedder_name, self.sae.d_in, precision=self.reader.precision)
+                            self.embedder_name, self.sae.d_in, precision=self.reader.precision,
+                            concept=self.concept, concept_path=self.concept_path)
 
     def encode_texts(self, texts: list[str], counts: EncodeCounts | None = None) -> list[PooledDoc]:
         """Reader + SAE + max-pooling, one pooled document per text, in order."""
@@ -89,4 +99,16 @@ class Encoder:
                 counts.padded_tokens += batch.n_padded
                 counts.computed_tokens += batch.n_computed
                 counts.truncated_docs += batch.truncated
+        if self.concept is not None:
+            pooled = [PooledDoc.join(t, c, self.sae.d_sae) for t, c in zip(pooled, self.encode_units(texts))]
         return pooled
+
+    def encode_units(self, texts: list[str]) -> list[PooledDoc]:
+        """The concept family: each text's sentence units embedded, SAE-encoded and max-pooled
+        (a unit is the concept family's token; ``offsets`` are the units' character spans)."""
+        spans = [np.asarray(split_units(t), np.int64).reshape(-1, 2) for t in texts]
+        flat = [t[s:e] for t, sp in zip(texts, spans) for s, e in sp.tolist()]
+        emb = get_embedder(self.concept.cfg.metadata.get("saedex_embedder", DEFAULT_EMBEDDER))
+        vecs = emb.encode(flat, batch_size=128) if flat else np.zeros((0, emb.dim), np.float32)
+        cuts = np.cumsum([0] + [len(sp) for sp in spans])
+        return encode_and_pool(self.concept, [vecs[a:b] for a, b in zip(cuts[:-1], cuts[1:])], spans)

@@ -79,12 +79,17 @@ def load_reference(sae_dir: str | Path, d_sae: int) -> np.ndarray | None:
 
 
 def reference_for(recipe) -> np.ndarray | None:
-    """The reference strengths of the SAE an index's recipe names, or None."""
+    """The reference strengths of the SAEs an index's recipe names (one per latent of both
+    families; a concept SAE shipping none gets 0: no floor for its latents), or None."""
     path, d_sae = recipe.sae.path, recipe.sae.d_sae
     if not path:
         return None
     try:
-        return load_reference(sae_dir(path), d_sae)
+        ref = load_reference(sae_dir(path), d_sae)
+        if ref is None or recipe.concept is None:
+            return ref
+        concept = load_reference(sae_dir(recipe.concept.path, "concept"), recipe.concept.d_sae)
+        return np.concatenate([ref, concept if concept is not None else np.zeros(recipe.concept.d_sae, np.float32)])
     except (OSError, ValueError):
         return None
 

@@ -3,6 +3,11 @@
 Besides each latent's max activation we keep *where* it peaked (the token index), so every
 search hit and every latent example can show the text span that made the latent fire. Token
 positions and token character offsets are stored compactly in the payload (base64 int32).
+
+The concept family pools the same way over a document's sentence units (:func:`encode_and_pool`
+takes any rows with their character spans); in a document holding both families a concept
+latent's peak is stored as ``-(unit + 1)``, and the unit spans beside the token offsets
+(``_units``), so :func:`fire_spans` shows the firing sentence.
 """
 
 from __future__ import annotations
@@ -20,8 +25,16 @@ from indexer.encode.sae import SparseAutoencoder
 class PooledDoc:
     indices: np.ndarray  # latent ids, ascending
     values: np.ndarray  # max activation per latent
-    argmax_token: np.ndarray  # token position of that max
+    argmax_token: np.ndarray  # token position of that max (concept latents: -(unit + 1))
     offsets: np.ndarray  # (n_tokens, 2) char spans of the content tokens
+    unit_spans: np.ndarray | None = None  # (n_units, 2) char spans of the sentence units (concept family)
+
+    @staticmethod
+    def join(tokens: "PooledDoc", concepts: "PooledDoc", offset: int) -> "PooledDoc":
+        """One document's token-family and concept-family pooling as one vector (concept latent j is ``offset + j``)."""
+        return PooledDoc(np.concatenate([tokens.indices, concepts.indices + offset]), np.concatenate([tokens.values, concepts.values]),
+                         np.concatenate([tokens.argmax_token, -(concepts.argmax_token + 1)]), tokens.offsets,
+                         np.asarray(concepts.offsets, np.int64).reshape(-1, 2))
 
 
 def pack(arr: np.ndarray) -> str:
@@ -78,12 +91,15 @@ def fire_spans(payload: dict, latents: list[int]) -> dict[int, list[int]]:
         return {}
     fires = unpack(payload["_fires"], 2)
     offs = unpack(payload["_offsets"], 2)
+    units = unpack(payload["_units"], 2) if payload.get("_units") else np.zeros((0, 2), np.int32)
     want = np.asarray([int(x) for x in latents], dtype=np.int64)
     pos = np.searchsorted(fires[:, 0], want)
     out = {}
     for lat, p in zip(want.tolist(), pos.tolist()):
         if p < len(fires) and fires[p, 0] == lat:
             t = int(fires[p, 1])
-            if t < len(offs):
+            if 0 <= t < len(offs):
                 out[lat] = [int(offs[t][0]), int(offs[t][1])]
+            elif t < 0 and -t - 1 < len(units):
+                out[lat] = [int(units[-t - 1][0]), int(units[-t - 1][1])]
     return out

@@ -64,6 +64,10 @@ class SaeRecipe:
 
     COMPARED = ("hash", "d_sae")
 
+    @classmethod
+    def of(cls, sae, path: str) -> "SaeRecipe":
+        return cls(path=path, hash=sae.content_hash(), d_sae=sae.d_sae, architecture=sae.architecture, k=getattr(sae.cfg, "k", None))
+
     @property
     def folder(self) -> str | None:
         """The path to load the SAE from (None: the shipped one)."""
@@ -86,13 +90,33 @@ class Recipe:
     pooling: str = "max"
     inference: Inference = field(default_factory=Inference)
     version: int = RECIPE_VERSION
+    # The concept family (an SAE over sentence embeddings, :mod:`indexer.encode.units`); its latents
+    # follow the token SAE's in one id space: concept latent j is latent ``sae.d_sae + j``. None: an
+    # index of the token family only (every index built before the family existed).
+    concept: SaeRecipe | None = None
+
+    @property
+    def n_latents(self) -> int:
+        """Width of a document's latent vector: both families."""
+        return self.sae.d_sae + (self.concept.d_sae if self.concept is not None else 0)
+
+    def family_of(self, latent: int) -> str:
+        return "token" if latent < self.sae.d_sae else "concept"
+
+    def family_range(self, family: str) -> range:
+        """Latent ids of ``family`` (``all``: both)."""
+        if family == "token":
+            return range(0, self.sae.d_sae)
+        if family == "concept":
+            return range(self.sae.d_sae, self.n_latents)
+        return range(0, self.n_latents)
 
     @classmethod
-    def build(cls, reader_cfg, sae, sae_path: str, embedder: str, d_model: int, precision: str | None = None) -> "Recipe":
-        return cls(reader=ReaderRecipe(**reader_cfg.recipe(), d_model=d_model),
-                   sae=SaeRecipe(path=sae_path, hash=sae.content_hash(), d_sae=sae.d_sae, architecture=sae.architecture,
-                                 k=getattr(sae.cfg, "k", None)),
-                   embedder=embedder, inference=Inference(precision or reader_cfg.precision, reader_cfg.device))
+    def build(cls, reader_cfg, sae, sae_path: str, embedder: str, d_model: int, precision: str | None = None,
+              concept=None, concept_path: str | None = None) -> "Recipe":
+        return cls(reader=ReaderRecipe(**reader_cfg.recipe(), d_model=d_model), sae=SaeRecipe.of(sae, sae_path),
+                   embedder=embedder, inference=Inference(precision or reader_cfg.precision, reader_cfg.device),
+                   concept=SaeRecipe.of(concept, concept_path) if concept is not None else None)
 
     @classmethod
     def external(cls, d_sae: int, sae_path: str | None = None, embedder: str | None = None) -> "Recipe":
@@ -112,7 +136,8 @@ class Recipe:
         try:
             return cls(reader=ReaderRecipe(**_pick(ReaderRecipe, d["reader"])), sae=SaeRecipe(**_pick(SaeRecipe, d["sae"])),
                        embedder=d.get("embedder"), pooling=d.get("pooling", "max"),
-                       inference=Inference(**_pick(Inference, d.get("inference") or {})), version=int(d.get("version", 1)))
+                       inference=Inference(**_pick(Inference, d.get("inference") or {})), version=int(d.get("version", 1)),
+                       concept=SaeRecipe(**_pick(SaeRecipe, d["concept"])) if d.get("concept") else None)
         except (KeyError, TypeError) as e:
             raise IncompleteRecipe(f"index {index!r}: its recipe is incomplete ({e}); rebuild the index") from None
 
@@ -124,6 +149,10 @@ class Recipe:
                 a, b = getattr(getattr(self, section), k), getattr(getattr(other, section), k)
                 if a != b:
                     problems.append(f"{section}.{k}: index has {a!r}, this run uses {b!r}")
+        a, b = self.concept, other.concept
+        if (a is None) != (b is None) or (a is not None and any(getattr(a, k) != getattr(b, k) for k in SaeRecipe.COMPARED)):
+            has = lambda r: f"concept SAE {r.hash}" if r is not None else "no concept family"  # noqa: E731
+            problems.append(f"concept: index has {has(a)}, this run uses {has(b)}")
         for k in ("embedder", "pooling"):
             if getattr(self, k) != getattr(other, k):
                 problems.append(f"{k}: index has {getattr(self, k)!r}, this run uses {getattr(other, k)!r}")

@@ -25,6 +25,8 @@ from indexer.core.errors import InputError, UnavailableError
 
 SAE_LENS_FORMAT_VERSION = "6.54.12"  # written into metadata so sae-lens >= 6 loads our SAEs
 DEFAULT_SAE_DIR = Path(__file__).parent / "default_sae"
+# The concept family's SAE (over sentence embeddings of a document's units), shipped when trained.
+DEFAULT_CONCEPT_SAE_DIR = Path(__file__).parent / "concept_sae"
 
 
 # ----------------------------------------------------------------------------- typed configs
@@ -230,10 +232,18 @@ def sae_from(cfg_dict: dict, tensors: dict[str, torch.Tensor]) -> SparseAutoenco
     return sae_cls.from_tensors(tensors, cfg_cls.from_dict(cfg_dict))
 
 
-def sae_dir(path: str | Path | None) -> Path:
+def sae_dir(path: str | Path | None, family: str = "token") -> Path:
     """The folder an SAE path names: ``None`` or ``"default"`` (as manifests record it) is the
-    SAE shipped with saedex."""
-    return DEFAULT_SAE_DIR if path in (None, "", "default") else Path(path)
+    SAE of that family shipped with saedex."""
+    if path in (None, "", "default"):
+        return DEFAULT_SAE_DIR if family == "token" else DEFAULT_CONCEPT_SAE_DIR
+    return Path(path)
+
+
+def shipped_concept_sae() -> SparseAutoencoder | None:
+    """The concept family's shipped SAE, or None where this saedex ships none."""
+    d = DEFAULT_CONCEPT_SAE_DIR
+    return load_sae(d) if (d / "cfg.json").exists() else None
 
 
 def load_sae(path: str | Path | None = None) -> SparseAutoencoder:

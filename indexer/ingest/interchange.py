@@ -28,7 +28,9 @@ from indexer.labels.refresh import refresh_latents
 from indexer.store import DocPoint, Filter, Store, open_store
 from indexer.store.catalog import add_dataset
 from indexer.store.columns import column_values, payload_table, writer_for
-from indexer.store.schema import PARQUET_CORE
+from indexer.store.schema import FIRES, OFFSETS, PARQUET_CORE, UNITS
+
+SPAN_FIELDS = (FIRES, OFFSETS, UNITS)
 
 RECIPE_KEY = b"saedex.recipe"
 
@@ -73,9 +75,10 @@ def _rows_table(ids, lat, val, payloads, dense_rows) -> pa.Table:
     extra = payload_table(ids, payloads).drop_columns(["doc_id"])
     cols = {"id": pa.array(ids, pa.string()), "dataset": pa.array(datasets, pa.string()), "text": pa.array(texts, pa.string()),
             "latents": pa.array(lat, pa.list_(pa.int32())), "values": pa.array(val, pa.list_(pa.float32()))}
-    # payload_table drops text/_fires/_offsets (the columnar copy never filters on them); keep the spans here
-    for k in ("_fires", "_offsets"):
-        cols[k] = pa.array([p.get(k) for p in payloads], pa.string())
+    # payload_table drops text/_fires/_offsets/_units (the columnar copy never filters on them); keep the spans here
+    for k in SPAN_FIELDS:
+        if k != UNITS or any(p.get(k) for p in payloads):
+            cols[k] = pa.array([p.get(k) for p in payloads], pa.string())
     table = pa.table(cols)
     for name in extra.column_names:
         table = table.append_column(extra.schema.field(name), extra.column(name))
@@ -130,7 +133,7 @@ def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch:
     skipped, as with ``saedex index``."""
     path = Path(path)
     pf, recipe = read_recipe(path, index)
-    d_sae = recipe.sae.d_sae
+    d_sae = recipe.n_latents
     table = pf.read()
     _validate(table, d_sae, path, recipe)
     report = ImportReport(index=index, read=table.num_rows)

@@ -89,6 +89,7 @@ class Indexer(Encoder):
                 "text": r.text, "dataset": dataset, "n_tokens": int(len(p.offsets)), "content_hash": content_id(r.text),
                 "_fires": pack(np.stack([p.indices, p.argmax_token], axis=1)) if len(p.indices) else "",
                 "_offsets": pack(p.offsets),
+                **({"_units": pack(p.unit_spans)} if p.unit_spans is not None else {}),
             })
             points.append(DocPoint(doc_id=r.id, sparse_indices=p.indices.tolist(), sparse_values=p.values.tolist(),
                                    dense=dv.tolist(), payload=payload))

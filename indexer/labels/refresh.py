@@ -40,7 +40,8 @@ def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabell
     for the same latents in every index; no labelling cost). ``own_labels`` (or a latent the
     dictionary lacks) uses the offline labeller on this index's own examples instead.
     """
-    dictionary = None if own_labels else dictionary_for(read_manifest(store).recipe)
+    recipe = read_manifest(store).recipe
+    dictionary = dictionary_for(recipe)
     scan = scan_index(store, progress)
     n_docs = len(scan.doc_ids)
     if n_docs == 0:
@@ -60,8 +61,11 @@ def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabell
     entries: dict[int, dict | None] = {}  # latent -> the dictionary entry that describes them, if any
     why_not: dict[int, str] = {}  # latent -> why its dictionary label gave way to the index's own
     for latent in stats:
-        entry = dictionary.entry(latent) if dictionary else None
-        if entry is not None and not dictionary_agrees(entry, built[latent]):
+        # the concept family is always named by its dictionary: its units are sentences, which the
+        # offline (token) labeller cannot read; --own-data relabels the token family only
+        token = recipe.family_of(latent) == "token"
+        entry = dictionary.entry(latent) if dictionary and not (own_labels and token) else None
+        if entry is not None and token and not dictionary_agrees(entry, built[latent]):
             # this index's own examples say otherwise: label them from the index
             why_not[latent] = f"The dictionary's label {entry['label']!r} does not describe this index's top examples."
             entry = None
@@ -90,7 +94,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabell
         negatives = [{"doc_id": scan.doc_ids[r], "text": payloads[r]["text"][:300]} for r in st["neg_rows"] if r in payloads]
         ehash = examples_hash([e["doc_id"] for e in examples])
         payload = {
-            "doc_freq": st["doc_freq"], "doc_count": st["doc_count"], "quantiles": st["quantiles"],
+            "family": recipe.family_of(latent), "doc_freq": st["doc_freq"], "doc_count": st["doc_count"], "quantiles": st["quantiles"],
             "examples": examples, "negatives": negatives, "examples_hash": ehash,
         }
         old = existing.get(latent)

@@ -68,6 +68,7 @@ def latent_summary(p: LatentPoint, n_examples: int = 3) -> dict:
         # concept | lexical, and how well the label detects the latent on held-out contexts
         # (AUC in [0, 1]; null for offline labels of latents the SAE's dictionary lacks)
         "kind": pl.get("kind", "lexical"),
+        "family": pl.get("family", "token"),  # token | concept (the SAE over sentence embeddings)
         "quality": pl.get("quality"),
         "label_source": pl.get("label_source", "offline"),
         "doc_freq": float(pl.get("doc_freq", 0.0)),
@@ -88,7 +89,8 @@ def latent_detail(store: Store, index: str, latent: int) -> dict:
                                                "label_source": p.payload.get("label_source", "offline")}
 
 
-def top_latents_by_freq(store: Store, top: int) -> list[LatentPoint]:
-    pts = [p for p in store.get_latents() if p.payload.get("doc_count", 0) > 0]
+def top_latents_by_freq(store: Store, top: int, family: str = "all") -> list[LatentPoint]:
+    pts = [p for p in store.get_latents() if p.payload.get("doc_count", 0) > 0
+           and family in ("all", p.payload.get("family", "token"))]
     pts.sort(key=lambda p: -p.payload.get("doc_freq", 0.0))
     return pts[:top]

@@ -520,7 +520,7 @@ def _write_json(path: Path, obj: dict) -> None:
 def copy_for(store, recipe) -> ColumnCopy:
     """The columnar copy of the index behind ``store`` (not checked for freshness); ``recipe``
     is the index's :class:`indexer.encode.recipe.Recipe`."""
-    return ColumnCopy(store.cache_file(DIRNAME), recipe.sae.d_sae, reference_for(recipe))
+    return ColumnCopy(store.cache_file(DIRNAME), recipe.n_latents, reference_for(recipe))
 
 
 def writer_for(store, replacing: bool) -> ColumnCopy | None:

@@ -23,7 +23,8 @@ import numpy as np
 
 from indexer.store import Store
 
-TABLE_FIELDS = ["label", "kind", "quality", "description", "quantiles", "doc_freq"]
+TABLE_FIELDS = ["label", "kind", "quality", "description", "quantiles", "doc_freq", "family"]
+FAMILIES = ("all", "token", "concept")
 
 
 @dataclass
@@ -45,6 +46,14 @@ class LatentTable:
     snippet_ref: np.ndarray | None = None
     # what readers compute once from this table (search's centering), dropped with it
     derived: dict = field(default_factory=dict, repr=False, compare=False)
+    concept: np.ndarray | None = None  # (n,) bool: the latent is of the concept family (None: none is)
+
+    def in_family(self, family: str) -> np.ndarray | None:
+        """Rows of ``family`` (token | concept) as a mask; None for all."""
+        if family == "all":
+            return None
+        concept = self.concept if self.concept is not None else np.zeros(self.size, bool)
+        return concept if family == "concept" else ~concept
 
     @property
     def size(self) -> int:
@@ -102,6 +111,7 @@ def build_table(store: Store, token: str | None) -> LatentTable:
         doc_freq=np.array([float(x.get("doc_freq", 0.0) or 0.0) for x in pl], np.float32),
         quality=np.array([np.nan if x.get("quality") is None else float(x["quality"]) for x in pl], np.float32),
         labels=[x.get("label", "") for x in pl], kinds=[x.get("kind", "lexical") for x in pl],
+        concept=np.array([x.get("family") == "concept" for x in pl], bool),
         descriptions=[x.get("description", "") for x in pl],
     )
 

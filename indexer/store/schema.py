@@ -10,13 +10,14 @@ from __future__ import annotations
 
 DOC_ID, TEXT, DATASET = "doc_id", "text", "dataset"
 FIRES, OFFSETS = "_fires", "_offsets"  # packed (latent, peak token) pairs and token character spans
+UNITS = "_units"  # packed character spans of the sentence units (the concept family's peaks point here)
 DENSE = "_dense"  # the dense vector, put into the payload by scroll_docs(with_dense=True)
 BOOKKEEPING = ("n_tokens", "truncated", "content_hash")
 
-RESERVED = frozenset({DOC_ID, TEXT, DATASET, FIRES, OFFSETS, *BOOKKEEPING})  # a user field of these names is renamed
+RESERVED = frozenset({DOC_ID, TEXT, DATASET, FIRES, OFFSETS, UNITS, *BOOKKEEPING})  # a user field of these names is renamed
 USER_FIELD_PREFIX = "field_"
-HIDDEN = frozenset({FIRES, OFFSETS, DOC_ID, TEXT, DATASET})  # not among a hit's "fields" (shown elsewhere or internal)
-NOT_COPIED = frozenset({TEXT, FIRES, OFFSETS, DENSE})  # payload that analyses never filter or count on
+HIDDEN = frozenset({FIRES, OFFSETS, UNITS, DOC_ID, TEXT, DATASET})  # not among a hit's "fields" (shown elsewhere or internal)
+NOT_COPIED = frozenset({TEXT, FIRES, OFFSETS, UNITS, DENSE})  # payload that analyses never filter or count on
 PARQUET_CORE = frozenset({"id", DATASET, TEXT, "latents", "values", "dense"})  # Parquet columns that are not payload
 
 
