@@ -40,6 +40,7 @@ MIN_SUPPORT = 3  # a mined phrase appears in at least this many top units
 MIN_ENRICHMENT = 5.0  # ... and this many times more often than in the background
 MIN_QUALITY = 0.75
 N_NEIGHBOURS = 8  # nearest latents whose top units are negatives
+TIE = 0.02  # candidates this close to the best AUC compete on coverage
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]")
 _STOP = set("""a an the and or but if of to in on at by for with from as is are was were be been being it its this that these
 those i you he she we they me him her us them my your his our their not no do does did have has had will would can could
@@ -98,7 +99,7 @@ def _grams(text: str, n_max: int = 3) -> set[str]:
     for n in range(1, n_max + 1):
         for i in range(len(words) - n + 1):
             g = words[i : i + n]
-            if g[0] in _STOP or g[-1] in _STOP or (n == 1 and len(g[0]) < 3):
+            if g[0] in _STOP or g[-1] in _STOP or (n == 1 and len(g[0]) < 3) or any(len(w) < 2 for w in g):
                 continue
             out.add(" ".join(g))
     return out
@@ -171,7 +172,10 @@ def label_concept_latents(sae: SparseAutoencoder, X: np.ndarray, texts: list[str
         cands = [(vocab[i].name, vocab[i].source, vocab_vecs[i]) for i in short] + [(p, "phrase", phrase_vecs[p]) for p in ph]
         C = np.stack([c[2] for c in cands]).astype(np.float32)
         chosen = _contrast(Xn[choose] @ C.T, Xn[neg[0::2]] @ C.T, Xn[near[0::2]] @ C.T)
-        best = int(np.argmax(chosen))
+        # Many candidates separate a latent's units almost perfectly; among those within TIE of the
+        # best, the one closest to all of them names what they share ("weather", not "drizzle").
+        near_best = np.flatnonzero(chosen >= chosen.max() - TIE)
+        best = int(near_best[np.argmax((Xn[choose] @ C[near_best].T).mean(0))])
         c = C[best][:, None]
         held = float(_contrast(Xn[score] @ c, Xn[neg[1::2]] @ c, Xn[near[1::2]] @ c)[0])
         sims = Xn[rows] @ Xn[rows].T

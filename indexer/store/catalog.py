@@ -50,7 +50,7 @@ def index_info(store: Store, name: str) -> dict:
         "index": name,
         "documents": store.count(),
         "datasets": datasets,
-        **{k: recipe[k] for k in ("reader", "sae", "embedder", "pooling", "inference")},
+        **{k: recipe[k] for k in ("reader", "sae", "concept", "embedder", "pooling", "inference")},
         "latent_stats": latent_stats_state(store, manifest),
     }
 
