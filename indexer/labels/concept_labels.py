@@ -105,12 +105,13 @@ def _grams(text: str, n_max: int = 3) -> set[str]:
     return out
 
 
-def mined_phrases(top_texts: list[str], background_df: Counter, n_background: int) -> list[str]:
-    """Phrases shared by several top units and rare in the background, most enriched first."""
+def mined_phrases(top_texts: list[str], background_df: Counter, n_background: int, min_share: float = 0.0) -> list[str]:
+    """Phrases shared by several top units (at least MIN_SUPPORT, and ``min_share`` of them) and
+    rare in the background, most enriched first."""
     df = Counter(g for t in top_texts for g in _grams(t))
     scored = []
     for g, c in df.items():
-        if c < MIN_SUPPORT:
+        if c < max(MIN_SUPPORT, min_share * len(top_texts)):
             continue
         enrichment = (c / len(top_texts)) / ((background_df.get(g, 0) + 1) / (n_background + 1))
         if enrichment >= MIN_ENRICHMENT:
@@ -166,27 +167,36 @@ def label_concept_latents(sae: SparseAutoencoder, X: np.ndarray, texts: list[str
         near = [r for n_ in neighbours[j] for r in plan[n_][0][:6] if r not in mine]
         neg = bg_rows[bg_act[:, j] <= 0]
         near = np.asarray(near, np.int64)
-        choose, score = rows[0::2], rows[1::2]
-        centre = Xn[choose].mean(0)
-        short = np.argsort(-(vocab_vecs @ centre))[:SHORTLIST]
+        short = np.argsort(-(vocab_vecs @ Xn[rows[0::2]].mean(0)))[:SHORTLIST]
         cands = [(vocab[i].name, vocab[i].source, vocab_vecs[i]) for i in short] + [(p, "phrase", phrase_vecs[p]) for p in ph]
-        C = np.stack([c[2] for c in cands]).astype(np.float32)
-        chosen = _contrast(Xn[choose] @ C.T, Xn[neg[0::2]] @ C.T, Xn[near[0::2]] @ C.T)
-        # Many candidates separate a latent's units almost perfectly; among those within TIE of the
-        # best, the one closest to all of them names what they share ("weather", not "drizzle").
-        near_best = np.flatnonzero(chosen >= chosen.max() - TIE)
-        best = int(near_best[np.argmax((Xn[choose] @ C[near_best].T).mean(0))])
-        c = C[best][:, None]
-        held = float(_contrast(Xn[score] @ c, Xn[neg[1::2]] @ c, Xn[near[1::2]] @ c)[0])
+        name, source, quality, chosen_auc = choose_label(Xn[rows], Xn[neg], Xn[near], cands)
         sims = Xn[rows] @ Xn[rows].T
         exemplar = texts[rows[int(np.argmax(sims.sum(1)))]]
-        good = held >= min_quality
-        out[j] = ConceptLabel(latent=j, label=cands[best][0] if good else "unclear", kind="concept" if good else "unclear",
-                              quality=round(held, 3), chosen_auc=round(float(chosen[best]), 3), source=cands[best][1],
-                              nearest=cands[best][0], exemplar=exemplar, top_units=[texts[r] for r in rows], n_fired=int(fired[j]))
+        good = quality >= min_quality
+        out[j] = ConceptLabel(latent=j, label=name if good else "unclear", kind="concept" if good else "unclear",
+                              quality=quality, chosen_auc=chosen_auc, source=source,
+                              nearest=name, exemplar=exemplar, top_units=[texts[r] for r in rows], n_fired=int(fired[j]))
         if progress and (n + 1) % 256 == 0:
             print(f"labelled {n + 1:,}/{len(plan):,} concept latents", file=sys.stderr, flush=True)
     return out
+
+
+def choose_label(pos: np.ndarray, background: np.ndarray, near: np.ndarray, cands: list[tuple[str, str, np.ndarray]]
+                 ) -> tuple[str, str, float, float]:
+    """(name, source, held-out quality, AUC where chosen) of the candidate that best separates the
+    positives (unit vectors in rank order: even ranks choose, odd ranks score) from background and
+    neighbour units (halves alternate the same way)."""
+    choose, score = pos[0::2], pos[1::2]
+    C = np.stack([c[2] for c in cands]).astype(np.float32)
+    C /= np.maximum(np.linalg.norm(C, axis=1, keepdims=True), 1e-12)
+    chosen = _contrast(choose @ C.T, background[0::2] @ C.T, near[0::2] @ C.T)
+    # Many candidates separate a latent's units almost perfectly; among those within TIE of the
+    # best, the one closest to all of them names what they share ("rain", not "drizzle").
+    near_best = np.flatnonzero(chosen >= chosen.max() - TIE)
+    best = int(near_best[np.argmax((choose @ C[near_best].T).mean(0))])
+    c = C[best][:, None]
+    held = float(_contrast(score @ c, background[1::2] @ c, near[1::2] @ c)[0])
+    return cands[best][0], cands[best][1], round(held, 3), round(float(chosen[best]), 3)
 
 
 def _contrast(pos: np.ndarray, background: np.ndarray, near: np.ndarray) -> np.ndarray:
@@ -228,3 +238,66 @@ def build_concept_dictionary(sae: SparseAutoencoder, units_dir, vocab: list[Conc
     return {"latents": as_entries(labels), "directions": directions, "label_vecs": label_vecs,
             "build": {"family": "concept", "units": len(X), "vocabulary": len(vocab), "labelled": len(labels), **kinds,
                       "median_quality": float(np.median([c.quality for c in labels.values()])) if labels else None}}
+
+
+N_BACKGROUND_HERE = 2000  # background units of an index, for its own concept labels
+PHRASE_SHARE_HERE = 0.25  # a phrase names a latent here when a quarter of its firing sentences hold it
+
+
+class ConceptLabeller:
+    """Concept-family labels chosen in the latents' own space on an index's examples
+    (``label_source = "embedding"``); recomputed on every refresh (its inputs are cached vectors)."""
+
+    name = "embedding"
+
+    @staticmethod
+    def keeps(payload: dict, dictionary_has_it: bool) -> bool:
+        return False
+
+
+def label_concepts_here(examples: dict[int, list[dict]], positives: dict[int, np.ndarray], background_units: list[str],
+                        background_vecs: np.ndarray, directions: np.ndarray, pool: list[tuple[str, str, np.ndarray]], emb: Embedder,
+                        min_quality: float = MIN_QUALITY) -> dict[int, dict]:
+    """Concept-family labels chosen on an index's own examples, in the latents' own space.
+
+    The dictionary was labelled on the SAE's training corpus; in another corpus a latent may fire
+    on other sentences (on the demo index, a latent the dictionary called "losing your hair" fired on
+    "strands"), and the dictionary's score says nothing about that. Here the positives are windows
+    around this index's firing sentences (``positives``: latent -> unit vectors in rank order), the
+    negatives this index's background units and the neighbouring latents' positives (neighbours by
+    ``directions``, the decoder rows), and the candidates the ``pool`` (the dictionary's own labels,
+    the taxonomy) plus phrases mined from the latent's firing sentences here."""
+    bg_df = Counter(g for t in background_units for g in _grams(t))
+    plan = {}
+    for l, ex in examples.items():
+        sentences = [e["text"][e["span"][0]:e["span"][1]] for e in ex if e.get("span")]
+        if l in positives and len(positives[l]) >= 4:
+            plan[l] = mined_phrases(sentences, bg_df, len(background_units), min_share=PHRASE_SHARE_HERE)
+    phrases = sorted({p for ph in plan.values() for p in ph})
+    phrase_vecs = dict(zip(phrases, emb.encode(phrases, batch_size=256))) if phrases else {}
+    pool_vecs = np.stack([v for _, _, v in pool]).astype(np.float32) if pool else np.zeros((0, emb.dim), np.float32)
+    pool_vecs /= np.maximum(np.linalg.norm(pool_vecs, axis=1, keepdims=True), 1e-12)
+    ids = sorted(plan)
+    dirs = directions[ids] / np.maximum(np.linalg.norm(directions[ids], axis=1, keepdims=True), 1e-12) if ids else directions[:0]
+    bg = background_vecs / np.maximum(np.linalg.norm(background_vecs, axis=1, keepdims=True), 1e-12)
+    out = {}
+    for n, l in enumerate(ids):
+        pos = positives[l] / np.maximum(np.linalg.norm(positives[l], axis=1, keepdims=True), 1e-12)
+        sims = dirs @ dirs[n]
+        sims[n] = -np.inf
+        near_ids = [ids[i] for i in np.argsort(-sims)[:N_NEIGHBOURS]] if len(ids) > 1 else []
+        near = np.concatenate([positives[m][:6] for m in near_ids]) if near_ids else np.zeros((0, pos.shape[1]), np.float32)
+        near = near / np.maximum(np.linalg.norm(near, axis=1, keepdims=True), 1e-12)
+        short = np.argsort(-(pool_vecs @ pos[0::2].mean(0)))[:SHORTLIST] if len(pool_vecs) else []
+        cands = [pool[i] for i in short] + [(p, "phrase", phrase_vecs[p]) for p in plan[l]]
+        if not cands:
+            continue
+        name, source, quality, chosen_auc = choose_label(pos, bg, near, cands)
+        vec = next(np.asarray(v, np.float32) for n_, _, v in cands if n_ == name)
+        exemplar = next((e["text"][e["span"][0]:e["span"][1]] for e in examples[l] if e.get("span")), "")
+        good = quality >= min_quality
+        out[l] = {"label": name if good else "unclear", "kind": "concept" if good else "unclear", "quality": quality,
+                  "label_source": ConceptLabeller.name, "vec": vec,
+                  "description": f"Chosen on this index's firing sentences, e.g. \"{exemplar[:160]}\" (held-out AUC {quality:.2f}; from {source})."
+                  + ("" if good else f" No candidate separates them from the background well (nearest: {name!r}).")}
+    return out

@@ -1,7 +1,7 @@
 """What a labeller is, and the registry of them.
 
 A latent's label records who made it (``label_source``: ``dictionary``, ``offline`` or
-``llm:MODEL``). Code that must decide something about a stored label - whether it stays after a
+``llm:MODEL``, ``embedding``). Code that must decide something about a stored label - whether it stays after a
 refresh - asks the labeller registered under that source, instead of testing prefixes or types.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from indexer.labels.concept_labels import ConceptLabeller
 from indexer.labels.dictionary import DictionaryLabeller
 from indexer.labels.llm import LLMLabeller
 from indexer.labels.offline import OfflineLabeller
@@ -30,7 +31,7 @@ def register_labeller(cls: type) -> type:
     return cls
 
 
-for _cls in (DictionaryLabeller, OfflineLabeller, LLMLabeller):
+for _cls in (DictionaryLabeller, OfflineLabeller, LLMLabeller, ConceptLabeller):
     register_labeller(_cls)
 
 

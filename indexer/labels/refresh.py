@@ -22,12 +22,15 @@ import numpy as np
 
 from indexer.encode.embedder import get_embedder
 from indexer.encode.recipe import read_manifest, update_state
+from indexer.encode.units import split_units
+from indexer.labels.concept_labels import N_BACKGROUND_HERE, label_concepts_here
 from indexer.labels.dictionary import dictionary_for
 from indexer.labels.dictionary.localise import CONCEPT_HERE_MIN_AUC, concept_qualities_here, dictionary_agrees, localise_label
+from indexer.labels.dictionary.vocabulary import taxonomy
 from indexer.labels.examples import build_examples, examples_hash
 from indexer.labels.labeller import labeller_of
 from indexer.labels.offline import OfflineLabeller
-from indexer.labels.windows import WindowCache, snippet_vectors
+from indexer.labels.windows import WindowCache, example_windows, snippet_vectors, window_vectors
 from indexer.store import LatentPoint, Store
 from indexer.store.latent_stats import N_BACKGROUND, N_TOP, fetch_payloads, latent_statistics, scan_index
 
@@ -76,13 +79,17 @@ def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabell
     # fired on "[Quir]ky" and "[dram]atisations", "fun" on "McGuire" and "Gibbons").
     concept_here = concept_qualities_here({l: built[l] for l, e in entries.items() if e is not None and e["kind"] == "concept"},
                                           dictionary, background, emb, progress, window_cache)
+    concept_ids = [l for l in stats if recipe.family_of(l) == "concept"]
+    here = _concept_labels_here(concept_ids, built, background, dictionary, emb, window_cache) if concept_ids and dictionary else {}
     points: list[LatentPoint] = []
     to_label: list[tuple[int, list[dict]]] = []
     to_snippet: list[tuple[int, list[dict]]] = []  # dictionary-labelled latents whose examples changed
     n_concepts_dropped = 0
     for latent, st in stats.items():
         examples, entry = built[latent], entries[latent]
-        q_here = concept_here.get(latent)
+        if latent in here:  # the concept family: named on this index's own sentences
+            entry = {**(entry or {}), **here[latent]}
+        q_here = None if latent in here else concept_here.get(latent)
         if entry is not None and q_here is not None:
             # A concept-family label was chosen in its latent's own space (held-out units of a
             # balanced corpus), and the offline labeller cannot read sentence units: it stays, with
@@ -110,10 +117,11 @@ def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabell
             points.append(LatentPoint(latent, old.label_vec, old.snippet_vec, payload))
         elif entry is not None:
             label, description = localise_label(entry, examples)
-            payload.update({"label": label, "description": description, "label_source": "dictionary",
+            payload.update({"label": label, "description": description, "label_source": entry.get("label_source", "dictionary"),
                             "kind": entry["kind"], "quality": entry["quality"]})
             snip = old.snippet_vec if same_examples and old.snippet_vec else None
-            points.append(LatentPoint(latent, dictionary.label_vecs[latent].tolist(), snip or [], payload))
+            label_vec = entry["vec"] if "vec" in entry else dictionary.label_vecs[latent]
+            points.append(LatentPoint(latent, np.asarray(label_vec, np.float32).tolist(), snip or [], payload))
             if snip is None:
                 to_snippet.append((latent, examples))
         else:
@@ -152,3 +160,37 @@ def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabell
     store.upsert_latents(points)
     update_state(store, latent_stats_docs=n_docs)
     return len(to_label)
+
+
+def _concept_labels_here(latents: list[int], built: dict[int, list[dict]], background: list[dict], dictionary, emb,
+                         window_cache: WindowCache) -> dict[int, dict]:
+    """Labels of the concept family's latents chosen on this index (:func:`label_concepts_here`):
+    positives are the (cached) windows around each latent's firing sentences; the background, a
+    seeded sample of this index's sentences; the candidates, the dictionary's concept labels and
+    the taxonomy, plus phrases mined here."""
+    per_latent = {l: example_windows(built[l], N_TOP) for l in latents}
+    vecs = window_vectors({k: t for ws in per_latent.values() for k, t in ws}, emb, False, window_cache)
+    positives = {l: np.stack([vecs[k] for k, _ in ws]) for l, ws in per_latent.items() if ws}
+    units = [(p.get("doc_id", ""), (s, e, "unit"), p["text"][s:e]) for p in background if p.get("text") for s, e in split_units(p["text"])]
+    rng = np.random.default_rng(0)
+    units = [units[i] for i in sorted(rng.choice(len(units), size=min(len(units), N_BACKGROUND_HERE), replace=False))] if units else []
+    bg_vecs = window_vectors({(d, span): t for d, span, t in units}, emb, False, window_cache)
+    bg = np.stack([bg_vecs[(d, span)] for d, span, _ in units]) if units else np.zeros((0, emb.dim), np.float32)
+    pool, seen = [], set()
+    for l, e in sorted(dictionary.latents.items()):
+        if e.get("family") == "concept" and e.get("kind") == "concept" and e["label"] not in seen:
+            seen.add(e["label"])
+            pool.append((e["label"], "dictionary", dictionary.label_vecs[l]))
+    pool += [(c.name, "taxonomy", v) for c, v in _taxonomy_vectors(emb) if c.name not in seen]
+    return label_concepts_here({l: built[l] for l in positives}, positives, [t for _, _, t in units], bg, dictionary.directions,
+                               pool, emb)
+
+
+_taxonomy_cache: list = []
+
+
+def _taxonomy_vectors(emb) -> list:
+    if not _taxonomy_cache:
+        concepts = taxonomy()
+        _taxonomy_cache.extend(zip(concepts, emb.encode([c.text for c in concepts], batch_size=256)))
+    return _taxonomy_cache

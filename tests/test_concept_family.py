@@ -1,0 +1,138 @@
+"""The concept family on planted structure between *independent* slices of real articles: a concept
+said in different words (an apology, never the same sentence twice) in 10% of B is a top-5 diff
+latent of the concept family whose examples are the planted documents and whose label names it,
+which no token latent does; two such concepts planted together come out of ``correlations``; and
+the paper's flagship closing phrase is found between independent slices."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from tests.conftest import cli, load_bbc, write_jsonl
+
+APOLOGIES = [
+    "Sorry, I can't make it tonight.", "I apologise for the delay.", "My apologies for the confusion.", "I'm so sorry about yesterday.",
+    "Please forgive me for being late.", "Sorry for the mix-up with your order.", "I regret the inconvenience this caused.",
+    "Apologies, that was my mistake.", "I am sorry I missed your call.", "Forgive my rudeness earlier.", "We apologise for any disruption.",
+    "Sorry, I didn't mean to upset you.", "I owe you an apology.", "Pardon me for interrupting.", "Excuse the mess, we are moving.",
+    "Sorry it took me so long to reply.", "I apologize if I offended anyone.", "My bad, I sent the wrong file.",
+    "We are sorry for the late delivery.", "Please accept our sincere apologies.", "Sorry to bother you again.",
+    "I feel awful about forgetting your birthday.", "Forgive me, I was wrong.", "Apologies for the short notice.",
+    "I'm sorry the meeting ran over.", "Sorry, that came out badly.", "We regret the error in yesterday's edition.",
+    "I want to say sorry for my behaviour.", "Sorry for the typo in the title.", "I beg your pardon.", "So sorry I couldn't help more.",
+    "I truly apologise for my words."]
+WEATHER = [
+    "It rained all weekend.", "Heavy snow is forecast for Tuesday.", "The sun finally came out this afternoon.",
+    "A cold front is moving in from the north.", "Thunderstorms kept us awake all night.", "Fog delayed the morning flights.",
+    "Temperatures will drop below freezing tonight.", "Strong winds brought down several trees.", "Drizzle is expected until the evening.",
+    "Hail damaged the cars in the car park.", "Frost covered the fields at dawn.", "Showers will clear by lunchtime.",
+    "Sleet turned the roads to slush.", "It was a grey and damp day.", "Lightning lit up the whole valley.",
+    "A blizzard closed the mountain roads.", "Flooding followed the torrential downpour.", "Mist hung over the lake all morning.",
+    "The drought has lasted three months.", "The rain never stopped on our holiday.", "Tomorrow will be mild and sunny.",
+    "Gales battered the coast overnight.", "The forecast promises blue skies.", "Clouds gathered over the hills.",
+    "The wind chill made it feel minus ten.", "It's bitterly cold outside.", "A heatwave will peak on Thursday.",
+    "The humidity made the walk unbearable.", "The monsoon arrived two weeks early.", "A tornado touched down near the town."]
+APOLOGY_WORDS = ("sorry", "apolog", "forgiv", "regret", "pardon", "excuse", "remorse", "contrit", "repent")
+CLOSING = " I hope it is correct."
+
+
+def independent_slices(n_per_side: int, seed: int, max_chars: int | None):
+    """Two disjoint sets of real BBC articles with the same mix of topics."""
+    docs = load_bbc(2 * n_per_side // 5, seed=seed, max_chars=max_chars)
+    by_topic: dict[str, list[dict]] = {}
+    for d in docs:
+        by_topic.setdefault(d["topic"], []).append(d)
+    a, b = [], []
+    for ds in by_topic.values():
+        a += ds[0::2]
+        b += ds[1::2]
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def concept_index(tmp_path_factory, indexer_obj):
+    """200 + 200 independent articles; an apology appended to 20 of B (each a different sentence);
+    an apology and a weather sentence appended together to 10 documents of each side."""
+    rng = random.Random(11)
+    a, b = independent_slices(200, seed=5, max_chars=900)
+    planted_b = set(rng.sample(range(len(b)), 20))
+    pair_a = set(rng.sample(range(len(a)), 10))
+    pair_b = set(rng.sample(sorted(set(range(len(b))) - planted_b), 10))
+    sorry, rain = iter(rng.sample(APOLOGIES, 30)), iter(rng.sample(WEATHER, 20))
+    rows = []
+    for side, docs, pairs in (("a", a, pair_a), ("b", b, pair_b)):
+        for i, d in enumerate(docs):
+            text = d["text"].rstrip()
+            if i in pairs:
+                text += " " + next(rain) + " " + next(sorry)
+            elif side == "b" and i in planted_b:
+                text += " " + next(sorry)
+            rows.append({"id": f"{side}{i}", "text": text, "side": side})
+    path = write_jsonl(tmp_path_factory.mktemp("concept") / "concept.jsonl", rows)
+    r = cli("index", str(path), "--index", "concept", "--dataset", "bbc", "--id-field", "id", "--json", "--quiet")
+    assert r.exit_code == 0, r.output
+    return {"apology": {f"b{i}" for i in planted_b | pair_b} | {f"a{i}" for i in pair_a},
+            "pair": {f"a{i}" for i in pair_a} | {f"b{i}" for i in pair_b}}
+
+
+def _diff(*extra: str) -> list[dict]:
+    r = cli("diff", "--index", "concept", "--a", "side=a", "--b", "side=b", "--top", "5", "--json", *extra)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)["latents"]
+
+
+def _names_apology(label: str) -> bool:
+    return any(w in label.lower() for w in APOLOGY_WORDS)
+
+
+def test_a_paraphrased_concept_is_a_top_diff_latent_of_the_concept_family_only(concept_index):
+    top = _diff()
+    found = [x for x in top if x["examples"] and set(x["examples"]) <= concept_index["apology"] and _names_apology(x["label"])]
+    assert found, [(x["latent"], x["label"], x["diff"], x["examples"]) for x in top]
+    assert found[0]["more_in"] == "b"
+    r = cli("latent", str(found[0]["latent"]), "--index", "concept", "--json")
+    assert json.loads(r.stdout)["family"] == "concept"
+    # the token family alone has no latent that says it
+    token_top = _diff("--family", "token")
+    assert not [x for x in token_top if set(x["examples"]) <= concept_index["apology"] and _names_apology(x["label"])], token_top
+    assert all(x["latent"] < 16384 for x in token_top)
+
+
+def test_two_paraphrased_concepts_planted_together_are_a_correlated_pair(concept_index):
+    r = cli("correlations", "--index", "concept", "--family", "concept", "--top", "20", "--json")
+    assert r.exit_code == 0, r.output
+    pairs = json.loads(r.stdout)["pairs"]
+    found = [p for p in pairs if set(p["examples"]) <= concept_index["pair"]
+             and (_names_apology(p["label_a"]) or _names_apology(p["label_b"]))]
+    assert found and found[0]["label_sim"] <= 0.5 and found[0]["npmi"] > 0.4, pairs[:5]
+
+
+def test_search_explains_a_concept_hit_by_its_sentence(concept_index):
+    r = cli("search", "someone apologising", "--index", "concept", "--family", "concept", "--k", "5", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert all(w["latent"] >= 16384 for w in res["query_latents"])
+    hits = res["results"]
+    assert sum(h["doc_id"] in concept_index["apology"] for h in hits) >= 4, [h["doc_id"] for h in hits]
+    spans = [s for h in hits for e in h["explanation"] for s in e.get("spans", [])]
+    assert spans  # the firing sentence, not a token
+
+
+def test_flagship_closing_phrase_between_independent_slices(tmp_path, indexer_obj):
+    """" I hope it is correct." at the end of 10% of B, where A and B are *different* real
+    articles (200 each): the phrase is found with B's planted documents as its examples."""
+    rng = random.Random(3)
+    a, b = independent_slices(200, seed=9, max_chars=1200)
+    planted = set(rng.sample(range(len(b)), len(b) // 10))
+    rows = [{"id": f"a{i}", "text": d["text"], "side": "a"} for i, d in enumerate(a)]
+    rows += [{"id": f"b{i}", "text": d["text"].rstrip() + (CLOSING if i in planted else ""), "side": "b"} for i, d in enumerate(b)]
+    path = write_jsonl(tmp_path / "flagship.jsonl", rows)
+    r = cli("index", str(path), "--index", "flagship", "--dataset", "bbc", "--id-field", "id", "--json", "--quiet")
+    assert r.exit_code == 0, r.output
+    r = cli("diff", "--index", "flagship", "--a", "side=a", "--b", "side=b", "--top", "5", "--json")
+    top = json.loads(r.stdout)["latents"]
+    hits = [x for x in top if x["examples"] and set(x["examples"]) <= {f"b{i}" for i in planted}]
+    assert hits, [(x["latent"], x["label"], x["diff"], x["examples"][:3]) for x in top]
