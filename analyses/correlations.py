@@ -239,7 +239,8 @@ class _HeadSimilarity:
 
 
 class _PeakPositions:
-    """Token position where each latent peaks in a document, fetched per document on first use."""
+    """Where each latent peaks in a document, fetched per document on first use: a token position,
+    or for a concept-family latent ``-(unit + 1)`` (its sentence; :mod:`indexer.encode.pooling`)."""
 
     def __init__(self, store: Store, doc_ids: list[str]):
         self.store, self.doc_ids = store, doc_ids
@@ -251,17 +252,32 @@ class _PeakPositions:
             return
         by_id = {h.doc_id: h.payload for h in self.store.get_docs([self.doc_ids[r] for r in need])}
         for r in need:
-            fires = by_id.get(self.doc_ids[r], {}).get("_fires")
-            f = unpack(fires, 2) if fires else np.zeros((0, 2), np.int32)
-            self.cache[r] = (f[:, 0], f[:, 1])  # latent ids ascending, peak token
+            p = by_id.get(self.doc_ids[r], {})
+            f = unpack(p["_fires"], 2) if p.get("_fires") else np.zeros((0, 2), np.int32)
+            offs = unpack(p["_offsets"], 2) if p.get("_offsets") else np.zeros((0, 2), np.int32)
+            units = unpack(p["_units"], 2) if p.get("_units") else np.zeros((0, 2), np.int32)
+            self.cache[r] = (f[:, 0], f[:, 1], offs, units)  # latent ids ascending, peak token, token / unit spans
 
     def _peak(self, r: int, latent: int) -> int | None:
-        lat, tok = self.cache[r]
+        lat, tok = self.cache[r][:2]
         k = int(np.searchsorted(lat, latent))
         return int(tok[k]) if k < len(lat) and lat[k] == latent else None
 
+    def _chars(self, r: int, peak: int) -> tuple[int, int] | None:
+        """The character span of a peak: its token's, or its sentence's."""
+        offs, units = self.cache[r][2:]
+        table, i = (offs, peak) if peak >= 0 else (units, -peak - 1)
+        return (int(table[i][0]), int(table[i][1])) if 0 <= i < len(table) else None
+
+    def _near(self, r: int, pa: int, pb: int) -> bool:
+        """Two peaks on the same span: tokens within SAME_SPAN_TOKENS; a sentence and whatever lies in it."""
+        if pa >= 0 and pb >= 0:
+            return abs(pa - pb) <= SAME_SPAN_TOKENS
+        sa, sb = self._chars(r, pa), self._chars(r, pb)
+        return sa is not None and sb is not None and sa[0] < sb[1] and sb[0] < sa[1]
+
     def same_span_share(self, rows: np.ndarray, a: int, b: int) -> float:
-        """Share of ``rows`` where ``a`` and ``b`` peak within SAME_SPAN_TOKENS of each other."""
+        """Share of ``rows`` where ``a`` and ``b`` peak on the same span (:meth:`_near`)."""
         self._load(rows)
         near = n = 0
         for r in rows:
@@ -269,5 +285,5 @@ class _PeakPositions:
             if pa is None or pb is None:
                 continue
             n += 1
-            near += abs(pa - pb) <= SAME_SPAN_TOKENS
+            near += self._near(int(r), pa, pb)
         return near / n if n else 0.0

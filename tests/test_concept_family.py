@@ -39,43 +39,41 @@ APOLOGY_WORDS = ("sorry", "apolog", "forgiv", "regret", "pardon", "excuse", "rem
 CLOSING = " I hope it is correct."
 
 
-def independent_slices(n_per_side: int, seed: int, max_chars: int | None):
-    """Two disjoint sets of real BBC articles with the same mix of topics."""
-    docs = load_bbc(2 * n_per_side // 5, seed=seed, max_chars=max_chars)
+def independent_slices(n_per_side: int, seed: int, max_chars: int | None, sides: int = 2) -> list[list[dict]]:
+    """``sides`` disjoint sets of real BBC articles with the same mix of topics (cut to their last whole
+    sentence within ``max_chars``: a plant appended to half a sentence would be half of that sentence)."""
+    docs = load_bbc(sides * n_per_side // 5, seed=seed, max_chars=max_chars)
+    for d in docs:
+        end = max(d["text"].rfind(". "), d["text"].rfind(".\n"))
+        d["text"] = d["text"][: end + 1] if end > 0 else d["text"]
     by_topic: dict[str, list[dict]] = {}
     for d in docs:
         by_topic.setdefault(d["topic"], []).append(d)
-    a, b = [], []
+    out: list[list[dict]] = [[] for _ in range(sides)]
     for ds in by_topic.values():
-        a += ds[0::2]
-        b += ds[1::2]
-    return a, b
+        for k in range(sides):
+            out[k] += ds[k::sides]
+    return out
 
 
 @pytest.fixture(scope="module")
 def concept_index(tmp_path_factory, indexer_obj):
-    """200 + 200 independent articles; an apology appended to 20 of B (each a different sentence);
-    an apology and a weather sentence appended together to 10 documents of each side."""
+    """Three sets of 200 different real articles: A; B with an apology appended to 20 of them (10%,
+    each a different sentence); C with an apology and a weather sentence appended together to 10 (5%)."""
     rng = random.Random(11)
-    a, b = independent_slices(200, seed=5, max_chars=900)
+    a, b, c = independent_slices(200, seed=5, max_chars=900, sides=3)
     planted_b = set(rng.sample(range(len(b)), 20))
-    pair_a = set(rng.sample(range(len(a)), 10))
-    pair_b = set(rng.sample(sorted(set(range(len(b))) - planted_b), 10))
-    sorry, rain = iter(rng.sample(APOLOGIES, 30)), iter(rng.sample(WEATHER, 20))
-    rows = []
-    for side, docs, pairs in (("a", a, pair_a), ("b", b, pair_b)):
-        for i, d in enumerate(docs):
-            text = d["text"].rstrip()
-            if i in pairs:
-                text += " " + next(rain) + " " + next(sorry)
-            elif side == "b" and i in planted_b:
-                text += " " + next(sorry)
-            rows.append({"id": f"{side}{i}", "text": text, "side": side})
+    pair_c = set(rng.sample(range(len(c)), 10))
+    sorry, sorry_c, rain = iter(rng.sample(APOLOGIES, 20)), iter(rng.sample(APOLOGIES, 10)), iter(rng.sample(WEATHER, 10))
+    rows = [{"id": f"a{i}", "text": d["text"], "side": "a"} for i, d in enumerate(a)]
+    rows += [{"id": f"b{i}", "text": d["text"] + (" " + next(sorry) if i in planted_b else ""), "side": "b"} for i, d in enumerate(b)]
+    rows += [{"id": f"c{i}", "text": d["text"] + (" " + next(rain) + " " + next(sorry_c) if i in pair_c else ""), "side": "c"}
+             for i, d in enumerate(c)]
     path = write_jsonl(tmp_path_factory.mktemp("concept") / "concept.jsonl", rows)
     r = cli("index", str(path), "--index", "concept", "--dataset", "bbc", "--id-field", "id", "--json", "--quiet")
     assert r.exit_code == 0, r.output
-    return {"apology": {f"b{i}" for i in planted_b | pair_b} | {f"a{i}" for i in pair_a},
-            "pair": {f"a{i}" for i in pair_a} | {f"b{i}" for i in pair_b}}
+    return {"apology": {f"b{i}" for i in planted_b} | {f"c{i}" for i in pair_c}, "planted_b": {f"b{i}" for i in planted_b},
+            "pair": {f"c{i}" for i in pair_c}}
 
 
 def _diff(*extra: str) -> list[dict]:
@@ -89,20 +87,20 @@ def _names_apology(label: str) -> bool:
 
 
 def test_a_paraphrased_concept_is_a_top_diff_latent_of_the_concept_family_only(concept_index):
-    top = _diff()
-    found = [x for x in top if x["examples"] and set(x["examples"]) <= concept_index["apology"] and _names_apology(x["label"])]
+    top = _diff("--family", "concept")
+    found = [x for x in top if x["examples"] and set(x["examples"]) <= concept_index["planted_b"] and _names_apology(x["label"])]
     assert found, [(x["latent"], x["label"], x["diff"], x["examples"]) for x in top]
     assert found[0]["more_in"] == "b"
     r = cli("latent", str(found[0]["latent"]), "--index", "concept", "--json")
     assert json.loads(r.stdout)["family"] == "concept"
     # the token family alone has no latent that says it
     token_top = _diff("--family", "token")
-    assert not [x for x in token_top if set(x["examples"]) <= concept_index["apology"] and _names_apology(x["label"])], token_top
+    assert not [x for x in token_top if set(x["examples"]) <= concept_index["planted_b"] and _names_apology(x["label"])], token_top
     assert all(x["latent"] < 16384 for x in token_top)
 
 
 def test_two_paraphrased_concepts_planted_together_are_a_correlated_pair(concept_index):
-    r = cli("correlations", "--index", "concept", "--family", "concept", "--top", "20", "--json")
+    r = cli("correlations", "--index", "concept", "--where", "side=c", "--family", "concept", "--top", "20", "--json")
     assert r.exit_code == 0, r.output
     pairs = json.loads(r.stdout)["pairs"]
     found = [p for p in pairs if set(p["examples"]) <= concept_index["pair"]
@@ -114,11 +112,13 @@ def test_search_explains_a_concept_hit_by_its_sentence(concept_index):
     r = cli("search", "someone apologising", "--index", "concept", "--family", "concept", "--k", "5", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert all(w["latent"] >= 16384 for w in res["query_latents"])
+    assert res["latents"] and all(w["latent"] >= 16384 for w in res["latents"])
     hits = res["results"]
-    assert sum(h["doc_id"] in concept_index["apology"] for h in hits) >= 4, [h["doc_id"] for h in hits]
-    spans = [s for h in hits for e in h["explanation"] for s in e.get("spans", [])]
-    assert spans  # the firing sentence, not a token
+    # each hit's explanation points at its firing sentence: planted apologies, and real news ones
+    # ("... will not apologise for making allegations")
+    said = [h["text"][slice(*h["explanation"][0]["spans"][0])] for h in hits]
+    assert sum(_names_apology(t) or t in APOLOGIES for t in said) >= 4, said
+    assert sum(h["id"] in concept_index["apology"] for h in hits) >= 2
 
 
 def test_flagship_closing_phrase_between_independent_slices(tmp_path, indexer_obj):
@@ -132,7 +132,7 @@ def test_flagship_closing_phrase_between_independent_slices(tmp_path, indexer_ob
     path = write_jsonl(tmp_path / "flagship.jsonl", rows)
     r = cli("index", str(path), "--index", "flagship", "--dataset", "bbc", "--id-field", "id", "--json", "--quiet")
     assert r.exit_code == 0, r.output
-    r = cli("diff", "--index", "flagship", "--a", "side=a", "--b", "side=b", "--top", "5", "--json")
+    r = cli("diff", "--index", "flagship", "--a", "side=a", "--b", "side=b", "--top", "5", "--family", "concept", "--json")
     top = json.loads(r.stdout)["latents"]
     hits = [x for x in top if x["examples"] and set(x["examples"]) <= {f"b{i}" for i in planted}]
     assert hits, [(x["latent"], x["label"], x["diff"], x["examples"][:3]) for x in top]

@@ -107,8 +107,8 @@ class Encoder:
         """The concept family: each text's sentence units embedded, SAE-encoded and max-pooled
         (a unit is the concept family's token; ``offsets`` are the units' character spans)."""
         spans = [np.asarray(split_units(t), np.int64).reshape(-1, 2) for t in texts]
-        flat = [t[s:e] for t, sp in zip(texts, spans) for s, e in sp.tolist()]
         emb = get_embedder(self.concept.cfg.metadata.get("saedex_embedder", DEFAULT_EMBEDDER))
-        vecs = emb.encode(flat, batch_size=128) if flat else np.zeros((0, emb.dim), np.float32)
-        cuts = np.cumsum([0] + [len(sp) for sp in spans])
-        return encode_and_pool(self.concept, [vecs[a:b] for a, b in zip(cuts[:-1], cuts[1:])], spans)
+        # one document's units per call: a batch's size changes bf16 results in the last bits, and a
+        # document's vector must not depend on what it was indexed with (an import must rank alike)
+        vecs = [emb.encode([t[s:e] for s, e in sp.tolist()], batch_size=128) for t, sp in zip(texts, spans)]
+        return encode_and_pool(self.concept, vecs, spans)

@@ -40,7 +40,7 @@ MIN_SUPPORT = 3  # a mined phrase appears in at least this many top units
 MIN_ENRICHMENT = 5.0  # ... and this many times more often than in the background
 MIN_QUALITY = 0.75
 N_NEIGHBOURS = 8  # nearest latents whose top units are negatives
-TIE = 0.02  # candidates this close to the best AUC compete on coverage
+TIE = 0.05  # candidates this close to the best AUC compete on coverage
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]")
 _STOP = set("""a an the and or but if of to in on at by for with from as is are was were be been being it its this that these
 those i you he she we they me him her us them my your his our their not no do does did have has had will would can could
