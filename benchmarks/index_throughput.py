@@ -5,8 +5,9 @@ with the chosen defaults, same documents, same run; plus the fast paths' agreeme
 
 Measures, on the same real documents (BBC articles, whole):
 (1) reader forward alone, fp32 reference (windows, no SAE);
-(2) the whole pipeline with the defaults (precision auto, windows, SAE encode, max-pool, MiniLM
-    dense vector, Qdrant Edge write);
+(2) the whole pipeline with the defaults (precision auto, windows, SAE encode, max-pool, the
+    concept family's sentence units through MiniLM and its SAE, MiniLM dense vector, Qdrant Edge
+    write), and the same with the token family only (what the concept family costs);
 (3) the previous release's pipeline (fp32, documents cut at 128 tokens) on the same documents;
 (4) for each fast precision: pooled vectors vs the fp32 pipeline's (cosine, top-10 latent
     overlap, Jaccard of the non-zero sets) and its reader+SAE tokens/s.
@@ -110,6 +111,19 @@ def main() -> None:
     res["pipeline_default"] = {"precision": ix.reader.precision, "embedder_precision": get_embedder().precision,
                                "tok_s": round(rep.tokens / t.s, 1), "docs_s": round(len(texts) / t.s, 2), "seconds": round(t.s, 1)}
     res["ratio_pipeline_vs_fp32_forward"] = round(res["pipeline_default"]["tok_s"] / res["forward_fp32"]["tok_s"], 3)
+
+    # (2b) the same pipeline with the token family only: what the concept family costs
+    tok_only = Indexer(ReaderConfig(), concept=None)
+    list(tok_only.reader.encode(texts[:4]))
+    store = open_store("bench_token")
+    tok_only.prepare_store(store, "bench_token")
+    rep_tok = IndexReport(index="bench_token", dataset="bench")
+    with Timer() as t:
+        for s in range(0, len(recs), 128):
+            store.upsert_docs(tok_only.encode_records(recs[s : s + 128], "bench", rep_tok))
+    store.close()
+    res["pipeline_token_family_only"] = {"tok_s": round(rep_tok.tokens / t.s, 1), "seconds": round(t.s, 1)}
+    res["ratio_both_families_vs_token_only_time"] = round(res["pipeline_default"]["seconds"] / t.s, 3)
 
     # (3) the previous release's pipeline: fp32, documents cut at 128 tokens
     old = Indexer(ReaderConfig(precision="fp32", max_tokens=128, window=128, overlap=0))

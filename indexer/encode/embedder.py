@@ -110,13 +110,16 @@ class Embedder:
                 self._trace_state = _trace_transformer(self.model) or False
         return self._trace_state or None
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 64, fixed_batch: bool = False) -> np.ndarray:
         """L2-normalised embeddings, each independent of what it is batched with.
 
         Batches hold texts of one token length only, so nothing is padded: in bf16 a padded
         batch changed an embedding by up to 1.5e-3 depending on its neighbours, which made latent
         vectors (and so query->latent weights and rankings) depend on the history of what was
-        embedded together - an index re-imported from Parquet ranked differently."""
+        embedded together - an index re-imported from Parquet ranked differently. Even unpadded, a
+        bf16 matmul's last bits depend on how many rows it holds: ``fixed_batch`` fills every batch
+        to ``batch_size`` rows (repeating its last text), so a text's vector does not depend on how
+        many others of its length came with it (the concept family's sentence units)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         texts = list(texts)
@@ -135,8 +138,12 @@ class Embedder:
             for g in groups:
                 for s in range(0, len(g), batch_size):
                     idx = g[s : s + batch_size]
-                    out[idx] = self.model.encode([texts[i] for i in idx], batch_size=len(idx), normalize_embeddings=False,
-                                                 show_progress_bar=False, convert_to_tensor=True).float().cpu().numpy()
+                    batch = [texts[i] for i in idx]
+                    if fixed_batch:
+                        batch += [batch[-1]] * (batch_size - len(batch))
+                    vecs = self.model.encode(batch, batch_size=len(batch), normalize_embeddings=False,
+                                             show_progress_bar=False, convert_to_tensor=True).float().cpu().numpy()
+                    out[idx] = vecs[: len(idx)]
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 

@@ -19,6 +19,8 @@ from indexer.encode.recipe import Recipe
 from indexer.encode.sae import DEFAULT_SAE_DIR, SparseAutoencoder, load_sae, shipped_concept_sae
 from indexer.encode.units import split_units
 
+UNIT_BATCH = 32  # sentence units per MiniLM batch (every batch filled to this size)
+
 
 @dataclass
 class EncodeCounts:
@@ -107,8 +109,9 @@ class Encoder:
         """The concept family: each text's sentence units embedded, SAE-encoded and max-pooled
         (a unit is the concept family's token; ``offsets`` are the units' character spans)."""
         spans = [np.asarray(split_units(t), np.int64).reshape(-1, 2) for t in texts]
+        flat = [t[s:e] for t, sp in zip(texts, spans) for s, e in sp.tolist()]
         emb = get_embedder(self.concept.cfg.metadata.get("saedex_embedder", DEFAULT_EMBEDDER))
-        # one document's units per call: a batch's size changes bf16 results in the last bits, and a
-        # document's vector must not depend on what it was indexed with (an import must rank alike)
-        vecs = [emb.encode([t[s:e] for s, e in sp.tolist()], batch_size=128) for t, sp in zip(texts, spans)]
-        return encode_and_pool(self.concept, vecs, spans)
+        # fixed-size batches: a document's vector must not depend on what it was indexed with
+        vecs = emb.encode(flat, batch_size=UNIT_BATCH, fixed_batch=True) if flat else np.zeros((0, emb.dim), np.float32)
+        cuts = np.cumsum([0] + [len(sp) for sp in spans])
+        return encode_and_pool(self.concept, [vecs[a:b] for a, b in zip(cuts[:-1], cuts[1:])], spans)
