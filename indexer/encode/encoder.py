@@ -19,7 +19,7 @@ from indexer.encode.recipe import Recipe
 from indexer.encode.sae import DEFAULT_SAE_DIR, SparseAutoencoder, load_sae, shipped_concept_sae
 from indexer.encode.units import split_units
 
-UNIT_BATCH = 32  # sentence units per MiniLM batch (every batch filled to this size)
+UNIT_BATCH = 16  # sentence units per MiniLM batch (every batch filled to this size: small, as most length groups are)
 
 
 @dataclass
