@@ -45,6 +45,22 @@ def pooled(ix, texts):
     return out, n
 
 
+def timed_pipeline(ix, recs, name: str):
+    """Index ``recs`` into a fresh store ``name`` with ``ix`` (models loaded first); (report, seconds)."""
+    from indexer.ingest.pipeline import IndexReport
+    from indexer.store import open_store
+
+    list(ix.reader.encode([r.text for r in recs[:4]]))
+    store = open_store(name)
+    ix.prepare_store(store, name)
+    rep = IndexReport(index=name, dataset="bench")
+    with Timer() as t:
+        for s in range(0, len(recs), 128):
+            store.upsert_docs(ix.encode_records(recs[s : s + 128], "bench", rep))
+    store.close()
+    return rep, t.s
+
+
 def agreement(ref: list[dict], other: list[dict]) -> dict:
     cos, top, jac = [], [], []
     for a, b in zip(ref, other):
@@ -69,9 +85,8 @@ def main() -> None:
     os.environ["SAEDEX_HOME"] = tempfile.mkdtemp(prefix="saedex-bench-")
     from indexer.ingest.corpus import Record
     from indexer.encode.embedder import get_embedder
-    from indexer.ingest.pipeline import Indexer, IndexReport
     from indexer.encode.reader import ReaderConfig
-    from indexer.store import open_store
+    from indexer.ingest.pipeline import Indexer
 
     texts, src = real_texts(args.docs)
     res: dict = {"docs": len(texts), "source": src + " (whole articles)", "cpu_count": os.cpu_count()}
@@ -99,43 +114,20 @@ def main() -> None:
     # (2) the whole pipeline with the defaults
     get_embedder()
     ix = Indexer(ReaderConfig())
-    list(ix.reader.encode(texts[:4]))
-    store = open_store("bench")
-    ix.prepare_store(store, "bench")
     recs = [Record(id=str(i), text=t_, fields={}) for i, t_ in enumerate(texts)]
-    rep = IndexReport(index="bench", dataset="bench")
-    with Timer() as t:
-        for s in range(0, len(recs), 128):
-            store.upsert_docs(ix.encode_records(recs[s : s + 128], "bench", rep))
-    store.close()
+    rep, secs = timed_pipeline(ix, recs, "bench")
     res["pipeline_default"] = {"precision": ix.reader.precision, "embedder_precision": get_embedder().precision,
-                               "tok_s": round(rep.tokens / t.s, 1), "docs_s": round(len(texts) / t.s, 2), "seconds": round(t.s, 1)}
+                               "tok_s": round(rep.tokens / secs, 1), "docs_s": round(len(texts) / secs, 2), "seconds": round(secs, 1)}
     res["ratio_pipeline_vs_fp32_forward"] = round(res["pipeline_default"]["tok_s"] / res["forward_fp32"]["tok_s"], 3)
 
     # (2b) the same pipeline with the token family only: what the concept family costs
-    tok_only = Indexer(ReaderConfig(), concept=None)
-    list(tok_only.reader.encode(texts[:4]))
-    store = open_store("bench_token")
-    tok_only.prepare_store(store, "bench_token")
-    rep_tok = IndexReport(index="bench_token", dataset="bench")
-    with Timer() as t:
-        for s in range(0, len(recs), 128):
-            store.upsert_docs(tok_only.encode_records(recs[s : s + 128], "bench", rep_tok))
-    store.close()
-    res["pipeline_token_family_only"] = {"tok_s": round(rep_tok.tokens / t.s, 1), "seconds": round(t.s, 1)}
-    res["ratio_both_families_vs_token_only_time"] = round(res["pipeline_default"]["seconds"] / t.s, 3)
+    rep_tok, secs = timed_pipeline(Indexer(ReaderConfig(), concept=None), recs, "bench_token")
+    res["pipeline_token_family_only"] = {"tok_s": round(rep_tok.tokens / secs, 1), "seconds": round(secs, 1)}
+    res["ratio_both_families_vs_token_only_time"] = round(res["pipeline_default"]["seconds"] / secs, 3)
 
     # (3) the previous release's pipeline: fp32, documents cut at 128 tokens
-    old = Indexer(ReaderConfig(precision="fp32", max_tokens=128, window=128, overlap=0))
-    old.reader
-    store = open_store("bench_old")
-    old.prepare_store(store, "bench_old")
-    rep_old = IndexReport(index="bench_old", dataset="bench")
-    with Timer() as t:
-        for s in range(0, len(recs), 128):
-            store.upsert_docs(old.encode_records(recs[s : s + 128], "bench", rep_old))
-    store.close()
-    res["pipeline_previous_release"] = {"tok_s": round(rep_old.tokens / t.s, 1), "tokens": rep_old.tokens,
+    rep_old, secs = timed_pipeline(Indexer(ReaderConfig(precision="fp32", max_tokens=128, window=128, overlap=0)), recs, "bench_old")
+    res["pipeline_previous_release"] = {"tok_s": round(rep_old.tokens / secs, 1), "tokens": rep_old.tokens,
                                         "note": "fp32 reader and SAE, 128-token cut (dense vectors as configured now)"}
     res["speedup_vs_previous_release"] = round(res["pipeline_default"]["tok_s"] / res["pipeline_previous_release"]["tok_s"], 3)
 
