@@ -76,6 +76,7 @@ def test_built_wheel_installs_and_runs_on_its_own(tmp_path):
     assert {f"{p}/__init__.py" for p in packages} <= names
     for data in ("indexer/encode/default_sae/sae_weights.safetensors", "indexer/encode/default_sae/dictionary.npz",
                  "indexer/encode/default_sae/pooling_reference.npy", "indexer/labels/dictionary/taxonomy.tsv",
+                 "indexer/encode/concept_sae/sae_weights.safetensors", "indexer/encode/concept_sae/dictionary.npz",
                  "server/static/index.html"):
         assert data in names, data
     venv = tmp_path / "venv"
