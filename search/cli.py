@@ -144,7 +144,7 @@ def latent_cmd(latent: int = typer.Argument(..., help="Latent id."), index: str 
 
 def _render_latents(obj: dict) -> None:
     t = Table(title="latents")
-    for col in ("id", "label", "kind", "quality", "doc freq", "example (firing token in \\[brackets])"):
+    for col in ("id", "label", "family", "kind", "quality", "doc freq", "example (where it fires: a token or a sentence, in \\[brackets])"):
         t.add_column(col, overflow="fold")
     for lat in obj["latents"]:
         ex = next((e for e in lat["examples"] if e.get("span")), None)
@@ -153,7 +153,7 @@ def _render_latents(obj: dict) -> None:
             s, e = ex["span"]
             shown = (ex["text"][max(0, s - 50):s] + "[" + ex["text"][s:e] + "]" + ex["text"][e:e + 50]).replace("\n", " ")
         q = lat.get("quality")
-        t.add_row(str(lat["id"]), escape(lat["label"]), lat.get("kind", ""), f"{q:.2f}" if q is not None else "-",
+        t.add_row(str(lat["id"]), escape(lat["label"]), lat.get("family", "token"), lat.get("kind", ""), f"{q:.2f}" if q is not None else "-",
                   f"{lat['doc_freq']:.3f}", escape(shown))
     console.print(t)
 
