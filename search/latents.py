@@ -15,7 +15,7 @@ from indexer.core.params import Params
 from indexer.encode.embedder import get_embedder
 from indexer.encode.recipe import read_manifest
 from indexer.labels.dictionary import dictionary_for
-from indexer.labels.dictionary.vocabulary import taxonomy
+from indexer.labels.dictionary.vocabulary import taxonomy_vectors
 from indexer.store import Store
 from indexer.store.catalog import latent_summary, require_index, top_latents_by_freq
 from indexer.store.latent_table import LatentTable, latent_table
@@ -55,7 +55,7 @@ def _reference_concepts(dim: int) -> np.ndarray | None:
     dimension differs from the index's label vectors (another embedder)."""
     if dim not in _ref_cache:
         emb = get_embedder()
-        _ref_cache[dim] = emb.encode([c.text for c in taxonomy()]) if emb.dim == dim else None
+        _ref_cache[dim] = taxonomy_vectors(emb) if emb.dim == dim else None
     return _ref_cache[dim]
 
 

@@ -63,6 +63,12 @@ class ConceptLabel:
     n_fired: int  # units of the corpus it fires on
 
 
+def _unit_rows(m: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32; an all-zero row stays zero): cosines are dot products."""
+    m = np.asarray(m, np.float32)
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+
+
 def top_activations(sae: SparseAutoencoder, X: np.ndarray, n_top: int = N_TOP, block: int = 16384
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per latent, the rows of its ``n_top`` strongest units (-1 where fewer fired), their
@@ -130,14 +136,14 @@ def label_concept_latents(sae: SparseAutoencoder, X: np.ndarray, texts: list[str
                           seed: int = 0, progress: bool = True) -> dict[int, ConceptLabel]:
     """A label for every latent that fires on at least four distinct units of ``X`` (rows of ``texts``)."""
     X = np.asarray(X, np.float32)
-    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    Xn = _unit_rows(X)
     top_i, _, fired = top_activations(sae, X, n_top=n_top * 2)
     rng = np.random.default_rng(seed)
     bg_rows = rng.choice(len(X), size=min(len(X), n_background), replace=False)
     bg_df = Counter(g for r in bg_rows for g in _grams(texts[r]))
     with torch.inference_mode():
         bg_act = sae.encode(torch.from_numpy(X[bg_rows])).numpy()  # (n_bg, d_sae): which background units each latent fires on
-    vocab_vecs = vocab_vecs / np.maximum(np.linalg.norm(vocab_vecs, axis=1, keepdims=True), 1e-12)
+    vocab_vecs = _unit_rows(vocab_vecs)
     plan: dict[int, tuple[list[int], list[str]]] = {}
     for j in range(sae.d_sae):
         rows, seen = [], set()
@@ -152,8 +158,7 @@ def label_concept_latents(sae: SparseAutoencoder, X: np.ndarray, texts: list[str
                 break
         if len(rows) >= 4:
             plan[j] = (rows, mined_phrases([texts[r] for r in rows], bg_df, len(bg_rows)))
-    dirs = sae.W_dec.detach().float().numpy()
-    dirs = dirs / np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-12)
+    dirs = _unit_rows(sae.W_dec.detach().float().numpy())
     neighbours = {}
     for j in plan:
         sims = dirs @ dirs[j]
@@ -187,8 +192,7 @@ def choose_label(pos: np.ndarray, background: np.ndarray, near: np.ndarray, cand
     positives (unit vectors in rank order: even ranks choose, odd ranks score) from background and
     neighbour units (halves alternate the same way)."""
     choose, score = pos[0::2], pos[1::2]
-    C = np.stack([c[2] for c in cands]).astype(np.float32)
-    C /= np.maximum(np.linalg.norm(C, axis=1, keepdims=True), 1e-12)
+    C = _unit_rows(np.stack([c[2] for c in cands]))
     chosen = _contrast(choose @ C.T, background[0::2] @ C.T, near[0::2] @ C.T)
     # Many candidates separate a latent's units almost perfectly; among those within TIE of the
     # best, the one closest to all of them names what they share ("rain", not "drizzle").
@@ -228,8 +232,7 @@ def build_concept_dictionary(sae: SparseAutoencoder, units_dir, vocab: list[Conc
     texts = texts[: len(X)]
     vocab_vecs = emb.encode([c.text for c in vocab], batch_size=256)
     labels = label_concept_latents(sae, X, texts, vocab, vocab_vecs, emb, progress=progress)
-    directions = sae.W_dec.detach().float().numpy()
-    directions = directions / np.maximum(np.linalg.norm(directions, axis=1, keepdims=True), 1e-12)
+    directions = _unit_rows(sae.W_dec.detach().float().numpy())
     label_vecs = np.zeros((sae.d_sae, emb.dim), np.float32)
     ids = sorted(labels)
     if ids:
@@ -275,19 +278,18 @@ def label_concepts_here(examples: dict[int, list[dict]], positives: dict[int, np
             plan[l] = mined_phrases(sentences, bg_df, len(background_units), min_share=PHRASE_SHARE_HERE)
     phrases = sorted({p for ph in plan.values() for p in ph})
     phrase_vecs = dict(zip(phrases, emb.encode(phrases, batch_size=256))) if phrases else {}
-    pool_vecs = np.stack([v for _, _, v in pool]).astype(np.float32) if pool else np.zeros((0, emb.dim), np.float32)
-    pool_vecs /= np.maximum(np.linalg.norm(pool_vecs, axis=1, keepdims=True), 1e-12)
+    pool_vecs = _unit_rows(np.stack([v for _, _, v in pool]) if pool else np.zeros((0, emb.dim), np.float32))
     ids = sorted(plan)
-    dirs = directions[ids] / np.maximum(np.linalg.norm(directions[ids], axis=1, keepdims=True), 1e-12) if ids else directions[:0]
-    bg = background_vecs / np.maximum(np.linalg.norm(background_vecs, axis=1, keepdims=True), 1e-12)
+    dirs = _unit_rows(directions[ids])
+    bg = _unit_rows(background_vecs)
     out = {}
     for n, l in enumerate(ids):
-        pos = positives[l] / np.maximum(np.linalg.norm(positives[l], axis=1, keepdims=True), 1e-12)
+        pos = _unit_rows(positives[l])
         sims = dirs @ dirs[n]
         sims[n] = -np.inf
         near_ids = [ids[i] for i in np.argsort(-sims)[:N_NEIGHBOURS]] if len(ids) > 1 else []
         near = np.concatenate([positives[m][:6] for m in near_ids]) if near_ids else np.zeros((0, pos.shape[1]), np.float32)
-        near = near / np.maximum(np.linalg.norm(near, axis=1, keepdims=True), 1e-12)
+        near = _unit_rows(near)
         short = np.argsort(-(pool_vecs @ pos[0::2].mean(0)))[:SHORTLIST] if len(pool_vecs) else []
         cands = [pool[i] for i in short] + [(p, "phrase", phrase_vecs[p]) for p in plan[l]]
         if not cands:

@@ -26,7 +26,7 @@ from indexer.encode.units import split_units
 from indexer.labels.concept_labels import N_BACKGROUND_HERE, label_concepts_here
 from indexer.labels.dictionary import dictionary_for
 from indexer.labels.dictionary.localise import CONCEPT_HERE_MIN_AUC, concept_qualities_here, dictionary_agrees, localise_label
-from indexer.labels.dictionary.vocabulary import taxonomy
+from indexer.labels.dictionary.vocabulary import taxonomy, taxonomy_vectors
 from indexer.labels.examples import build_examples, examples_hash
 from indexer.labels.labeller import labeller_of
 from indexer.labels.offline import OfflineLabeller
@@ -181,16 +181,6 @@ def _concept_labels_here(latents: list[int], built: dict[int, list[dict]], backg
         if e.get("family") == "concept" and e.get("kind") == "concept" and e["label"] not in seen:
             seen.add(e["label"])
             pool.append((e["label"], "dictionary", dictionary.label_vecs[l]))
-    pool += [(c.name, "taxonomy", v) for c, v in _taxonomy_vectors(emb) if c.name not in seen]
+    pool += [(c.name, "taxonomy", v) for c, v in zip(taxonomy(), taxonomy_vectors(emb)) if c.name not in seen]
     return label_concepts_here({l: built[l] for l in positives}, positives, [t for _, _, t in units], bg, dictionary.directions,
                                pool, emb)
-
-
-_taxonomy_cache: list = []
-
-
-def _taxonomy_vectors(emb) -> list:
-    if not _taxonomy_cache:
-        concepts = taxonomy()
-        _taxonomy_cache.extend(zip(concepts, emb.encode([c.text for c in concepts], batch_size=256)))
-    return _taxonomy_cache

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from indexer.core.settings import settings
 
 TAXONOMY = Path(__file__).with_name("taxonomy.tsv")
@@ -40,6 +42,17 @@ def load_vocabulary(wordnet_min_tags: int = 3, hypernym_levels: int = 2) -> list
 
 def taxonomy() -> list[Concept]:
     return [c for cs in taxonomy_groups().values() for c in cs]
+
+
+_taxonomy_vecs: dict[str, np.ndarray] = {}
+
+
+def taxonomy_vectors(emb) -> np.ndarray:
+    """Unit embeddings of :func:`taxonomy`'s concept texts by ``emb`` (rows in its order), computed
+    once per embedder: search centres query matching on them, label refresh offers them as labels."""
+    if emb.name not in _taxonomy_vecs:
+        _taxonomy_vecs[emb.name] = emb.encode([c.text for c in taxonomy()])
+    return _taxonomy_vecs[emb.name]
 
 
 def taxonomy_groups() -> dict[str, list[Concept]]:
