@@ -38,6 +38,7 @@ def index_cmd(
     text_field: str = typer.Option("text", "--text-field"),
     id_field: Optional[str] = typer.Option(None, "--id-field", help="Field with document ids (default: content hash)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count broken records instead of failing."),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="In a folder, follow symlinks that point outside it."),
     sae: Optional[str] = typer.Option(None, "--sae", help="SAE folder (sae-lens format) or release:sae_id; default: shipped SAE."),
     reader: Optional[str] = typer.Option(None, "--reader", help="Reader model id/path (default: gemma3-270m)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Residual stream after this block (default: the SAE's layer, 6)."),
@@ -57,7 +58,8 @@ def index_cmd(
     indexer = Indexer.from_options(sae, precision=precision, device=device, batch_tokens=batch_tokens, model=reader,
                                    layer=layer, max_tokens=max_tokens, window=window, overlap=overlap)
     report = index_corpus(path, index, dataset, text_field, id_field, skip_invalid, qdrant_url,
-                          indexer=indexer, chunk_docs=chunk_docs, progress=not quiet, update=update)
+                          indexer=indexer, chunk_docs=chunk_docs, progress=not quiet, update=update,
+                          follow_symlinks=follow_symlinks)
     d = report.as_dict()
     if report.invalid:
         err_console.print(f"skipped {report.invalid} invalid record(s), e.g. {report.invalid_examples[0]}", highlight=False)

@@ -52,6 +52,8 @@ def build_bm25(doc_ids: list[str], texts: list[str], key: str = "", k1: float = 
     from rank_bm25 import BM25Okapi
 
     corpus = [tokenize(t) for t in texts]
+    if not any(corpus):  # an empty index (a failed first ingest leaves one): rank_bm25 divides by zero
+        return BM25Index(list(doc_ids), {}, sp.csr_matrix((0, len(doc_ids)), dtype=np.float32), key)
     bm = BM25Okapi(corpus, k1=k1, b=b)
     vocab = {t: i for i, t in enumerate(sorted(bm.idf))}
     rows, cols, vals = [], [], []

@@ -74,6 +74,7 @@ class SearchOptions(SearchParams):
         (so a bad query fails before a model loads or a request queues)."""
         opts = cls.parse(**params.model_dump(), **tuning)
         opts.check(params.query)
+        opts.to_filter(opts.where)  # mixed kinds, cost: 422 before the search queues
         return opts
 
     def check(self, query: str | None) -> None:

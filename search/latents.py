@@ -21,9 +21,14 @@ from indexer.store.catalog import latent_summary, require_index, top_latents_by_
 from indexer.store.latent_table import LatentTable, latent_table
 
 
+MAX_LATENTS_PAGE = 500  # 20,000 at once was 12.5 MB and 2.4 s a request, open to search keys
+
+
 class LatentsParams(Params):
     query: Optional[str] = Field(None, max_length=500, description="Rank latents by similarity of their label/contexts to this text.")
-    top: int = Field(20, ge=1, le=20_000, description="Latents to list (the whole dictionary of a 16k SAE fits).")
+    top: int = Field(20, ge=1, le=MAX_LATENTS_PAGE, description=f"Latents to list (a page: at most {MAX_LATENTS_PAGE}; "
+                                                                 "--offset for the next).")
+    offset: int = Field(0, ge=0, le=1_000_000, description="Skip this many latents first (paging through the dictionary).")
     family: Literal["all", "token", "concept"] = Field("all", description="Latents of this SAE family only: token | concept | all.")
 
     @field_validator("query")
@@ -38,11 +43,18 @@ def list_latents(store: Store, index: str, params: LatentsParams, table=None) ->
     """``saedex latents`` and ``GET /v1/indexes/NAME/latents``: the top latents by document
     frequency, or by similarity to ``params.query`` (``table``: the caller's latent table)."""
     require_index(store, index)
+    start, end = params.offset, params.offset + params.top
     if params.query is None:
-        return {"latents": [latent_summary(p) for p in top_latents_by_freq(store, params.top, params.family)]}
-    ranked = latents_for_query(store, params.query, params.top, table=table, family=params.family)
-    pts = {p.latent: p for p in store.get_latents([i for i, _ in ranked])}
-    return {"latents": [latent_summary(pts[i]) | {"similarity": round(s, 4)} for i, s in ranked if i in pts]}
+        ranked_pts = top_latents_by_freq(store, end + 1, params.family)
+        rows = [latent_summary(p) for p in ranked_pts[start:end]]
+        more = len(ranked_pts) > end
+    else:
+        ranked = latents_for_query(store, params.query, end + 1, table=table, family=params.family)
+        more = len(ranked) > end
+        ranked = ranked[start:end]
+        pts = {p.latent: p for p in store.get_latents([i for i, _ in ranked])}
+        rows = [latent_summary(pts[i]) | {"similarity": round(s, 4)} for i, s in ranked if i in pts]
+    return {"latents": rows, "offset": start, "next_offset": end if more else None}
 
 
 _ref_cache: dict[int, np.ndarray | None] = {}

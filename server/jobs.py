@@ -44,6 +44,21 @@ def _background_priority() -> None:
         pass
 
 
+def scrub(value: Any, depth: int = 0) -> Any:
+    """A value safe to serialise whatever it holds: strings that are not valid Unicode get
+    replacement characters. A job keeps what it was given and what it made, and one bad string
+    once made every later ``GET /v1/jobs`` of its key a 500."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if depth > 32:
+        return None
+    if isinstance(value, dict):
+        return {scrub(str(k)): scrub(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v, depth + 1) for v in value]
+    return value
+
+
 class QueueFull(Exception):
     def __init__(self, index: str, limit: int, retry_after: int):
         super().__init__(f"index {index!r} already has {limit} analysis jobs queued or running; retry later")
@@ -101,7 +116,7 @@ class JobManager:
             active = sum(1 for j in self._jobs.values() if j.index == index and j.active)
             if active >= self.per_index:
                 raise QueueFull(index, self.per_index, self._retry_after(active))
-            job = Job(uuid.uuid4().hex, index, kind, owner, params)
+            job = Job(uuid.uuid4().hex, index, kind, owner, scrub(params))
             self._jobs[job.id] = job
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="saedex-analysis")
@@ -172,7 +187,7 @@ class JobManager:
                 log.exception("job %s (%s on %s) failed", job.id, job.kind, job.index)
                 err = {"status": 500, "detail": "internal error", "request_id": job.id[:12]}
             with self._lock:
-                job.error = err
+                job.error = scrub(err)
                 self._finish(job, "failed")
             return
         with self._lock:

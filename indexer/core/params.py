@@ -21,10 +21,10 @@ import re
 import typing
 from typing import Any, Callable, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
 
 from indexer.core.errors import InputError
-from indexer.core.filters import MAX_FILTER_FIELDS, MAX_FILTER_VALUES, Filter, filter_from_dict, where_dict
+from indexer.core.filters import MAX_FILTER_FIELDS, MAX_FILTER_VALUES, Filter, filter_from_dict, is_encodable, where_dict
 
 # strict: true is not 1, "1" is not 1
 FilterValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
@@ -43,6 +43,17 @@ class Params(BaseModel):
     taken literally (``"5"`` and ``true`` are not integers)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        """Every string of a request - values, filter keys, list items - is valid Unicode. A JSON
+        ``"\\ud800"`` decodes to a lone surrogate, which pydantic lets through inside unions and
+        dict keys; stored in a job it later broke every job listing (a 500 for an hour)."""
+        where = _lone_surrogate(data, "")
+        if where is not None:
+            raise ValueError(f"{where or 'body'}: holds a lone surrogate (not valid Unicode text)")
+        return data
 
     @classmethod
     def parse(cls, **values: Any):
@@ -64,6 +75,28 @@ class Params(BaseModel):
     @staticmethod
     def to_filter(where: dict | None, what: str = "where") -> Filter:
         return filter_from_dict(where, what)
+
+
+def _lone_surrogate(value: Any, path: str, depth: int = 0) -> str | None:
+    """The path of the first string (or key) in ``value`` that is not valid Unicode, else None."""
+    if isinstance(value, str):
+        return None if is_encodable(value) else path
+    if depth > 8:
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and not is_encodable(k):
+                return path or "body"
+            found = _lone_surrogate(v, sub, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for n, v in enumerate(value):
+            found = _lone_surrogate(v, f"{path}.{n}", depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def flag(model: type[BaseModel], name: str) -> str:

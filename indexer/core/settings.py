@@ -29,7 +29,8 @@ class Settings:
     llm_timeout: float | None  # SAEDEX_LLM_TIMEOUT (seconds)
     llm_concurrency: int | None  # SAEDEX_LLM_CONCURRENCY
     qdrant_url: str | None  # SAEDEX_QDRANT_URL: the server's Qdrant (default: embedded Qdrant Edge)
-    api_keys: str | None  # SAEDEX_API_KEYS
+    qdrant_api_key: str | None  # SAEDEX_QDRANT_API_KEY: sent to that Qdrant (its QDRANT__SERVICE__API_KEY)
+    api_keys: str | None  # SAEDEX_API_KEYS (set but empty is kept as "": refused, never read as "no auth")
     keys_file: str | None  # SAEDEX_KEYS_FILE
     audit_log: str | None  # SAEDEX_AUDIT_LOG
     api_docs: bool  # SAEDEX_API_DOCS=1: Swagger UI at /docs
@@ -66,7 +67,8 @@ class Settings:
             llm_timeout=number("SAEDEX_LLM_TIMEOUT", float),
             llm_concurrency=number("SAEDEX_LLM_CONCURRENCY", int),
             qdrant_url=text("SAEDEX_QDRANT_URL"),
-            api_keys=text("SAEDEX_API_KEYS"),
+            qdrant_api_key=text("SAEDEX_QDRANT_API_KEY"),
+            api_keys=env.get("SAEDEX_API_KEYS"),
             keys_file=text("SAEDEX_KEYS_FILE"),
             audit_log=text("SAEDEX_AUDIT_LOG"),
             api_docs=env.get("SAEDEX_API_DOCS") == "1",

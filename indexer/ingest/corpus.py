@@ -13,12 +13,14 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from indexer.core.errors import InputError
+from indexer.core.filters import INT64, canonical_number, is_encodable
 
 
 class CorpusError(InputError):
@@ -92,6 +94,9 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
         except json.JSONDecodeError as e:
             yield where, CorpusError(f"{where}: invalid JSON ({e.msg} at column {e.colno})")
             continue
+        except RecursionError:
+            yield where, CorpusError(f"{where}: JSON nested too deeply")
+            continue
         if not isinstance(obj, dict):
             yield where, CorpusError(f"{where}: expected a JSON object, got {type(obj).__name__}")
             continue
@@ -102,17 +107,30 @@ CSV_FIELD_LIMIT = 64 * 1024 * 1024  # whole documents: Python's default 128 KiB 
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[str, dict]]:
+    """Rows of a CSV file with a header. ``strict``: an unclosed quote is an error (not every
+    following row swallowed into one field); a row with more fields than the header is an
+    error naming its line (it was stored under a field named ``None``)."""
     text = _check_utf8(path, path.read_bytes())
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        reader.fieldnames  # the header, so line numbers below are the rows'
+    except csv.Error as e:
+        raise CorpusError(f"{path}:1: invalid CSV header ({e})") from None
     while True:
+        start = reader.line_num + 1
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as e:
-            raise CorpusError(f"{path}:{reader.line_num}: invalid CSV ({e})") from None
-        yield f"{path}:{reader.line_num}", dict(row)
+            raise CorpusError(f"{path}:{start}: invalid CSV ({e}; an unclosed quote?)") from None
+        where = f"{path}:{reader.line_num}"
+        if None in row:
+            n = len(reader.fieldnames or [])
+            yield where, CorpusError(f"{where}: {n + len(row[None])} fields but the header names {n}")
+            continue
+        yield where, dict(row)
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[str, dict]]:
@@ -129,13 +147,25 @@ def _iter_parquet(path: Path) -> Iterator[tuple[str, dict]]:
             yield f"{path}:row {row}", obj
 
 
-def _iter_txt_folder(path: Path) -> Iterator[tuple[str, Any]]:
-    """Each .txt file is a document; its id is the relative path, its sub-folder a field."""
+def _iter_txt_folder(path: Path, follow_symlinks: bool = False) -> Iterator[tuple[str, Any]]:
+    """Each .txt file is a document; its id is the relative path, its sub-folder a field.
+
+    A symlink pointing outside the folder is not followed unless asked (a link to
+    ``/etc/shadow`` would be indexed and served to every search key), and what is not a regular
+    file (a FIFO blocks forever, ``/dev/zero`` never ends) is refused; both are invalid records
+    naming the file."""
     files = sorted(path.rglob("*.txt"))
     if not files:
         raise CorpusError(f"{path}: folder has no .txt files")
+    root = path.resolve()
     for f in files:
         rel = f.relative_to(path)
+        if f.is_symlink() and not follow_symlinks and not f.resolve().is_relative_to(root):
+            yield str(f), CorpusError(f"{f}: a symlink out of the folder (not followed; --follow-symlinks allows it)")
+            continue
+        if not f.is_file():
+            yield str(f), CorpusError(f"{f}: not a regular file (a FIFO, device or folder)")
+            continue
         try:
             text = _check_utf8(f, f.read_bytes())
         except CorpusError as e:
@@ -144,11 +174,13 @@ def _iter_txt_folder(path: Path) -> Iterator[tuple[str, Any]]:
         yield str(f), {"text": text, "id": str(rel), "folder": str(rel.parent) if str(rel.parent) != "." else ""}
 
 
-def _raw_records(path: Path) -> Iterator[tuple[str, Any]]:
+def _raw_records(path: Path, follow_symlinks: bool = False) -> Iterator[tuple[str, Any]]:
     if not path.exists():
         raise CorpusError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _iter_txt_folder(path)
+        return _iter_txt_folder(path, follow_symlinks)
+    if not path.is_file():
+        raise CorpusError(f"{path}: not a regular file (a FIFO or device cannot be indexed)")
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".jsonl.gzip")):
         return _iter_jsonl(path)
@@ -167,11 +199,14 @@ def read_corpus(
     id_field: str | None = None,
     skip_invalid: bool = False,
     stats: ReadStats | None = None,
+    follow_symlinks: bool = False,
 ) -> Iterator[Record]:
-    """Yield records of a corpus file; see the module docstring for the error policy."""
+    """Yield records of a corpus file; see the module docstring for the error policy. Each
+    record is validated completely (text, id and every field) before it is yielded, so a record
+    that would fail in the encoder or the store fails here, as one line naming it."""
     path = Path(path)
     stats = stats if stats is not None else ReadStats()
-    for where, obj in _raw_records(path):
+    for where, obj in _raw_records(path, follow_symlinks):
         problem: str | None = None
         if isinstance(obj, CorpusError):
             problem = str(obj)
@@ -184,6 +219,8 @@ def read_corpus(
         elif id_field and not _valid_id_type(obj[id_field]):
             problem = (f"{where}: id field {id_field!r} must be a string or an integer, "
                        f"got {type(obj[id_field]).__name__} {obj[id_field]!r}")
+        else:
+            problem = _field_problem(where, obj)
         if problem:
             if not skip_invalid:
                 raise CorpusError(problem)
@@ -204,7 +241,48 @@ def read_corpus(
             doc_id = str(obj["id"]) if path.is_dir() else content_id(text)
         fields = {k: v for k, v in obj.items() if k not in (text_field,) and k != id_field}
         stats.read += 1
-        yield Record(id=doc_id, text=text, fields=_jsonable(fields))
+        yield Record(id=doc_id, text=text, fields={k: canonical_number(v) for k, v in _jsonable(fields).items()})
+
+
+MAX_FIELD_DEPTH = 32  # nesting of lists / objects in one field value
+
+
+def _field_problem(where: str, obj: dict) -> str | None:
+    """The first value of a record that the store cannot hold faithfully, as a message naming
+    the record and the field: a lone surrogate (JSON ``"\\ud800"``: not UTF-8), ``NaN`` or
+    ``Infinity``, an integer past 64 bits (Qdrant would keep it as a float, silently changed),
+    or nesting deeper than :data:`MAX_FIELD_DEPTH`."""
+    def walk(v: Any, name: str, depth: int) -> str | None:
+        if depth > MAX_FIELD_DEPTH:
+            return f"field {name!r} is nested deeper than {MAX_FIELD_DEPTH} levels"
+        if isinstance(v, str):
+            return None if is_encodable(v) else f"field {name!r} holds a lone surrogate (not valid Unicode)"
+        if isinstance(v, bool) or v is None:
+            return None
+        if isinstance(v, int):
+            return None if INT64[0] <= v <= INT64[1] else f"field {name!r}: integer {v} does not fit 64 bits"
+        if isinstance(v, float):
+            return None if math.isfinite(v) else f"field {name!r}: {v} is not a finite number"
+        if isinstance(v, list):
+            for x in v:
+                if (p := walk(x, name, depth + 1)) is not None:
+                    return p
+            return None
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if isinstance(k, str) and not is_encodable(k):
+                    return f"field {name!r} has a key with a lone surrogate"
+                if (p := walk(x, name, depth + 1)) is not None:
+                    return p
+        return None
+
+    for key, value in obj.items():
+        if isinstance(key, str) and not is_encodable(key):
+            return f"{where}: a field name holds a lone surrogate (not valid Unicode)"
+        problem = walk(value, str(key), 0)
+        if problem is not None:
+            return f"{where}: {problem}"
+    return None
 
 
 def _valid_id_type(value: Any) -> bool:

@@ -96,12 +96,14 @@ class Indexer(Encoder):
         return points
 
 
-def collect_records(path: str | Path, text_field: str, id_field: str | None, skip_invalid: bool, report: IndexReport) -> list[Record]:
+def collect_records(path: str | Path, text_field: str, id_field: str | None, skip_invalid: bool, report: IndexReport,
+                    follow_symlinks: bool = False) -> list[Record]:
     """Validate and read the whole input first, so a bad line aborts before anything is written."""
     stats = ReadStats()
     seen: set[str] = set()
     records = []
-    for rec in read_corpus(path, text_field=text_field, id_field=id_field, skip_invalid=skip_invalid, stats=stats):
+    for rec in read_corpus(path, text_field=text_field, id_field=id_field, skip_invalid=skip_invalid, stats=stats,
+                           follow_symlinks=follow_symlinks):
         if rec.id in seen:
             report.duplicates_in_input += 1
             continue
@@ -126,13 +128,14 @@ def index_corpus(
     refresh_latents: bool = True,
     progress: bool = True,
     update: bool = False,
+    follow_symlinks: bool = False,
 ) -> IndexReport:
     """Index a corpus file. Ids already present are skipped when their text is unchanged; ids whose
     text changed are reported (``changed``) and, with ``update=True``, re-encoded and replaced."""
     dataset = dataset or Path(path).name.split(".")[0]
     report = IndexReport(index=index, dataset=dataset)
     t0 = time.time()
-    records = collect_records(path, text_field, id_field, skip_invalid, report)
+    records = collect_records(path, text_field, id_field, skip_invalid, report, follow_symlinks)
     indexer = indexer or Indexer()
     with open_store(index, qdrant_url) as store:
         indexer.prepare_store(store, index)

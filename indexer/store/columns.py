@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import scipy.sparse as sp
 
-from indexer.core.filters import Filter, value_matches, wanted
+from indexer.core.filters import Filter, kind_of, value_matches, wanted
 from indexer.core.progress import checkpoint
 from indexer.encode.floor import COUNT_FLOORS, above_floor, floor_key, reference_for
 from indexer.encode.recipe import read_manifest
@@ -171,8 +171,15 @@ def row_mask(table: pa.Table, flt: Filter | None) -> np.ndarray:
         col = table.column(key)
         meta = table.schema.field(key).metadata or {}
         typ = col.type
-        kinds = {type(w) for w in want}
-        if not meta.get(JSON_META) and len(kinds) == 1 and _arrow_kind(typ) is next(iter(kinds)):
+        kinds = {kind_of(w) for w in want}
+        col_kind = _arrow_kind(typ)
+        plain = not meta.get(JSON_META)
+        if plain and kinds == {"number"} and col_kind in (int, float):
+            # numbers by value: an int column may hold a mixed field's ints, a double one ints too
+            # (Arrow widens [0, 0.5] to doubles); payload floats are never integral (canonical_number)
+            hit = pc.is_in(col.cast(pa.float64()), value_set=pa.array([float(w) for w in want], pa.float64()))
+            mask &= np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool) & ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        elif plain and len(kinds) == 1 and col_kind is not None and _KIND_NAME[col_kind] == next(iter(kinds)) and col_kind is not float:
             hit = pc.is_in(col, value_set=pa.array(want, typ)).to_numpy(zero_copy_only=False)
             mask &= np.asarray(hit, dtype=bool) & ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         elif not meta.get(JSON_META) and not (pa.types.is_list(typ) or pa.types.is_large_list(typ)) and _arrow_kind(typ) is not None:
@@ -181,6 +188,9 @@ def row_mask(table: pa.Table, flt: Filter | None) -> np.ndarray:
             vals = column_values(table, key)
             mask &= np.fromiter((value_matches(v, want) for v in vals), dtype=bool, count=len(vals))
     return mask
+
+
+_KIND_NAME = {bool: "boolean", int: "number", float: "number", str: "string"}
 
 
 def _arrow_kind(typ: pa.DataType) -> type | None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 from indexer.core.paths import saedex_home
+from indexer.core.settings import settings
 from indexer.store.base import DOCS, LATENTS, Filter, Nearest, Store, build_filter
 
 META = "meta"
@@ -24,9 +26,17 @@ def _filter(flt: Filter | None):
 
 
 def client_for(url: str, api_key: str | None = None):
+    """A client of the Qdrant at ``url``, sending ``api_key`` (default ``SAEDEX_QDRANT_API_KEY``):
+    a Qdrant reachable by others must demand a key, or anyone who reaches it bypasses saedex's
+    own keys (docker-compose.yml sets one on both sides)."""
     from qdrant_client import QdrantClient
 
-    return QdrantClient(location=url) if url == ":memory:" else QdrantClient(url=url, api_key=api_key, timeout=60)
+    if url == ":memory:":
+        return QdrantClient(location=url)
+    key = api_key if api_key is not None else settings().qdrant_api_key
+    with warnings.catch_warnings():  # "Api key is used with an insecure connection": compose's private network
+        warnings.simplefilter("ignore", UserWarning)
+        return QdrantClient(url=url, api_key=key, timeout=60)
 
 
 class ServerStore(Store):
