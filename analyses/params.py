@@ -9,7 +9,7 @@ from __future__ import annotations
 import typing
 from typing import Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from indexer.core.params import Params, Where
 from indexer.encode.floor import DEFAULT_FLOOR, MAX_FLOOR
@@ -36,6 +36,12 @@ class DiffParams(Params):
 
     def b_slices(self) -> list[dict]:
         return self.b if isinstance(self.b, list) else [self.b]
+
+    @model_validator(mode="after")
+    def _coverage_window(self):
+        if self.min_coverage > self.max_coverage:
+            raise ValueError(f"min_coverage ({self.min_coverage}) is above max_coverage ({self.max_coverage}): no latent could pass")
+        return self
 
 
 class CorrelationsParams(Params):

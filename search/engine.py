@@ -367,6 +367,9 @@ class SearchEngine:
                "offset": opts.offset, "next_offset": want if full_page and want < MAX_K else None}
         if rerank_info:
             out["rerank"] = rerank_info
+            if rerank_info["status"] != "ok":  # said where a client looks, not only in a counter
+                out["warnings"] = [f"rerank {rerank_info['status']}: {rerank_info.get('error', '')}; "
+                                   f"{rerank_info['failed']} of {rerank_info['failed'] + rerank_info['reranked']} hits keep their SAE order"]
         return out
 
     def _latents(self, query: str | None, opts: SearchOptions) -> list[WeightedLatent]:

@@ -6,7 +6,7 @@ configured they raise :class:`LLMNotConfigured` with a message saying what to se
 
 from __future__ import annotations
 
-from indexer.core.llm import LLMClient, require_llm
+from indexer.core.llm import LLMClient, LLMUnavailable, require_llm
 from indexer.store import Hit
 
 RERANK_TOP = 50
@@ -81,4 +81,9 @@ def llm_rerank(query: str, hits: list[Hit], model: str | None, top: int = RERANK
         h = head[i]
         h.payload = {**h.payload, "llm_score": llm_scores[i]}
         reranked.append(h)
-    return reranked + tail, {"model": c.model, "reranked": len(head), "failed": failed, "usage": c.usage.as_dict()}
+    status = "ok" if not failed else ("failed" if failed == len(head) else "partial")
+    info = {"model": c.model, "status": status, "reranked": len(head) - failed, "failed": failed, "usage": c.usage.as_dict()}
+    errors = [r for r in results if isinstance(r, Exception)]
+    if errors:  # the reason, as clients may see it (the endpoint's status, never its message)
+        info["error"] = str(errors[0]) if isinstance(errors[0], LLMUnavailable) else "LLM answer unusable"
+    return reranked + tail, info

@@ -24,7 +24,7 @@ class SearchParams(Params):
     expand: int = Field(0, ge=0, le=20, description="LLM writes N example phrases whose latents join the query.")
     like: Optional[str] = Field(None, min_length=1, max_length=512,
                                 description="Rank documents sharing this document's strongest latents.")
-    temperature: float = Field(0.2, gt=0, le=100, description="Rank-weight temperature T in w=exp(-(r/n)/T).")
+    temperature: float = Field(0.2, gt=0, le=100, allow_inf_nan=False, description="Rank-weight temperature T in w=exp(-(r/n)/T).")
     n_latents: int = Field(100, ge=1, le=1000, description="Latents taken per query.")
     llm_filter: bool = Field(False, description="LLM keeps only the relevant latents.")
     family: Literal["all", "token", "concept"] = Field("all", description=(
@@ -32,6 +32,11 @@ class SearchParams(Params):
     feedback: int = Field(12, ge=0, le=200, description=(
         "Pseudo-relevance feedback (methods sae, hybrid): add the latents enriched in the top N "
         "results of a first pass (0 = off)."))
+
+    @property
+    def uses_llm(self) -> bool:
+        """Whether this search calls an LLM (the server runs those on their own pool)."""
+        return bool(self.rerank or self.expand or self.llm_filter)
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -53,8 +53,27 @@ from server.jobs import JobManager, QueueFull
 log = logging.getLogger("saedex.server")
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024
-NAME = INDEX_NAME_RE.pattern
+NAME = INDEX_NAME_RE.pattern.replace("\\Z", "$")  # pydantic's Rust regex: "$" is the very end there, and it has no \Z
 MAX_WAIT_S = 60.0
+LLM_WORKERS, LLM_QUEUE = 2, 8  # searches with LLM steps: running at once, and in all (running + waiting)
+
+
+class BoundedCount:
+    """A thread-safe counter with a ceiling: ``take`` fails instead of exceeding it."""
+
+    def __init__(self, limit: int):
+        self.limit, self.n, self.lock = limit, 0, threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.n >= self.limit:
+                return False
+            self.n += 1
+            return True
+
+    def give(self) -> None:
+        with self.lock:
+            self.n -= 1
 LatentsQuery = LatentsParams.from_query_string()
 _PATHS = re.compile(r"(?<![\w.:/])/[^\s'\"()<>,;:]+")
 
@@ -179,13 +198,20 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     # event loop stays free for /healthz.
     searchers: list[ThreadPoolExecutor] = []
     n_searchers = search_workers or max(2, os.cpu_count() or 2)
+    # Searches with an LLM step wait seconds to minutes on the endpoint: they run on a pool of
+    # their own (LLM_WORKERS threads, at most LLM_QUEUE waiting: 429 beyond), so two "expand"
+    # requests no longer held both search threads while a plain search waited 7 s behind them.
+    llm_pool: list[ThreadPoolExecutor] = []
+    llm_waiting = BoundedCount(LLM_QUEUE)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         searchers.append(ThreadPoolExecutor(max_workers=n_searchers, thread_name_prefix="saedex-search"))
+        llm_pool.append(ThreadPoolExecutor(max_workers=LLM_WORKERS, thread_name_prefix="saedex-llm"))
         yield
         jobs.shutdown()
         searchers.pop().shutdown(wait=True)
+        llm_pool.pop().shutdown(wait=False, cancel_futures=True)
         registry.close()  # flush and release the Qdrant Edge locks
 
     app = FastAPI(title="saedex", version="0.1.0", lifespan=lifespan, docs_url="/docs" if docs else None, redoc_url=None,
@@ -214,8 +240,16 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     def audit_note(request: Request, **fields) -> None:
         request.state.audit = {**(getattr(request.state, "audit", None) or {}), **fields}
 
-    async def in_pool(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(searchers[-1] if searchers else None, fn, *args)
+    async def in_pool(fn, *args, llm: bool = False):
+        if not llm:
+            return await asyncio.get_running_loop().run_in_executor(searchers[-1] if searchers else None, fn, *args)
+        if not llm_waiting.take():
+            raise HTTPException(429, f"{LLM_QUEUE} searches with LLM steps are already waiting; retry later",
+                                headers={"Retry-After": "5"})
+        try:
+            return await asyncio.get_running_loop().run_in_executor(llm_pool[-1] if llm_pool else None, fn, *args)
+        finally:
+            llm_waiting.give()
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -266,7 +300,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
             return result
 
         try:
-            out = await in_pool(run)
+            out = await in_pool(run, llm=body.uses_llm)
         except HTTPException:
             raise
         except Exception as e:  # noqa: BLE001

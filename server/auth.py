@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from indexer.core.errors import InputError
 from indexer.core.paths import INDEX_NAME_RE
 from indexer.core.settings import settings
 
+log = logging.getLogger("saedex.auth")
 ROLES = ("search", "analyses", "admin")
 MIN_KEY_CHARS = 8
 _ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -61,9 +63,33 @@ def digest(token: str) -> bytes:
 
 
 def _check_secret(key: str, where: str) -> str:
-    if len(key) < MIN_KEY_CHARS or any(c.isspace() or not c.isprintable() for c in key):
-        raise KeyConfigError(f"{where}: a key must be at least {MIN_KEY_CHARS} printable characters without spaces")
+    """A key a client can send: printable ASCII without spaces (HTTP headers are Latin-1, so a
+    non-ASCII key was accepted at start-up and could never match)."""
+    if len(key) < MIN_KEY_CHARS or any(c.isspace() or not c.isprintable() or not c.isascii() for c in key):
+        raise KeyConfigError(f"{where}: a key must be at least {MIN_KEY_CHARS} printable ASCII characters without spaces")
     return key
+
+
+DIGEST_HOWTO = "saedex key-digest KEY (prints the sha256 digest to store instead)"
+
+
+def key_file_warnings(path: Path, entries: list) -> list[str]:
+    """What is risky about a keys file that is still accepted: plaintext keys, and a file other
+    users may read or write."""
+    out = []
+    plain = sum(1 for e in entries if isinstance(e, dict) and "key" in e)
+    try:
+        mode = Path(path).stat().st_mode & 0o777
+    except OSError:
+        mode = 0
+    if mode & 0o022:
+        out.append(f"keys file {path} is writable by other users (mode {mode:o}): anyone could add a key; chmod 600 it")
+    if plain and mode & 0o044:
+        out.append(f"keys file {path} holds {plain} plaintext key(s) and is readable by other users (mode {mode:o}); "
+                   f"chmod 600 it, or store digests: {DIGEST_HOWTO}")
+    elif plain:
+        out.append(f"keys file {path} holds {plain} plaintext key(s); prefer digests: {DIGEST_HOWTO}")
+    return out
 
 
 def keys_from_env(value: str | None) -> list[ApiKey]:
@@ -89,6 +115,10 @@ def keys_from_file(path: Path) -> list[ApiKey]:
     entries = doc.get("keys") if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         raise KeyConfigError(f"keys file {path}: expected {{\"keys\": [...]}}")
+    if not entries:  # an explicitly empty key set is a mistake, never "no auth"
+        raise KeyConfigError(f"keys file {path} holds no key (remove the file or add keys)")
+    for warning in key_file_warnings(Path(path), entries):
+        log.warning("%s", warning)
     keys = []
     for n, e in enumerate(entries, 1):
         where = f"keys file {path}, entry {n}"

@@ -14,6 +14,7 @@ only that id (the trace goes to the log). Each ``/v1/`` request is one audit rec
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -33,24 +34,75 @@ _INDEX_IN_PATH = re.compile(r"^/v1/indexes/([^/]+)")
 class AuditLog:
     """Append-only JSON lines (ASCII): time, request id, key id (never the key), index, route, status,
     query, result count, latency. Opened with O_APPEND, one ``write`` per record, so concurrent
-    records never interleave and nothing earlier is ever rewritten."""
+    records never interleave and nothing earlier is ever rewritten.
 
-    def __init__(self, path: str | Path | None):
+    Bounded, because unauthenticated requests write to it too (20 requests with 60 KB paths once
+    added 1.2 MB): every logged string is cut to :data:`MAX_FIELD_CHARS`; the file is rotated at
+    ``max_bytes`` (``audit.jsonl`` -> ``audit.jsonl.1`` ... ``.{keep}``, the oldest deleted); and
+    records of unauthenticated requests are rate-limited (:data:`ANON_PER_MINUTE`), the excess
+    counted and written as one ``suppressed`` record when the next minute starts."""
+
+    MAX_FIELD_CHARS = 512
+    ANON_PER_MINUTE = 120
+
+    def __init__(self, path: str | Path | None, max_bytes: int = 64 * 1024 * 1024, keep: int = 5):
         self.path = Path(path) if path else None
+        self.max_bytes, self.keep = max_bytes, keep
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._size = 0
+        self._minute, self._anon, self._suppressed = 0, 0, 0
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._open()
 
-    def write(self, record: dict) -> None:
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._size = os.fstat(self._fd).st_size
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        for n in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        self._open()
+
+    @classmethod
+    def _short(cls, value):
+        if isinstance(value, str):
+            return value if len(value) <= cls.MAX_FIELD_CHARS else value[: cls.MAX_FIELD_CHARS] + f"...(+{len(value) - cls.MAX_FIELD_CHARS})"
+        if isinstance(value, dict):
+            return {cls._short(str(k)): cls._short(v) for k, v in list(value.items())[:64]}
+        if isinstance(value, (list, tuple)):
+            return [cls._short(v) for v in value[:64]]
+        return value
+
+    def write(self, record: dict, authenticated: bool = True) -> None:
         if self._fd is None:
             return
-        # ASCII-only JSON: a query holding U+2028, U+0085 or a lone surrogate stays on its line
-        # for every reader (str.splitlines and many log tools split on those) and encodes cleanly
-        line = (json.dumps(record, ensure_ascii=True, default=str) + "\n").encode()
         with self._lock:
-            os.write(self._fd, line)
+            minute = int(time.time() // 60)
+            pending: list[dict] = []
+            if minute != self._minute:
+                if self._suppressed:
+                    pending.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "suppressed": self._suppressed,
+                                    "note": f"unauthenticated requests past {self.ANON_PER_MINUTE}/minute, not logged one by one"})
+                self._minute, self._anon, self._suppressed = minute, 0, 0
+            if not authenticated:
+                self._anon += 1
+                if self._anon > self.ANON_PER_MINUTE:
+                    self._suppressed += 1
+                    record = None
+            for rec in pending + ([record] if record is not None else []):
+                # ASCII-only JSON: a query holding U+2028, U+0085 or a lone surrogate stays on its
+                # line for every reader (str.splitlines and many log tools split on those)
+                line = (json.dumps(self._short(rec), ensure_ascii=True, default=str) + "\n").encode()
+                if self._size + len(line) > self.max_bytes and self._size > 0:
+                    self._rotate()
+                os.write(self._fd, line)
+                self._size += len(line)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -65,12 +117,33 @@ async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, b
     await send({"type": "http.response.body", "body": data})
 
 
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    # the page loads only its own script and style; no inline script, no framing
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                                 b"frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+]
+NO_STORE = (b"cache-control", b"no-store")  # API answers hold documents: never in a shared cache
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+BODY_TIMEOUT_S = 30.0  # a client that stalls mid-upload holds a connection at most this long
+
+
+def _host_name(host_header: bytes) -> str:
+    host = host_header.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 class Guard:
-    def __init__(self, app, authenticator: Authenticator, max_body: int, audit: AuditLog):
+    def __init__(self, app, authenticator: Authenticator, max_body: int, audit: AuditLog, body_timeout: float = BODY_TIMEOUT_S):
         self.app = app
         self.auth = authenticator
         self.max_body = max_body
         self.audit = audit
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -82,19 +155,29 @@ class Guard:
         status_box = [0]
         started = [False]
 
+        path = scope.get("path", "")
+        extra_headers = [(b"x-request-id", rid.encode())] + SECURITY_HEADERS + ([NO_STORE] if path.startswith("/v1/") else [])
+
         async def send_with_id(message):
             if message["type"] == "http.response.start":
                 started[0] = True
                 status_box[0] = message["status"]
-                message = {**message, "headers": list(message.get("headers", [])) + [(b"x-request-id", rid.encode())]}
+                message = {**message, "headers": list(message.get("headers", [])) + extra_headers}
             await send(message)
 
-        path = scope.get("path", "")
-        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        raw_headers = scope.get("headers", [])
+        headers = {k.lower(): v for k, v in raw_headers}
         key = None
         try:
+            if self.auth.open and _host_name(headers.get(b"host", b"localhost")) not in LOOPBACK_HOSTS:
+                # a keyless server is open only to this machine; a page on another site that
+                # rebinds its DNS name to 127.0.0.1 arrives with its own name as Host
+                await _send_json(send_with_id, 421, {"detail": "this server has no API keys and answers only to localhost"})
+                return
             if path.startswith("/v1/"):
-                key = self.auth.identify(headers.get(b"authorization", b"").decode("latin-1"))
+                auths = [v for k, v in raw_headers if k.lower() == b"authorization"]
+                # two Authorization headers: ambiguous (a proxy may read the first, we the last)
+                key = self.auth.identify(auths[0].decode("latin-1")) if len(auths) == 1 else (self.auth.OPEN if self.auth.open else None)
                 if key is None:
                     await _send_json(send_with_id, 401, {"detail": "missing or invalid API key"},
                                      [(b"www-authenticate", b"Bearer")])
@@ -117,7 +200,7 @@ class Guard:
                 self.audit.write({"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
                                   "request_id": rid, "key_id": key.id if key else None, "index": m.group(1) if m else None,
                                   "method": scope.get("method"), "route": path, "status": status_box[0],
-                                  "latency_ms": round(ms, 1), **extra})
+                                  "latency_ms": round(ms, 1), **extra}, authenticated=key is not None)
 
     async def _read_body(self, headers: dict, receive, send) -> bytes | None:
         """The whole body, or None after answering 413 (without reading past the limit)."""
@@ -128,7 +211,12 @@ class Guard:
             return None
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except asyncio.TimeoutError:
+                await _send_json(send, 408, {"detail": f"request body not received within {self.body_timeout:.0f} s"},
+                                 [(b"connection", b"close")])
+                return None
             if message["type"] == "http.disconnect":
                 break
             chunk = message.get("body", b"")

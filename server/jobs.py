@@ -60,8 +60,9 @@ def scrub(value: Any, depth: int = 0) -> Any:
 
 
 class QueueFull(Exception):
-    def __init__(self, index: str, limit: int, retry_after: int):
-        super().__init__(f"index {index!r} already has {limit} analysis jobs queued or running; retry later")
+    def __init__(self, index: str, limit: int, retry_after: int, owner: str | None = None):
+        whose = f"key {owner!r}" if owner is not None else f"index {index!r}"
+        super().__init__(f"{whose} already has {limit} analysis jobs queued or running; retry later")
         self.retry_after = retry_after
 
 
@@ -100,8 +101,10 @@ class Job:
 
 class JobManager:
     def __init__(self, workers: int = 1, per_index: int = 8, keep: int = 500, keep_s: float = 3600.0,
-                 error_of: Callable[[BaseException], dict | None] | None = None):
+                 error_of: Callable[[BaseException], dict | None] | None = None, per_key: int | None = None):
         self.per_index = per_index
+        # one key may hold at most half an index's queue, so it cannot make every other key get 429
+        self.per_key = per_key if per_key is not None else max(1, per_index // 2)
         self.keep, self.keep_s = keep, keep_s
         self.error_of = error_of or (lambda e: None)
         self.workers = workers
@@ -116,6 +119,9 @@ class JobManager:
             active = sum(1 for j in self._jobs.values() if j.index == index and j.active)
             if active >= self.per_index:
                 raise QueueFull(index, self.per_index, self._retry_after(active))
+            mine = sum(1 for j in self._jobs.values() if j.owner == owner and j.active)
+            if mine >= self.per_key:
+                raise QueueFull(index, self.per_key, self._retry_after(mine), owner=owner)
             job = Job(uuid.uuid4().hex, index, kind, owner, scrub(params))
             self._jobs[job.id] = job
             if self._pool is None:

@@ -62,7 +62,20 @@ def _single_thread_torch() -> None:
     threadpool_limits(1)
 
 
+@friendly_errors
+def key_digest_cmd(key: str = typer.Argument(..., help="The key a client will send (Bearer KEY)."),
+                   as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Print the sha256 digest of a key, for a keys file ({"id": ..., "sha256": DIGEST}): the file then never reveals it."""
+    import json
+
+    from server.auth import _check_secret, digest
+
+    hexdigest = digest(_check_secret(key, "key")).hex()
+    typer.echo(json.dumps({"sha256": hexdigest}) if as_json else hexdigest)
+
+
 # The commands this layer adds to `saedex` (composed in server/cli.py), in the order `--help` lists them.
 COMMANDS = {
     "serve": serve_cmd,
+    "key-digest": key_digest_cmd,
 }

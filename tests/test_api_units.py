@@ -166,7 +166,7 @@ def test_job_queue_is_bounded_per_index_with_retry_after():
     from server.jobs import JobManager, QueueFull
 
     gate = threading.Event()
-    jm = JobManager(workers=1, per_index=2)
+    jm = JobManager(workers=1, per_index=2, per_key=2)
     a = jm.submit("ix", "diff", "k", {}, lambda: gate.wait(10) and "a")
     b = jm.submit("ix", "diff", "k", {}, lambda: "b")
     with pytest.raises(QueueFull) as e:

@@ -8,6 +8,7 @@ exponential back-off, bounded concurrency and token accounting.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -17,6 +18,8 @@ from typing import Any, Callable, Iterable
 
 from indexer.core.errors import InputError, UnavailableError
 from indexer.core.settings import settings
+
+log = logging.getLogger("saedex.llm")
 
 
 class LLMNotConfigured(InputError):
@@ -68,6 +71,23 @@ def require_llm(model: str | None, what: str) -> str:
     return m  # type: ignore[return-value]
 
 
+RETRIED_4XX = (408, 409, 429)  # time-out, conflict, rate limit: worth another try
+
+
+def failure_reason(e: BaseException | None) -> str:
+    """What a client may learn of a failed LLM call: the endpoint's HTTP status or the kind of
+    transport failure, nothing of the upstream's message."""
+    from openai import APIConnectionError, APIStatusError, APITimeoutError
+
+    if isinstance(e, APIStatusError):
+        return f"LLM endpoint failed (status {e.status_code})"
+    if isinstance(e, APITimeoutError):
+        return "LLM endpoint failed (timed out)"
+    if isinstance(e, APIConnectionError):
+        return "LLM endpoint failed (connection error)"
+    return "LLM endpoint failed"
+
+
 DEFAULT_TIMEOUT_S = 120.0  # a local server answering a long prompt on a CPU is slow, not dead
 LOCAL_CONCURRENCY, REMOTE_CONCURRENCY = 2, 8
 
@@ -109,7 +129,12 @@ class LLMClient:
         self.schemas_supported = True
 
     def chat(self, system: str, user: str, max_tokens: int = 300, schema: dict | None = None) -> str:
-        from openai import BadRequestError
+        """One answer. Transport errors, time-outs, 5xx, 408 and 429 are retried with back-off;
+        another 4xx (a wrong key, an unknown model) is not: it fails the same way every time,
+        and five retries of a 401 only delayed the error. The failure says only the endpoint's
+        status (:func:`failure_reason`); the upstream body - which can echo a masked key or an
+        internal address - goes to the log, never to a client or a job."""
+        from openai import APIStatusError, BadRequestError
 
         delay = 0.5
         last: Exception | None = None
@@ -124,18 +149,23 @@ class LLMClient:
                 self.usage.add(getattr(resp, "usage", None))
                 return resp.choices[0].message.content or ""
             except BadRequestError as e:  # e.g. a server without structured output: once without it
-                if kw and "response_format" in str(e).lower() or (kw and "json_schema" in str(e).lower()):
+                if kw and ("response_format" in str(e).lower() or "json_schema" in str(e).lower()):
                     self.schemas_supported = False
                     continue
                 last = e
                 break  # a request the server refuses will not pass on a retry
-            except Exception as e:  # noqa: BLE001 - transport errors, 5xx, time-outs: retried
+            except APIStatusError as e:
                 last = e
-                if attempt < self.max_retries:
-                    time.sleep(delay)
-                    delay *= 2
+                if 400 <= e.status_code < 500 and e.status_code not in RETRIED_4XX:
+                    break
+            except Exception as e:  # noqa: BLE001 - transport errors, time-outs: retried
+                last = e
+            if attempt < self.max_retries:
+                time.sleep(delay)
+                delay *= 2
         self.usage.failures += 1
-        raise LLMUnavailable(f"LLM call failed after {attempt + 1} attempt(s): {last}")
+        log.warning("LLM call to %s failed after %d attempt(s): %s", self.model, attempt + 1, last)
+        raise LLMUnavailable(failure_reason(last))
 
     def chat_json(self, system: str, user: str, max_tokens: int = 300, schema: dict | None = None) -> Any:
         """A parsed JSON answer; an unparseable one is counted and asked for once more."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from indexer.core.errors import InputError
 from indexer.core.settings import settings
 
-INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # \Z: "$" also matched before a trailing newline
 
 
 def saedex_home() -> Path:

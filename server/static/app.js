@@ -96,7 +96,8 @@ function download(name, type, text) {
 const csvCell = (v) => {
   if (typeof v === "number") return String(v);
   let s = String(v ?? "");
-  if (/^[=+\-@\t\r]/.test(s)) s = "'" + s; // no formula injection when the CSV is opened in a spreadsheet
+  // no formula injection when opened in a spreadsheet: leading blanks, tabs or line breaks before = + - @ count too
+  if (/^[\s\u00a0\ufeff]*[=+\-@\uff1d\uff0b\uff0d\uff20]/.test(s) || /^[\t\r\n]/.test(s)) s = "'" + s;
   return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 };
 function resultsCsv() {
