@@ -11,6 +11,7 @@ index with that recipe, or refuses a file whose recipe differs from an existing 
 
 from __future__ import annotations
 
+import binascii
 import json
 import math
 import sys
@@ -23,6 +24,8 @@ import pyarrow.parquet as pq
 
 from indexer.core.errors import InputError
 from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
+from indexer.encode.pooling import unpack
+from indexer.encode.reader import DEFAULT_READER
 from indexer.encode.recipe import IncompleteRecipe, Manifest, Recipe, create_manifest, read_manifest
 from indexer.labels.refresh import refresh_latents
 from indexer.store import DocPoint, Filter, Store, open_store
@@ -65,7 +68,7 @@ def export_parquet(store: Store, manifest: Manifest, path: Path, flt: Filter | N
     table = pa.concat_tables(tables, promote_options="permissive") if tables else _rows_table([], [], [], [], [] if dense else None)
     meta = dict(table.schema.metadata or {})
     meta[RECIPE_KEY] = json.dumps(manifest.recipe.to_dict()).encode()
-    pq.write_table(table.replace_schema_metadata(meta), str(path), compression="zstd")
+    pq.write_table(table.replace_schema_metadata(meta), str(path), compression="zstd", row_group_size=10_000)
     return {"documents": n, "path": str(path), "columns": table.column_names, "dense": dense}
 
 
@@ -100,73 +103,214 @@ class ImportReport:
         return dict(self.__dict__)
 
 
+MAX_D_SAE = 1 << 20  # latents per SAE family a file may declare (the shipped ones: 16,384 and 2,048)
+MAX_TEXT_CHARS = 10_000_000  # one document's text
+MAX_CHUNK_BYTES = 1 << 30  # one column of one row group, decompressed (export writes row groups of 10k rows)
+IMPORT_BATCH = 1000  # rows decoded at once
+KNOWN_READERS = (DEFAULT_READER, "external")
+KNOWN_EMBEDDERS = (None, DEFAULT_EMBEDDER, "sentence-transformers/all-MiniLM-L6-v2", "default")
+SHIPPED_SAE_PATHS = (None, "", "default")
+_PAYLOAD_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+
+
+def _fail(path: Path, msg: str) -> InterchangeError:
+    return InterchangeError(f"{path}: {msg}")
+
+
 def read_recipe(path: Path, index: str = "?") -> tuple[pq.ParquetFile, Recipe]:
+    """The file's reader and its recipe, after checking everything that can be checked without
+    reading rows: the recipe's types and bounds, the columns' names and Arrow types, and the
+    declared decompressed size of every column chunk (a 22 KB file once held one 400 MB
+    zstd-compressed text, and a declared ``d_sae`` of 10^12 asked for 7 TiB)."""
     try:
         pf = pq.ParquetFile(str(path))
-    except (OSError, pa.ArrowException) as e:
-        raise InterchangeError(f"{path}: not a readable Parquet file ({e})") from None
-    meta = pf.schema_arrow.metadata or {}
+        schema = pf.schema_arrow
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for broken files
+        raise _fail(path, f"not a readable Parquet file ({type(e).__name__})") from None
+    meta = schema.metadata or {}
     if RECIPE_KEY not in meta:
-        raise InterchangeError(f"{path}: no saedex.recipe in the file's metadata (write it with `saedex export`, "
-                               "or add the recipe of the pipeline that made the vectors)")
+        raise _fail(path, "no saedex.recipe in the file's metadata (write it with `saedex export`, "
+                          "or add the recipe of the pipeline that made the vectors)")
     try:
         raw = json.loads(meta[RECIPE_KEY])
-        int(raw["sae"]["d_sae"])
-    except (ValueError, KeyError, TypeError):
-        raise InterchangeError(f"{path}: saedex.recipe is not valid JSON with sae.d_sae") from None
+    except (ValueError, RecursionError):
+        raise _fail(path, "saedex.recipe is not valid JSON") from None
+    _check_recipe_types(raw, path)
     try:  # an older or newer saedex's file is refused as such (OutdatedIndex: how to rebuild)
         recipe = Recipe.from_dict(raw, index)
     except IncompleteRecipe as e:
-        raise InterchangeError(f"{path}: saedex.recipe: {e}") from None
-    missing = {"id", "latents", "values", "text"} - set(pf.schema_arrow.names)
-    if missing:
-        raise InterchangeError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        raise _fail(path, f"saedex.recipe: {e}") from None
+    _check_schema(schema, path)
+    _check_declared_sizes(pf, path)
     return pf, recipe
 
 
-def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch: int = 1000, progress: bool = True,
+def _check_recipe_types(raw, path: Path) -> None:
+    """Every recipe field of the type and range saedex writes, named when not."""
+    def need(cond: bool, what: str) -> None:
+        if not cond:
+            raise _fail(path, f"saedex.recipe: {what}")
+
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    opt_int = lambda v: v is None or is_int(v)  # noqa: E731
+    opt_str = lambda v: v is None or isinstance(v, str)  # noqa: E731
+    need(isinstance(raw, dict), "expected a JSON object")
+    need(is_int(raw.get("version", 1)), "version must be an integer")
+    reader = raw.get("reader")
+    need(isinstance(reader, dict), "reader must be an object")
+    need(isinstance(reader.get("model"), str), "reader.model must be a string")
+    for k in ("layer", "max_tokens", "window", "overlap", "d_model"):
+        need(opt_int(reader.get(k)) and (reader.get(k) is None or 0 <= reader[k] <= 1_000_000), f"reader.{k} must be an integer in [0, 1000000]")
+    for section in ("sae", "concept"):
+        sae = raw.get(section)
+        if section == "concept" and not sae:
+            continue
+        need(isinstance(sae, dict), f"{section} must be an object")
+        need(is_int(sae.get("d_sae")) and 1 <= sae["d_sae"] <= MAX_D_SAE, f"{section}.d_sae must be an integer in [1, {MAX_D_SAE}]")
+        for k in ("path", "hash", "architecture"):
+            need(opt_str(sae.get(k)), f"{section}.{k} must be a string")
+        need(opt_int(sae.get("k")), f"{section}.k must be an integer")
+    need(opt_str(raw.get("embedder")), "embedder must be a string")
+    need(raw.get("pooling", "max") == "max", "pooling must be 'max'")
+    need(raw.get("inference") is None or isinstance(raw.get("inference"), dict), "inference must be an object")
+
+
+def check_known_recipe(recipe: Recipe, path: Path) -> None:
+    """A new index is created only from a recipe of known parts: the shipped reader (or
+    ``external`` vectors), the shipped SAEs, the shipped embedder. A reader, SAE or embedder
+    named in a file is loaded by later commands (labels, search), and a name is a path
+    (``embedder: "../../../../etc"``): import into an index built with that recipe instead."""
+    if recipe.reader.model not in KNOWN_READERS:
+        raise _fail(path, f"saedex.recipe names reader {recipe.reader.model!r}; a new index is made only from the shipped "
+                          f"reader ({DEFAULT_READER}) or external vectors - import into an index built with that reader")
+    for name, sae in (("sae", recipe.sae), ("concept", recipe.concept)):
+        if sae is not None and sae.path not in SHIPPED_SAE_PATHS:
+            raise _fail(path, f"saedex.recipe names {name} path {sae.path!r}; a new index is made only from the shipped "
+                              "SAEs - import into an index built with that SAE")
+    if recipe.embedder not in KNOWN_EMBEDDERS:
+        raise _fail(path, f"saedex.recipe names embedder {recipe.embedder!r}; a new index is made only with the shipped "
+                          f"embedder ({DEFAULT_EMBEDDER}) - import into an index built with that embedder")
+
+
+def _check_schema(schema: pa.Schema, path: Path) -> None:
+    names = schema.names
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise _fail(path, f"duplicate column(s) {', '.join(map(repr, dupes))}")
+    missing = {"id", "latents", "values", "text"} - set(names)
+    if missing:
+        raise _fail(path, f"missing column(s) {', '.join(sorted(missing))}")
+    strings = (pa.types.is_string, pa.types.is_large_string)
+    lists = (pa.types.is_list, pa.types.is_large_list)
+
+    def list_of(typ, kinds) -> bool:
+        return any(f(typ) for f in lists) and any(k(typ.value_type) for k in kinds)
+
+    for f in schema:
+        t = f.type
+        ok = {"id": any(k(t) for k in strings), "text": any(k(t) for k in strings), "dataset": any(k(t) for k in strings),
+              "latents": list_of(t, (pa.types.is_integer,)), "values": list_of(t, (pa.types.is_floating,)),
+              "dense": list_of(t, (pa.types.is_floating,)), FIRES: any(k(t) for k in strings),
+              OFFSETS: any(k(t) for k in strings), UNITS: any(k(t) for k in strings)}.get(f.name)
+        if ok is None:  # a payload column: what a payload can hold
+            ok = any(k(t) for k in _PAYLOAD_TYPES) or (any(g(t) for g in lists) and any(k(t.value_type) for k in _PAYLOAD_TYPES))
+        if not ok:
+            raise _fail(path, f"column {f.name!r} has type {t}, which an import cannot store "
+                              "(payload columns: strings, numbers, booleans or lists of them)")
+
+
+def _check_declared_sizes(pf: pq.ParquetFile, path: Path) -> None:
+    md = pf.metadata
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        for c in range(rg.num_columns):
+            col = rg.column(c)
+            if col.total_uncompressed_size > MAX_CHUNK_BYTES:
+                raise _fail(path, f"row group {g}, column {col.path_in_schema!r}: {col.total_uncompressed_size:,} bytes "
+                                  f"decompressed (at most {MAX_CHUNK_BYTES:,}; write smaller row groups)")
+
+
+def _batches(pf: pq.ParquetFile):
+    """The file's rows as tables of at most IMPORT_BATCH rows (bounded memory)."""
+    for batch in pf.iter_batches(batch_size=IMPORT_BATCH):
+        yield pa.Table.from_batches([batch])
+
+
+def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch: int = IMPORT_BATCH, progress: bool = True,
                    refresh: bool = True) -> ImportReport:
     """Load a file of pooled vectors into ``index`` (created from the file's recipe if new).
 
-    Every row is validated before the first write (ids, lengths, latent range, finite
-    non-negative values), so a bad file leaves the index untouched. Ids already in the index are
-    skipped, as with ``saedex index``."""
+    Every row is validated before the first write (schema, ids unique, lengths, latent range,
+    finite non-negative values, firing offsets within the text), reading the file in bounded
+    batches; so a bad file leaves the index untouched, and an import that fails while writing
+    into an index it created drops that index. Ids already in the index are skipped, as with
+    ``saedex index``."""
     path = Path(path)
     pf, recipe = read_recipe(path, index)
-    d_sae = recipe.n_latents
-    table = pf.read()
-    _validate(table, d_sae, path, recipe)
-    report = ImportReport(index=index, read=table.num_rows)
+    bar = _progress_bar(pf.metadata.num_rows, "check", progress)
+    n_rows = _validate(pf, recipe, path, bar)
+    report = ImportReport(index=index, read=n_rows)
     with open_store(index, qdrant_url) as store:
         store.lock()
         existing = read_manifest(store, index)
-        embedder = get_embedder(recipe.embedder or DEFAULT_EMBEDDER)
         if existing is not None:
             existing.recipe.require_compatible(recipe, index)
+            recipe = existing.recipe  # what later loads (embedder, SAE, dictionary) is the index's own
         else:
-            store.create(dense_dim=embedder.dim, label_dim=embedder.dim)
-            create_manifest(store, recipe)
-        ids = table.column("id").to_pylist()
+            check_known_recipe(recipe, path)
+        created = existing is None
+        try:
+            _write(store, pf, recipe, existing is None, report, batch, progress)
+            if refresh and report.indexed:
+                report.latents_relabelled = refresh_latents(store, progress=progress)
+        except BaseException:
+            if created:
+                store.drop()  # a failed import leaves no index behind
+            raise
+    return report
+
+
+def _write(store: Store, pf: pq.ParquetFile, recipe: Recipe, create: bool, report: ImportReport, batch: int, progress: bool) -> None:
+    embedder = get_embedder(recipe.embedder or DEFAULT_EMBEDDER)
+    if create:
+        store.create(dense_dim=embedder.dim, label_dim=embedder.dim)
+        create_manifest(store, recipe)
+    datasets: set[str] = set()
+    for part in _batches(pf):
+        if "dataset" in part.column_names:
+            datasets |= {d for d in part.column("dataset").to_pylist() if d}
+    for d in sorted(datasets) or ["imported"]:
+        add_dataset(store, d)
+    columns = writer_for(store, replacing=False)
+    bar = _progress_bar(report.read, "import", progress)
+    for part in _batches(pf):
+        payload_cols = [c for c in part.column_names if c not in PARQUET_CORE]
+        ids = part.column("id").to_pylist()
         present = store.existing_doc_ids(ids)
-        report.already_indexed = len(present)
-        datasets = sorted({d for d in (table.column("dataset").to_pylist() if "dataset" in table.column_names else []) if d})
-        for d in datasets or ["imported"]:
-            add_dataset(store, d)
-        columns = writer_for(store, replacing=False)
-        payload_cols = [c for c in table.column_names if c not in PARQUET_CORE]
+        report.already_indexed += len(present)
         rows = [i for i, d in enumerate(ids) if d not in present]
         for s in range(0, len(rows), batch):
-            part = table.take(pa.array(rows[s : s + batch]))
-            pts = _points(part, payload_cols, embedder, report)
+            sub = part.take(pa.array(rows[s : s + batch], pa.int64()))
+            pts = _points(sub, payload_cols, embedder, report)
             store.upsert_docs(pts)
             if columns is not None:
                 columns.append_points(pts)
             report.indexed += len(pts)
-            if progress:
-                print(f"import: {report.indexed:,}/{len(rows):,} documents", file=sys.stderr, flush=True)
-        if refresh and report.indexed:
-            report.latents_relabelled = refresh_latents(store, progress=progress)
-    return report
+        bar(len(ids))
+
+
+def _progress_bar(total: int, what: str, on: bool):
+    """A progress callback (rows done) printing to stderr at most every few percent."""
+    state = {"done": 0, "shown": -1}
+
+    def advance(n: int) -> None:
+        state["done"] += n
+        pct = int(100 * state["done"] / max(1, total))
+        if on and (pct // 5 != state["shown"] // 5 or state["done"] >= total):
+            state["shown"] = pct
+            print(f"{what}: {state['done']:,}/{total:,} rows", file=sys.stderr, flush=True)
+
+    return advance
 
 
 def _points(part: pa.Table, payload_cols: list[str], embedder, report: ImportReport) -> list[DocPoint]:
@@ -194,30 +338,75 @@ def _points(part: pa.Table, payload_cols: list[str], embedder, report: ImportRep
     return pts
 
 
-def _validate(table: pa.Table, d_sae: int, path: Path, recipe: Recipe) -> None:
-    ids = table.column("id").to_pylist()
+def _validate(pf: pq.ParquetFile, recipe: Recipe, path: Path, advance) -> int:
+    """Check every row, a batch at a time; returns the row count."""
+    d_sae = recipe.n_latents
     seen: set[str] = set()
-    texts = table.column("text").to_pylist()
-    lat = table.column("latents").to_pylist()
-    val = table.column("values").to_pylist()
-    dense = table.column("dense").to_pylist() if "dense" in table.column_names else None
-    for r, doc_id in enumerate(ids):
-        where = f"{path}: row {r} (id {doc_id!r})"
-        if not isinstance(doc_id, str) or not doc_id:
-            raise InterchangeError(f"{path}: row {r}: id must be a non-empty string")
-        if doc_id in seen:
-            raise InterchangeError(f"{where}: duplicate id")
-        seen.add(doc_id)
-        if not isinstance(texts[r], str):
-            raise InterchangeError(f"{where}: text is missing")
-        li, vi = lat[r] or [], val[r] or []
-        if len(li) != len(vi):
-            raise InterchangeError(f"{where}: {len(li)} latents but {len(vi)} values")
-        if any(x is None or x < 0 or x >= d_sae for x in li):
-            raise InterchangeError(f"{where}: a latent id is outside [0, {d_sae})")
-        if len(set(li)) != len(li):
-            raise InterchangeError(f"{where}: a latent id appears twice")
-        if any(v is None or not math.isfinite(v) or v < 0 for v in vi):
-            raise InterchangeError(f"{where}: values must be finite and non-negative")
-        if dense is not None and dense[r] is not None and any(v is None or not math.isfinite(v) for v in dense[r]):
-            raise InterchangeError(f"{where}: dense has a missing or non-finite value")
+    r0 = 0
+    for part in _batches(pf):
+        ids = part.column("id").to_pylist()
+        texts = part.column("text").to_pylist()
+        lat = part.column("latents").to_pylist()
+        val = part.column("values").to_pylist()
+        dense = part.column("dense").to_pylist() if "dense" in part.column_names else None
+        spans = {k: part.column(k).to_pylist() if k in part.column_names else None for k in SPAN_FIELDS}
+        for n, doc_id in enumerate(ids):
+            r = r0 + n
+            where = f"{path}: row {r} (id {doc_id!r})"
+            if not isinstance(doc_id, str) or not doc_id:
+                raise _fail(path, f"row {r}: id must be a non-empty string")
+            if doc_id in seen:
+                raise InterchangeError(f"{where}: duplicate id")
+            seen.add(doc_id)
+            text = texts[n]
+            if not isinstance(text, str):
+                raise InterchangeError(f"{where}: text is missing")
+            if len(text) > MAX_TEXT_CHARS:
+                raise InterchangeError(f"{where}: text of {len(text):,} characters (at most {MAX_TEXT_CHARS:,})")
+            li, vi = lat[n] or [], val[n] or []
+            if len(li) != len(vi):
+                raise InterchangeError(f"{where}: {len(li)} latents but {len(vi)} values")
+            if any(x is None or x < 0 or x >= d_sae for x in li):
+                raise InterchangeError(f"{where}: a latent id is outside [0, {d_sae})")
+            if len(set(li)) != len(li):
+                raise InterchangeError(f"{where}: a latent id appears twice")
+            if any(v is None or not math.isfinite(v) or v < 0 for v in vi):
+                raise InterchangeError(f"{where}: values must be finite and non-negative")
+            if dense is not None and dense[n] is not None and any(v is None or not math.isfinite(v) for v in dense[n]):
+                raise InterchangeError(f"{where}: dense has a missing or non-finite value")
+            problem = _span_problem({k: (v[n] if v is not None else None) for k, v in spans.items()}, len(text), d_sae)
+            if problem:
+                raise InterchangeError(f"{where}: {problem}")
+        r0 += len(ids)
+        advance(len(ids))
+    return r0
+
+
+def _span_problem(row: dict, text_len: int, d_sae: int) -> str | None:
+    """Whether the firing spans fit the text (one that does not broke ``label`` and every search
+    of the index for good): offsets and unit spans within [0, len(text)], each firing row a
+    latent in range pointing at a token or unit that exists, rows sorted by latent."""
+    def spans(key: str):
+        raw = row.get(key)
+        if not raw:
+            return np.zeros((0, 2), np.int64)
+        b = raw.encode("ascii", "replace")
+        if len(b) > 4 * MAX_TEXT_CHARS:
+            raise ValueError(f"{key} too long")
+        a = unpack(raw, 2).astype(np.int64)
+        return a
+
+    try:
+        offs, units, fires = spans(OFFSETS), spans(UNITS), spans(FIRES)
+    except (ValueError, TypeError, binascii.Error):
+        return "firing spans (_fires/_offsets/_units) are not what saedex writes"
+    for name, sp_ in (("_offsets", offs), ("_units", units)):
+        if len(sp_) and (sp_.min() < 0 or sp_.max() > text_len or np.any(sp_[:, 0] > sp_[:, 1])):
+            return f"{name} holds a span outside the text ({text_len} characters)"
+    if len(fires):
+        lat, peak = fires[:, 0], fires[:, 1]
+        if lat.min() < 0 or lat.max() >= d_sae or np.any(np.diff(lat) < 0):
+            return "_fires holds a latent out of range or out of order"
+        if np.any(peak >= len(offs)) or np.any((peak < 0) & (-peak - 1 >= len(units))):
+            return "_fires points at a token or sentence that _offsets/_units do not have"
+    return None

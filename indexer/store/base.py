@@ -92,25 +92,27 @@ class Nearest:
     fusion: str = "rrf"  # "rrf" (ranks) or "dbsf" (scores, each list normalised by its mean +- 3 sd)
 
 
-def build_filter(flt: Filter | None, models) -> Any:
+def build_filter(flt: Filter | None, models, as_bool=bool) -> Any:
     """Translate our filter into a client's model classes (both clients have the same shape;
     ``models`` provides ``Filter, FieldCondition, MatchAny, MatchValue, Range``).
 
     The meaning of a condition is :mod:`indexer.core.filters`'s (:func:`split_condition`): exact
-    values become a match, each float the range [v, v], and a condition holding floats a ``should``."""
+    values become a match, each float the range [v, v], and a condition of several kinds a
+    ``should``. Booleans are one ``MatchValue`` each: ``MatchAny`` takes only strings or integers,
+    and Qdrant Edge's binding reads a Python ``True`` as the integer 1, so ``as_bool`` gives the
+    backend's boolean (Edge: ``numpy.bool_``; before, a boolean filter matched nothing there)."""
     if flt is None or flt.is_empty():
         return None
     Q, FieldCondition, MatchAny, MatchValue, Range = models
     must = []
     for key, value in flt.equals.items():
-        is_list = isinstance(value, (list, tuple, set))
         exact, floats = split_condition(value)
-        if not floats:
-            must.append(FieldCondition(key=key, match=MatchAny(any=exact) if is_list else MatchValue(value=value)))
-            continue
-        options = [FieldCondition(key=key, range=Range(gte=v, lte=v)) for v in floats]
+        bools = [v for v in exact if isinstance(v, bool)]
+        exact = [v for v in exact if not isinstance(v, bool)]
+        options = [FieldCondition(key=key, match=MatchValue(value=as_bool(v))) for v in bools]
+        options += [FieldCondition(key=key, range=Range(gte=v, lte=v)) for v in floats]
         if exact:
-            options.append(FieldCondition(key=key, match=MatchAny(any=exact)))
+            options.append(FieldCondition(key=key, match=MatchAny(any=exact) if len(exact) > 1 else MatchValue(value=exact[0])))
         must.append(options[0] if len(options) == 1 else Q(should=options))
     return Q(must=must)
 

@@ -17,9 +17,10 @@ from indexer.store.base import DOCS, LATENTS, Filter, IndexLocked, Nearest, Stor
 
 
 def _filter(flt: Filter | None):
+    import numpy as np
     import qdrant_edge as q
 
-    return build_filter(flt, (q.Filter, q.FieldCondition, q.MatchAny, q.MatchValue, q.RangeFloat))
+    return build_filter(flt, (q.Filter, q.FieldCondition, q.MatchAny, q.MatchValue, q.RangeFloat), as_bool=np.bool_)
 
 
 class EdgeStore(Store):
