@@ -62,7 +62,7 @@ def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-def _check_secret(key: str, where: str) -> str:
+def check_secret(key: str, where: str) -> str:
     """A key a client can send: printable ASCII without spaces (HTTP headers are Latin-1, so a
     non-ASCII key was accepted at start-up and could never match)."""
     if len(key) < MIN_KEY_CHARS or any(c.isspace() or not c.isprintable() or not c.isascii() for c in key):
@@ -103,7 +103,7 @@ def keys_from_env(value: str | None) -> list[ApiKey]:
     for n, part in enumerate(parts, 1):
         if not part:
             raise KeyConfigError(f"SAEDEX_API_KEYS: entry {n} is empty")
-        keys.append(ApiKey(f"env-{n}", digest(_check_secret(part, f"SAEDEX_API_KEYS entry {n}"))))
+        keys.append(ApiKey(f"env-{n}", digest(check_secret(part, f"SAEDEX_API_KEYS entry {n}"))))
     return keys
 
 
@@ -135,7 +135,7 @@ def keys_from_file(path: Path) -> list[ApiKey]:
         if "key" in e:
             if not isinstance(e["key"], str):
                 raise KeyConfigError(f"{where}: 'key' must be a string")
-            d = digest(_check_secret(e["key"], where))
+            d = digest(check_secret(e["key"], where))
         else:
             if not isinstance(e["sha256"], str) or not _HEX.match(e["sha256"]):
                 raise KeyConfigError(f"{where}: 'sha256' must be 64 lowercase hex digits")

@@ -61,7 +61,7 @@ def scrub(value: Any, depth: int = 0) -> Any:
 
 class QueueFull(Exception):
     def __init__(self, index: str, limit: int, retry_after: int, owner: str | None = None):
-        whose = f"key {owner!r}" if owner is not None else f"index {index!r}"
+        whose = f"key {owner!r} on index {index!r}" if owner is not None else f"index {index!r}"
         super().__init__(f"{whose} already has {limit} analysis jobs queued or running; retry later")
         self.retry_after = retry_after
 
@@ -119,7 +119,7 @@ class JobManager:
             active = sum(1 for j in self._jobs.values() if j.index == index and j.active)
             if active >= self.per_index:
                 raise QueueFull(index, self.per_index, self._retry_after(active))
-            mine = sum(1 for j in self._jobs.values() if j.owner == owner and j.active)
+            mine = sum(1 for j in self._jobs.values() if j.owner == owner and j.index == index and j.active)
             if mine >= self.per_key:
                 raise QueueFull(index, self.per_key, self._retry_after(mine), owner=owner)
             job = Job(uuid.uuid4().hex, index, kind, owner, scrub(params))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import typer
@@ -11,7 +12,7 @@ from indexer.core.errors import InputError
 from indexer.core.paths import saedex_home
 from indexer.core.settings import settings
 from server.app import create_app
-from server.auth import load_keys
+from server.auth import check_secret, digest, load_keys
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -66,11 +67,7 @@ def _single_thread_torch() -> None:
 def key_digest_cmd(key: str = typer.Argument(..., help="The key a client will send (Bearer KEY)."),
                    as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Print the sha256 digest of a key, for a keys file ({"id": ..., "sha256": DIGEST}): the file then never reveals it."""
-    import json
-
-    from server.auth import _check_secret, digest
-
-    hexdigest = digest(_check_secret(key, "key")).hex()
+    hexdigest = digest(check_secret(key, "key")).hex()
     typer.echo(json.dumps({"sha256": hexdigest}) if as_json else hexdigest)
 
 

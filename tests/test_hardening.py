@@ -11,7 +11,6 @@ import hashlib
 import http.server
 import json
 import os
-import socket
 import threading
 import time
 from pathlib import Path

@@ -1,0 +1,221 @@
+"""Abuse: the cost attacks of the hardening probe, replayed against a real server, while honest
+clients search. Reports what the honest clients see.
+
+    python benchmarks/abuse.py                 # builds a 250-document BBC index "abuse" if missing
+    python benchmarks/abuse.py --index demo
+
+One server (`saedex serve` in a subprocess, keys file with a search-only key, an analyses key
+and an admin key; an LLM configured at a local fake endpoint that stalls past its 5 s timeout).
+Phases, one run:
+1. ``idle``: ``--searches`` distinct searches from 8 clients; ``/healthz`` probed every 50 ms.
+2. ``attack``: the same number of other distinct searches from 8 clients while attackers run:
+   - float filters: search-role clients sending the costliest filters a request may hold (and
+     the 1,000-float filter of the probe, which must be refused);
+   - ``latents?top=20000`` (must be refused) and the largest page allowed, ``top=500``;
+   - heavy correlations (per_doc 4096, max_docs 0, min_support 1, min_npmi -1, max_freq 1,
+     floor 0, max_label_sim 1, top 1000) submitted again and again, and cancelled;
+   - LLM stalls: searches with ``expand`` and ``rerank`` against the stalling endpoint.
+Goals (issue 24): attack p99 <= 2x idle p99, ``/healthz`` max <= 50 ms, server RSS growth <= 500 MB.
+Writes benchmarks/results/abuse.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.api_load import PROBE, fire, free_port  # noqa: E402
+from benchmarks.common import distinct_queries, percentiles, write_result  # noqa: E402
+
+KEYS = {"search": "abuse-search-key-1", "analyses": "abuse-analyses-key-1", "admin": "abuse-admin-key-1"}
+HEAVY_CORRELATIONS = {"per_doc": 4096, "max_docs": 0, "min_support": 1, "min_npmi": -1, "max_freq": 1, "floor": 0,
+                      "max_label_sim": 1, "top": 1000}
+
+
+class StallingLLM(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that answers after ``delay`` seconds (past the client's timeout)."""
+
+    delay = 30.0
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        time.sleep(self.delay)
+        body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                           "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "{}"}}]}).encode()
+        try:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            pass
+
+    def log_message(self, *a):
+        pass
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def ensure_index(name: str, n_per_topic: int = 50) -> None:
+    from indexer.store import list_indexes
+
+    if name in list_indexes(None):
+        return
+    from tests.conftest import load_bbc, write_jsonl
+
+    path = write_jsonl(Path(tempfile.mkdtemp()) / f"{name}.jsonl", load_bbc(n_per_topic, seed=11))
+    subprocess.run([sys.executable, "-m", "server.cli", "index", str(path), "--index", name, "--id-field", "id", "--quiet"],
+                   cwd=ROOT, check=True)
+
+
+class Attackers:
+    """Threads repeating each attack until stopped; counts the answers' status codes."""
+
+    def __init__(self, base: str, index: str):
+        self.base, self.index = base, index
+        self.stop = threading.Event()
+        self.codes: dict[str, Counter] = {}
+        self.threads: list[threading.Thread] = []
+
+    def _loop(self, name: str, key: str, step) -> None:
+        codes = self.codes.setdefault(name, Counter())
+        with httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {KEYS[key]}"}, timeout=60) as c:
+            n = 0
+            while not self.stop.is_set():
+                try:
+                    codes[str(step(c, n))] += 1
+                except httpx.HTTPError as e:
+                    codes[type(e).__name__] += 1
+                n += 1
+
+    def start(self, name: str, key: str, step, copies: int = 1) -> None:
+        for _ in range(copies):
+            t = threading.Thread(target=self._loop, args=(name, key, step), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def finish(self) -> dict:
+        self.stop.set()
+        for t in self.threads:
+            t.join(90)
+        return {k: dict(v) for k, v in self.codes.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--index", default="abuse")
+    ap.add_argument("--searches", type=int, default=200)
+    ap.add_argument("--clients", type=int, default=8)
+    args = ap.parse_args()
+    ensure_index(args.index)
+
+    llm = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StallingLLM)
+    threading.Thread(target=llm.serve_forever, daemon=True).start()
+    keys_file = Path(tempfile.mkdtemp()) / "keys.json"
+    keys_file.write_text(json.dumps({"keys": [{"id": role, "sha256": hashlib.sha256(k.encode()).hexdigest(), "role": role}
+                                              for role, k in KEYS.items()]}))
+    keys_file.chmod(0o600)
+    port = free_port()
+    env = {**os.environ, "SAEDEX_KEYS_FILE": str(keys_file), "PYTHONPATH": str(ROOT), "OPENAI_BASE_URL": f"http://127.0.0.1:{llm.server_port}/v1",
+           "OPENAI_API_KEY": "sk-fake", "SAEDEX_LLM_MODEL": "stalling", "SAEDEX_LLM_TIMEOUT": "5"}
+    env.pop("SAEDEX_API_KEYS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning",
+                             "--audit-log", ""], cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    out: dict = {"index": args.index, "cpus": os.cpu_count()}
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        honest = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEYS['search']}"}, timeout=120,
+                              limits=httpx.Limits(max_connections=32))
+        honest.post(f"/v1/indexes/{args.index}/search", json={"query": "warm-up: opens the index", "k": 10})
+        rss0 = rss_mb(proc.pid)
+
+        def phase(offset: int) -> tuple[dict, dict]:
+            prober = subprocess.Popen([sys.executable, "-c", PROBE, base], stdout=subprocess.PIPE, text=True)
+            res = fire(honest, args.index, distinct_queries(args.searches, offset), args.clients, "sae")
+            prober.terminate()
+            health = [float(x) for x in prober.communicate(timeout=30)[0].split()]
+            return res, percentiles(health) | {"max_ms": round(max(health) * 1000, 1)}
+
+        out["idle"], out["healthz_idle"] = phase(5000)
+        print(f"idle: p50 {out['idle']['p50_ms']} p99 {out['idle']['p99_ms']} ms", file=sys.stderr)
+
+        atk = Attackers(base, args.index)
+        floats = [0.5 + i / 1000 for i in range(20)]  # the costliest filter allowed (20 range values)
+        atk.start("float_filter_allowed", "search", lambda c, n: c.post(
+            f"/v1/indexes/{args.index}/search", json={"query": f"probe {n}", "where": {"score": floats}}).status_code, copies=3)
+        atk.start("float_filter_1000", "search", lambda c, n: c.post(
+            f"/v1/indexes/{args.index}/search", json={"query": f"probe {n}", "where": {"score": [0.5 + i / 1e4 for i in range(1000)]}}).status_code)
+        atk.start("latents_top_20000", "search", lambda c, n: c.get(f"/v1/indexes/{args.index}/latents", params={"top": 20000}).status_code)
+        atk.start("latents_top_500", "search", lambda c, n: c.get(f"/v1/indexes/{args.index}/latents",
+                                                                  params={"top": 500, "offset": 500 * (n % 4)}).status_code)
+
+        def heavy(c: httpx.Client, n: int) -> int:
+            r = c.post(f"/v1/indexes/{args.index}/correlations", json=HEAVY_CORRELATIONS)
+            if r.status_code in (200, 202) and n % 2:
+                time.sleep(0.5)
+                c.delete(f"/v1/jobs/{r.json()['id']}")
+            time.sleep(0.2)
+            return r.status_code
+
+        atk.start("heavy_correlations", "analyses", heavy, copies=2)
+        atk.start("llm_expand", "search", lambda c, n: c.post(
+            f"/v1/indexes/{args.index}/search", json={"query": f"stall {n}", "expand": 3}).status_code, copies=2)
+        atk.start("llm_rerank", "search", lambda c, n: c.post(
+            f"/v1/indexes/{args.index}/search", json={"query": f"stall {n}", "rerank": True}).status_code, copies=2)
+        peak = [rss0]
+        sampling = threading.Event()
+
+        def sample():
+            while not sampling.is_set():
+                peak[0] = max(peak[0], rss_mb(proc.pid))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        time.sleep(2.0)  # let the attacks get going
+        out["attack"], out["healthz_attack"] = phase(9000)
+        out["attack_codes"] = atk.finish()
+        sampling.set()
+        sampler.join(5)
+        out["rss_mb"] = {"before": round(rss0), "peak": round(peak[0]), "growth": round(peak[0] - rss0)}
+        out["attack_p99_over_idle_p99"] = round(out["attack"]["p99_ms"] / out["idle"]["p99_ms"], 2)
+        out["goals"] = {"p99_within_2x": out["attack_p99_over_idle_p99"] <= 2.0,
+                        "healthz_within_50ms": out["healthz_attack"]["max_ms"] <= 50,
+                        "rss_growth_within_500mb": out["rss_mb"]["growth"] <= 500}
+        print(json.dumps({k: out[k] for k in ("attack_p99_over_idle_p99", "healthz_attack", "rss_mb", "attack_codes", "goals")}, indent=1),
+              file=sys.stderr)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        llm.shutdown()
+    write_result("abuse", out)
+
+
+if __name__ == "__main__":
+    main()
