@@ -440,20 +440,26 @@ def test_a_failed_rerank_says_so_in_its_status(refusing_llm):
 def test_cooccurrence_is_bounded_and_cancellable():
     import scipy.sparse as sp
 
-    from analyses.correlations import TooManyPairs, _row_chunks, cooccurrence
+    from analyses.correlations import STEP_PRODUCTS, TooManyPairs, _column_blocks, cooccurrence, npmi_pairs
     from indexer.core.progress import Cancelled, reporting
 
     rng = np.random.default_rng(0)
-    dense = (rng.random((250, 4096)) < 0.5).astype(np.float32)
-    B = sp.csr_matrix(dense)
-    assert len(_row_chunks(B)) == 250  # one document of ~2,000 latents per bounded step
-    with pytest.raises(TooManyPairs, match="lower per_doc or max_docs"):
-        cooccurrence(B, max_pairs=2_000_000)
+    B = sp.csr_matrix((rng.random((250, 2048)) < 0.5).astype(np.float32))  # the probe: every latent kept
+    blocks = _column_blocks(B)
+    assert len(blocks) > 100 and sum(len(b) for b in blocks) == 2048  # small steps, every latent once
+    with pytest.raises(TooManyPairs, match="raise them"):
+        npmi_pairs(B, 1, -1.0, max_pairs=500_000)
     steps = []
     with reporting(lambda f: (steps.append(f), len(steps) > 2)[1]):
         with pytest.raises(Cancelled):
             cooccurrence(B)
     assert len(steps) == 3  # stopped at the third step, not after the whole product
+    small = sp.csr_matrix((rng.random((300, 60)) < 0.2).astype(np.float32))
+    i, j, c = cooccurrence(small, min_support=3)
+    full = np.triu((small.T @ small).toarray(), k=1)
+    assert sorted(zip(i.tolist(), j.tolist(), c.tolist())) == sorted(
+        (a, b, float(full[a, b])) for a, b in zip(*np.nonzero(full >= 3)))  # exactly the pairs of B^T B
+    assert STEP_PRODUCTS <= 1_000_000
 
 
 def test_one_key_cannot_fill_an_index_queue():

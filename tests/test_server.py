@@ -390,8 +390,9 @@ def test_healthz_and_searches_are_not_starved_by_analyses(live_server, bbc_index
     with httpx.Client(base_url=live_server, timeout=120, headers=AUTH) as c:
         assert c.post(f"/v1/indexes/{bbc_index}/search", json={"query": "warm-up", "k": 5}).status_code == 200
         ids = []
-        for i in range(8):
-            r = c.post(f"/v1/indexes/{bbc_index}/correlations", json={"min_support": 2 + i, "per_doc": 0, "floor": 0})
+        for i in range(8):  # two keys: one key may hold at most half an index's queue
+            r = c.post(f"/v1/indexes/{bbc_index}/correlations", json={"min_support": 2 + i, "per_doc": 0, "floor": 0},
+                       headers=AUTH if i % 2 else bearer(ANALYSES_KEY))
             assert r.status_code == 202, r.text[:200]
             ids.append(r.json()["id"])
         assert c.post(f"/v1/indexes/{bbc_index}/correlations", json={}).status_code == 429  # 8 per index
@@ -479,3 +480,47 @@ def test_an_index_dropped_and_recreated_elsewhere_is_never_mixed(client, app, in
     finally:
         registry.RECHECK_S = 1.0
         registry.drop_handle("regen")
+
+
+def test_searches_with_llm_steps_never_delay_plain_searches(live_server, bbc_index, monkeypatch):
+    """Two ``expand`` searches against a stalled endpoint once held both search threads, and a
+    plain search waited 7 s behind them; LLM steps now run on a pool of their own."""
+    import http.server
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            time.sleep(4)
+            body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": '{"examples": []}'}}]}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{srv.server_port}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("SAEDEX_LLM_MODEL", "stalling-model")
+    codes = []
+    try:
+        with httpx.Client(base_url=live_server, timeout=60, headers=AUTH) as c:
+            stalls = [threading.Thread(target=lambda n=n: codes.append(c.post(
+                f"/v1/indexes/{bbc_index}/search", json={"query": f"stall {n}", "expand": 3}).status_code)) for n in range(4)]
+            [t.start() for t in stalls]
+            time.sleep(0.5)
+            took = []
+            for q in ["tax", "music", "film"]:
+                t = time.perf_counter()
+                assert c.post(f"/v1/indexes/{bbc_index}/search", json={"query": q, "k": 5}).status_code == 200
+                took.append(time.perf_counter() - t)
+            [t.join() for t in stalls]
+    finally:
+        srv.shutdown()
+    assert max(took) < 2.0, took  # the stalled endpoint answers after 4 s
+    assert sorted(codes) == [200] * 4

@@ -129,12 +129,12 @@ class LLMClient:
         self.schemas_supported = True
 
     def chat(self, system: str, user: str, max_tokens: int = 300, schema: dict | None = None) -> str:
-        """One answer. Transport errors, time-outs, 5xx, 408 and 429 are retried with back-off;
+        """One answer. Transport errors, 5xx, 408 and 429 are retried with back-off (a time-out once);
         another 4xx (a wrong key, an unknown model) is not: it fails the same way every time,
         and five retries of a 401 only delayed the error. The failure says only the endpoint's
         status (:func:`failure_reason`); the upstream body - which can echo a masked key or an
         internal address - goes to the log, never to a client or a job."""
-        from openai import APIStatusError, BadRequestError
+        from openai import APIStatusError, APITimeoutError, BadRequestError
 
         delay = 0.5
         last: Exception | None = None
@@ -158,7 +158,11 @@ class LLMClient:
                 last = e
                 if 400 <= e.status_code < 500 and e.status_code not in RETRIED_4XX:
                     break
-            except Exception as e:  # noqa: BLE001 - transport errors, time-outs: retried
+            except APITimeoutError as e:  # a stalled endpoint stays stalled: one more try, not four
+                if isinstance(last, APITimeoutError):
+                    break
+                last = e
+            except Exception as e:  # noqa: BLE001 - transport errors: retried
                 last = e
             if attempt < self.max_retries:
                 time.sleep(delay)
