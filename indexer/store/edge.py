@@ -59,13 +59,13 @@ class EdgeStore(Store):
     def _scroll(self, kind, flt, limit, offset, payload, vectors):
         from qdrant_edge import ScrollRequest
 
-        return self._open(kind).scroll(ScrollRequest(offset=offset, limit=limit, filter=_filter(flt), with_payload=payload,
+        return self._open(kind).scroll(ScrollRequest(offset=offset, limit=limit, filter=self._docs_filter(kind, flt), with_payload=payload,
                                                      with_vector=vectors))
 
     def _query(self, q: Nearest, limit, flt, with_sparse, payload=True):
         from qdrant_edge import Fusion, Prefetch, Query, QueryRequest, SparseVector
 
-        f = _filter(flt)
+        f = self._docs_filter(DOCS, flt)
         sparse = Query.Nearest(SparseVector(indices=q.sparse[0], values=q.sparse[1]), using="sae") if q.sparse else None
         dense = Query.Nearest(list(q.dense), using="dense") if q.dense is not None else None
         vectors = ["sae"] if with_sparse else False
@@ -88,7 +88,16 @@ class EdgeStore(Store):
     def count(self, flt: Filter | None = None) -> int:
         from qdrant_edge import CountRequest
 
-        return int(self._open(DOCS).count(CountRequest(exact=True, filter=_filter(flt))))
+        return int(self._open(DOCS).count(CountRequest(exact=True, filter=self._docs_filter(DOCS, flt))))
+
+    def _docs_filter(self, kind: str, flt: Filter | None):
+        self._index_float_fields(kind, flt)
+        return _filter(flt)
+
+    def _create_float_index(self, key: str) -> None:
+        from qdrant_edge import PayloadSchemaType, UpdateOperation
+
+        self._open(DOCS).update(UpdateOperation.create_field_index(key, PayloadSchemaType.Float))
 
     # ------------------------------------------------------------ lifecycle
     def exists(self) -> bool:

@@ -55,13 +55,13 @@ class ServerStore(Store):
         return self.client.retrieve(self._c(kind), ids, with_payload=payload, with_vectors=vectors)
 
     def _scroll(self, kind, flt, limit, offset, payload, vectors):
-        return self.client.scroll(self._c(kind), scroll_filter=_filter(flt), limit=limit, offset=offset,
+        return self.client.scroll(self._c(kind), scroll_filter=self._docs_filter(kind, flt), limit=limit, offset=offset,
                                   with_payload=payload, with_vectors=vectors)
 
     def _query(self, q: Nearest, limit, flt, with_sparse, payload=True):
         from qdrant_client import models as m
 
-        f = _filter(flt)
+        f = self._docs_filter(DOCS, flt)
         vectors = ["sae"] if with_sparse else False
         sparse = m.SparseVector(indices=q.sparse[0], values=q.sparse[1]) if q.sparse else None
         if sparse is not None and q.dense is not None:
@@ -85,7 +85,18 @@ class ServerStore(Store):
             for pid, vectors, payload in points], wait=True)
 
     def count(self, flt: Filter | None = None) -> int:
-        return int(self.client.count(self._c(DOCS), count_filter=_filter(flt), exact=True).count)
+        return int(self.client.count(self._c(DOCS), count_filter=self._docs_filter(DOCS, flt), exact=True).count)
+
+    def _docs_filter(self, kind: str, flt: Filter | None):
+        self._index_float_fields(kind, flt)
+        return _filter(flt)
+
+    def _create_float_index(self, key: str) -> None:
+        from qdrant_client import models as m
+
+        with warnings.catch_warnings():  # the in-process mode has no payload indexes (and says so)
+            warnings.simplefilter("ignore", UserWarning)
+            self.client.create_payload_index(self._c(DOCS), key, m.PayloadSchemaType.FLOAT)
 
     # ------------------------------------------------------------ lifecycle
     def cache_file(self, filename: str) -> Path:
