@@ -11,7 +11,7 @@ Phases, one run:
 2. ``attack``: the same number of other distinct searches from 8 clients while attackers run:
    - float filters: search-role clients sending the costliest filters a request may hold (and
      the 1,000-float filter of the probe, which must be refused);
-   - ``latents?top=20000`` (must be refused) and the largest page allowed, ``top=500``;
+   - ``latents?top=20000`` (must be refused) and the largest page allowed, ``top=200``;
    - heavy correlations (per_doc 4096, max_docs 0, min_support 1, min_npmi -1, max_freq 1,
      floor 0, max_label_sim 1, top 1000) submitted again and again, and cancelled;
    - LLM stalls: searches with ``expand`` and ``rerank`` against the stalling endpoint.
@@ -183,8 +183,8 @@ def main() -> None:
             "float_filter_1000": ("search", lambda c, n: c.post(f"/v1/indexes/{args.index}/search", json={
                 "query": f"probe {n}", "where": {"score": [0.5 + i / 1e4 for i in range(1000)]}}).status_code, 1),
             "latents_top_20000": ("search", lambda c, n: c.get(f"/v1/indexes/{args.index}/latents", params={"top": 20000}).status_code, 1),
-            "latents_top_500": ("search", lambda c, n: c.get(f"/v1/indexes/{args.index}/latents",
-                                                             params={"top": 500, "offset": 500 * (n % 4)}).status_code, 1),
+            "latents_top_200": ("search", lambda c, n: c.get(f"/v1/indexes/{args.index}/latents",
+                                                             params={"top": 200, "offset": 200 * (n % 4)}).status_code, 1),
             "heavy_correlations": ("analyses", heavy, 2),
             "llm_expand": ("search", lambda c, n: c.post(f"/v1/indexes/{args.index}/search", json={
                 "query": f"stall {n}", "expand": 3}).status_code, 2),

@@ -311,7 +311,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
         audit_note(request, results=len(out.get("results", [])))
         # plain JSON types already: json.dumps directly, not FastAPI's jsonable_encoder walk over
         # ten whole documents and 100 latents (held the GIL ~1 ms per search under load)
-        return Response(json.dumps(out, ensure_ascii=False, allow_nan=False).encode(), media_type="application/json")
+        return Response(json_bytes(out), media_type="application/json")
 
     # ---------------------------------------------------------------- analyses as jobs
     def submit(request: Request, name: str, kind: str, fn, params: dict):
@@ -384,10 +384,17 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
 
     # ---------------------------------------------------------------- latents and documents
     @app.get("/v1/indexes/{name}/latents", dependencies=[caller("search")])
-    def latents(request: Request, name: str = IndexName, params: LatentsQuery = Query()) -> dict:
-        h = registry.get(name)
+    async def latents(request: Request, name: str = IndexName, params: LatentsQuery = Query()) -> Response:
         audit_note(request, query=params.query)
-        return list_latents(h.store, name, params, table=h.engine.table())
+
+        def run() -> bytes:
+            h = registry.get(name)
+            return json_bytes(list_latents(h.store, name, params, table=h.engine.table()))
+
+        # on the bounded search pool (a sync route ran on any of anyio's 40 threads: eight pages of
+        # 500 latents at once stalled searches 5x), answered as JSON directly (jsonable_encoder's
+        # walk over 500 latents' examples held the GIL)
+        return Response(await in_pool(run), media_type="application/json")
 
     @app.get("/v1/indexes/{name}/latents/{latent_id}", dependencies=[caller("search")])
     def latent(name: str = IndexName, latent_id: int = PathParam(..., ge=0, le=10_000_000)) -> dict:
@@ -406,6 +413,12 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
             return FileResponse(STATIC / "index.html")
 
     return app
+
+
+def json_bytes(out: dict) -> bytes:
+    """A response body from plain JSON types, without FastAPI's jsonable_encoder walk (it held the
+    GIL ~1 ms per search under load)."""
+    return json.dumps(out, ensure_ascii=False, allow_nan=False).encode()
 
 
 def _settle_heap() -> None:

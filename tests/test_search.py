@@ -118,7 +118,7 @@ def test_llm_rerank_filter_and_expand(bbc_index, llm_stub):
 
 
 def test_llm_labelling_is_cached(bbc_index, llm_stub):
-    every = json.loads(cli("latents", "--index", bbc_index, "--top", "500", "--json").stdout)["latents"]
+    every = json.loads(cli("latents", "--index", bbc_index, "--top", "200", "--json").stdout)["latents"]
     top = [l for l in every if l["doc_count"] >= 3 and l["doc_freq"] < 0.5][:12]
     only = ",".join(str(l["id"]) for l in top)
     r = cli("label", "--index", bbc_index, "--llm", "stub-model", "--only", only, "--min-docs", "1", "--json")
@@ -129,7 +129,7 @@ def test_llm_labelling_is_cached(bbc_index, llm_stub):
     r = cli("label", "--index", bbc_index, "--llm", "stub-model", "--only", only, "--min-docs", "1", "--json")
     second = json.loads(r.stdout)
     assert second["labelled"] == 0 and second["cached"] == first["labelled"] and len(llm_stub.requests) == n_requests
-    lat = json.loads(cli("latents", "--index", bbc_index, "--top", "500", "--json").stdout)["latents"]
+    lat = json.loads(cli("latents", "--index", bbc_index, "--top", "200", "--json").stdout)["latents"]
     assert sum(l["label"].startswith("stub label") for l in lat if str(l["id"]) in only.split(",")) == first["labelled"] == 12
     prompt = next(m for m in llm_stub.requests if "messages" in m)["messages"][-1]["content"]
     assert "<<" in prompt and "Non-activating examples" in prompt
