@@ -4,8 +4,8 @@ clients search. Reports what the honest clients see.
     python benchmarks/abuse.py                 # builds a 250-document BBC index "abuse" if missing
     python benchmarks/abuse.py --index demo
 
-One server (`saedex serve` in a subprocess, keys file with a search-only key, an analyses key
-and an admin key; an LLM configured at a local fake endpoint that stalls past its 5 s timeout).
+One server (`saedex serve` in a subprocess, keys file with the attackers' search-only and
+analyses keys, and the honest clients' own search key; an LLM configured at a local fake endpoint that stalls past its 5 s timeout).
 Phases, one run:
 1. ``idle``: ``--searches`` distinct searches from 8 clients; ``/healthz`` probed every 50 ms.
 2. ``attack``: the same number of other distinct searches from 8 clients while attackers run:
@@ -41,7 +41,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.api_load import PROBE, fire, free_port  # noqa: E402
 from benchmarks.common import distinct_queries, percentiles, write_result  # noqa: E402
 
-KEYS = {"search": "abuse-search-key-1", "analyses": "abuse-analyses-key-1", "admin": "abuse-admin-key-1"}
+KEYS = {"search": "abuse-search-key-1", "analyses": "abuse-analyses-key-1", "admin": "abuse-admin-key-1",
+        "honest": "honest-reviewer-key-1"}  # the attackers hold the first two; honest clients their own search key
+ROLES = {"search": "search", "analyses": "analyses", "admin": "admin", "honest": "search"}
 HEAVY_CORRELATIONS = {"per_doc": 4096, "max_docs": 0, "min_support": 1, "min_npmi": -1, "max_freq": 1, "floor": 0,
                       "max_label_sim": 1, "top": 1000}
 
@@ -134,8 +136,8 @@ def main() -> None:
     llm = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StallingLLM)
     threading.Thread(target=llm.serve_forever, daemon=True).start()
     keys_file = Path(tempfile.mkdtemp()) / "keys.json"
-    keys_file.write_text(json.dumps({"keys": [{"id": role, "sha256": hashlib.sha256(k.encode()).hexdigest(), "role": role}
-                                              for role, k in KEYS.items()]}))
+    keys_file.write_text(json.dumps({"keys": [{"id": name, "sha256": hashlib.sha256(k.encode()).hexdigest(), "role": ROLES[name]}
+                                              for name, k in KEYS.items()]}))
     keys_file.chmod(0o600)
     port = free_port()
     env = {**os.environ, "SAEDEX_KEYS_FILE": str(keys_file), "PYTHONPATH": str(ROOT), "OPENAI_BASE_URL": f"http://127.0.0.1:{llm.server_port}/v1",
@@ -152,7 +154,7 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        honest = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEYS['search']}"}, timeout=120,
+        honest = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEYS['honest']}"}, timeout=120,
                               limits=httpx.Limits(max_connections=32))
         honest.post(f"/v1/indexes/{args.index}/search", json={"query": "warm-up: opens the index", "k": 10})
         rss0 = rss_mb(proc.pid)

@@ -47,6 +47,7 @@ from search.engine import SearchEngine, SearchOptions
 from search.latents import LatentsParams, list_latents
 from search.params import SearchParams
 from server.auth import ApiKey, Authenticator, KeyConfigError, digest, keys_from_environment
+from server.fairpool import FairPool
 from server.guard import AuditLog, Guard
 from server.jobs import JobManager, QueueFull
 
@@ -196,7 +197,8 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     # Searches get their own bounded pool (one per core; `saedex serve` makes each torch call
     # single-threaded), so 16 clients queue here instead of oversubscribing two cores, and the
     # event loop stays free for /healthz.
-    searchers: list[ThreadPoolExecutor] = []
+    # Fair between keys (server/fairpool.py): under contention each key gets an equal share.
+    searchers: list[FairPool] = []
     n_searchers = search_workers or max(2, os.cpu_count() or 2)
     # Searches with an LLM step wait seconds to minutes on the endpoint: they run on a pool of
     # their own (LLM_WORKERS threads, at most LLM_QUEUE waiting: 429 beyond), so two "expand"
@@ -206,11 +208,11 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        searchers.append(ThreadPoolExecutor(max_workers=n_searchers, thread_name_prefix="saedex-search"))
+        searchers.append(FairPool(n_searchers, "saedex-search"))
         llm_pool.append(ThreadPoolExecutor(max_workers=LLM_WORKERS, thread_name_prefix="saedex-llm"))
         yield
         jobs.shutdown()
-        searchers.pop().shutdown(wait=True)
+        searchers.pop().shutdown()
         llm_pool.pop().shutdown(wait=False, cancel_futures=True)
         registry.close()  # flush and release the Qdrant Edge locks
 
@@ -240,9 +242,12 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     def audit_note(request: Request, **fields) -> None:
         request.state.audit = {**(getattr(request.state, "audit", None) or {}), **fields}
 
-    async def in_pool(fn, *args, llm: bool = False):
+    async def in_pool(request: Request, fn, *args, llm: bool = False):
         if not llm:
-            return await asyncio.get_running_loop().run_in_executor(searchers[-1] if searchers else None, fn, *args)
+            if not searchers:  # outside the lifespan (a bare app in tests)
+                return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+            key = getattr(request.state, "api_key", None)
+            return await asyncio.wrap_future(searchers[-1].submit(key.id if key else "", fn, *args))
         if not llm_waiting.take():
             raise HTTPException(429, f"{LLM_QUEUE} searches with LLM steps are already waiting; retry later",
                                 headers={"Retry-After": "5"})
@@ -300,7 +305,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
             return result
 
         try:
-            out = await in_pool(run, llm=body.uses_llm)
+            out = await in_pool(request, run, llm=body.uses_llm)
         except HTTPException:
             raise
         except Exception as e:  # noqa: BLE001
@@ -394,7 +399,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
         # on the bounded search pool (a sync route ran on any of anyio's 40 threads: eight pages of
         # 500 latents at once stalled searches 5x), answered as JSON directly (jsonable_encoder's
         # walk over 500 latents' examples held the GIL)
-        return Response(await in_pool(run), media_type="application/json")
+        return Response(await in_pool(request, run), media_type="application/json")
 
     @app.get("/v1/indexes/{name}/latents/{latent_id}", dependencies=[caller("search")])
     def latent(name: str = IndexName, latent_id: int = PathParam(..., ge=0, le=10_000_000)) -> dict:

@@ -664,3 +664,21 @@ def test_a_stalled_upload_times_out():
     scope = {"type": "http", "path": "/v1/indexes", "method": "POST", "headers": [(b"authorization", b"Bearer correct-key-1")]}
     asyncio.run(guard(scope, receive, send))
     assert sent[0]["status"] == 408
+
+
+def test_the_search_pool_serves_keys_in_turn():
+    """A key with many requests in flight no longer takes the pool in proportion to them."""
+    from server.fairpool import FairPool
+
+    pool, order, gate = FairPool(1), [], threading.Event()
+    first = pool.submit("greedy", gate.wait, 5)  # holds the one worker
+    greedy = [pool.submit("greedy", order.append, f"g{n}") for n in range(10)]
+    polite = pool.submit("polite", order.append, "p0")
+    gate.set()
+    for f in [first, polite, *greedy]:
+        f.result(5)
+    assert order.index("p0") == 1  # served after one greedy request, not after ten
+    failing = pool.submit("k", lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(5)
+    pool.shutdown()
