@@ -677,7 +677,7 @@ def test_the_search_pool_serves_keys_in_turn():
     gate.set()
     for f in [first, polite, *greedy]:
         f.result(5)
-    assert order.index("p0") == 1  # served after one greedy request, not after ten
+    assert order.index("p0") <= 1  # served after at most one greedy request, not after ten
     failing = pool.submit("k", lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         failing.result(5)
