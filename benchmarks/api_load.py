@@ -90,7 +90,7 @@ def main() -> None:
     if args.feedback is not None:
         EXTRA["feedback"] = args.feedback
     port = free_port()
-    env = {**os.environ, "SAEDEX_API_KEYS": "bench-key-1", "PYTHONPATH": args.repo}
+    env = {**os.environ, "SAEDEX_API_KEYS": "bench-key-1,bench-key-2", "PYTHONPATH": args.repo}
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
                             cwd=args.repo, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -113,8 +113,9 @@ def main() -> None:
         if not args.no_analyses and jobs_api:
             out["idle8"] = fire(client, args.index, distinct_queries(200, 2000), 8, args.method)
             ids = []
-            for i in range(8):
-                r = client.post(f"/v1/indexes/{args.index}/correlations", json={"min_support": 3 + i})
+            for i in range(8):  # from two keys: one key may hold at most half an index's job queue
+                r = client.post(f"/v1/indexes/{args.index}/correlations", json={"min_support": 3 + i},
+                                headers={"Authorization": f"Bearer bench-key-{1 + i % 2}"})
                 ids.append(r.json()["id"])
             # /healthz is probed from a process of its own: probe threads inside this process
             # would also measure this process's 8 client threads competing for its GIL
