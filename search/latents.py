@@ -108,15 +108,26 @@ def rank_weights(n: int, temperature: float) -> np.ndarray:
     return np.exp(-(r / max(n, 1)) / temperature)
 
 
-def _directions(table: LatentTable, d) -> np.ndarray:
-    """The dictionary's directions in the table's row order, float32, made once per table and
-    dictionary (gathering and converting them on every query copied ~25 MB: a sixth of a search)."""
-    key = ("directions", id(d))
-    got = table.derived.get(key)
-    if got is None:
-        got = table.derived[key] = np.ascontiguousarray(d.directions[np.minimum(table.ids, d.directions.shape[0] - 1)],
-                                                         dtype=np.float32)
-    return got
+def _similarities(table: LatentTable, d, q: np.ndarray) -> np.ndarray:
+    """Cosines of the query to every latent's label, snippets and (with a dictionary) direction:
+    rows (name, evidence[, direction]). One product over one stacked matrix, made once per table
+    and dictionary; in bf16 where the embedder runs in bf16 (CPUs with native bf16): the three
+    float32 products read 85 MB a query and were a sixth of a search; bf16 reads half as much
+    (2.6 vs 5.0 ms), and its rounding (~0.004 in a cosine) is below the embedder's own."""
+    import torch
+
+    bf16 = getattr(get_embedder(), "precision", "fp32") == "bf16"
+    key = ("similarity_stack", id(d), bf16)
+    stack = table.derived.get(key)
+    if stack is None:
+        parts = [table.label_vecs, table.snippet_vecs]
+        if d is not None:
+            parts.append(d.directions[np.minimum(table.ids, d.directions.shape[0] - 1)])
+        m = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts), dtype=np.float32))
+        stack = table.derived[key] = m.to(torch.bfloat16) if bf16 else m
+    with torch.no_grad():
+        out = stack @ torch.from_numpy(np.ascontiguousarray(q, np.float32)).to(stack.dtype)
+    return out.float().numpy().reshape(-1, table.size)
 
 
 def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_weight: float = 0.5,
@@ -148,15 +159,18 @@ def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_wei
     q = get_embedder().encode_query(query) if isinstance(query, str) else np.asarray(query, np.float32)
     q = q / max(float(np.linalg.norm(q)), 1e-12)
     pool = min(max(top * 4, 200), n_allowed)
-    name, evidence = table.label_vecs @ q, table.snippet_vecs @ q
+    d = None
+    if direction_weight > 0:
+        manifest = read_manifest(store)
+        d = dictionary_for(manifest.recipe) if manifest is not None else None
+    sims = _similarities(table, d, q)
+    name, evidence = sims[0], sims[1]
     if center and label_ref is not None:
         name, evidence = name - center * label_ref, evidence - center * snippet_ref
     signals = [(label_weight * (1 - direction_weight), name), ((1 - label_weight) * (1 - direction_weight), evidence)]
     if direction_weight > 0:
-        manifest = read_manifest(store)
-        d = dictionary_for(manifest.recipe) if manifest is not None else None
         if d is not None:
-            signals.append((direction_weight, _directions(table, d) @ q))
+            signals.append((direction_weight, sims[2]))
         else:
             signals = [(w / (1 - direction_weight), sims) for w, sims in signals]
     if allowed is not None:

@@ -117,8 +117,18 @@ def test_llm_rerank_filter_and_expand(bbc_index, llm_stub):
     assert len({l["latent"] for l in exp["latents"]} - {l["latent"] for l in plain["latents"]}) > 0
 
 
+def all_latents(index: str) -> list[dict]:
+    """Every latent that fires, page by page (a page holds at most 200)."""
+    out, offset = [], 0
+    while offset is not None:
+        page = json.loads(cli("latents", "--index", index, "--top", "200", "--offset", str(offset), "--json").stdout)
+        out += page["latents"]
+        offset = page["next_offset"]
+    return out
+
+
 def test_llm_labelling_is_cached(bbc_index, llm_stub):
-    every = json.loads(cli("latents", "--index", bbc_index, "--top", "200", "--json").stdout)["latents"]
+    every = all_latents(bbc_index)
     top = [l for l in every if l["doc_count"] >= 3 and l["doc_freq"] < 0.5][:12]
     only = ",".join(str(l["id"]) for l in top)
     r = cli("label", "--index", bbc_index, "--llm", "stub-model", "--only", only, "--min-docs", "1", "--json")
@@ -129,7 +139,7 @@ def test_llm_labelling_is_cached(bbc_index, llm_stub):
     r = cli("label", "--index", bbc_index, "--llm", "stub-model", "--only", only, "--min-docs", "1", "--json")
     second = json.loads(r.stdout)
     assert second["labelled"] == 0 and second["cached"] == first["labelled"] and len(llm_stub.requests) == n_requests
-    lat = json.loads(cli("latents", "--index", bbc_index, "--top", "200", "--json").stdout)["latents"]
+    lat = all_latents(bbc_index)
     assert sum(l["label"].startswith("stub label") for l in lat if str(l["id"]) in only.split(",")) == first["labelled"] == 12
     prompt = next(m for m in llm_stub.requests if "messages" in m)["messages"][-1]["content"]
     assert "<<" in prompt and "Non-activating examples" in prompt
