@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.server
 import json
 import os
 import subprocess
@@ -38,7 +37,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.api_load import PROBE, fire, free_port  # noqa: E402
+from benchmarks.api_load import PROBE, fire, free_port, wait_until_serving  # noqa: E402
+from tests.llm_stub import chat_answer, json_endpoint  # noqa: E402
 from benchmarks.common import distinct_queries, percentiles, write_result  # noqa: E402
 
 KEYS = {"search": "abuse-search-key-1", "analyses": "abuse-analyses-key-1", "admin": "abuse-admin-key-1",
@@ -46,29 +46,6 @@ KEYS = {"search": "abuse-search-key-1", "analyses": "abuse-analyses-key-1", "adm
 ROLES = {"search": "search", "analyses": "analyses", "admin": "admin", "honest": "search"}
 HEAVY_CORRELATIONS = {"per_doc": 4096, "max_docs": 0, "min_support": 1, "min_npmi": -1, "max_freq": 1, "floor": 0,
                       "max_label_sim": 1, "top": 1000}
-
-
-class StallingLLM(http.server.BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that answers after ``delay`` seconds (past the client's timeout)."""
-
-    delay = 30.0
-
-    def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        time.sleep(self.delay)
-        body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                           "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "{}"}}]}).encode()
-        try:
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            pass
-
-    def log_message(self, *a):
-        pass
 
 
 def rss_mb(pid: int) -> float:
@@ -133,8 +110,7 @@ def main() -> None:
     args = ap.parse_args()
     ensure_index(args.index)
 
-    llm = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StallingLLM)
-    threading.Thread(target=llm.serve_forever, daemon=True).start()
+    llm = json_endpoint(200, chat_answer("{}"), delay=30.0)  # answers after the 5 s timeout: a stalled endpoint
     keys_file = Path(tempfile.mkdtemp()) / "keys.json"
     keys_file.write_text(json.dumps({"keys": [{"id": name, "sha256": hashlib.sha256(k.encode()).hexdigest(), "role": ROLES[name]}
                                               for name, k in KEYS.items()]}))
@@ -148,12 +124,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     out: dict = {"index": args.index, "cpus": os.cpu_count()}
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until_serving(base)
         honest = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEYS['honest']}"}, timeout=120,
                               limits=httpx.Limits(max_connections=32))
         honest.post(f"/v1/indexes/{args.index}/search", json={"query": "warm-up: opens the index", "k": 10})

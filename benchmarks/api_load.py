@@ -57,6 +57,18 @@ def free_port() -> int:
     return port
 
 
+def wait_until_serving(base: str, timeout_s: float = 120.0) -> None:
+    """Until ``/healthz`` answers (the server loads its models first)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{base} did not start within {timeout_s:.0f} s")
+
+
 def fire(client: httpx.Client, index: str, queries: list[str], clients: int, method: str) -> dict:
     def one(q: str):
         t = time.perf_counter()
@@ -96,12 +108,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     out: dict = {"index": args.index, "method": args.method, "repo": os.path.basename(os.path.abspath(args.repo)), "cpus": os.cpu_count()}
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until_serving(base)
         client = httpx.Client(base_url=base, headers={"Authorization": "Bearer bench-key-1"}, timeout=120,
                               limits=httpx.Limits(max_connections=max(args.clients, 16)))
         client.post(f"/v1/indexes/{args.index}/search", json={"query": "warm-up: opens the index", "k": 10})

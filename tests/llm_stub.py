@@ -90,3 +90,42 @@ class LLMStub:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+def json_endpoint(status: int, body: dict, delay: float = 0.0, seen: list | None = None) -> ThreadingHTTPServer:
+    """A loopback HTTP server answering every GET and POST with ``status`` and ``body`` after
+    ``delay`` seconds, appending each request's headers to ``seen``; serving until ``shutdown()``.
+    (An upstream that refuses a key, one that stalls, a Qdrant that records the key it is sent.)"""
+    import time
+
+    data = json.dumps(body).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _answer(self):
+            if seen is not None:
+                seen.append(dict(self.headers))
+            self.rfile.read(int(self.headers.get("content-length", 0) or 0))
+            time.sleep(delay)
+            try:
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:  # the client gave up waiting
+                pass
+
+        do_GET = do_POST = _answer
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def chat_answer(content: str) -> dict:
+    """An OpenAI chat-completion body whose message is ``content``."""
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}]}

@@ -37,13 +37,15 @@ def synth_points(n: int, seed: int = 0, start: int = 0) -> list[DocPoint]:
     return pts
 
 
-def make_store(name: str, points: list[DocPoint], with_copy: bool = True):
+def make_store(name: str, points: list[DocPoint], with_copy: bool = True, dim: int = 4, datasets=("A", "B")):
+    """A real Qdrant Edge index of synthetic points (dense and label vectors of ``dim``) with its
+    manifest and, unless ``with_copy`` is off, its columnar copy."""
     store = open_store(name)
-    store.create(dense_dim=4, label_dim=4)
+    store.create(dense_dim=dim, label_dim=dim)
     recipe = Recipe.external(D_SAE)
     create_manifest(store, recipe)
-    add_dataset(store, "A")
-    add_dataset(store, "B")
+    for d in datasets:
+        add_dataset(store, d)
     copy = copy_for(store, recipe)
     if with_copy:
         copy.initialise()

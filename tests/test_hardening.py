@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import http.server
 import json
 import os
 import threading
@@ -352,21 +351,10 @@ def test_latents_pages_follow_each_other(tmp_path):
     from indexer.labels.refresh import refresh_latents
     from search.latents import LatentsParams, list_latents
 
-    from indexer.encode.recipe import Recipe, create_manifest
-    from indexer.store import open_store
-    from indexer.store.columns import copy_for
-
     pts = T.synth_points(120, seed=3)
     for p in pts:
         p.dense = [1.0] + [0.0] * 383
-    store = open_store("paged")
-    store.create(dense_dim=384, label_dim=384)
-    recipe = Recipe.external(T.D_SAE)
-    create_manifest(store, recipe)
-    copy = copy_for(store, recipe)
-    copy.initialise()
-    store.upsert_docs(pts)
-    copy.append_points(pts)
+    store, _ = T.make_store("paged", pts, dim=384, datasets=())
     try:
         refresh_latents(store, progress=False)
         first = list_latents(store, "paged", LatentsParams.parse(top=30))
@@ -381,34 +369,20 @@ def test_latents_pages_follow_each_other(tmp_path):
 # ----------------------------------------------------------------------------- LLM
 
 
-class _Upstream(http.server.BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that refuses the key, echoing secrets in its error body."""
-
-    calls = 0
-
-    def do_POST(self):  # noqa: N802
-        type(self).calls += 1
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        body = json.dumps({"error": {"message": "Incorrect API key provided: sk-pro****1234 (internal upstream at 10.1.2.3:8443)",
-                                     "type": "invalid_request_error"}}).encode()
-        self.send_response(401)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
+UPSTREAM_REFUSAL = {"error": {"message": "Incorrect API key provided: sk-pro****1234 (internal upstream at 10.1.2.3:8443)",
+                              "type": "invalid_request_error"}}
 
 
 @pytest.fixture
 def refusing_llm(monkeypatch):
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    _Upstream.calls = 0
+    """An OpenAI-compatible endpoint that refuses the key, echoing secrets in its error body."""
+    from tests.llm_stub import json_endpoint
+
+    seen: list = []
+    srv = json_endpoint(401, UPSTREAM_REFUSAL, seen=seen)
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{srv.server_port}/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    yield srv
+    yield seen
     srv.shutdown()
 
 
@@ -419,7 +393,7 @@ def test_llm_errors_name_the_status_only_and_4xx_is_not_retried(refusing_llm):
     with pytest.raises(LLMUnavailable) as e:
         c.chat("s", "u")
     assert str(e.value) == "LLM endpoint failed (status 401)"
-    assert _Upstream.calls == 1  # no retries of a refusal
+    assert len(refusing_llm) == 1  # no retries of a refusal
 
 
 def test_a_failed_rerank_says_so_in_its_status(refusing_llm):
@@ -552,29 +526,15 @@ def test_compose_publishes_no_qdrant_port_and_sets_its_api_key():
 
 
 def test_the_server_store_sends_the_qdrant_api_key(monkeypatch):
-    seen = []
+    from indexer.store.server import list_server_indexes
+    from tests.llm_stub import json_endpoint
 
-    class Recorder(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            seen.append(self.headers.get("api-key"))
-            body = json.dumps({"result": {"collections": []}, "status": "ok", "time": 0}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    seen: list = []
+    srv = json_endpoint(200, {"result": {"collections": []}, "status": "ok", "time": 0}, seen=seen)
     try:
-        from indexer.store.server import list_server_indexes
-
         monkeypatch.setenv("SAEDEX_QDRANT_API_KEY", "qdrant-secret-key")
         assert list_server_indexes(f"http://127.0.0.1:{srv.server_port}") == []
-        assert seen and all(k == "qdrant-secret-key" for k in seen)
+        assert seen and all(h.get("api-key") == "qdrant-secret-key" for h in seen)
     finally:
         srv.shutdown()
 

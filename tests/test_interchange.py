@@ -116,9 +116,6 @@ def test_latent_statistics_read_in_latent_blocks_equal_one_pass(monkeypatch):
     import indexer.labels.refresh as R
     import indexer.store.latent_stats as L
     import tests.test_columns as T
-    from indexer.store.columns import copy_for
-    from indexer.encode.recipe import Recipe, create_manifest
-    from indexer.store import open_store
 
     results = []
     for i, block in enumerate((10**9, 500)):
@@ -126,14 +123,7 @@ def test_latent_statistics_read_in_latent_blocks_equal_one_pass(monkeypatch):
         pts = T.synth_points(200, seed=1)
         for p in pts:
             p.dense = [1.0] + [0.0] * 383
-        store = open_store(f"blocks{i}")
-        store.create(dense_dim=384, label_dim=384)
-        recipe = Recipe.external(T.D_SAE)
-        create_manifest(store, recipe)
-        copy = copy_for(store, recipe)
-        copy.initialise()
-        store.upsert_docs(pts)
-        copy.append_points(pts)
+        store, _ = T.make_store(f"blocks{i}", pts, dim=384, datasets=())
         R.refresh_latents(store, progress=False)
         results.append({p.latent: {k: v for k, v in p.payload.items()} for p in store.get_latents()})
         store.close()

@@ -485,25 +485,9 @@ def test_an_index_dropped_and_recreated_elsewhere_is_never_mixed(client, app, in
 def test_searches_with_llm_steps_never_delay_plain_searches(live_server, bbc_index, monkeypatch):
     """Two ``expand`` searches against a stalled endpoint once held both search threads, and a
     plain search waited 7 s behind them; LLM steps now run on a pool of their own."""
-    import http.server
+    from tests.llm_stub import chat_answer, json_endpoint
 
-    class Stalling(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            time.sleep(4)
-            body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
-                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": '{"examples": []}'}}]}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv = json_endpoint(200, chat_answer('{"examples": []}'), delay=4)
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{srv.server_port}/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("SAEDEX_LLM_MODEL", "stalling-model")
