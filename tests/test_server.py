@@ -242,7 +242,9 @@ def test_web_page_in_headless_chromium(live_server, bbc_index):
         page.dispatch_event("#apikey", "change")
         # the key stays in this tab (sessionStorage), never in localStorage
         assert page.evaluate("localStorage.getItem('saedex-key')") is None
-        page.wait_for_function("document.querySelector('#index').options.length > 0")
+        # waits by selector: the page's Content-Security-Policy forbids eval, which Playwright's
+        # string predicates (wait_for_function) need; the page's own script runs under it
+        page.locator("#index option").first.wait_for(state="attached")
         page.select_option("#index", bbc_index)
         page.fill("#q", "football match")
         page.click("#go")
@@ -250,7 +252,7 @@ def test_web_page_in_headless_chromium(live_server, bbc_index):
         assert page.locator(".result").count() == 10
         assert page.locator(".result mark").count() > 0
         page.click("#more")  # the next page of results, appended
-        page.wait_for_function("document.querySelectorAll('.result').length === 20", timeout=60000)
+        page.locator(".result").nth(19).wait_for(timeout=60000)
         with page.expect_download() as dl:
             page.click("#export-csv")
         csv_text = open(dl.value.path(), encoding="utf-8").read()
