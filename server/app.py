@@ -176,7 +176,8 @@ def _api_error(e: BaseException) -> dict | None:
 
 def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None, preload: bool = True,
                keys: list[ApiKey] | None = None, audit_log: str | Path | bool | None = None, docs: bool | None = None,
-               analysis_workers: int = 1, jobs_per_index: int = 8, search_workers: int | None = None) -> FastAPI:
+               analysis_workers: int = 1, jobs_per_index: int = 8, search_workers: int | None = None,
+               rate_limit: float | None = None) -> FastAPI:
     """The app. Keys: ``keys`` (ApiKey list), or ``api_keys`` (plain strings: admin keys on every
     index), or else ``SAEDEX_API_KEYS`` / ``SAEDEX_KEYS_FILE``; none at all means no auth
     (``saedex serve`` refuses that on a non-loopback address). ``audit_log``: a path, False for
@@ -220,7 +221,9 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
                   description="Interpretable SAE search and analyses over text collections.")
     app.state.registry = registry
     app.state.jobs = jobs
-    app.add_middleware(Guard, authenticator=authenticator, max_body=MAX_BODY, audit=audit)
+    # requests a second per key (SAEDEX_RATE_LIMIT; 0: none): bursts of twice that
+    rate = rate_limit if rate_limit is not None else env.rate_limit
+    app.add_middleware(Guard, authenticator=authenticator, max_body=MAX_BODY, audit=audit, rate_limit=rate)
     if preload:
         get_embedder()  # models load once, at start
         _preload_analyses()

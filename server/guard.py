@@ -130,6 +130,31 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 BODY_TIMEOUT_S = 30.0  # a client that stalls mid-upload holds a connection at most this long
 
 
+class RateLimit:
+    """A token bucket per key: ``rate`` requests a second on average, bursts of ``2 * rate``.
+    Checked from the headers, before a body byte is read, so a flood of requests that would be
+    refused anyway (1,000-float filters, ``top=20000``) costs the event loop almost nothing; under
+    the abuse benchmark such floods ran at 120-270 requests a second from one key."""
+
+    def __init__(self, rate: float):
+        self.rate, self.burst = float(rate), 2.0 * float(rate)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key_id: str) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key_id, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens < 1.0:
+                self._buckets[key_id] = (tokens, now)
+                return False
+            self._buckets[key_id] = (tokens - 1.0, now)
+            return True
+
+
 def _host_name(host_header: bytes) -> str:
     host = host_header.decode("latin-1").strip().lower()
     if host.startswith("["):
@@ -138,12 +163,14 @@ def _host_name(host_header: bytes) -> str:
 
 
 class Guard:
-    def __init__(self, app, authenticator: Authenticator, max_body: int, audit: AuditLog, body_timeout: float = BODY_TIMEOUT_S):
+    def __init__(self, app, authenticator: Authenticator, max_body: int, audit: AuditLog, body_timeout: float = BODY_TIMEOUT_S,
+                 rate_limit: float = 0.0):
         self.app = app
         self.auth = authenticator
         self.max_body = max_body
         self.audit = audit
         self.body_timeout = body_timeout
+        self.limits = RateLimit(rate_limit)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -185,6 +212,10 @@ class Guard:
                                      [(b"www-authenticate", b"Bearer")])
                     return
                 state["api_key"] = key
+                if not self.limits.allow(key.id):
+                    await _send_json(send_with_id, 429, {"detail": f"key {key.id!r} is over {self.limits.rate:g} requests a second"},
+                                     [(b"retry-after", b"1")])
+                    return
             body = await self._read_body(headers, receive, send_with_id)
             if body is None:
                 return  # 413 sent

@@ -642,3 +642,18 @@ def test_the_search_pool_serves_keys_in_turn():
     with pytest.raises(ZeroDivisionError):
         failing.result(5)
     pool.shutdown()
+
+
+def test_each_key_is_rate_limited_before_its_body_is_read():
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.auth import ApiKey, digest
+
+    app = create_app(preload=False, keys=[ApiKey("flood", digest("flooding-key-1")), ApiKey("calm", digest("calm-key-123"))],
+                     audit_log=False, rate_limit=5)
+    with TestClient(app) as c:
+        codes = [c.get("/v1/indexes", headers={"Authorization": "Bearer flooding-key-1"}).status_code for _ in range(30)]
+        assert codes.count(200) <= 12 and codes[-1] == 429  # a burst of 2 x rate, then refused
+        assert c.get("/v1/indexes", headers={"Authorization": "Bearer calm-key-123"}).status_code == 200  # per key
+        assert c.get("/healthz").status_code == 200

@@ -33,6 +33,7 @@ class Settings:
     api_keys: str | None  # SAEDEX_API_KEYS (set but empty is kept as "": refused, never read as "no auth")
     keys_file: str | None  # SAEDEX_KEYS_FILE
     audit_log: str | None  # SAEDEX_AUDIT_LOG
+    rate_limit: float  # SAEDEX_RATE_LIMIT: API requests a second per key (default 100; 0: no limit)
     api_docs: bool  # SAEDEX_API_DOCS=1: Swagger UI at /docs
 
     @classmethod
@@ -71,8 +72,24 @@ class Settings:
             api_keys=env.get("SAEDEX_API_KEYS"),
             keys_file=text("SAEDEX_KEYS_FILE"),
             audit_log=text("SAEDEX_AUDIT_LOG"),
+            rate_limit=_rate_limit(text("SAEDEX_RATE_LIMIT")),
             api_docs=env.get("SAEDEX_API_DOCS") == "1",
         )
+
+
+DEFAULT_RATE_LIMIT = 100.0  # API requests a second per key: 16 clients searching at full speed make ~75
+
+
+def _rate_limit(raw: str | None) -> float:
+    if raw is None:
+        return DEFAULT_RATE_LIMIT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # NaN too
+        raise InputError(f"SAEDEX_RATE_LIMIT={raw!r} is not a number >= 0 (requests a second per key; 0: no limit)")
+    return value
 
 
 def settings() -> Settings:
