@@ -4,8 +4,8 @@ clients search. Reports what the honest clients see.
     python benchmarks/abuse.py                 # builds a 250-document BBC index "abuse" if missing
     python benchmarks/abuse.py --index demo
 
-One server (`saedex serve` in a subprocess, keys file with the attackers' search-only and
-analyses keys, and the honest clients' own search key; an LLM configured at a local fake endpoint that stalls past its 5 s timeout).
+One server (`saedex serve` in a subprocess at the default per-key rate limit, keys file with the
+attacker's search-only and analyses keys and one search key per honest client; an LLM configured at a local fake endpoint that stalls past its 5 s timeout).
 Phases, one run:
 1. ``idle``: ``--searches`` distinct searches from 8 clients; ``/healthz`` probed every 50 ms.
 2. ``attack``: the same number of other distinct searches from 8 clients while attackers run:
@@ -31,21 +31,42 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.api_load import PROBE, fire, free_port, wait_until_serving  # noqa: E402
+from benchmarks.api_load import PROBE, free_port, wait_until_serving  # noqa: E402
 from tests.llm_stub import chat_answer, json_endpoint  # noqa: E402
 from benchmarks.common import distinct_queries, percentiles, write_result  # noqa: E402
 
+N_HONEST = 8  # honest clients, each a reviewer with a key of their own
 KEYS = {"search": "abuse-search-key-1", "analyses": "abuse-analyses-key-1", "admin": "abuse-admin-key-1",
-        "honest": "honest-reviewer-key-1"}  # the attackers hold the first two; honest clients their own search key
-ROLES = {"search": "search", "analyses": "analyses", "admin": "admin", "honest": "search"}
+        **{f"honest{n}": f"honest-reviewer-key-{n}" for n in range(N_HONEST)}}  # the attacker holds the first two
+ROLES = {"search": "search", "analyses": "analyses", "admin": "admin", **{f"honest{n}": "search" for n in range(N_HONEST)}}
 HEAVY_CORRELATIONS = {"per_doc": 4096, "max_docs": 0, "min_support": 1, "min_npmi": -1, "max_freq": 1, "floor": 0,
                       "max_label_sim": 1, "top": 1000}
+
+
+def fire_as(clients: list[httpx.Client], index: str, queries: list[str]) -> dict:
+    """``fire`` with one client (one key) per connection: query n goes out on client n mod N."""
+    def one(n_q):
+        n, q = n_q
+        t = time.perf_counter()
+        try:
+            ok = clients[n % len(clients)].post(f"/v1/indexes/{index}/search", json={"query": q, "k": 10}).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        return time.perf_counter() - t, ok
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(len(clients)) as ex:
+        res = list(ex.map(one, enumerate(queries)))
+    wall = time.perf_counter() - t0
+    return {"requests": len(queries), "clients": len(clients), "errors": sum(not ok for _, ok in res),
+            "throughput_rps": round(len(queries) / wall, 1), **percentiles([t for t, _ in res])}
 
 
 def rss_mb(pid: int) -> float:
@@ -104,9 +125,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--index", default="abuse")
     ap.add_argument("--searches", type=int, default=200)
-    ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--only", default="", help="comma-separated attacks to run (default: all)")
     ap.add_argument("--each", action="store_true", help="a phase per attack before the phase with all of them")
+    ap.add_argument("--rate", type=float, default=20.0, help="SAEDEX_RATE_LIMIT of the server (requests a second per key)")
     args = ap.parse_args()
     ensure_index(args.index)
 
@@ -119,20 +140,21 @@ def main() -> None:
     env = {**os.environ, "SAEDEX_KEYS_FILE": str(keys_file), "PYTHONPATH": str(ROOT), "OPENAI_BASE_URL": f"http://127.0.0.1:{llm.server_port}/v1",
            "OPENAI_API_KEY": "sk-fake", "SAEDEX_LLM_MODEL": "stalling", "SAEDEX_LLM_TIMEOUT": "5"}
     env.pop("SAEDEX_API_KEYS", None)
+    env["SAEDEX_RATE_LIMIT"] = str(args.rate)
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning",
                              "--audit-log", ""], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     out: dict = {"index": args.index, "cpus": os.cpu_count()}
     try:
         wait_until_serving(base)
-        honest = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEYS['honest']}"}, timeout=120,
-                              limits=httpx.Limits(max_connections=32))
-        honest.post(f"/v1/indexes/{args.index}/search", json={"query": "warm-up: opens the index", "k": 10})
+        honest = [httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEYS[f'honest{n}']}"}, timeout=120)
+                  for n in range(N_HONEST)]
+        honest[0].post(f"/v1/indexes/{args.index}/search", json={"query": "warm-up: opens the index", "k": 10})
         rss0 = rss_mb(proc.pid)
 
         def phase(offset: int) -> tuple[dict, dict]:
             prober = subprocess.Popen([sys.executable, "-c", PROBE, base], stdout=subprocess.PIPE, text=True)
-            res = fire(honest, args.index, distinct_queries(args.searches, offset), args.clients, "sae")
+            res = fire_as(honest, args.index, distinct_queries(args.searches, offset))
             prober.terminate()
             health = [float(x) for x in prober.communicate(timeout=30)[0].split()]
             return res, percentiles(health) | {"max_ms": round(max(health) * 1000, 1)}

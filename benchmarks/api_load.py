@@ -102,7 +102,8 @@ def main() -> None:
     if args.feedback is not None:
         EXTRA["feedback"] = args.feedback
     port = free_port()
-    env = {**os.environ, "SAEDEX_API_KEYS": "bench-key-1,bench-key-2", "PYTHONPATH": args.repo}
+    # a capacity benchmark: every client is one key, so the per-key rate limit is off
+    env = {**os.environ, "SAEDEX_API_KEYS": "bench-key-1,bench-key-2", "PYTHONPATH": args.repo, "SAEDEX_RATE_LIMIT": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
                             cwd=args.repo, env=env)
     base = f"http://127.0.0.1:{port}"

@@ -33,7 +33,7 @@ class Settings:
     api_keys: str | None  # SAEDEX_API_KEYS (set but empty is kept as "": refused, never read as "no auth")
     keys_file: str | None  # SAEDEX_KEYS_FILE
     audit_log: str | None  # SAEDEX_AUDIT_LOG
-    rate_limit: float  # SAEDEX_RATE_LIMIT: API requests a second per key (default 100; 0: no limit)
+    rate_limit: float  # SAEDEX_RATE_LIMIT: API requests a second per key (default 20, bursts of 40; 0: no limit)
     api_docs: bool  # SAEDEX_API_DOCS=1: Swagger UI at /docs
 
     @classmethod
@@ -77,7 +77,7 @@ class Settings:
         )
 
 
-DEFAULT_RATE_LIMIT = 100.0  # API requests a second per key: 16 clients searching at full speed make ~75
+DEFAULT_RATE_LIMIT = 20.0  # API requests a second per key (bursts of 40): below the capacity of a 2-core server (~75 searches/s), so one key cannot take it all; a page makes a few a second
 
 
 def _rate_limit(raw: str | None) -> float:
