@@ -214,7 +214,7 @@ def main() -> None:
                    "rss_growth_mb": round(peak[0] - rss0)}
             out["phases"].append(row)
             print(f"{'+'.join(names)}: p99 {res['p99_ms']} ms ({row['p99_over_idle']}x idle), healthz max {health['max_ms']} ms, "
-                  f"RSS +{row['rss_growth_mb']} MB, answers {codes}", file=sys.stderr)
+                  f"RSS +{row['rss_growth_mb']} MB, honest errors {res['errors']}, answers {codes}", file=sys.stderr)
             time.sleep(3)  # let cancelled jobs stop before the next phase
         every = out["phases"][-1]
         out["goals"] = {"p99_within_2x": every["p99_over_idle"] <= 2.0, "healthz_within_50ms": every["healthz"]["max_ms"] <= 50,
