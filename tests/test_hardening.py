@@ -644,16 +644,23 @@ def test_the_search_pool_serves_keys_in_turn():
     pool.shutdown()
 
 
-def test_each_key_is_rate_limited_before_its_body_is_read():
+def test_each_key_is_rate_limited_before_its_body_is_read(monkeypatch):
     from fastapi.testclient import TestClient
 
+    import server.guard as G
     from server.app import create_app
     from server.auth import ApiKey, digest
 
+    monkeypatch.setattr(G, "REFUSAL_PAUSE_S", 0.0)
     app = create_app(preload=False, keys=[ApiKey("flood", digest("flooding-key-1")), ApiKey("calm", digest("calm-key-123"))],
                      audit_log=False, rate_limit=5)
+    flood = {"Authorization": "Bearer flooding-key-1"}
     with TestClient(app) as c:
-        codes = [c.get("/v1/indexes", headers={"Authorization": "Bearer flooding-key-1"}).status_code for _ in range(30)]
+        codes = [c.get("/v1/indexes", headers=flood).status_code for _ in range(30)]
         assert codes.count(200) <= 12 and codes[-1] == 429  # a burst of 2 x rate, then refused
         assert c.get("/v1/indexes", headers={"Authorization": "Bearer calm-key-123"}).status_code == 200  # per key
         assert c.get("/healthz").status_code == 200
+        monkeypatch.setattr(G, "REFUSAL_PAUSE_S", 0.3)
+        t = time.perf_counter()
+        assert c.get("/v1/indexes", headers=flood).status_code == 429
+        assert time.perf_counter() - t >= 0.3  # a refusal is answered after a pause: retrying at once is no flood
