@@ -117,19 +117,19 @@ def test_llm_rerank_filter_and_expand(bbc_index, llm_stub):
     assert len({l["latent"] for l in exp["latents"]} - {l["latent"] for l in plain["latents"]}) > 0
 
 
-def all_latents(index: str) -> list[dict]:
-    """Every latent that fires, page by page (a page holds at most 200)."""
+def latents_where(index: str, keep, n: int) -> list[dict]:
+    """The first ``n`` latents (by document frequency) that ``keep`` accepts, page by page (a
+    page holds at most 200), reading no further pages than it needs."""
     out, offset = [], 0
-    while offset is not None:
+    while offset is not None and len(out) < n:
         page = json.loads(cli("latents", "--index", index, "--top", "200", "--offset", str(offset), "--json").stdout)
-        out += page["latents"]
+        out += [l for l in page["latents"] if keep(l)]
         offset = page["next_offset"]
-    return out
+    return out[:n]
 
 
 def test_llm_labelling_is_cached(bbc_index, llm_stub):
-    every = all_latents(bbc_index)
-    top = [l for l in every if l["doc_count"] >= 3 and l["doc_freq"] < 0.5][:12]
+    top = latents_where(bbc_index, lambda l: l["doc_count"] >= 3 and l["doc_freq"] < 0.5, 12)
     only = ",".join(str(l["id"]) for l in top)
     r = cli("label", "--index", bbc_index, "--llm", "stub-model", "--only", only, "--min-docs", "1", "--json")
     assert r.exit_code == 0, r.output
@@ -139,8 +139,8 @@ def test_llm_labelling_is_cached(bbc_index, llm_stub):
     r = cli("label", "--index", bbc_index, "--llm", "stub-model", "--only", only, "--min-docs", "1", "--json")
     second = json.loads(r.stdout)
     assert second["labelled"] == 0 and second["cached"] == first["labelled"] and len(llm_stub.requests) == n_requests
-    lat = all_latents(bbc_index)
-    assert sum(l["label"].startswith("stub label") for l in lat if str(l["id"]) in only.split(",")) == first["labelled"] == 12
+    labels = [json.loads(cli("latent", i, "--index", bbc_index, "--json").stdout)["label"] for i in only.split(",")]
+    assert sum(label.startswith("stub label") for label in labels) == first["labelled"] == 12
     prompt = next(m for m in llm_stub.requests if "messages" in m)["messages"][-1]["content"]
     assert "<<" in prompt and "Non-activating examples" in prompt
 
