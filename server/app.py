@@ -57,24 +57,6 @@ MAX_BODY = 64 * 1024
 NAME = INDEX_NAME_RE.pattern.replace("\\Z", "$")  # pydantic's Rust regex: "$" is the very end there, and it has no \Z
 MAX_WAIT_S = 60.0
 LLM_WORKERS, LLM_QUEUE = 2, 8  # searches with LLM steps: running at once, and in all (running + waiting)
-
-
-class BoundedCount:
-    """A thread-safe counter with a ceiling: ``take`` fails instead of exceeding it."""
-
-    def __init__(self, limit: int):
-        self.limit, self.n, self.lock = limit, 0, threading.Lock()
-
-    def take(self) -> bool:
-        with self.lock:
-            if self.n >= self.limit:
-                return False
-            self.n += 1
-            return True
-
-    def give(self) -> None:
-        with self.lock:
-            self.n -= 1
 LatentsQuery = LatentsParams.from_query_string()
 _PATHS = re.compile(r"(?<![\w.:/])/[^\s'\"()<>,;:]+")
 
@@ -205,7 +187,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     # their own (LLM_WORKERS threads, at most LLM_QUEUE waiting: 429 beyond), so two "expand"
     # requests no longer held both search threads while a plain search waited 7 s behind them.
     llm_pool: list[ThreadPoolExecutor] = []
-    llm_waiting = BoundedCount(LLM_QUEUE)
+    llm_waiting = threading.BoundedSemaphore(LLM_QUEUE)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -251,13 +233,13 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
                 return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
             key = getattr(request.state, "api_key", None)
             return await asyncio.wrap_future(searchers[-1].submit(key.id if key else "", fn, *args))
-        if not llm_waiting.take():
+        if not llm_waiting.acquire(blocking=False):
             raise HTTPException(429, f"{LLM_QUEUE} searches with LLM steps are already waiting; retry later",
                                 headers={"Retry-After": "5"})
         try:
             return await asyncio.get_running_loop().run_in_executor(llm_pool[-1] if llm_pool else None, fn, *args)
         finally:
-            llm_waiting.give()
+            llm_waiting.release()
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):

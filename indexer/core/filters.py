@@ -40,7 +40,7 @@ MAX_VALUE_CHARS = 1024
 MAX_FILTER_FIELDS = 16  # conditions per filter
 MAX_FILTER_VALUES = 1000  # any-of values per condition
 FILTER_BUDGET = 1000  # cost units per filter (all its conditions together)
-RANGE_COST = 50  # a non-integral float: a range scan over the points, ~50x an exact lookup
+RANGE_COST = 50  # a non-integral float: a range condition (a scan of every point where the field has no float index)
 INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -112,7 +112,7 @@ def check_filter(flt: "Filter", what: str = "where") -> "Filter":
     cost = filter_cost(flt)
     if cost > FILTER_BUDGET:
         raise FilterError(f"{what}: filter too costly ({cost} units; at most {FILTER_BUDGET}: each value costs 1, "
-                          f"each non-integer number {RANGE_COST}, a range scan in the store)")
+                          f"each non-integer number {RANGE_COST}, a range condition in the store)")
     return flt
 
 
