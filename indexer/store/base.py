@@ -134,7 +134,7 @@ class Store(ABC):
     def _index_float_fields(self, kind: str, flt: Filter | None) -> None:
         """Give every field a filter matches by float ranges a float payload index first. Without
         one each range condition reads every point's payload: 20 floats cost 67 ms a query on 250
-        documents (holding the GIL: /healthz waited 300 ms); with one, 18x less. Created once per
+        documents (and /healthz waited up to 300 ms meanwhile); with one, 18x less. Created once per
         field and store handle, the first time a filter needs it (an index built earlier gets
         them too)."""
         if kind != DOCS or flt is None or flt.is_empty():
