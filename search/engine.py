@@ -29,7 +29,7 @@ from pydantic import Field
 from indexer.core.errors import InputError, NotFoundError
 from indexer.encode.embedder import get_embedder
 from indexer.encode.encoder import Encoder
-from indexer.encode.pooling import fire_spans
+from indexer.encode.pooling import SpanArrays, fire_spans, span_arrays, spans_in
 from indexer.encode.recipe import read_manifest
 from indexer.store import Filter, Hit, SparseMap, Store, schema
 from indexer.store.catalog import require_fresh_latent_stats, require_index
@@ -123,6 +123,7 @@ class SearchEngine:
         self._checked = time.monotonic()
         self._fresh_for: str | None = None  # token whose latent statistics were found fresh
         self._query_cache: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
+        self._spans: OrderedDict[tuple, SpanArrays | None] = OrderedDict()  # decoded firing spans, by document
         self._locator = None  # (token, RowLocator | None): explanations read the columnar copy
 
     # ------------------------------------------------------------------ index state
@@ -136,6 +137,7 @@ class SearchEngine:
                     self._token = token
                     self.manifest = read_manifest(self.store, self.index) or self.manifest
                     self._query_cache.clear()
+                    self._spans.clear()  # re-encoded documents keep their ids and texts
                 self._checked = now
         return self._token
 
@@ -396,6 +398,25 @@ class SearchEngine:
         docs = {h.doc_id: h for h in self.store.get_docs([bm.doc_ids[i] for i, _ in top])}
         return [Hit(bm.doc_ids[i], s, docs[bm.doc_ids[i]].payload) for i, s in top if bm.doc_ids[i] in docs]
 
+    SPAN_CACHE = 2048  # documents whose decoded firing spans are kept (~30 KB each)
+
+    def _span_arrays(self, h: Hit) -> SpanArrays | None:
+        """A hit's decoded firing spans, remembered by document and content (LRU): the same
+        documents answer many queries, and decoding three base64 arrays per hit held the GIL for
+        a tenth of a search (explanations were a fifth of two threads' throughput)."""
+        key = (h.doc_id, h.payload.get("content_hash"))
+        with self._lock:
+            got = self._spans.get(key)
+            if got is not None:
+                self._spans.move_to_end(key)
+                return got
+        got = span_arrays(h.payload)
+        with self._lock:
+            self._spans[key] = got
+            while len(self._spans) > self.SPAN_CACHE:
+                self._spans.popitem(last=False)
+        return got
+
     def _explain(self, hits: list[Hit], latents: list[WeightedLatent], opts: SearchOptions) -> list[dict]:
         """Each hit's strongest contributing latents with their firing spans. Activations come from
         the columnar copy (:meth:`locator`), else from the SAE vectors the search returned with the
@@ -431,7 +452,7 @@ class SearchEngine:
                 contrib = acts * scale
                 present = np.flatnonzero(acts > 0)
                 top = present[np.argsort(-contrib[present], kind="stable")][: opts.explain_latents]
-                spans = fire_spans(h.payload, [int(lat_ids[j]) for j in top])
+                spans = spans_in(self._span_arrays(h), [int(lat_ids[j]) for j in top])
                 for j in top.tolist():
                     w, lat, r = wl[j], int(lat_ids[j]), int(rows[j])
                     q = float(table.quality[r]) if r >= 0 else float("nan")

@@ -81,17 +81,24 @@ def encode_and_pool(sae: SparseAutoencoder, states: list[np.ndarray], offsets: l
     return out
 
 
-def fire_spans(payload: dict, latents: list[int]) -> dict[int, list[int]]:
-    """Character span [start, end] of the token where each latent peaks in a stored document.
+SpanArrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # (latent, peak) rows, token spans, unit spans
 
-    ``_fires`` rows are sorted by latent id (pooling emits ascending ids), so lookups are binary
-    searches rather than a dict built per call (this runs for every example of every latent).
-    """
+
+def span_arrays(payload: dict) -> SpanArrays | None:
+    """A stored document's firing rows, token spans and unit spans, decoded (None: none stored)."""
     if not payload.get("_fires") or "_offsets" not in payload:
-        return {}
-    fires = unpack(payload["_fires"], 2)
-    offs = unpack(payload["_offsets"], 2)
+        return None
     units = unpack(payload["_units"], 2) if payload.get("_units") else np.zeros((0, 2), np.int32)
+    return unpack(payload["_fires"], 2), unpack(payload["_offsets"], 2), units
+
+
+def spans_in(arrays: SpanArrays | None, latents: list[int]) -> dict[int, list[int]]:
+    """Character span [start, end] of the token (token family) or sentence (concept family) where
+    each latent peaks. ``_fires`` rows are sorted by latent id (pooling emits ascending ids), so
+    lookups are binary searches rather than a dict built per call."""
+    if arrays is None:
+        return {}
+    fires, offs, units = arrays
     want = np.asarray([int(x) for x in latents], dtype=np.int64)
     pos = np.searchsorted(fires[:, 0], want)
     out = {}
@@ -103,3 +110,8 @@ def fire_spans(payload: dict, latents: list[int]) -> dict[int, list[int]]:
             elif t < 0 and -t - 1 < len(units):
                 out[lat] = [int(units[-t - 1][0]), int(units[-t - 1][1])]
     return out
+
+
+def fire_spans(payload: dict, latents: list[int]) -> dict[int, list[int]]:
+    """:func:`spans_in` of a stored document's payload (this runs for every example of every latent)."""
+    return spans_in(span_arrays(payload), latents)

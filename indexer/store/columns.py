@@ -447,6 +447,11 @@ class RowLocator:
         rows = np.concatenate([np.arange(len(k), dtype=np.int64) for k in keys]) if keys else np.zeros(0, np.int64)
         order = np.argsort(allkeys, kind="stable")
         self.keys, self.which, self.rows = allkeys[order], which[order], rows[order]
+        # plain-array views of the memory-mapped columns: slicing an np.memmap builds a memmap
+        # object per slice (its __array_finalize__ was ~4% of a search); a view costs nothing
+        self._arrays = [(np.asarray(sh.indptr), np.asarray(sh.indices).view(np.ndarray), np.asarray(sh.values).view(np.ndarray))
+                        for sh in self.shards]
+        self._ids = [sh.table.column("doc_id") for sh in self.shards]
 
     def vectors(self, doc_ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """doc id -> its SAE vector (latent ids int64, activations float32), for the ids found."""
@@ -457,10 +462,11 @@ class RowLocator:
         pos = np.searchsorted(self.keys, want)
         for d, k, p in zip(doc_ids, want.tolist(), pos.tolist()):
             while p < self.n and int(self.keys[p]) == k:  # 64-bit key collisions: confirm the id
-                sh, r = self.shards[int(self.which[p])], int(self.rows[p])
-                if sh.table.column("doc_id")[r].as_py() == d:
-                    a, b = int(sh.indptr[r]), int(sh.indptr[r + 1])
-                    out[d] = (np.asarray(sh.indices[a:b], np.int64), np.asarray(sh.values[a:b], np.float32))
+                i, r = int(self.which[p]), int(self.rows[p])
+                if self._ids[i][r].as_py() == d:
+                    indptr, indices, values = self._arrays[i]
+                    a, b = int(indptr[r]), int(indptr[r + 1])
+                    out[d] = (np.asarray(indices[a:b], np.int64), np.asarray(values[a:b], np.float32))
                     break
                 p += 1
         return out
