@@ -664,3 +664,15 @@ def test_each_key_is_rate_limited_before_its_body_is_read(monkeypatch):
         t = time.perf_counter()
         assert c.get("/v1/indexes", headers=flood).status_code == 429
         assert time.perf_counter() - t >= 0.3  # a refusal is answered after a pause: retrying at once is no flood
+
+
+def test_import_stores_integral_floats_as_integers(tmp_path):
+    """The same number rule as ingest: a file's 0.0 is stored as 0, so the filter 0 finds it."""
+    from indexer.store import open_store
+
+    t, recipe = _export_like(tmp_path)
+    t = t.append_column("score", pa.array([0.0, 0.5, 1.0, 2.0], pa.float64()))
+    _import(_write(tmp_path, t, recipe), "imp_numbers")
+    with open_store("imp_numbers") as store:
+        assert store.count(filter_from_dict({"score": 0})) == 1 and store.count(filter_from_dict({"score": [1, 2]})) == 2
+        assert store.count(filter_from_dict({"score": 0.5})) == 1

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexer.core.errors import InputError
+from indexer.core.filters import canonical_number
 from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
 from indexer.encode.pooling import unpack
 from indexer.encode.reader import DEFAULT_READER
@@ -332,7 +333,7 @@ def _points(part: pa.Table, payload_cols: list[str], embedder, report: ImportRep
     extra = {c: column_values(part, c) for c in payload_cols}
     pts = []
     for r, doc_id in enumerate(ids):
-        payload = {c: extra[c][r] for c in payload_cols if extra[c][r] is not None}
+        payload = {c: canonical_number(extra[c][r]) for c in payload_cols if extra[c][r] is not None}
         payload.update({"text": texts[r], "dataset": ds[r] or "imported"})
         pts.append(DocPoint(doc_id, [int(x) for x in lat[r]], [float(x) for x in val[r]], dense[r], payload))
     return pts
