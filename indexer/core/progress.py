@@ -36,3 +36,20 @@ def reporting(report: Callable[[float | None], bool]) -> Iterator[None]:
         yield
     finally:
         _reporter.reset(token)
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def close(self) -> None: ...
+    def set_postfix(self, **kw) -> None: ...
+
+
+def progress_bar(total: int, desc: str, enabled: bool, unit: str = "doc"):
+    """A progress bar on stderr for a long CLI phase (ingest, import), or a silent stand-in."""
+    if not enabled or total == 0:
+        return _NoBar()
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=1.0)

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from indexer.core.errors import InputError
 from indexer.core.filters import canonical_number
+from indexer.core.progress import progress_bar
 from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
 from indexer.encode.pooling import unpack
 from indexer.encode.reader import DEFAULT_READER
@@ -248,8 +249,9 @@ def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch:
     ``saedex index``."""
     path = Path(path)
     pf, recipe = read_recipe(path, index)
-    bar = _progress_bar(pf.metadata.num_rows, "check", progress)
-    n_rows = _validate(pf, recipe, path, bar)
+    bar = progress_bar(pf.metadata.num_rows, "check", progress, unit="row")
+    n_rows = _validate(pf, recipe, path, bar.update)
+    bar.close()
     report = ImportReport(index=index, read=n_rows)
     with open_store(index, qdrant_url) as store:
         store.lock()
@@ -283,7 +285,7 @@ def _write(store: Store, pf: pq.ParquetFile, recipe: Recipe, create: bool, repor
     for d in sorted(datasets) or ["imported"]:
         add_dataset(store, d)
     columns = writer_for(store, replacing=False)
-    bar = _progress_bar(report.read, "import", progress)
+    bar = progress_bar(report.read, "import", progress, unit="row")
     for part in _batches(pf):
         payload_cols = [c for c in part.column_names if c not in PARQUET_CORE]
         ids = part.column("id").to_pylist()
@@ -297,21 +299,8 @@ def _write(store: Store, pf: pq.ParquetFile, recipe: Recipe, create: bool, repor
             if columns is not None:
                 columns.append_points(pts)
             report.indexed += len(pts)
-        bar(len(ids))
-
-
-def _progress_bar(total: int, what: str, on: bool):
-    """A progress callback (rows done) printing to stderr at most every few percent."""
-    state = {"done": 0, "shown": -1}
-
-    def advance(n: int) -> None:
-        state["done"] += n
-        pct = int(100 * state["done"] / max(1, total))
-        if on and (pct // 5 != state["shown"] // 5 or state["done"] >= total):
-            state["shown"] = pct
-            print(f"{what}: {state['done']:,}/{total:,} rows", file=sys.stderr, flush=True)
-
-    return advance
+        bar.update(len(ids))
+    bar.close()
 
 
 def _points(part: pa.Table, payload_cols: list[str], embedder, report: ImportReport) -> list[DocPoint]:

@@ -10,13 +10,13 @@ Guarantees:
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from indexer.core.progress import progress_bar
 from indexer.encode.embedder import get_embedder
 from indexer.encode.encoder import EncodeCounts, Encoder
 from indexer.encode.pooling import pack
@@ -150,7 +150,7 @@ def index_corpus(
         if todo:
             indexer.reader  # load the models before the clock starts: throughput excludes loading
             get_embedder(indexer.embedder_name)
-        bar = _progress(len(todo), f"index {dataset}", progress)
+        bar = progress_bar(len(todo), f"index {dataset}", progress)
         t_enc = time.time()
         for s in range(0, len(todo), chunk_docs):
             chunk = todo[s : s + chunk_docs]
@@ -168,16 +168,3 @@ def index_corpus(
     report.seconds = report.seconds or round(time.time() - t0, 2)
     return report
 
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
-    def set_postfix(self, **kw) -> None: ...
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled or total == 0:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr, mininterval=1.0)
