@@ -31,14 +31,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.api_load import PROBE, free_port, wait_until_serving  # noqa: E402
+from benchmarks.api_load import PROBE, fire, free_port, wait_until_serving  # noqa: E402
 from tests.llm_stub import chat_answer, json_endpoint  # noqa: E402
 from benchmarks.common import distinct_queries, percentiles, write_result  # noqa: E402
 
@@ -48,25 +47,6 @@ KEYS = {"search": "abuse-search-key-1", "analyses": "abuse-analyses-key-1", "adm
 ROLES = {"search": "search", "analyses": "analyses", "admin": "admin", **{f"honest{n}": "search" for n in range(N_HONEST)}}
 HEAVY_CORRELATIONS = {"per_doc": 4096, "max_docs": 0, "min_support": 1, "min_npmi": -1, "max_freq": 1, "floor": 0,
                       "max_label_sim": 1, "top": 1000}
-
-
-def fire_as(clients: list[httpx.Client], index: str, queries: list[str]) -> dict:
-    """``fire`` with one client (one key) per connection: query n goes out on client n mod N."""
-    def one(n_q):
-        n, q = n_q
-        t = time.perf_counter()
-        try:
-            ok = clients[n % len(clients)].post(f"/v1/indexes/{index}/search", json={"query": q, "k": 10}).status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        return time.perf_counter() - t, ok
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(len(clients)) as ex:
-        res = list(ex.map(one, enumerate(queries)))
-    wall = time.perf_counter() - t0
-    return {"requests": len(queries), "clients": len(clients), "errors": sum(not ok for _, ok in res),
-            "throughput_rps": round(len(queries) / wall, 1), **percentiles([t for t, _ in res])}
 
 
 def rss_mb(pid: int) -> float:
@@ -154,7 +134,7 @@ def main() -> None:
 
         def phase(offset: int) -> tuple[dict, dict]:
             prober = subprocess.Popen([sys.executable, "-c", PROBE, base], stdout=subprocess.PIPE, text=True)
-            res = fire_as(honest, args.index, distinct_queries(args.searches, offset))
+            res = fire(honest, args.index, distinct_queries(args.searches, offset), len(honest), "sae")
             prober.terminate()
             health = [float(x) for x in prober.communicate(timeout=30)[0].split()]
             return res, percentiles(health) | {"max_ms": round(max(health) * 1000, 1)}

@@ -69,11 +69,16 @@ def wait_until_serving(base: str, timeout_s: float = 120.0) -> None:
     raise TimeoutError(f"{base} did not start within {timeout_s:.0f} s")
 
 
-def fire(client: httpx.Client, index: str, queries: list[str], clients: int, method: str) -> dict:
-    def one(q: str):
+def fire(client: httpx.Client | list[httpx.Client], index: str, queries: list[str], clients: int, method: str) -> dict:
+    """``queries`` as searches from ``clients`` concurrent connections; with a list of clients
+    (one key each), query n goes out on client n mod their number."""
+    pool = client if isinstance(client, list) else [client]
+
+    def one(n_q: tuple[int, str]):
+        n, q = n_q
         t = time.perf_counter()
         try:
-            r = client.post(f"/v1/indexes/{index}/search", json={"query": q, "k": 10, "method": method, **EXTRA})
+            r = pool[n % len(pool)].post(f"/v1/indexes/{index}/search", json={"query": q, "k": 10, "method": method, **EXTRA})
             ok = r.status_code == 200
         except httpx.HTTPError:
             ok = False
@@ -81,7 +86,7 @@ def fire(client: httpx.Client, index: str, queries: list[str], clients: int, met
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as ex:
-        res = list(ex.map(one, queries))
+        res = list(ex.map(one, enumerate(queries)))
     wall = time.perf_counter() - t0
     return {"requests": len(queries), "clients": clients, "errors": sum(not ok for _, ok in res),
             "throughput_rps": round(len(queries) / wall, 1), **percentiles([t for t, _ in res])}

@@ -127,8 +127,8 @@ SECURITY_HEADERS = [
 ]
 NO_STORE = (b"cache-control", b"no-store")  # API answers hold documents: never in a shared cache
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-BODY_TIMEOUT_S = 30.0
-REFUSAL_PAUSE_S = 0.5  # a rate-limited request waits this long for its 429  # a client that stalls mid-upload holds a connection at most this long
+BODY_TIMEOUT_S = 30.0  # a client that stalls mid-upload holds a connection at most this long
+REFUSAL_PAUSE_S = 0.5  # a rate-limited request waits this long for its 429
 
 
 class RateLimit:
