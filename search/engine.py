@@ -98,6 +98,9 @@ class WeightedLatent:
                 "similarity": round(self.similarity, 4), "p90": round(self.p90, 4)}
 
 
+_NOT_CACHED = object()
+
+
 class SearchEngine:
     """Search over one index. Thread-safe.
 
@@ -336,7 +339,7 @@ class SearchEngine:
             hits = self._bm25_hits(query, flt, want)
             latents: list[WeightedLatent] = []
         elif opts.method == "dense":
-            hits = self.store.search_dense(get_embedder().encode_query(query).tolist(), want, flt)
+            hits = self.store.search_dense(get_embedder().encode_query(query).tolist(), want, flt, without_fields=schema.FIRING)
             latents = []
         else:
             self._require_fresh()
@@ -354,9 +357,9 @@ class SearchEngine:
                 dense = get_embedder().encode_query(query).tolist()
                 hits = self.store.search_hybrid(idx, vals, dense, limit, flt, rrf_k=opts.rrf_k, prefetch=max(limit, 100),
                                                 with_sparse=vectors, sparse_weight=opts.hybrid_sae_weight,
-                                                fusion=opts.fusion)
+                                                fusion=opts.fusion, without_fields=schema.FIRING)
             else:
-                hits = self.store.search_sparse(idx, vals, limit, flt, with_sparse=vectors)
+                hits = self.store.search_sparse(idx, vals, limit, flt, with_sparse=vectors, without_fields=schema.FIRING)
             if opts.like:
                 hits = [h for h in hits if h.doc_id != opts.like][:want]
         full_page = len(hits) >= want
@@ -400,22 +403,32 @@ class SearchEngine:
 
     SPAN_CACHE = 2048  # documents whose decoded firing spans are kept (~30 KB each)
 
-    def _span_arrays(self, h: Hit) -> SpanArrays | None:
-        """A hit's decoded firing spans, remembered by document and content (LRU): the same
+    def _spans_for(self, hits: list[Hit]) -> dict[str, SpanArrays | None]:
+        """The hits' decoded firing spans, remembered by document and content (LRU): the same
         documents answer many queries, and decoding three base64 arrays per hit held the GIL for
-        a tenth of a search (explanations were a fifth of two threads' throughput)."""
-        key = (h.doc_id, h.payload.get("content_hash"))
+        a tenth of a search. Search hits come without the firing payload (~50 KB a document);
+        the spans of documents not remembered are read in one lookup."""
+        out: dict[str, SpanArrays | None] = {}
+        todo: list[tuple[tuple, Hit]] = []
         with self._lock:
-            got = self._spans.get(key)
-            if got is not None:
-                self._spans.move_to_end(key)
-                return got
-        got = span_arrays(h.payload)
+            for h in hits:
+                key = (h.doc_id, h.payload.get("content_hash"))
+                got = self._spans.get(key, _NOT_CACHED)
+                if got is _NOT_CACHED:
+                    todo.append((key, h))
+                else:
+                    self._spans.move_to_end(key)
+                    out[h.doc_id] = got
+        fetch = [h.doc_id for _, h in todo if schema.FIRES not in h.payload]
+        fetched = self.store.doc_payloads(fetch, list(schema.FIRING)) if fetch else {}
+        decoded = [(key, h.doc_id, span_arrays(h.payload if schema.FIRES in h.payload else fetched.get(h.doc_id, {})))
+                   for key, h in todo]
         with self._lock:
-            self._spans[key] = got
+            for key, doc_id, got in decoded:
+                out[doc_id] = self._spans[key] = got
             while len(self._spans) > self.SPAN_CACHE:
                 self._spans.popitem(last=False)
-        return got
+        return out
 
     def _explain(self, hits: list[Hit], latents: list[WeightedLatent], opts: SearchOptions) -> list[dict]:
         """Each hit's strongest contributing latents with their firing spans. Activations come from
@@ -439,6 +452,7 @@ class SearchEngine:
                 for h in hits:
                     if h.sparse is None and h.doc_id not in acts_of:
                         h.sparse = fetched.get(h.doc_id, {})
+        spans_of = self._spans_for(hits) if weights else {}
         out = []
         for h in hits:
             expl = []
@@ -452,7 +466,7 @@ class SearchEngine:
                 contrib = acts * scale
                 present = np.flatnonzero(acts > 0)
                 top = present[np.argsort(-contrib[present], kind="stable")][: opts.explain_latents]
-                spans = spans_in(self._span_arrays(h), [int(lat_ids[j]) for j in top])
+                spans = spans_in(spans_of.get(h.doc_id), [int(lat_ids[j]) for j in top])
                 for j in top.tolist():
                     w, lat, r = wl[j], int(lat_ids[j]), int(rows[j])
                     q = float(table.quality[r]) if r >= 0 else float("nan")

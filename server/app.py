@@ -19,7 +19,6 @@ Security and robustness, because this serves compliance reviews:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -29,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pydantic_core
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
@@ -299,7 +299,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
                 raise
             raise HTTPException(err["status"], err["detail"]) from None
         audit_note(request, results=len(out.get("results", [])))
-        # plain JSON types already: json.dumps directly, not FastAPI's jsonable_encoder walk over
+        # plain JSON types already: serialised directly, not FastAPI's jsonable_encoder walk over
         # ten whole documents and 100 latents (held the GIL ~1 ms per search under load)
         return Response(json_bytes(out), media_type="application/json")
 
@@ -407,8 +407,10 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
 
 def json_bytes(out: dict) -> bytes:
     """A response body from plain JSON types, without FastAPI's jsonable_encoder walk (it held the
-    GIL ~1 ms per search under load)."""
-    return json.dumps(out, ensure_ascii=False, allow_nan=False).encode()
+    GIL ~1 ms per search under load), written by pydantic-core's serializer (0.07 ms for a search's
+    44 KB where ``json.dumps`` took 0.39, all of it holding the GIL). A NaN or infinity is
+    ``null``: the body stays valid JSON."""
+    return pydantic_core.to_json(out, inf_nan_mode="null")
 
 
 def _settle_heap() -> None:

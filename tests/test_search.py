@@ -23,6 +23,7 @@ def test_sae_search_contract_and_explanations(bbc_index):
     for hit in out["results"]:
         assert {"id", "score", "text", "dataset", "explanation"} <= set(hit)
         assert hit["dataset"] == "bbc" and hit["explanation"]
+        assert any(e["spans"] for e in hit["explanation"])  # read apart from the hits (search leaves them out)
         for e in hit["explanation"]:
             assert {"latent", "label", "weight", "activation", "spans"} <= set(e)
             assert e["activation"] > 0 and e["weight"] > 0

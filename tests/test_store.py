@@ -63,6 +63,21 @@ def test_docs_roundtrip_search_and_filters(store):
     assert sorted(h.doc_id for h in scanned) == ["a", "b", "c"]
 
 
+def test_search_without_fields_and_doc_payloads(store):
+    """Search leaves bulky fields out of hits (``without_fields``) and reads them for a few ids."""
+    docs = _docs()
+    for d in docs:
+        d.payload["_fires"] = "x" * 1000
+    store.upsert_docs(docs)
+    for hits in (store.search_sparse([5, 9], [1.0, 1.0], 10, without_fields=("_fires",)),
+                 store.search_dense([0, 1, 0.1, 0], 3, without_fields=("_fires",)),
+                 store.search_hybrid([9], [1.0], [0, 0, 1, 0], 3, without_fields=("_fires",))):
+        assert hits and all("_fires" not in h.payload and h.payload["text"] and h.payload["n"] for h in hits)
+    assert all("_fires" in h.payload for h in store.search_sparse([5, 9], [1.0, 1.0], 10))
+    got = store.doc_payloads(["c", "zzz", "a"], ["_fires", "n"])
+    assert got == {"c": {"doc_id": "c", "_fires": "x" * 1000, "n": 3}, "a": {"doc_id": "a", "_fires": "x" * 1000, "n": 1}}
+
+
 def test_score_fusion_sums_each_lists_scores_normalised_by_mean_and_three_sd(store):
     """DBSF (the hybrid default) keeps how strongly each side matched, which RRF's ranks drop:
     the engine's order equals a reference computed here, and differs from RRF's on this data."""

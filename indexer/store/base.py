@@ -53,6 +53,17 @@ def point_id(doc_id: str) -> str:
     return str(uuid.uuid5(_NS, doc_id))
 
 
+@dataclass(frozen=True)
+class AllBut:
+    """A payload selector: every field except ``keys`` (the field names of a user's data are
+    not known in advance, the few to leave out are)."""
+
+    keys: tuple[str, ...]
+
+
+Payload = bool | list[str] | AllBut  # what a primitive returns of each record's payload
+
+
 @dataclass
 class DocPoint:
     doc_id: str
@@ -154,16 +165,16 @@ class Store(ABC):
 
     # ------------------------------------------------------------ backend primitives
     @abstractmethod
-    def _retrieve(self, kind: str, ids: list, payload: list[str] | bool, vectors: list[str] | bool) -> list:
+    def _retrieve(self, kind: str, ids: list, payload: Payload, vectors: list[str] | bool) -> list:
         """Records (with ``id``, ``payload``, ``vector``) of the ids present, any order."""
 
     @abstractmethod
-    def _scroll(self, kind: str, flt: Filter | None, limit: int, offset: Any, payload: list[str] | bool,
+    def _scroll(self, kind: str, flt: Filter | None, limit: int, offset: Any, payload: Payload,
                 vectors: list[str] | bool) -> tuple[list, Any]:
         """One page of records and the next page's offset (None: last page)."""
 
     @abstractmethod
-    def _query(self, q: Nearest, limit: int, flt: Filter | None, with_sparse: bool, payload: list[str] | bool = True) -> list:
+    def _query(self, q: Nearest, limit: int, flt: Filter | None, with_sparse: bool, payload: Payload = True) -> list:
         """Scored records of ``docs`` (with ``score``) for one ranking query; ``payload`` limits
         the payload returned (a whole document's text and firing offsets are most of a hit's bytes)."""
 
@@ -239,6 +250,14 @@ class Store(ABC):
     def existing_doc_ids(self, doc_ids: list[str]) -> set[str]:
         return set(self.existing_doc_hashes(doc_ids))
 
+    def doc_payloads(self, doc_ids: list[str], fields: list[str]) -> dict[str, dict]:
+        """id -> those payload fields, of the ids present (chunked like every id lookup)."""
+        out: dict[str, dict] = {}
+        for s in range(0, len(doc_ids), ID_CHUNK):
+            recs = self._retrieve(DOCS, [point_id(d) for d in doc_ids[s : s + ID_CHUNK]], ["doc_id", *fields], False)
+            out.update((r.payload["doc_id"], dict(r.payload)) for r in recs)
+        return out
+
     def get_docs(self, doc_ids: list[str], with_sparse: bool = False) -> list[Hit]:
         """The documents present, in the order asked."""
         recs = self._retrieve(DOCS, [point_id(d) for d in doc_ids], True, _vector_names(with_sparse))
@@ -263,22 +282,34 @@ class Store(ABC):
 
     # Searches return hits with payloads; ``with_sparse`` also returns each hit's SAE vector (what
     # a search's explanations read), saving a second round trip per search.
+    @staticmethod
+    def _selector(payload_fields: list[str] | None, without_fields: tuple[str, ...]) -> Payload:
+        if payload_fields is not None:
+            return ["doc_id", *payload_fields]
+        return AllBut(tuple(without_fields)) if without_fields else True
+
     def search_sparse(self, indices: list[int], values: list[float], limit: int, flt: Filter | None = None,
-                      with_sparse: bool = False, payload_fields: list[str] | None = None) -> list[Hit]:
-        payload = ["doc_id", *payload_fields] if payload_fields is not None else True
+                      with_sparse: bool = False, payload_fields: list[str] | None = None,
+                      without_fields: tuple[str, ...] = ()) -> list[Hit]:
+        """Documents ranked by the sparse product; ``payload_fields`` keeps only those fields,
+        ``without_fields`` drops those (search leaves out the firing spans: ~50 KB of base64 a
+        document, whose conversion held the GIL for a third of a search)."""
+        payload = self._selector(payload_fields, without_fields)
         return self._hits(self._query(Nearest(sparse=(indices, values)), limit, flt, with_sparse, payload), with_sparse)
 
-    def search_dense(self, vector: list[float], limit: int, flt: Filter | None = None, with_sparse: bool = False) -> list[Hit]:
-        return self._hits(self._query(Nearest(dense=list(vector)), limit, flt, with_sparse), with_sparse)
+    def search_dense(self, vector: list[float], limit: int, flt: Filter | None = None, with_sparse: bool = False,
+                     without_fields: tuple[str, ...] = ()) -> list[Hit]:
+        return self._hits(self._query(Nearest(dense=list(vector)), limit, flt, with_sparse, self._selector(None, without_fields)),
+                          with_sparse)
 
     def search_hybrid(self, indices: list[int], values: list[float], vector: list[float], limit: int,
                       flt: Filter | None = None, rrf_k: int = 60, prefetch: int = 200, with_sparse: bool = False,
-                      sparse_weight: float = 1.0, fusion: str = "rrf") -> list[Hit]:
+                      sparse_weight: float = 1.0, fusion: str = "rrf", without_fields: tuple[str, ...] = ()) -> list[Hit]:
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)} (got {fusion!r})")
         q = Nearest(sparse=(indices, values), dense=list(vector), rrf_k=rrf_k, prefetch=prefetch, sparse_weight=sparse_weight,
                     fusion=fusion)
-        return self._hits(self._query(q, limit, flt, with_sparse), with_sparse)
+        return self._hits(self._query(q, limit, flt, with_sparse, self._selector(None, without_fields)), with_sparse)
 
     # ------------------------------------------------------------ latents
     def upsert_latents(self, points: list[LatentPoint]) -> None:

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from indexer.store.base import DOCS, LATENTS, Filter, IndexLocked, Nearest, Store, StoreError, build_filter
+from indexer.store.base import DOCS, LATENTS, AllBut, Filter, IndexLocked, Nearest, Payload, Store, StoreError, build_filter
 
 
 def _filter(flt: Filter | None):
@@ -21,6 +21,12 @@ def _filter(flt: Filter | None):
     import qdrant_edge as q
 
     return build_filter(flt, (q.Filter, q.FieldCondition, q.MatchAny, q.MatchValue, q.RangeFloat), as_bool=np.bool_)
+
+
+def _payload(p: Payload):
+    import qdrant_edge as q
+
+    return q.PayloadSelector.Exclude(list(p.keys)) if isinstance(p, AllBut) else p
 
 
 class EdgeStore(Store):
@@ -54,12 +60,12 @@ class EdgeStore(Store):
 
     # ------------------------------------------------------------ primitives
     def _retrieve(self, kind, ids, payload, vectors):
-        return self._open(kind).retrieve(ids, payload, vectors)
+        return self._open(kind).retrieve(ids, _payload(payload), vectors)
 
     def _scroll(self, kind, flt, limit, offset, payload, vectors):
         from qdrant_edge import ScrollRequest
 
-        return self._open(kind).scroll(ScrollRequest(offset=offset, limit=limit, filter=self._docs_filter(kind, flt), with_payload=payload,
+        return self._open(kind).scroll(ScrollRequest(offset=offset, limit=limit, filter=self._docs_filter(kind, flt), with_payload=_payload(payload),
                                                      with_vector=vectors))
 
     def _query(self, q: Nearest, limit, flt, with_sparse, payload=True):
@@ -69,6 +75,7 @@ class EdgeStore(Store):
         sparse = Query.Nearest(SparseVector(indices=q.sparse[0], values=q.sparse[1]), using="sae") if q.sparse else None
         dense = Query.Nearest(list(q.dense), using="dense") if q.dense is not None else None
         vectors = ["sae"] if with_sparse else False
+        payload = _payload(payload)
         if sparse is not None and dense is not None:
             req = QueryRequest(limit=limit, query=Fusion.Dbsf() if q.fusion == "dbsf" else Fusion.Rrf(k=q.rrf_k, weights=[q.sparse_weight, 1.0]), with_payload=payload, with_vector=vectors,
                                prefetches=[Prefetch(limit=q.prefetch, query=sparse, filter=f),

@@ -11,6 +11,7 @@ from __future__ import annotations
 DOC_ID, TEXT, DATASET = "doc_id", "text", "dataset"
 FIRES, OFFSETS = "_fires", "_offsets"  # packed (latent, peak token) pairs and token character spans
 UNITS = "_units"  # packed character spans of the sentence units (the concept family's peaks point here)
+FIRING = (FIRES, OFFSETS, UNITS)  # where each latent fires: most of a document's payload bytes, left out of search hits
 DENSE = "_dense"  # the dense vector, put into the payload by scroll_docs(with_dense=True)
 BOOKKEEPING = ("n_tokens", "truncated", "content_hash")
 

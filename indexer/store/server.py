@@ -14,7 +14,7 @@ from pathlib import Path
 
 from indexer.core.paths import saedex_home
 from indexer.core.settings import settings
-from indexer.store.base import DOCS, LATENTS, Filter, Nearest, Store, build_filter
+from indexer.store.base import DOCS, LATENTS, AllBut, Filter, Nearest, Payload, Store, build_filter
 
 META = "meta"
 
@@ -23,6 +23,12 @@ def _filter(flt: Filter | None):
     from qdrant_client import models as m
 
     return build_filter(flt, (m.Filter, m.FieldCondition, m.MatchAny, m.MatchValue, m.Range))
+
+
+def _payload(p: Payload):
+    from qdrant_client import models as m
+
+    return m.PayloadSelectorExclude(exclude=list(p.keys)) if isinstance(p, AllBut) else p
 
 
 def client_for(url: str, api_key: str | None = None):
@@ -52,17 +58,18 @@ class ServerStore(Store):
 
     # ------------------------------------------------------------ primitives
     def _retrieve(self, kind, ids, payload, vectors):
-        return self.client.retrieve(self._c(kind), ids, with_payload=payload, with_vectors=vectors)
+        return self.client.retrieve(self._c(kind), ids, with_payload=_payload(payload), with_vectors=vectors)
 
     def _scroll(self, kind, flt, limit, offset, payload, vectors):
         return self.client.scroll(self._c(kind), scroll_filter=self._docs_filter(kind, flt), limit=limit, offset=offset,
-                                  with_payload=payload, with_vectors=vectors)
+                                  with_payload=_payload(payload), with_vectors=vectors)
 
     def _query(self, q: Nearest, limit, flt, with_sparse, payload=True):
         from qdrant_client import models as m
 
         f = self._docs_filter(DOCS, flt)
         vectors = ["sae"] if with_sparse else False
+        payload = _payload(payload)
         sparse = m.SparseVector(indices=q.sparse[0], values=q.sparse[1]) if q.sparse else None
         if sparse is not None and q.dense is not None:
             res = self.client.query_points(
