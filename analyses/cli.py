@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -12,17 +13,34 @@ from rich.table import Table
 from analyses.clustering import cluster
 from analyses.correlations import correlations
 from analyses.diff import diff
+from analyses.formats import FORMATS
+from analyses.formats import render as render_as
 from analyses.params import ClusterParams, CorrelationsParams, DiffParams
 from analyses.plots import plot_clusters, plot_correlations, plot_diff
+from analyses.report import write_report
 from indexer.core.cli import JsonOpt, UrlOpt, console, emit, friendly_errors
+from indexer.core.errors import InputError
 from indexer.core.filters import where_dict
 from indexer.core.params import cli_command
 from indexer.store import Filter, open_store
 
 
 def _b_slices(values: list[str], cli: dict) -> dict | list[dict]:
-    """``--b`` options: one slice (repeat for AND), or with ``--multi`` one slice each."""
+    """``--b`` options: one slice (different keys AND, the same key any of), or with ``--multi`` one slice each."""
     return [where_dict([x]) for x in values] if cli.get("multi") else where_dict(values)
+
+
+FormatOpt = typer.Option("table", "--format", help="table | json | csv | md | html (on stdout; --json is json).")
+
+
+def _emit(kind: str, res: dict, as_json: bool, fmt: str, render) -> None:
+    """``--json`` / ``--format``: one way every analysis command writes its result."""
+    if fmt not in FORMATS:
+        raise InputError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    if fmt in ("csv", "md", "html"):
+        sys.stdout.write(render_as(kind, res, fmt))
+        return
+    emit(res, as_json or fmt == "json", render)
 
 
 @friendly_errors
@@ -35,25 +53,73 @@ def diff_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save a bar chart PNG."),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
+    fmt: str = FormatOpt,
 ):
-    """How does slice A differ from slice B? Latents by document-frequency difference, BH-adjusted."""
+    """How does slice A differ from slice B? Latents by document frequency at equal document lengths
+    (--length none: raw), BH-adjusted; grouped, in two lists, each with an example."""
     with open_store(index, qdrant_url) as store:
         res = diff(store, index, params, llm_model=llm)
     if plot:
         plot_diff(res, plot, Filter(params.a).describe(" & "), " | ".join(Filter(x).describe(" & ") for x in params.b_slices()))
 
     def render(r):
-        t = Table(title=f"diff: A ({r['n_a']} docs) vs B ({r['n_b']} docs); {r['significant']} of {r['tested_latents']} latents significant (BH q<0.05)")
-        for c in ("latent", "label", "freq A", "freq B", "diff", "p_adj", "example"):
-            t.add_column(c, overflow="fold")
-        for x in r["latents"]:
-            t.add_row(str(x["latent"]), escape(_with_quality(x["label"], x.get("quality"))), f"{x['freq_a']:.3f}", f"{x['freq_b']:.3f}", f"{x['diff']:+.3f}",
-                      f"{x['p_adj']:.2g}", escape(x["examples"][0]) if x["examples"] else "")
-        console.print(t)
+        console.print(escape(r["summary"]), highlight=False)
+        for side in ("a", "b"):
+            name = "A" if side == "a" else "B"
+            if not r["groups"][side]:
+                console.print(f"more in {name}: none among the top {len(r['latents'])} latents")
+                continue
+            t = Table(title=f"more in {name}", title_justify="left")
+            for c in ("latents", "label", "freq A", "freq B", "at equal length", "p_adj", "example"):
+                t.add_column(c, overflow="fold")
+            for g in r["groups"][side]:
+                ex = g.get("example") or {}
+                where = f"[dim]{escape(ex.get('doc_id', ''))}{_slice_note(g)}[/dim] " if ex else ""
+                flag = " [yellow](length)[/yellow]" if g.get("length_driven") else ""
+                t.add_row(" ".join(str(x) for x in g["latents"][:2]) + (" …" if g["count"] > 2 else ""),
+                          escape(_with_quality(g["label"], g.get("quality"))) + (f" ×{g['count']}" if g["count"] > 1 else "") + flag,
+                          f"{g['freq_a']:.3f}", f"{g['freq_b']:.3f}",
+                          f"{g['diff_length_matched']:+.3f}" if g.get("diff_length_matched") is not None else f"{g['diff']:+.3f}",
+                          f"{g['p_adj']:.2g}", where + _rich_marked(ex))
+            console.print(t)
         for h in r.get("hypotheses", {}).get("hypotheses", []):
             console.print(f"- {escape(h['hypothesis'])}: verified {h['verified_freq_a']:.0%} vs {h['verified_freq_b']:.0%}")
 
-    emit(res, as_json, render)
+    _emit("diff", res, as_json, fmt, render)
+
+
+@friendly_errors
+@cli_command(DiffParams, fixed={"b": (List[str], _b_slices)})
+def report_cmd(
+    params: DiffParams,
+    index: str = typer.Option(..., "--index"),
+    out: Path = typer.Option(Path("saedex-report.html"), "--out", help="The HTML file to write."),
+    multi: bool = typer.Option(False, "--multi", help="Treat each --b as its own slice: A vs the max of the others."),
+    llm: Optional[str] = typer.Option(None, "--llm"),
+    qdrant_url: Optional[str] = UrlOpt,
+    as_json: bool = JsonOpt,
+):
+    """Write one self-contained HTML report of a diff: summary, lengths, charts, tables, examples."""
+    with open_store(index, qdrant_url) as store:
+        res = write_report(store, index, params, out, llm_model=llm)
+    emit(res, as_json, lambda r: console.print(f"wrote {escape(r['path'])} ({r['bytes'] / 1024:.0f} KB): {escape(r['summary'])}",
+                                               highlight=False))
+
+
+def _slice_note(g: dict) -> str:
+    return f" (B slice {g['b_slice'] + 1})" if "b_slice" in g and g.get("more_in") == "b" else ""
+
+
+def _rich_marked(example: dict, width: int = 40) -> str:
+    """The example's snippet cut to ``width`` characters either side of its span, the span reversed."""
+    if not example:
+        return ""
+    text, mark = example.get("text", ""), example.get("mark")
+    if not mark:
+        return escape(text[: 2 * width])
+    lo, hi = max(0, mark[0] - width), min(len(text), mark[1] + width)
+    pre, post = ("…" if lo else "") + text[lo : mark[0]], text[mark[1] : hi] + ("…" if hi < len(text) else "")
+    return escape(pre) + "[reverse]" + escape(text[mark[0] : mark[1]]) + "[/reverse]" + escape(post)
 
 
 @friendly_errors
@@ -64,6 +130,7 @@ def correlations_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot"),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
+    fmt: str = FormatOpt,
 ):
     """Latent pairs that co-occur (NPMI) although their labels are unrelated."""
     with open_store(index, qdrant_url) as store:
@@ -83,7 +150,7 @@ def correlations_cmd(
                       f"{p['label_sim']:.2f}", escape(p["examples"][0]) if p["examples"] else "")
         console.print(t)
 
-    emit(res, as_json, render)
+    _emit("correlations", res, as_json, fmt, render)
 
 
 @friendly_errors
@@ -94,6 +161,7 @@ def cluster_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot"),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
+    fmt: str = FormatOpt,
 ):
     """Cluster documents: spectral on the Jaccard similarity of their latents, or with --axis by
     their positions on the axis's values (a taxonomy group such as topic or tone, or poles 'A vs B',
@@ -120,9 +188,22 @@ def cluster_cmd(
             console.print(f"[bold]cluster {c['id']}[/bold] ({c['size']} docs)" + (f" [{on_axis}]" if on_axis else "") + ": "
                           + ", ".join(escape(_with_quality(l["label"], l.get("quality"))) for l in c["latents"][:5]), highlight=False)
         if r["scores"]:
-            console.print(f"scores vs {params.label_field}: {r['scores']}")
+            sc = r["scores"]
+            console.print(f"vs {escape(params.label_field or '')}: accuracy {sc['accuracy']:.3f} (best one-to-one matching), "
+                          f"ARI {sc['ari']:.3f}, NMI {sc['nmi']:.3f}", highlight=False)
+            tab = sc.get("table")
+            if tab:
+                t = Table(title=f"clusters x {escape(params.label_field or '')}", title_justify="left")
+                t.add_column("cluster")
+                for lab in tab["labels"]:
+                    t.add_column(escape(lab), justify="right")
+                for c, row in enumerate(tab["counts"]):
+                    t.add_row(str(c), *(str(x) for x in row))
+                console.print(t)
+        for w in r.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
 
-    emit(res, as_json, render)
+    _emit("clusters", res, as_json, fmt, render)
 
 
 def _with_quality(label: str, quality: float | None) -> str:
@@ -135,4 +216,5 @@ COMMANDS = {
     "diff": diff_cmd,
     "correlations": correlations_cmd,
     "cluster": cluster_cmd,
+    "report": report_cmd,
 }

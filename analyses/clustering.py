@@ -20,6 +20,7 @@ from analyses.diff import bh_adjust, two_proportion_test
 from analyses.matrix import (
     AnalysisError,
     canonical_order,
+    check_fields,
     family_mask,
     latent_cards,
     latent_medians,
@@ -29,6 +30,7 @@ from analyses.matrix import (
     slice_counts,
 )
 from analyses.params import ClusterParams
+from indexer.encode.embedder import get_embedder
 from indexer.encode.floor import above_floor
 from indexer.store import Store
 from indexer.store.catalog import require_index
@@ -50,6 +52,9 @@ def jaccard(B: sp.csr_matrix) -> np.ndarray:
 
 
 def cluster_scores(pred: np.ndarray, truth: list) -> dict:
+    """Agreement of clusters with a payload field: accuracy under the best one-to-one matching,
+    ARI, NMI, and the cluster x label table itself (an accuracy alone hid clusters named the
+    opposite of what they hold)."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     labels = sorted({str(t) for t in truth})
@@ -60,7 +65,39 @@ def cluster_scores(pred: np.ndarray, truth: list) -> dict:
     r, c = linear_sum_assignment(-M)
     acc = M[r, c].sum() / len(pred)
     return {"accuracy": round(float(acc), 4), "ari": round(float(adjusted_rand_score(t, pred)), 4),
-            "nmi": round(float(normalized_mutual_info_score(t, pred)), 4), "n_labels": len(labels)}
+            "nmi": round(float(normalized_mutual_info_score(t, pred)), 4), "n_labels": len(labels),
+            "table": {"labels": labels, "counts": M.astype(int).tolist()}}
+
+
+def label_checks(out: dict, label_field: str) -> None:
+    """Each cluster's majority label; with an axis, a warning wherever the value a cluster is named
+    after matches another label better than the cluster's own majority (names and labels are
+    matched by the embedder's similarity, one to one)."""
+    table = out["scores"].get("table")
+    if not table:
+        return
+    labels, counts = table["labels"], np.asarray(table["counts"])
+    for cl in out["clusters"]:
+        row = counts[cl["id"]] if cl["id"] < len(counts) else np.zeros(len(labels))
+        if row.sum():
+            j = int(row.argmax())
+            cl["majority_label"], cl["majority_share"] = labels[j], round(float(row[j] / row.sum()), 4)
+    names = (out.get("axis_resolved") or {}).get("values") or []
+    if not names or len(labels) < 2:
+        return
+    emb = get_embedder()
+    sim = emb.encode([str(v) for v in names]) @ emb.encode([f"{label_field} {lab}" for lab in labels]).T
+    r, c = linear_sum_assignment(-sim)
+    label_of = {names[i]: labels[j] for i, j in zip(r, c)}
+    warnings = []
+    for cl in out["clusters"]:
+        named = (cl.get("axis_values") or [{}])[0].get("value")
+        want = label_of.get(named)
+        if want and cl.get("majority_label") and cl["majority_label"] != want:
+            warnings.append(f"cluster {cl['id']} is named {named!r} (read as {label_field}={want}), but "
+                            f"{cl['majority_share']:.0%} of its {cl['size']} documents are {label_field}={cl['majority_label']}")
+    if warnings:
+        out["warnings"] = out.get("warnings", []) + warnings
 
 
 def _axis_model(store: Store, axis: str, d_sae: int, cols: np.ndarray):
@@ -116,6 +153,7 @@ def cluster(
     p = params or ClusterParams()
     where, k, axis, method, label_field = p.to_filter(p.where), p.k, p.axis, p.method, p.label_field
     stream_above = MAX_SPECTRAL_DOCS if stream_above is None else stream_above
+    check_fields(store, index, where, "--where")
     fields = [label_field] if label_field else []
     if method == "sae":
         copy = fresh_copy(store, require_index(store, index).recipe)
@@ -170,6 +208,7 @@ def cluster(
     if label_field:
         truth = [p.get(label_field) for p in m.payload]
         out["scores"] = cluster_scores(pred, truth)
+        label_checks(out, label_field)
     if with_coords:  # 2-D projection for --plot (not part of the JSON contract)
         from sklearn.decomposition import TruncatedSVD
 
@@ -296,6 +335,7 @@ def _cluster_streaming(store: Store, index: str, copy, tables: list, selected: l
         if all(t is None for t in truth):
             raise AnalysisError(f"unknown field {label_field!r}: no document in the slice has it")
         out["scores"] = cluster_scores(pred, truth)
+        label_checks(out, label_field)
     if with_coords:  # --plot shows the fitted sample
         from sklearn.decomposition import TruncatedSVD
 

@@ -38,7 +38,7 @@ import re
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.matrix import DocMatrix, family_mask, latent_cards, load_matrix, require_docs
+from analyses.matrix import DocMatrix, check_fields, family_mask, latent_cards, load_matrix, require_docs
 from analyses.params import CorrelationsParams
 from indexer.core.errors import InputError
 from indexer.core.progress import checkpoint
@@ -170,6 +170,7 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
     """Latent pairs that co-occur (NPMI) in the slice ``params.where`` although their labels are unrelated."""
     p = params or CorrelationsParams()
     where = p.to_filter(p.where)
+    check_fields(store, index, where, "--where")
     min_npmi, max_label_sim, min_support, top = p.min_npmi, p.max_label_sim, p.min_support, p.top
     max_freq, per_doc, floor, max_docs = p.max_freq, p.per_doc, p.floor, p.max_docs
     m = load_matrix(store, index, where, fields=["content_hash"], floor=floor, max_docs=max_docs, seed=seed)

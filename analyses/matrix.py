@@ -194,6 +194,28 @@ def _stored_counts_key(flt: Filter | None, floor: float, has_ref: bool, threshol
     return floor_key(floor)
 
 
+INTERNAL_COLUMNS = frozenset({"doc_id", "content_hash"})
+
+
+def known_fields(copy: ColumnCopy) -> list[str]:
+    """The payload fields some document of the index has (what a filter can name)."""
+    names: set[str] = set()
+    for shard in copy.iter_shards(arrays=False):
+        names.update(shard.table.column_names)
+    return sorted(names - INTERNAL_COLUMNS)
+
+
+def check_fields(store: Store, index: str, flt: Filter | None, name: str) -> None:
+    """A filter naming a field no document has is a typo, not an empty slice: say which fields exist."""
+    if flt is None or flt.is_empty():
+        return
+    copy = fresh_copy(store, require_index(store, index).recipe)
+    known = known_fields(copy)
+    unknown = [k for k in flt.equals if k not in known]
+    if unknown:
+        raise AnalysisError(f"{name}: no document has a field {unknown[0]!r} (fields: {', '.join(known) or 'none'})")
+
+
 def check_bound(name: str, value: int, lo: int, hi: int) -> None:
     """Cost bounds every caller (CLI, API, library) hits the same way, with a one-line message."""
     if not lo <= value <= hi:

@@ -23,9 +23,11 @@ FAMILY_HELP = "Latents of this SAE family only: token (words, forms, fixed phras
 
 
 class DiffParams(Params):
-    a: Where = Field(..., min_length=1, description="Filter for slice A (key=value; repeat for AND).")
+    a: Where = Field(..., min_length=1, description="Filter for slice A: key=value, repeatable (different keys: all hold; "
+                                                    "the same key: any of its values).")
     b: Union[Where, typing.Annotated[list[Where], Field(min_length=1, max_length=MAX_SLICES)]] = Field(
-        ..., description="Filter for slice B; with several slices (--multi), A vs the max of the others.")
+        ..., description="Filter for slice B, as --a; with --multi each --b is a slice of its own, and A is compared "
+                         "with the max of them.")
     top: int = Field(20, ge=1, le=1000, description="Latents to report.")
     threshold: float = Field(0.0, ge=0, le=1e6, description="A document has a latent when its max activation exceeds this.")
     floor: float = Floor
@@ -33,6 +35,9 @@ class DiffParams(Params):
     min_coverage: float = Field(0.005, ge=0, le=1, description="Skip latents in fewer than this fraction of both slices.")
     max_coverage: float = Field(0.95, ge=0, le=1, description="Skip latents in more than this fraction of both slices.")
     hypotheses: int = Field(0, ge=0, le=10, description="LLM merges top latents into N verified hypotheses.")
+    length: Literal["stratified", "none"] = Field(
+        "stratified", description="stratified: compare documents of similar length (longer texts have more latents); "
+                                  "none: raw frequencies.")
 
     def b_slices(self) -> list[dict]:
         return self.b if isinstance(self.b, list) else [self.b]

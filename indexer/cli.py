@@ -39,6 +39,8 @@ def index_cmd(
     id_field: Optional[str] = typer.Option(None, "--id-field", help="Field with document ids (default: content hash)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count broken records instead of failing."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="In a folder, follow symlinks that point outside it."),
+    keep: str = typer.Option("first", "--keep", help="An id repeated in the file: index its first or its last copy "
+                                                     "(copies that differ are reported)."),
     sae: Optional[str] = typer.Option(None, "--sae", help="SAE folder (sae-lens format) or release:sae_id; default: shipped SAE."),
     reader: Optional[str] = typer.Option(None, "--reader", help="Reader model id/path (default: gemma3-270m)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Residual stream after this block (default: the SAE's layer, 6)."),
@@ -59,8 +61,13 @@ def index_cmd(
                                    layer=layer, max_tokens=max_tokens, window=window, overlap=overlap)
     report = index_corpus(path, index, dataset, text_field, id_field, skip_invalid, qdrant_url,
                           indexer=indexer, chunk_docs=chunk_docs, progress=not quiet, update=update,
-                          follow_symlinks=follow_symlinks)
+                          follow_symlinks=follow_symlinks, keep=keep)
     d = report.as_dict()
+    if report.duplicates_conflicting:
+        err_console.print(f"warning: {report.duplicates_conflicting} of {report.duplicates_in_input} repeated id(s) had a "
+                          f"different text or fields; kept the {keep} copy of each, e.g.:", highlight=False)
+        for line in report.duplicate_examples:
+            err_console.print(f"  {line}", highlight=False, markup=False)
     if report.invalid:
         err_console.print(f"skipped {report.invalid} invalid record(s), e.g. {report.invalid_examples[0]}", highlight=False)
     if report.ids_normalised:

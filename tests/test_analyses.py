@@ -184,3 +184,23 @@ def test_diff_hypotheses_with_llm_stub(bbc_index, monkeypatch):
         stub.close()
     r = cli("diff", "--index", bbc_index, "--a", "topic=sports", "--b", "topic=business", "--b", "topic=tech", "--multi", "--json")
     assert r.exit_code == 0 and isinstance(json.loads(r.stdout)["n_b"], list)
+
+
+def test_diff_formats_and_report_on_a_real_index(bbc_index, tmp_path):
+    """The readable diff on real text: two lists with marked examples, CSV/Markdown, the HTML report."""
+    r = cli("diff", "--index", bbc_index, "--a", "topic=sports", "--b", "topic=business", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["length"]["correction"] == "stratified" and out["summary"].startswith("A (topic=sports)")
+    g = out["groups"]["a"][0]
+    ex = g["example"]
+    assert ex["doc_id"].startswith("sports/") and ex["fields"]["topic"] == "sports"
+    assert ex["mark"] and ex["text"][ex["mark"][0] : ex["mark"][1]].strip()
+    r = cli("diff", "--index", bbc_index, "--a", "topic=sports", "--b", "topic=business", "--format", "csv")
+    assert r.exit_code == 0 and r.stdout.startswith("more in,label,latents") and "[[" in r.stdout
+    r = cli("diff", "--index", bbc_index, "--a", "topic=sports", "--b", "topic=business", "--format", "xml")
+    assert r.exit_code != 0 and "--format must be one of" in r.output
+    r = cli("report", "--index", bbc_index, "--a", "topic=sports", "--b", "topic=business", "--out", str(tmp_path / "r.html"), "--json")
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "r.html").read_text()
+    assert json.loads(r.stdout)["bytes"] == len(page.encode()) and "<mark>" in page and "sports/" in page

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from indexer.core.errors import InputError
 from indexer.ingest.corpus import CorpusError, ReadStats, content_id, read_corpus
 
 
@@ -86,3 +87,23 @@ def test_unknown_format_and_missing_file(tmp_path):
         list(read_corpus(tmp_path / "x.xml"))
     with pytest.raises(CorpusError, match="no such file"):
         list(read_corpus(tmp_path / "missing.jsonl"))
+
+
+def test_repeated_ids_keep_one_copy_and_report_the_ones_that_differ(tmp_path):
+    from indexer.ingest.pipeline import IndexReport, collect_records
+
+    p = tmp_path / "dup.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "x1", "text": "hello there", "task": "a"}, {"id": "x2", "text": "another"},
+        {"id": "x1", "text": "hello there", "task": "c"}, {"id": "x2", "text": "another"},
+        {"id": "x1", "text": "hello again", "task": "a"}]) + "\n")
+    rep = IndexReport("i", "d")
+    recs = collect_records(p, "text", "id", False, rep)
+    assert [(r.id, r.text, r.fields) for r in recs] == [("x1", "hello there", {"task": "a"}), ("x2", "another", {})]
+    assert (rep.duplicates_in_input, rep.duplicates_conflicting) == (3, 2)
+    assert rep.duplicate_examples == [f"id 'x1': {p}:3 differs from {p}:1 (kept) in task", f"id 'x1': {p}:5 differs from {p}:1 (kept) in text"]
+    rep = IndexReport("i", "d")
+    recs = collect_records(p, "text", "id", False, rep, keep="last")
+    assert [(r.id, r.text, r.fields) for r in recs] == [("x1", "hello again", {"task": "a"}), ("x2", "another", {})]
+    with pytest.raises(InputError, match="--keep must be first or last"):
+        collect_records(p, "text", "id", False, IndexReport("i", "d"), keep="middle")

@@ -32,6 +32,7 @@ class Record:
     id: str
     text: str
     fields: dict[str, Any]
+    where: str = ""  # FILE:LINE (or the file of a folder) it came from, for reports
 
 
 @dataclass
@@ -241,7 +242,7 @@ def read_corpus(
             doc_id = str(obj["id"]) if path.is_dir() else content_id(text)
         fields = {k: v for k, v in obj.items() if k not in (text_field,) and k != id_field}
         stats.read += 1
-        yield Record(id=doc_id, text=text, fields={k: canonical_number(v) for k, v in _jsonable(fields).items()})
+        yield Record(id=doc_id, text=text, fields={k: canonical_number(v) for k, v in _jsonable(fields).items()}, where=where)
 
 
 MAX_FIELD_DEPTH = 32  # nesting of lists / objects in one field value

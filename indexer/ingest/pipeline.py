@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.core.errors import InputError
 from indexer.core.progress import progress_bar
 from indexer.encode.embedder import get_embedder
 from indexer.encode.encoder import EncodeCounts, Encoder
@@ -37,6 +38,8 @@ class IndexReport:
     empty: int = 0
     invalid: int = 0
     duplicates_in_input: int = 0
+    duplicates_conflicting: int = 0  # of those, copies whose text or fields differ from the copy kept
+    duplicate_examples: list[str] = field(default_factory=list)
     already_indexed: int = 0
     indexed: int = 0
     tokens: int = 0
@@ -96,19 +99,38 @@ class Indexer(Encoder):
         return points
 
 
+DUPLICATE_EXAMPLES = 5
+
+
 def collect_records(path: str | Path, text_field: str, id_field: str | None, skip_invalid: bool, report: IndexReport,
-                    follow_symlinks: bool = False) -> list[Record]:
-    """Validate and read the whole input first, so a bad line aborts before anything is written."""
+                    follow_symlinks: bool = False, keep: str = "first") -> list[Record]:
+    """Validate and read the whole input first, so a bad line aborts before anything is written.
+
+    A repeated id keeps one copy: the first (``keep="first"``, the default) or the last. Copies
+    whose text or fields differ from the one kept are counted and the first few named (file:line
+    of both), since dropping them loses labels."""
+    if keep not in ("first", "last"):
+        raise InputError(f"--keep must be first or last (got {keep!r})")
     stats = ReadStats()
-    seen: set[str] = set()
-    records = []
+    kept: dict[str, Record] = {}
     for rec in read_corpus(path, text_field=text_field, id_field=id_field, skip_invalid=skip_invalid, stats=stats,
                            follow_symlinks=follow_symlinks):
-        if rec.id in seen:
-            report.duplicates_in_input += 1
+        old = kept.get(rec.id)
+        if old is None:
+            kept[rec.id] = rec
             continue
-        seen.add(rec.id)
-        records.append(rec)
+        report.duplicates_in_input += 1
+        if old.text != rec.text or old.fields != rec.fields:
+            report.duplicates_conflicting += 1
+            if len(report.duplicate_examples) < DUPLICATE_EXAMPLES:
+                what = sorted(k for k in set(old.fields) | set(rec.fields) if old.fields.get(k) != rec.fields.get(k))
+                what = (["text"] if old.text != rec.text else []) + what
+                winner, loser = (old, rec) if keep == "first" else (rec, old)
+                report.duplicate_examples.append(f"id {rec.id!r}: {loser.where} differs from {winner.where} (kept) in "
+                                                 + ", ".join(what))
+        if keep == "last":
+            kept[rec.id] = rec
+    records = list(kept.values())
     report.read, report.empty, report.invalid = stats.read, stats.empty, stats.invalid
     report.ids_normalised = stats.ids_normalised
     report.invalid_examples = stats.invalid_examples
@@ -129,13 +151,15 @@ def index_corpus(
     progress: bool = True,
     update: bool = False,
     follow_symlinks: bool = False,
+    keep: str = "first",
 ) -> IndexReport:
     """Index a corpus file. Ids already present are skipped when their text is unchanged; ids whose
-    text changed are reported (``changed``) and, with ``update=True``, re-encoded and replaced."""
+    text changed are reported (``changed``) and, with ``update=True``, re-encoded and replaced.
+    An id repeated in the file keeps its first copy (``keep="last"``: its last)."""
     dataset = dataset or Path(path).name.split(".")[0]
     report = IndexReport(index=index, dataset=dataset)
     t0 = time.time()
-    records = collect_records(path, text_field, id_field, skip_invalid, report, follow_symlinks)
+    records = collect_records(path, text_field, id_field, skip_invalid, report, follow_symlinks, keep)
     indexer = indexer or Indexer()
     with open_store(index, qdrant_url) as store:
         indexer.prepare_store(store, index)

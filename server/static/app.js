@@ -55,10 +55,15 @@ function chip(latent, label, extra, quality) {
 
 // Results shown so far (all pages), for the CSV/JSON export.
 let shown = { query: null, results: [], next: null, body: null };
+// a document's payload fields (outcome, author...): what a reader checks a result against
+function fieldsLine(fields) {
+  const kv = Object.entries(fields || {}).slice(0, 8);
+  return kv.length ? `<span class="fields">${kv.map(([k, v]) => `<span class="field">${esc(k)}=${esc(typeof v === "object" ? JSON.stringify(v) : v)}</span>`).join(" ")}</span>` : "";
+}
 function renderResult(r, i) {
   const spans = r.explanation.flatMap((e) => e.spans);
   return `<div class="result" data-id="${esc(r.id)}">
-    <div class="meta">#${i + 1} · score ${r.score.toFixed(3)} · ${esc(r.dataset)} · ${esc(r.id)}</div>
+    <div class="meta">#${i + 1} · score ${r.score.toFixed(3)} · ${esc(r.dataset)} · ${esc(r.id)} ${fieldsLine(r.fields)}</div>
     <div class="text">${highlight(r.text.slice(0, 1500), spans.filter((s) => s[1] <= 1500))}</div>
     <div class="chips">${r.explanation.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality)).join("")}</div>
   </div>`;
@@ -143,15 +148,27 @@ async function runJob(path, body, status) {
   if (job.status !== "done") throw new Error(`job ${job.status}`);
   return job.result;
 }
+// one group of latents (same label or same fired text): bars, count, and its best example
+function diffGroup(g, max) {
+  const ex = g.example;
+  const snippet = ex ? `<div class="example">${ex.mark ? highlight(ex.text, [ex.mark]) : esc(ex.text)}
+      <span class="muted">${esc(ex.doc_id)}</span> ${fieldsLine(ex.fields)}</div>` : "";
+  const d = g.diff_length_matched ?? g.diff;
+  return `<div class="bar-row"><span>${chip(g.latents[0], g.label, g.count > 1 ? "×" + g.count : null, g.quality)}
+      <span class="muted">${(100 * g.freq_a).toFixed(1)}% vs ${(100 * g.freq_b).toFixed(1)}% · ${d >= 0 ? "+" : ""}${d.toFixed(3)} · p=${g.p_adj.toExponential(1)}${g.length_driven ? " · length-driven" : ""}</span></span>
+    <span><div class="bar a" style="width:${(100 * g.freq_a / max).toFixed(1)}%"></div><div class="bar b" style="width:${(100 * g.freq_b / max).toFixed(1)}%"></div></span>
+    ${snippet}</div>`;
+}
 async function doDiff(ev) {
   ev && ev.preventDefault();
   showError(null);
   try {
-    const out = await runJob(`/v1/indexes/${index()}/diff`, { a: parseWhere($("#diff-a").value), b: parseWhere($("#diff-b").value), top: 20 }, $("#job-status"));
-    const max = Math.max(0.001, ...out.latents.flatMap((l) => [l.freq_a, l.freq_b]));
-    $("#diff-chart").innerHTML = `<p>A: ${out.n_a} docs (blue) · B: ${out.n_b} docs (orange) · ${out.significant} significant latents</p>` +
-      out.latents.map((l) => `<div class="bar-row"><span>${chip(l.latent, l.label, null, l.quality)} <span class="muted">p=${l.p_adj.toExponential(1)}</span></span>
-        <span><div class="bar a" style="width:${(100 * l.freq_a / max).toFixed(1)}%"></div><div class="bar b" style="width:${(100 * l.freq_b / max).toFixed(1)}%"></div></span></div>`).join("");
+    const out = await runJob(`/v1/indexes/${index()}/diff`, { a: parseWhere($("#diff-a").value), b: parseWhere($("#diff-b").value), top: 30 }, $("#job-status"));
+    const groups = out.groups || { a: [], b: [] };
+    const max = Math.max(0.001, ...[...groups.a, ...groups.b].flatMap((g) => [g.freq_a, g.freq_b]));
+    const side = (name, gs) => `<h3>More in ${name}</h3>` + (gs.length ? gs.map((g) => diffGroup(g, max)).join("") : "<p class=muted>none among the latents reported</p>");
+    $("#diff-chart").innerHTML = `<p class="summary">${esc(out.summary || "")}</p>
+      <p class="muted">A (blue): ${out.n_a} docs · B (orange): ${out.n_b} docs</p>` + side("A", groups.a) + side("B", groups.b);
   } catch (e) { showError(e); }
 }
 
