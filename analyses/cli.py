@@ -142,13 +142,18 @@ def correlations_cmd(
         low_q = f", {r['dropped_low_quality']} with a label below --min-quality" if r.get("dropped_low_quality") else ""
         t = Table(title=f"correlations over {r['documents']} docs (dropped: {r['dropped_same_span']} pairs peaking on the same tokens, "
                         f"{r['dropped_similar_labels']} with similar labels{low_q})")
-        for c in ("a", "label a", "b", "label b", "npmi", "count", "label sim", "example"):
+        for c in ("a", "label a", "b", "label b", "npmi", "at equal length", "count", "label sim", "example"):
             t.add_column(c, overflow="fold")
         for p in r["pairs"]:
+            lm = p.get("npmi_length_matched")
             t.add_row(str(p["a"]), escape(_with_quality(p["label_a"], p.get("quality_a"))), str(p["b"]),
-                      escape(_with_quality(p["label_b"], p.get("quality_b"))), f"{p['npmi']:.3f}", str(p["count"]),
-                      f"{p['label_sim']:.2f}", escape(p["examples"][0]) if p["examples"] else "")
+                      escape(_with_quality(p["label_b"], p.get("quality_b"))), f"{p['npmi']:.3f}",
+                      "" if lm is None else f"{lm:.3f}" + (" [yellow](length)[/yellow]" if p.get("length_driven") else ""),
+                      str(p["count"]), f"{p['label_sim']:.2f}", escape(p["examples"][0]) if p["examples"] else "")
         console.print(t)
+        if r.get("length_driven_pairs"):
+            console.print(f"{r['length_driven_pairs']} of these pairs co-occur less than --min-npmi once documents of "
+                          "similar length are compared: length, not content, ties them", highlight=False)
 
     _emit("correlations", res, as_json, fmt, render)
 
@@ -185,8 +190,12 @@ def cluster_cmd(
                                   highlight=False)
         for c in r["clusters"]:
             on_axis = ", ".join(escape(v["value"]) for v in c.get("axis_values", []))
-            console.print(f"[bold]cluster {c['id']}[/bold] ({c['size']} docs)" + (f" [{on_axis}]" if on_axis else "") + ": "
+            med = f", median {c['median_tokens']:.0f} tokens" if c.get("median_tokens") else ""
+            console.print(f"[bold]cluster {c['id']}[/bold] ({c['size']} docs{med})" + (f" [{on_axis}]" if on_axis else "") + ": "
                           + ", ".join(escape(_with_quality(l["label"], l.get("quality"))) for l in c["latents"][:5]), highlight=False)
+            for ex in c.get("example_docs", [])[:2]:
+                fields = " ".join(f"{k}={v}" for k, v in list(ex["fields"].items())[:4])
+                console.print(f"    [dim]{escape(ex['doc_id'])}[/dim] {escape(fields)}  {escape(ex['text'][:100])}", highlight=False)
         if r["scores"]:
             sc = r["scores"]
             console.print(f"vs {escape(params.label_field or '')}: accuracy {sc['accuracy']:.3f} (best one-to-one matching), "

@@ -17,6 +17,8 @@ from scipy.optimize import linear_sum_assignment
 
 from analyses.axis import affinities, fit_pole_model, kmeans, p90_by_latent, positions, resolve_axis, value_profile
 from analyses.diff import bh_adjust, two_proportion_test
+from analyses.length import cluster_lengths
+from analyses.readable import example_of
 from analyses.matrix import (
     AnalysisError,
     canonical_order,
@@ -98,6 +100,15 @@ def label_checks(out: dict, label_field: str) -> None:
                             f"{cl['majority_share']:.0%} of its {cl['size']} documents are {label_field}={cl['majority_label']}")
     if warnings:
         out["warnings"] = out.get("warnings", []) + warnings
+
+
+def _example_docs(store: Store, out: dict, chars: int = 160) -> None:
+    """Each cluster's examples with the start of their text and their payload fields, so members
+    can be checked against the data (a cluster named "human-written" that holds machine text)."""
+    ids = sorted({d for c in out["clusters"] for d in c["examples"]})
+    docs = {h.doc_id: h.payload for h in store.get_docs(ids)} if ids else {}
+    for c in out["clusters"]:
+        c["example_docs"] = [example_of(d, docs.get(d, {}), None, chars // 2) for d in c["examples"]]
 
 
 def _axis_model(store: Store, axis: str, d_sae: int, cols: np.ndarray):
@@ -209,6 +220,8 @@ def cluster(
         truth = [p.get(label_field) for p in m.payload]
         out["scores"] = cluster_scores(pred, truth)
         label_checks(out, label_field)
+    cluster_lengths(fresh_copy(store, require_index(store, index).recipe), out)
+    _example_docs(store, out)
     if with_coords:  # 2-D projection for --plot (not part of the JSON contract)
         from sklearn.decomposition import TruncatedSVD
 
@@ -336,6 +349,8 @@ def _cluster_streaming(store: Store, index: str, copy, tables: list, selected: l
             raise AnalysisError(f"unknown field {label_field!r}: no document in the slice has it")
         out["scores"] = cluster_scores(pred, truth)
         label_checks(out, label_field)
+    cluster_lengths(copy, out)
+    _example_docs(store, out)
     if with_coords:  # --plot shows the fitted sample
         from sklearn.decomposition import TruncatedSVD
 

@@ -38,6 +38,7 @@ import re
 import numpy as np
 import scipy.sparse as sp
 
+from analyses.length import LENGTH_FIELD, doc_strata, length_matched_npmi
 from analyses.matrix import DocMatrix, check_fields, family_mask, latent_cards, load_matrix, require_docs
 from analyses.params import CorrelationsParams
 from indexer.core.errors import InputError
@@ -173,7 +174,7 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
     check_fields(store, index, where, "--where")
     min_npmi, max_label_sim, min_support, top = p.min_npmi, p.max_label_sim, p.min_support, p.top
     max_freq, per_doc, floor, max_docs = p.max_freq, p.per_doc, p.floor, p.max_docs
-    m = load_matrix(store, index, where, fields=["content_hash"], floor=floor, max_docs=max_docs, seed=seed)
+    m = load_matrix(store, index, where, fields=["content_hash", LENGTH_FIELD], floor=floor, max_docs=max_docs, seed=seed)
     sampled_from = m.sampled_from if m.sampled_from is not None else m.n_docs
     require_docs(m, "the filter", minimum=2)
     m, duplicates = distinct_texts(m)
@@ -197,6 +198,7 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
     peaks = _PeakPositions(store, m.doc_ids)
     pairs, dropped_similar, dropped_same_span, dropped_quality = [], 0, 0, 0
     Bc = B.tocsc()
+    strata = doc_strata(m.payload)  # None: some document has no stored length
     for o in order:
         ci, cj = int(i[o]), int(j[o])
         a, b = int(cols[ci]), int(cols[cj])
@@ -215,15 +217,20 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
             continue
         ex = [m.doc_ids[r] for r in rows[:n_examples]]
         pa, pb = lats.get(a, {}), lats.get(b, {})
-        pairs.append({"a": a, "b": b, "label_a": pa.get("label", ""), "label_b": pb.get("label", ""),
-                      "quality_a": pa.get("quality"), "quality_b": pb.get("quality"),
-                      "npmi": round(float(npmi[o]), 4), "count": int(cij[o]), "max_cond_prob": round(float(cond[o]), 4),
-                      "label_sim": round(float(sim), 4), "examples": ex})
+        pair = {"a": a, "b": b, "label_a": pa.get("label", ""), "label_b": pb.get("label", ""),
+                "quality_a": pa.get("quality"), "quality_b": pb.get("quality"),
+                "npmi": round(float(npmi[o]), 4), "count": int(cij[o]), "max_cond_prob": round(float(cond[o]), 4),
+                "label_sim": round(float(sim), 4), "examples": ex}
+        if strata is not None:  # co-occurrence expected within length strata: what length alone explains
+            lm = length_matched_npmi(Bc[:, ci].indices, Bc[:, cj].indices, strata)
+            pair |= {"npmi_length_matched": round(lm, 4), "length_driven": bool(lm < min_npmi)}
+        pairs.append(pair)
         if len(pairs) >= top:
             break
     return {"documents": m.n_docs, "sampled_from": sampled_from, "duplicate_docs_skipped": duplicates, "pairs_examined": min(len(order), len(npmi)), "per_doc": per_doc, "floor": floor, "latents_considered": int(len(cols)), "pairs_above_min_npmi": int(len(npmi)),
             "dropped_same_span": dropped_same_span, "dropped_similar_labels": dropped_similar,
-            "dropped_low_quality": dropped_quality, "pairs": pairs}
+            "dropped_low_quality": dropped_quality, "length_driven_pairs": sum(bool(x.get("length_driven")) for x in pairs),
+            "pairs": pairs}
 
 
 def _quality(card: dict | None) -> float:

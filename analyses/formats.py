@@ -57,16 +57,20 @@ def diff_table(r: dict, style: str) -> tuple[list[str], list[list[str]]]:
 
 
 def correlations_table(r: dict, style: str) -> tuple[list[str], list[list[str]]]:
-    heads = ["latent a", "label a", "latent b", "label b", "npmi", "documents", "label similarity", "examples"]
-    return heads, [[str(p["a"]), p["label_a"], str(p["b"]), p["label_b"], f"{p['npmi']:.3f}", str(p["count"]),
+    heads = ["latent a", "label a", "latent b", "label b", "npmi", "npmi at equal length", "length-driven", "documents",
+             "label similarity", "examples"]
+    return heads, [[str(p["a"]), p["label_a"], str(p["b"]), p["label_b"], f"{p['npmi']:.3f}",
+                    "" if p.get("npmi_length_matched") is None else f"{p['npmi_length_matched']:.3f}",
+                    {True: "yes", False: "no"}.get(p.get("length_driven"), ""), str(p["count"]),
                     f"{p['label_sim']:.2f}", " ".join(p["examples"][:3])] for p in r["pairs"]]
 
 
 def clusters_table(r: dict, style: str) -> tuple[list[str], list[list[str]]]:
-    heads = ["cluster", "size", "axis value", "majority label", "top latents", "examples"]
+    heads = ["cluster", "size", "median tokens", "axis value", "majority label", "top latents", "examples"]
     rows = []
     for c in r["clusters"]:
-        rows.append([str(c["id"]), str(c["size"]), ", ".join(v["value"] for v in c.get("axis_values", [])),
+        rows.append([str(c["id"]), str(c["size"]), "" if c.get("median_tokens") is None else f"{c['median_tokens']:.0f}",
+                     ", ".join(v["value"] for v in c.get("axis_values", [])),
                      c.get("majority_label", "") or "", "; ".join(x["label"] for x in c["latents"][:5]),
                      " ".join(c["examples"][:3])])
     return heads, rows

@@ -119,3 +119,55 @@ def length_report(a: SliceLengths, bs: list[SliceLengths]) -> dict:
     if ma and all(mbs):
         out["b_over_a"] = round(float(np.median(np.concatenate([b.tokens for b in bs]))) / ma, 2)  # type: ignore[misc]
     return out
+
+
+def doc_strata(payloads: list[dict], n_strata: int = STRATA) -> np.ndarray | None:
+    """Each document's length stratum (from its payload's n_tokens); None if some has no length."""
+    toks = [p.get(LENGTH_FIELD) for p in payloads]
+    if not toks or any(not isinstance(t, (int, float)) for t in toks):
+        return None
+    arr = np.asarray(toks, np.float64)
+    return np.searchsorted(strata_edges([arr], n_strata), arr, side="right")
+
+
+def length_matched_npmi(rows_a: np.ndarray, rows_b: np.ndarray, strata: np.ndarray) -> float:
+    """NPMI of two latents with co-occurrence expected *within* length strata: a pair that meets
+    more than chance only because both fire more in long documents drops towards 0.
+    ``rows_a``/``rows_b``: the documents (row numbers) that have each latent."""
+    n = len(strata)
+    both = len(np.intersect1d(rows_a, rows_b, assume_unique=True))
+    if both == 0 or both == n:
+        return 0.0
+    k = int(strata.max()) + 1
+    ns = np.bincount(strata, minlength=k).astype(np.float64)
+    ca = np.bincount(strata[rows_a], minlength=k)
+    cb = np.bincount(strata[rows_b], minlength=k)
+    expected = float(np.sum(np.where(ns > 0, ca * cb / np.maximum(ns, 1), 0.0)))
+    return float(np.log(both / max(expected, 1e-12)) / -np.log(both / n))
+
+
+LENGTH_SPREAD_WARN = 2.0  # clusters whose median lengths differ by more than this factor get a warning
+
+
+def cluster_lengths(copy: ColumnCopy, out: dict) -> None:
+    """Each cluster's median length (tokens read), and a warning when clusters differ mostly in
+    length: max-pooled vectors of long texts share many latents, so "the long documents" can come
+    out as a cluster of their own whatever the axis."""
+    lengths: dict[str, float] = {}
+    for shard in copy.iter_shards(arrays=False):
+        ids, toks = column_values(shard.table, "doc_id"), column_values(shard.table, LENGTH_FIELD)
+        lengths.update((d, float(t)) for d, t in zip(ids, toks) if isinstance(t, (int, float)))
+    per: dict[int, list[float]] = {}
+    for d, c in out.get("assignments", {}).items():
+        if d in lengths:
+            per.setdefault(int(c), []).append(lengths[d])
+    for cl in out["clusters"]:
+        got = per.get(cl["id"])
+        cl["median_tokens"] = float(np.median(got)) if got else None
+    meds = [(cl["median_tokens"], cl["id"]) for cl in out["clusters"] if cl.get("median_tokens")]
+    if len(meds) >= 2:
+        (lo, c_lo), (hi, c_hi) = min(meds), max(meds)
+        if hi / lo > LENGTH_SPREAD_WARN:
+            out["warnings"] = out.get("warnings", []) + [
+                f"clusters differ in length: cluster {c_hi} has a median of {hi:.0f} tokens, cluster {c_lo} {lo:.0f}; "
+                "longer texts share more latents, so a cluster may stand for length rather than for the axis"]

@@ -30,9 +30,10 @@ def snippet(text: str, span: list[int] | None, width: int = SNIPPET_CHARS) -> di
     return {"text": pre + text[lo:hi] + post, "mark": [len(pre) + s - lo, len(pre) + e - lo]}
 
 
-def example_of(doc_id: str, payload: dict, span: list[int] | None) -> dict:
+def example_of(doc_id: str, payload: dict, span: list[int] | None, width: int = SNIPPET_CHARS) -> dict:
+    """A document as an example: its id, a snippet around ``span`` and its payload fields."""
     fields = {k: v for k, v in payload.items() if k not in schema.HIDDEN and k not in schema.BOOKKEEPING}
-    return {"doc_id": doc_id, **snippet(payload.get(schema.TEXT, "") or "", span), "fields": fields}
+    return {"doc_id": doc_id, **snippet(payload.get(schema.TEXT, "") or "", span, width), "fields": fields}
 
 
 def fired_text(example: dict | None) -> str | None:

@@ -50,10 +50,11 @@ def synth_block(n: int, rates: np.ndarray, rng: np.random.Generator, sub: int = 
     min(1, length_i x rates_j) (length_i ~ N(1, 0.3): short and long documents), strengths
     log-normal. Vectorised Bernoulli draws, already in CSR order: no de-duplication pass."""
     indptr = [np.zeros(1, np.int64)]
-    lat_parts, total = [], 0
+    lat_parts, lengths, total = [], [], 0
     for s in range(0, n, sub):
         m = min(sub, n - s)
         length = np.clip(rng.normal(1.0, 0.3, size=(m, 1)), 0.05, None).astype(np.float32)
+        lengths.append(length[:, 0])
         hit = rng.random((m, len(rates)), dtype=np.float32) < np.minimum(1.0, length * rates[None, :].astype(np.float32))
         rows, cols = np.nonzero(hit)
         counts = np.bincount(rows, minlength=m)
@@ -62,7 +63,7 @@ def synth_block(n: int, rates: np.ndarray, rng: np.random.Generator, sub: int = 
         lat_parts.append(cols.astype(np.int32))
     lat = np.concatenate(lat_parts)
     vals = rng.lognormal(0.5, 0.6, size=len(lat)).astype(np.float32)
-    return np.concatenate(indptr), lat, vals
+    return np.concatenate(indptr), lat, vals, np.concatenate(lengths)
 
 
 def build(n: int, nnz: int, qdrant_max: int, home: str) -> dict:
@@ -95,10 +96,11 @@ def build(n: int, nnz: int, qdrant_max: int, home: str) -> dict:
     block = REBUILD_ROWS
     for s in range(0, n, block):
         m = min(block, n - s)
-        indptr, lat, vals = synth_block(m, rates, rng)
+        indptr, lat, vals, lengths = synth_block(m, rates, rng)
         info["nnz"] += int(indptr[-1])
         ids = [str(s + i) for i in range(m)]
-        payloads = [{"dataset": "A" if (s + i) % 2 else "B", "topic": f"t{(s + i) % 10}"} for i in range(m)]
+        payloads = [{"dataset": "A" if (s + i) % 2 else "B", "topic": f"t{(s + i) % 10}", "n_tokens": int(300 * lengths[i])}
+                    for i in range(m)]
         if via_qdrant:
             for c in range(0, m, 2000):
                 pts = [DocPoint(ids[i], lat[indptr[i]:indptr[i + 1]].tolist(), vals[indptr[i]:indptr[i + 1]].tolist(),
@@ -119,9 +121,12 @@ sys.path.insert(0, {root!r})
 os.environ["SAEDEX_HOME"] = {home!r}
 import numpy as np
 from indexer.store import EdgeStore, Filter, open_store
+from analyses.params import ClusterParams, CorrelationsParams, DiffParams
 from indexer.store.columns import copy_for
 from indexer.encode.recipe import read_manifest
 what, n, via_qdrant = {what!r}, {n}, {via_qdrant}
+length = "none" if what.endswith("_raw") else "stratified"  # diff_raw: without the length correction
+what = what[: -len("_raw")] if what.endswith("_raw") else what
 store = open_store(f"a{{n}}")
 if not via_qdrant:  # only the columnar copy holds documents: count what it holds
     rows = copy_for(store, read_manifest(store).recipe).n_rows()
@@ -143,16 +148,16 @@ if what == "rebuild":
     fresh_copy(store, read_manifest(store).recipe, progress=False)
 elif what == "diff":
     from analyses.diff import diff
-    out = diff(store, f"a{{n}}", Filter({{"dataset": "A"}}), Filter({{"dataset": "B"}}), top=20)
+    out = diff(store, f"a{{n}}", DiffParams(a={{"dataset": "A"}}, b={{"dataset": "B"}}, top=20, length=length))
 elif what == "diff_topic":
     from analyses.diff import diff
-    out = diff(store, f"a{{n}}", Filter({{"topic": "t1"}}), Filter({{"topic": "t2"}}), top=20)
+    out = diff(store, f"a{{n}}", DiffParams(a={{"topic": "t1"}}, b={{"topic": "t2"}}, top=20, length=length))
 elif what == "npmi":
     from analyses.correlations import correlations
-    out = correlations(store, f"a{{n}}", min_support=5, top=20, max_label_sim=1.0)
+    out = correlations(store, f"a{{n}}", CorrelationsParams(min_support=5, top=20, max_label_sim=1.0))
 elif what == "cluster":
     from analyses.clustering import cluster
-    out = cluster(store, f"a{{n}}", k=5)
+    out = cluster(store, f"a{{n}}", ClusterParams(k=5))
 secs = time.perf_counter() - t
 if what.startswith("scipy_"):
     from benchmarks.analyses import scipy_baseline

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from indexer.core.cli import JsonOpt, UrlOpt, console, emit, friendly_errors
 from indexer.core.params import cli_command
-from indexer.store import open_store
+from indexer.store import open_store, schema
 from indexer.store.catalog import latent_detail
 from search.engine import SearchEngine, SearchOptions
 from search.evaluate import evaluate, load_queries
@@ -67,7 +67,9 @@ def _render(out: dict) -> None:
     t.add_column("why", overflow="fold")
     for n, r in enumerate(out["results"], out.get("offset", 0) + 1):
         spans = sorted({tuple(s) for e in r["explanation"] for s in e["spans"]})
-        t.add_row(str(n), f"{r['score']:.3f}", _highlight(r["text"][:600], spans),
+        fields = " ".join([f"{k}={v}" for k, v in (r.get("fields") or {}).items() if k not in schema.BOOKKEEPING][:6])
+        head = f"[dim]{escape(r['id'])}  {escape(fields)}[/dim]\n" if fields or r.get("id") else ""
+        t.add_row(str(n), f"{r['score']:.3f}", head + _highlight(r["text"][:600], spans),
                   "\n".join(f"{escape(e['label'])} ({e['activation']:.1f})" for e in r["explanation"][:3]))
     console.print(t)
 

@@ -123,6 +123,12 @@ def test_clustering_sae_and_dense_side_by_side(bbc_index, tmp_path):
         assert len(res["assignments"]) == 120 and sum(c["size"] for c in res["clusters"]) == 120
         assert png.stat().st_size > 1000
         out[method] = res["scores"]
+        table = res["scores"]["table"]  # the cluster x label table behind the accuracy
+        assert sorted(table["labels"]) == table["labels"] and sum(map(sum, table["counts"])) == 120
+        assert all(c["majority_label"] in table["labels"] for c in res["clusters"] if c["size"])
+        # members can be checked against the data: each example with its text and payload fields
+        assert all(e["fields"]["topic"] and e["text"] for c in res["clusters"] for e in c["example_docs"])
+        assert all(c["median_tokens"] > 0 for c in res["clusters"] if c["size"])
     assert out["dense"]["accuracy"] > 0.5  # MiniLM separates BBC topics well
     assert out["sae"]["accuracy"] > 0.3  # chance is 0.2
     r = cli("cluster", "--index", bbc_index, "--k", "5", "--axis", "news topic", "--label-field", "topic", "--json")
@@ -165,6 +171,11 @@ def test_analyses_bad_input(bbc_index):
     assert r.exit_code == 2 and "unknown field 'colour'" in r.output
     r = cli("correlations", "--index", bbc_index, "--where", "topic=none")
     assert r.exit_code == 2 and "matches 0 document(s)" in r.output
+    # a misspelt field is named, with the fields that exist
+    r = cli("diff", "--index", bbc_index, "--a", "topc=sports", "--b", "topic=tech")
+    assert r.exit_code == 2 and "filter A: no document has a field 'topc' (fields: " in r.output and "topic" in r.output
+    r = cli("cluster", "--index", bbc_index, "--where", "topc=tech")
+    assert r.exit_code == 2 and "--where: no document has a field 'topc'" in r.output
     r = cli("diff", "--index", "missing", "--a", "x=1", "--b", "x=2")
     assert r.exit_code == 2 and "no index named" in r.output
 

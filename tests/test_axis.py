@@ -86,3 +86,22 @@ def test_poles_that_do_not_separate_the_documents_are_a_clear_error():
     W = np.array([[1, 0], [0, 1], [0, 0]], np.float32)
     with pytest.raises(AnalysisError, match="do not lean apart"):
         fit_pole_model(X, np.ones(3, np.float32), positions(X, np.ones(3, np.float32), W), np.arange(3))
+
+
+def test_a_cluster_named_against_its_majority_label_is_warned_about():
+    """Twice an auditor's cluster named "human-written" held mostly machine text: the best-matching
+    accuracy hid it. Pole names are matched to label values; a mismatch is a warning."""
+    from analyses.clustering import label_checks
+
+    out = {"scores": {"table": {"labels": ["gpt2", "human"], "counts": [[30, 10], [5, 40]]}},
+           "axis_resolved": {"values": ["human-written", "machine-generated"]},
+           "clusters": [{"id": 0, "size": 40, "axis_values": [{"value": "human-written"}]},
+                        {"id": 1, "size": 45, "axis_values": [{"value": "machine-generated"}]}]}
+    label_checks(out, "source")
+    assert [c["majority_label"] for c in out["clusters"]] == ["gpt2", "human"]
+    assert out["clusters"][0]["majority_share"] == 0.75
+    assert len(out["warnings"]) == 2 and out["warnings"][0].startswith("cluster 0 is named 'human-written' (read as source=human)")
+    out["scores"]["table"]["counts"] = [[10, 30], [40, 5]]  # names agree with majorities: no warning
+    out.pop("warnings")
+    label_checks(out, "source")
+    assert "warnings" not in out

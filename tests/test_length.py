@@ -143,3 +143,21 @@ def test_group_rows_merges_shared_labels_and_fired_text_and_marks_spans():
     assert sn["text"][sn["mark"][0] : sn["mark"][1]] == "FIRE" and sn["text"].startswith("…") and sn["text"].endswith("…")
     assert marked({"text": "a b c", "mark": [1, 3]}, "md") == "a **b** c"
     assert marked({"text": "<b>", "mark": [0, 3]}, "html") == "<mark>&lt;b&gt;</mark>"
+
+
+def test_length_matched_npmi_removes_co_occurrence_that_length_alone_explains():
+    from analyses.length import doc_strata, length_matched_npmi
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    tokens = np.where(rng.random(n) < 0.5, 20, 400)  # short and long documents
+    p_fire = np.where(tokens > 100, 0.6, 0.05)  # both latents fire more in long ones, independently
+    a = np.flatnonzero(rng.random(n) < p_fire)
+    b = np.flatnonzero(rng.random(n) < p_fire)
+    strata = doc_strata([{"n_tokens": int(t)} for t in tokens])
+    both = len(np.intersect1d(a, b))
+    raw = np.log(both * n / (len(a) * len(b))) / -np.log(both / n)
+    assert raw > 0.15 and abs(length_matched_npmi(a, b, strata)) < 0.05
+    c = np.intersect1d(a, np.flatnonzero(rng.random(n) < 0.9))  # truly tied to a: stays high
+    assert length_matched_npmi(a, c, strata) > 0.3
+    assert doc_strata([{"n_tokens": 3}, {}]) is None

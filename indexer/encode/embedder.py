@@ -13,6 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from indexer.core.progress import progress_bar
 from indexer.encode.reader import ReaderConfig, resolve_precision
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -21,6 +22,7 @@ _cache_lock = threading.Lock()
 _tokenizer_lock = threading.Lock()
 _trace_lock = threading.Lock()
 QUERY_CACHE = 4096
+TRACE_AFTER = 2  # queries embedded eagerly before the transformer is traced (a one-off CLI search never pays for it)
 
 
 def _resolve(name: str) -> str:
@@ -55,6 +57,7 @@ class Embedder:
             self.model.to(torch.bfloat16)
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._trace_state = None  # None: not tried; False: not usable; else the traced transformer
+        self._forwarded = 0  # queries embedded one at a time (the trace pays off past TRACE_AFTER)
 
     def encode_query(self, text: str) -> np.ndarray:
         """One text's embedding, remembered (LRU, QUERY_CACHE texts): reviewers repeat and page
@@ -80,14 +83,17 @@ class Embedder:
         The transformer runs as a TorchScript trace where one checks out equal to the eager
         model (see :meth:`_traced`): a query costs 2.6 ms of CPU instead of 4.2 (7 through
         ``encode``), and the trace runs without Python between its ops, so concurrent searches
-        use both cores instead of queueing on the GIL (701 vs 392 queries/s on 2 threads)."""
+        use both cores instead of queueing on the GIL (701 vs 392 queries/s on 2 threads).
+        Tracing costs ~2.5 s, so it starts with the TRACE_AFTER + 1st query: a one-off CLI search
+        runs eagerly (the trace reproduces the eager model exactly, so results are the same)."""
         import torch
 
         prep = getattr(self.model, "preprocess", None) or self.model.tokenize
         with _tokenizer_lock:  # a fast tokenizer is not re-entrant ("Already borrowed")
             feats = prep([text])
         mods = list(self.model)
-        traced = self._traced()
+        self._forwarded += 1
+        traced = self._traced() if self._forwarded > TRACE_AFTER else None
         with torch.inference_mode():
             if traced is not None:
                 feats = dict(feats)
@@ -110,7 +116,7 @@ class Embedder:
                 self._trace_state = _trace_transformer(self.model) or False
         return self._trace_state or None
 
-    def encode(self, texts: list[str], batch_size: int = 64, fixed_batch: bool = False) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 64, fixed_batch: bool = False, progress: str | None = None) -> np.ndarray:
         """L2-normalised embeddings, each independent of what it is batched with.
 
         Batches hold texts of one token length only, so nothing is padded: in bf16 a padded
@@ -119,7 +125,8 @@ class Embedder:
         embedded together - an index re-imported from Parquet ranked differently. Even unpadded, a
         bf16 matmul's last bits depend on how many rows it holds: ``fixed_batch`` fills every batch
         to ``batch_size`` rows (repeating its last text), so a text's vector does not depend on how
-        many others of its length came with it (the concept family's sentence units)."""
+        many others of its length came with it (the concept family's sentence units). ``progress``:
+        a progress bar's title on stderr (thousands of latent snippets take a minute)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         texts = list(texts)
@@ -134,6 +141,7 @@ class Embedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = np.argsort(lengths, kind="stable")
         groups = np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1)
+        bar = progress_bar(len(texts), progress or "", progress is not None, unit="text")
         with _lock:
             for g in groups:
                 for s in range(0, len(g), batch_size):
@@ -144,6 +152,8 @@ class Embedder:
                     vecs = self.model.encode(batch, batch_size=len(batch), normalize_embeddings=False,
                                              show_progress_bar=False, convert_to_tensor=True).float().cpu().numpy()
                     out[idx] = vecs[: len(idx)]
+                    bar.update(len(idx))
+        bar.close()
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import binascii
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +48,7 @@ def export_parquet(store: Store, manifest: Manifest, path: Path, flt: Filter | N
     """Write the index (or a filtered slice) to ``path``; returns counts."""
     tables = []
     n = 0
+    bar = progress_bar(store.count(flt), "export", progress)
     for hits in store.scroll_docs(flt=flt, with_sparse=True, with_dense=dense, payload_fields=None, batch=2000):
         ids, lat, val, dense_rows, payloads = [], [], [], [], []
         for h in hits:
@@ -65,8 +65,8 @@ def export_parquet(store: Store, manifest: Manifest, path: Path, flt: Filter | N
         t = _rows_table(ids, lat, val, payloads, dense_rows if dense else None)
         tables.append(t)
         n += len(ids)
-        if progress:
-            print(f"export: {n:,} documents", file=sys.stderr, flush=True)
+        bar.update(len(ids))
+    bar.close()
     table = pa.concat_tables(tables, promote_options="permissive") if tables else _rows_table([], [], [], [], [] if dense else None)
     meta = dict(table.schema.metadata or {})
     meta[RECIPE_KEY] = json.dumps(manifest.recipe.to_dict()).encode()

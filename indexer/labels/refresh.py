@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 
@@ -138,10 +137,8 @@ def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabell
     # Label key: what the label says. Snippet key: what the latent *does* (mean of its contexts).
     # The label alone (tokens + context words) is short; the description's quote is already in the snippets.
     lab_texts = [labels[l]["label"] for l, _ in to_label]
-    t0 = time.time()
-    lab_vecs = emb.encode(lab_texts, batch_size=256) if lab_texts else np.zeros((0, emb.dim))
-    if progress:
-        print(f"embedded {len(lab_texts):,} labels in {time.time() - t0:.0f} s", file=sys.stderr)
+    lab_vecs = emb.encode(lab_texts, batch_size=256, progress="embed labels" if progress else None) if lab_texts \
+        else np.zeros((0, emb.dim))
     snip_vecs = snippet_vectors([(l, ex) for l, ex in to_label + to_snippet], emb, progress, window_cache)
     window_cache.save()
     for latent, _ in to_snippet:

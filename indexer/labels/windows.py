@@ -9,8 +9,6 @@ window reuses ``snippet``. Window vectors are cached per index (:class:`WindowCa
 from __future__ import annotations
 
 import json
-import sys
-import time
 
 import numpy as np
 
@@ -74,13 +72,9 @@ def window_vectors(windows: dict[tuple, str], emb, progress: bool, window_cache:
         return {}
     cache = window_cache.vectors
     todo = [k for k in windows if k not in cache]
-    if progress and todo:
-        print(f"embedding {len(todo):,} latent snippets ({len(windows) - len(todo):,} cached)", file=sys.stderr)
     if todo:
-        t0 = time.time()
-        vecs = emb.encode([windows[k] for k in todo], batch_size=256)
-        if progress:
-            print(f"embedded {len(todo):,} snippets in {time.time() - t0:.0f} s", file=sys.stderr)
+        desc = f"embed latent snippets ({len(windows) - len(todo):,} cached)" if progress else None
+        vecs = emb.encode([windows[k] for k in todo], batch_size=256, progress=desc)
         for k, v in zip(todo, vecs):
             cache[k] = v.astype(np.float16)
         window_cache.dirty = True

@@ -7,14 +7,17 @@ through Python. The table holds the unit label and snippet vectors (float32), p9
 frequency, quality, labels and kinds of every latent in the index, so query -> latents is two
 matrix-vector products and an argpartition (well under a millisecond at 16k latents).
 
-It is loaded once per store (one scroll of the latents collection) and reloaded when the
-index's manifest token changes: every writer of latent statistics or labels rewrites the
-manifest, so a table is never older than the labels it serves.
+It is loaded once per store (one scroll of the latents collection, then from the copy saved
+beside the index) and reloaded when the index's manifest token changes: every writer of latent
+statistics or labels rewrites the manifest, so a table is never older than the labels it serves.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+import uuid
 import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -116,6 +119,40 @@ def build_table(store: Store, token: str | None) -> LatentTable:
     )
 
 
+TABLE_FILE = "latent_table.npz"  # the table as last built, beside the index (its token inside)
+_ARRAYS = ("ids", "label_vecs", "snippet_vecs", "p90", "doc_freq", "quality", "concept")
+
+
+def save_table(store: Store, t: LatentTable) -> None:
+    """Keep the table on disk: a CLI command used to spend ~3 s scrolling 16k latents out of
+    Qdrant before its first query. Written atomically; a failure only costs the next reader a rebuild."""
+    path = store.cache_file(TABLE_FILE)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.npz")
+    strings = json.dumps({"labels": t.labels, "kinds": t.kinds, "descriptions": t.descriptions})
+    try:
+        np.savez(tmp, token=np.array(t.token or ""), strings=np.array(strings),
+                 **{k: getattr(t, k) for k in _ARRAYS if getattr(t, k) is not None})
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def load_table(store: Store, token: str | None) -> LatentTable | None:
+    """The table saved for this manifest token, or None (missing, stale, unreadable)."""
+    if token is None:
+        return None
+    try:
+        with np.load(store.cache_file(TABLE_FILE), allow_pickle=False) as z:
+            if str(z["token"]) != token:
+                return None
+            arrays = {k: z[k] for k in _ARRAYS if k in z.files}
+            strings = json.loads(str(z["strings"]))
+    except (OSError, ValueError, KeyError):
+        return None
+    return LatentTable(token=token, labels=strings["labels"], kinds=strings["kinds"], descriptions=strings["descriptions"],
+                       **arrays)
+
+
 _tables: "weakref.WeakKeyDictionary[Store, LatentTable]" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
@@ -130,5 +167,9 @@ def latent_table(store: Store, token: str | None = None) -> LatentTable:
     with _lock:
         t = _tables.get(store)
         if t is None or t.token != token:
-            t = _tables[store] = build_table(store, token)
+            t = load_table(store, token)
+            if t is None:
+                t = build_table(store, token)
+                save_table(store, t)
+            _tables[store] = t
     return t

@@ -56,8 +56,9 @@ function chip(latent, label, extra, quality) {
 // Results shown so far (all pages), for the CSV/JSON export.
 let shown = { query: null, results: [], next: null, body: null };
 // a document's payload fields (outcome, author...): what a reader checks a result against
+const BOOKKEEPING = new Set(["n_tokens", "truncated", "content_hash"]);
 function fieldsLine(fields) {
-  const kv = Object.entries(fields || {}).slice(0, 8);
+  const kv = Object.entries(fields || {}).filter(([k]) => !BOOKKEEPING.has(k)).slice(0, 8);
   return kv.length ? `<span class="fields">${kv.map(([k, v]) => `<span class="field">${esc(k)}=${esc(typeof v === "object" ? JSON.stringify(v) : v)}</span>`).join(" ")}</span>` : "";
 }
 function renderResult(r, i) {
