@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 
 from indexer.core.progress import progress_bar
+from indexer.encode.query_path import build_and_save, load_saved, query_path_key
 from indexer.encode.reader import ReaderConfig, resolve_precision
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -37,27 +38,58 @@ def _resolve(name: str) -> str:
 
 
 class Embedder:
+    """One sentence-transformers model, loaded on first use. A query alone (``encode_query``) is
+    embedded by the saved query path (:mod:`indexer.encode.query_path`) when one exists for this
+    model, without loading sentence-transformers at all."""
+
     def __init__(self, name: str = DEFAULT_EMBEDDER, max_seq_length: int = 256):
         os.environ.setdefault("HF_HUB_OFFLINE", "1") if name == DEFAULT_EMBEDDER else None
-        from sentence_transformers import SentenceTransformer
-
         self.name = name
-        self.model = SentenceTransformer(_resolve(name), device="cpu")
         # 256 word pieces: the most MiniLM reads (its sentence-transformers limit); the SAE reads
         # whole documents, so the dense baseline sees the first ~200 words of a long one.
-        self.model.max_seq_length = max_seq_length
-        dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = int(dim_fn())
+        self.max_seq_length = max_seq_length
         # The reader's precision rule (SAEDEX_PRECISION, else bf16 where native): bf16 MiniLM ran
         # 1.65x faster at cosine >= 0.9999 to fp32 (60 BBC articles); int8 reached only 0.93.
         import torch
 
         self.precision = resolve_precision(ReaderConfig().precision, torch.device("cpu"))
-        if self.precision == "bf16":
-            self.model.to(torch.bfloat16)
+        self._model = None
+        self._model_lock = threading.Lock()
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._trace_state = None  # None: not tried; False: not usable; else the traced transformer
         self._forwarded = 0  # queries embedded one at a time (the trace pays off past TRACE_AFTER)
+        self._path_key = query_path_key(name, _resolve(name), self.precision, max_seq_length)
+        self._saved = load_saved(self._path_key)
+
+    @property
+    def model(self):
+        """The sentence-transformers model (loaded on first use: ~3.5 s of imports alone)."""
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    import torch
+                    from sentence_transformers import SentenceTransformer
+
+                    model = SentenceTransformer(_resolve(self.name), device="cpu")
+                    model.max_seq_length = self.max_seq_length
+                    if self.precision == "bf16":
+                        model.to(torch.bfloat16)
+                    self._model = model
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        if self._saved is not None:
+            return self._saved.dim
+        dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(dim_fn())
+
+    def save_query_path(self) -> bool:
+        """Save this model's query path for later processes (a CLI search then loads no
+        sentence-transformers); True when one is saved (now or before)."""
+        if self._saved is not None:
+            return True
+        return build_and_save(self.model, self._path_key, self.dim)
 
     def encode_query(self, text: str) -> np.ndarray:
         """One text's embedding, remembered (LRU, QUERY_CACHE texts): reviewers repeat and page
@@ -86,6 +118,8 @@ class Embedder:
         use both cores instead of queueing on the GIL (701 vs 392 queries/s on 2 threads).
         Tracing costs ~2.5 s, so it starts with the TRACE_AFTER + 1st query: a one-off CLI search
         runs eagerly (the trace reproduces the eager model exactly, so results are the same)."""
+        if self._saved is not None:
+            return self._saved(text)
         import torch
 
         prep = getattr(self.model, "preprocess", None) or self.model.tokenize

@@ -156,6 +156,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabell
         p.snippet_vec = sv.tolist() if sv is not None else lv.tolist()
     store.upsert_latents(points)
     update_state(store, latent_stats_docs=n_docs)
+    emb.save_query_path()  # the model is loaded now: later CLI searches embed queries without it
     return len(to_label)
 
 
