@@ -74,7 +74,8 @@ def diff_cmd(
                 t.add_column(c, overflow="fold")
             for g in r["groups"][side]:
                 ex = g.get("example") or {}
-                where = f"[dim]{escape(ex.get('doc_id', ''))}{_slice_note(g)}[/dim] " if ex else ""
+                fields = " ".join(f"{k}={v}" for k, v in list((ex.get("fields") or {}).items())[:3])
+                where = f"[dim]{escape(ex.get('doc_id', ''))}{_slice_note(g)} {escape(fields)}[/dim] " if ex else ""
                 flag = " [yellow](length)[/yellow]" if g.get("length_driven") else ""
                 t.add_row(" ".join(str(x) for x in g["latents"][:2]) + (" …" if g["count"] > 2 else ""),
                           escape(_with_quality(g["label"], g.get("quality"))) + (f" ×{g['count']}" if g["count"] > 1 else "") + flag,
