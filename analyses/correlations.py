@@ -108,14 +108,6 @@ def cooccurrence_blocks(B: sp.csr_matrix, min_support: int = 1):
         yield R.row[keep].astype(np.int32), cols[keep].astype(np.int32), R.data[keep].astype(np.float64)
 
 
-def cooccurrence(B: sp.csr_matrix, min_support: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All of :func:`cooccurrence_blocks` at once (tests and small matrices)."""
-    parts = list(cooccurrence_blocks(B, min_support))
-    if not parts:
-        return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0)
-    return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
-
-
 def salient_binary(X: sp.csr_matrix, per_doc: int, threshold: float = 0.0) -> sp.csr_matrix:
     """Binary matrix keeping, per row, the ``per_doc`` largest activations relative to each column's mean."""
     X = X.tocsr()

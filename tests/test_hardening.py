@@ -414,7 +414,7 @@ def test_a_failed_rerank_says_so_in_its_status(refusing_llm):
 def test_cooccurrence_is_bounded_and_cancellable():
     import scipy.sparse as sp
 
-    from analyses.correlations import STEP_PRODUCTS, TooManyPairs, _column_blocks, cooccurrence, npmi_pairs
+    from analyses.correlations import STEP_PRODUCTS, TooManyPairs, _column_blocks, cooccurrence_blocks, npmi_pairs
     from indexer.core.progress import Cancelled, reporting
 
     rng = np.random.default_rng(0)
@@ -426,10 +426,10 @@ def test_cooccurrence_is_bounded_and_cancellable():
     steps = []
     with reporting(lambda f: (steps.append(f), len(steps) > 2)[1]):
         with pytest.raises(Cancelled):
-            cooccurrence(B)
+            list(cooccurrence_blocks(B))
     assert len(steps) == 3  # stopped at the third step, not after the whole product
     small = sp.csr_matrix((rng.random((300, 60)) < 0.2).astype(np.float32))
-    i, j, c = cooccurrence(small, min_support=3)
+    i, j, c = (np.concatenate(x) for x in zip(*cooccurrence_blocks(small, min_support=3)))
     full = np.triu((small.T @ small).toarray(), k=1)
     assert sorted(zip(i.tolist(), j.tolist(), c.tolist())) == sorted(
         (a, b, float(full[a, b])) for a, b in zip(*np.nonzero(full >= 3)))  # exactly the pairs of B^T B

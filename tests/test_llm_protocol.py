@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from indexer.core.llm import LLMClient, default_concurrency
@@ -57,12 +58,13 @@ def test_json_schema_round_trip_with_a_real_llama_cpp_server(llm_env):
 
 
 def test_labeller_end_to_end_against_llama_cpp(llm_env, bbc_index):
-    from indexer.store.catalog import top_latents_by_freq
     from indexer.labels.llm import label_with_llm
     from indexer.store import open_store
+    from indexer.store.latent_table import latent_table
 
     with open_store(bbc_index) as store:
-        ids = [p.latent for p in top_latents_by_freq(store, 40)[-3:]]
+        table = latent_table(store)  # the 38th-40th most frequent latents
+        ids = [int(i) for i in table.ids[np.argsort(-table.doc_freq, kind="stable")[:40]][-3:]]
         out = label_with_llm(store, "smollm2", ids=ids, progress=False)
         assert out["labelled"] + out["failed"] == 3 and out["labelled"] >= 2, out  # a 135M model may ramble past 60 tokens
         assert out["usage"]["calls"] >= 3 and out["usage"]["failures"] == out["failed"]

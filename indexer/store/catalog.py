@@ -89,8 +89,3 @@ def latent_detail(store: Store, index: str, latent: int) -> dict:
                                                "label_source": p.payload.get("label_source", "offline")}
 
 
-def top_latents_by_freq(store: Store, top: int, family: str = "all") -> list[LatentPoint]:
-    pts = [p for p in store.get_latents() if p.payload.get("doc_count", 0) > 0
-           and family in ("all", p.payload.get("family", "token"))]
-    pts.sort(key=lambda p: -p.payload.get("doc_freq", 0.0))
-    return pts[:top]
