@@ -67,22 +67,23 @@ def diff_cmd(
         for side in ("a", "b"):
             name = "A" if side == "a" else "B"
             if not r["groups"][side]:
-                console.print(f"more in {name}: none among the top {len(r['latents'])} latents")
+                console.print(f"\nmore in {name}: none among the top {len(r['latents'])} latents")
                 continue
-            t = Table(title=f"more in {name}", title_justify="left")
-            for c in ("latents", "label", "freq A", "freq B", "at equal length", "p_adj", "example"):
-                t.add_column(c, overflow="fold")
+            # one block per group (reads at any terminal width): the numbers, then the example
+            console.print(f"\n[bold]more in {name}[/bold]  (freq A vs freq B, difference at equal length, BH p)")
             for g in r["groups"][side]:
                 ex = g.get("example") or {}
-                fields = " ".join(f"{k}={v}" for k, v in list((ex.get("fields") or {}).items())[:3])
-                where = f"[dim]{escape(ex.get('doc_id', ''))}{_slice_note(g)} {escape(fields)}[/dim] " if ex else ""
-                flag = " [yellow](length)[/yellow]" if g.get("length_driven") else ""
-                t.add_row(" ".join(str(x) for x in g["latents"][:2]) + (" …" if g["count"] > 2 else ""),
-                          escape(_with_quality(g["label"], g.get("quality"))) + (f" ×{g['count']}" if g["count"] > 1 else "") + flag,
-                          f"{g['freq_a']:.3f}", f"{g['freq_b']:.3f}",
-                          f"{g['diff_length_matched']:+.3f}" if g.get("diff_length_matched") is not None else f"{g['diff']:+.3f}",
-                          f"{g['p_adj']:.2g}", where + _rich_marked(ex))
-            console.print(t)
+                d = g["diff_length_matched"] if g.get("diff_length_matched") is not None else g["diff"]
+                count = f" ×{g['count']}" if g["count"] > 1 else ""
+                flag = " [yellow](length-driven)[/yellow]" if g.get("length_driven") else ""
+                console.print(f"  [bold]{escape(_with_quality(g['label'], g.get('quality')))}[/bold]{count}  "
+                              f"{g['freq_a']:.1%} vs {g['freq_b']:.1%}  {d:+.3f}  p={g['p_adj']:.2g}{flag}  "
+                              f"[dim]latent {' '.join(str(x) for x in g['latents'][:4])}{' …' if g['count'] > 4 else ''}[/dim]",
+                              highlight=False)
+                if ex:
+                    fields = " ".join(f"{k}={v}" for k, v in list((ex.get("fields") or {}).items())[:3])
+                    console.print(f"    [dim]{escape(ex.get('doc_id', ''))}{_slice_note(g)} {escape(fields)}[/dim]  "
+                                  + _rich_marked(ex, 60), highlight=False)
         for h in r.get("hypotheses", {}).get("hypotheses", []):
             console.print(f"- {escape(h['hypothesis'])}: verified {h['verified_freq_a']:.0%} vs {h['verified_freq_b']:.0%}")
 
@@ -120,7 +121,9 @@ def _rich_marked(example: dict, width: int = 40) -> str:
         return escape(text[: 2 * width])
     lo, hi = max(0, mark[0] - width), min(len(text), mark[1] + width)
     pre, post = ("…" if lo else "") + text[lo : mark[0]], text[mark[1] : hi] + ("…" if hi < len(text) else "")
-    return escape(pre) + "[reverse]" + escape(text[mark[0] : mark[1]]) + "[/reverse]" + escape(post)
+    span = escape(text[mark[0] : mark[1]])
+    # reversed on a terminal; in a pipe or a file, where styles are dropped, bracketed as in CSV
+    return escape(pre) + (f"[reverse]{span}[/reverse]" if console.is_terminal else escape("[[") + span + escape("]]")) + escape(post)
 
 
 @friendly_errors

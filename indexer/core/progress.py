@@ -52,4 +52,5 @@ def progress_bar(total: int, desc: str, enabled: bool, unit: str = "doc"):
 
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=1.0)
+    # disable=False explicitly: the CLI sets TQDM_DISABLE to silence third-party bars, not ours
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=1.0, disable=False)

@@ -18,6 +18,7 @@ QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' and the hub's tqdm bars ("Loading weights")
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "TOKENIZERS_PARALLELISM": "false",  # the fork warning of tokenizers
+    "TQDM_DISABLE": "1",  # bars made with tqdm directly ("Converting and de-quantizing GGUF tensors"); saedex's own pass disable=False
 }
 
 

@@ -177,7 +177,7 @@ def _train_sae(cache_dir: Path, out_dir: Path, cfg: TrainConfig, metadata: dict,
     try:
         from tqdm import tqdm
 
-        bar = tqdm(total=state["total_steps"], initial=state["step"], desc="train-sae", unit="step", mininterval=5)
+        bar = tqdm(total=state["total_steps"], initial=state["step"], desc="train-sae", unit="step", mininterval=5, disable=False)
     except ImportError:  # pragma: no cover
         bar = None
     while state["step"] < state["total_steps"]:
