@@ -13,7 +13,7 @@ import numpy as np
 from scipy import stats
 
 from analyses.hypotheses import hypothesize_and_verify
-from analyses.length import cmh, length_report, slice_lengths, strata_edges, stratified_counts
+from analyses.length import bucket_strata, cmh, length_report, slice_lengths, stratified_counts
 from analyses.matrix import AnalysisError, check_bound, check_fields, family_mask, latent_cards, latent_medians, load_matrix, slice_counts
 from analyses.params import DiffParams
 from analyses.readable import example_of, group_rows, summary
@@ -76,11 +76,11 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
     stratify = params.length == "stratified" and len_a.tokens is not None and all(b.tokens is not None for b in len_bs)
     if params.length == "stratified" and not stratify:
         lengths["warning"] = "some documents have no stored length (n_tokens): compared without the length correction"
-    edges = strata_edges([len_a.tokens, *(b.tokens for b in len_bs)]) if stratify else np.zeros(0)
+    stratum_of = bucket_strata([len_a.tokens, *(b.tokens for b in len_bs)]) if stratify else None
 
     def counts(f: Filter) -> tuple[np.ndarray, np.ndarray]:
         if stratify:
-            return stratified_counts(copy, f, edges, floor, ref, threshold)
+            return stratified_counts(copy, f, stratum_of, floor, ref, threshold)
         n_, c_ = slice_counts(copy, f, floor, ref, threshold)  # answered from stored counts where it can
         return np.array([n_]), c_[None]
 
@@ -114,7 +114,7 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
         cb_sel = np.stack(cbs_s)[which, :, lat].T  # (S, L): each latent's counts in its own B slice
         nb_sel = np.stack(nbs_s)[which].T
         z, p, d_len = cmh(ca_s, na_s, cb_sel, nb_sel)
-        lengths["strata"] = len(edges) + 1
+        lengths["strata"] = int(stratum_of.max()) + 1
         lengths["comparable_share"] = _comparable_share(na_s, nbs_s)
         untestable = keep & np.isnan(d_len)
         keep &= ~np.isnan(d_len)

@@ -2,9 +2,9 @@
 
 A document's vector is a max over its tokens, so a longer text simply has more latents: 4x longer
 responses show up as hundreds of latents "more frequent" in them, whatever they say. The
-correction compares like with like: documents are cut into strata of similar length (quantiles
-of the pooled lengths of both slices, in tokens read), each latent's frequency is compared within
-each stratum, and the strata are combined:
+correction compares like with like: documents are cut into strata of similar length (fixed
+sqrt(2)-wide buckets of tokens read, grouped into about equal shares of both slices' documents),
+each latent's frequency is compared within each stratum, and the strata are combined:
 
 - the effect: the Mantel-Haenszel risk difference, sum_s w_s (p_As - p_Bs) / sum_s w_s with
   w_s = n_As n_Bs / (n_As + n_Bs) - the difference A and B would show at equal lengths;
@@ -23,11 +23,21 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from analyses.matrix import dataset_values, stored_counts_key
 from indexer.encode.floor import above_floor
 from indexer.store import Filter
-from indexer.store.columns import ColumnCopy, _ranges, column_values, row_mask
+from indexer.store.columns import (
+    LENGTH_FIELD,
+    N_LENGTH_BUCKETS,
+    ColumnCopy,
+    _ranges,
+    column_lengths,
+    column_values,
+    length_bucket,
+    row_mask,
+    sparse_counts,
+)
 
-LENGTH_FIELD = "n_tokens"  # tokens the reader read: what a max-pooled vector was pooled over
 STRATA = 8  # length strata (equal-frequency over both slices); measured in the README
 
 
@@ -44,41 +54,60 @@ class SliceLengths:
 
 def slice_lengths(copy: ColumnCopy, flt: Filter | None) -> SliceLengths:
     parts = []
-    for shard in copy.iter_shards():
+    for shard in copy.iter_shards(arrays=False):
         rows = np.flatnonzero(row_mask(shard.table, flt))
         if not len(rows):
             continue
-        vals = column_values(shard.table, LENGTH_FIELD)
-        got = [vals[r] for r in rows.tolist()]
-        if any(not isinstance(v, (int, float)) for v in got):
+        got = column_lengths(shard.table)[rows]
+        if np.isnan(got).any():
             return SliceLengths(None)
-        parts.append(np.asarray(got, np.float64))
+        parts.append(got)
     return SliceLengths(np.concatenate(parts) if parts else np.zeros(0))
 
 
-def strata_edges(lengths: list[np.ndarray], n_strata: int = STRATA) -> np.ndarray:
-    """Inner cut points (ascending, distinct) splitting the pooled lengths into ``n_strata``
-    groups of about equal size; a document of length L is in stratum searchsorted(edges, L, 'right')."""
-    pooled = np.concatenate(lengths)
-    if len(pooled) == 0 or n_strata < 2:
-        return np.zeros(0)
-    qs = np.quantile(pooled, np.linspace(0, 1, n_strata + 1)[1:-1])
-    return np.unique(qs)
+def bucket_strata(lengths: list[np.ndarray], n_strata: int = STRATA) -> np.ndarray:
+    """Stratum of each fixed length bucket (:data:`LENGTH_EDGES`): consecutive buckets grouped so
+    that each stratum holds about 1/``n_strata`` of the pooled documents (a bucket goes where its
+    midpoint falls). Strata are groups of buckets, not raw quantiles, so the counts the columnar
+    copy stores per bucket answer them exactly."""
+    hist = np.bincount(length_bucket(np.concatenate(lengths)), minlength=N_LENGTH_BUCKETS).astype(np.float64)
+    total = hist.sum()
+    if total == 0:
+        return np.zeros(N_LENGTH_BUCKETS, np.int64)
+    mid = (np.cumsum(hist) - hist / 2) / total
+    raw = np.minimum((mid * n_strata).astype(np.int64), n_strata - 1)
+    held = np.flatnonzero(hist > 0)  # an empty bucket joins the stratum of the held bucket before it
+    raw = raw[held][np.maximum(np.searchsorted(held, np.arange(N_LENGTH_BUCKETS), side="right") - 1, 0)]
+    _, dense = np.unique(raw, return_inverse=True)  # strata numbered 0.. without gaps
+    return dense.astype(np.int64)
 
 
-def stratified_counts(copy: ColumnCopy, flt: Filter | None, edges: np.ndarray, floor: float, ref: np.ndarray | None,
+def stratified_counts(copy: ColumnCopy, flt: Filter | None, stratum_of: np.ndarray, floor: float, ref: np.ndarray | None,
                       threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Per length stratum: documents of the slice (S,) and how many have each latent (S, d_sae)."""
-    n_strata = len(edges) + 1
+    """Per length stratum: documents of the slice (S,) and how many have each latent (S, d_sae).
+    A slice of whole datasets is answered from the per-bucket counts each shard stores; any other
+    streams the shard's non-zeros."""
+    n_strata = int(stratum_of.max()) + 1
     d = copy.d_sae
     n = np.zeros(n_strata, np.int64)
     counts = np.zeros(n_strata * d, np.int64)
+    key = stored_counts_key(flt, floor, ref is not None or floor == 0, threshold)
+    to_strata = np.zeros((n_strata, N_LENGTH_BUCKETS))
+    to_strata[stratum_of, np.arange(N_LENGTH_BUCKETS)] = 1.0  # (S, buckets) one-hot
     for shard in copy.iter_shards():
+        stored = sparse_counts(shard.counts, f"{key}_len", d) if key is not None else None
+        if stored is not None and np.array_equal(shard.counts["len_rows"].sum(axis=1), shard.counts["rows"]):
+            want = dataset_values(flt)
+            nb, nbx = N_LENGTH_BUCKETS, N_LENGTH_BUCKETS + 1  # per dataset: its buckets, then rows without a length
+            for j, ds in enumerate(shard.counts["datasets"].tolist()):
+                if want is None or ds in want:
+                    n += (to_strata @ shard.counts["len_rows"][j]).astype(np.int64)
+                    counts += np.asarray(stored[j * nbx : j * nbx + nb].T @ to_strata.T).T.astype(np.int64).ravel()
+            continue
         rows = np.flatnonzero(row_mask(shard.table, flt))
         if not len(rows):
             continue
-        vals = column_values(shard.table, LENGTH_FIELD)
-        stratum = np.searchsorted(edges, np.asarray([vals[r] for r in rows.tolist()], np.float64), side="right")
+        stratum = stratum_of[length_bucket(column_lengths(shard.table)[rows])]
         n += np.bincount(stratum, minlength=n_strata)
         starts, ends = shard.indptr[rows], shard.indptr[rows + 1]
         take = _ranges(starts, ends - starts)
@@ -127,7 +156,7 @@ def doc_strata(payloads: list[dict], n_strata: int = STRATA) -> np.ndarray | Non
     if not toks or any(not isinstance(t, (int, float)) for t in toks):
         return None
     arr = np.asarray(toks, np.float64)
-    return np.searchsorted(strata_edges([arr], n_strata), arr, side="right")
+    return bucket_strata([arr], n_strata)[length_bucket(arr)]
 
 
 def length_matched_npmi(rows_a: np.ndarray, rows_b: np.ndarray, strata: np.ndarray) -> float:
@@ -155,8 +184,8 @@ def cluster_lengths(copy: ColumnCopy, out: dict) -> None:
     out as a cluster of their own whatever the axis."""
     lengths: dict[str, float] = {}
     for shard in copy.iter_shards(arrays=False):
-        ids, toks = column_values(shard.table, "doc_id"), column_values(shard.table, LENGTH_FIELD)
-        lengths.update((d, float(t)) for d, t in zip(ids, toks) if isinstance(t, (int, float)))
+        ids, toks = column_values(shard.table, "doc_id"), column_lengths(shard.table)
+        lengths.update((d, float(t)) for d, t in zip(ids, toks.tolist()) if t == t)
     per: dict[int, list[float]] = {}
     for d, c in out.get("assignments", {}).items():
         if d in lengths:

@@ -151,11 +151,11 @@ def slice_counts(copy: ColumnCopy, flt: Filter | None, floor: float, ref: np.nda
     each shard keeps (microseconds per shard instead of a pass over its non-zeros)."""
     counts = np.zeros(copy.d_sae, np.int64)
     n = 0
-    key = _stored_counts_key(flt, floor, ref is not None or floor == 0, threshold)
+    key = stored_counts_key(flt, floor, ref is not None or floor == 0, threshold)
     for shard in copy.iter_shards():
         if key is not None and key in shard.counts:
             names = shard.counts["datasets"].tolist()
-            want = _dataset_values(flt)
+            want = dataset_values(flt)
             for j, ds in enumerate(names):
                 if want is None or ds in want:
                     n += int(shard.counts["rows"][j])
@@ -174,21 +174,21 @@ def slice_counts(copy: ColumnCopy, flt: Filter | None, floor: float, ref: np.nda
     return n, counts.astype(np.float64)
 
 
-def _dataset_values(flt: Filter | None) -> set[str] | None:
+def dataset_values(flt: Filter | None) -> set[str] | None:
     if flt is None or flt.is_empty():
         return None
     v = flt.equals["dataset"]
     return set(v) if isinstance(v, (list, tuple, set)) else {v}
 
 
-def _stored_counts_key(flt: Filter | None, floor: float, has_ref: bool, threshold: float) -> str | None:
+def stored_counts_key(flt: Filter | None, floor: float, has_ref: bool, threshold: float) -> str | None:
     """The per-shard count array that answers this slice exactly, if any."""
     if threshold != 0 or floor not in COUNT_FLOORS or not has_ref:
         return None
     if flt is not None and not flt.is_empty():
         if set(flt.equals) != {"dataset"}:
             return None
-        vals = _dataset_values(flt)
+        vals = dataset_values(flt)
         if not vals or not all(isinstance(x, str) for x in vals):
             return None
     return floor_key(floor)

@@ -15,7 +15,8 @@ Layout (``<index>/columns/``)::
         rows.arrow   Arrow IPC: doc_id + the filterable payload fields (no text, no firing spans)
         order.npy    uint64 canonical sort key per row (the Qdrant point id's top bits)
         counts.npz   per dataset: rows, and per latent the documents where it is non-zero and where
-                     it is >= 0.5 x the SAE's reference strength (diff answers dataset slices from these)
+                     it is >= 0.5 x the SAE's reference strength (diff answers dataset slices from these);
+                     the same per dataset and document-length bucket (length-matched diffs of datasets)
 
 Consistency with Qdrant: a shard is written to ``tmp-*`` and renamed only after the Qdrant upsert
 of the same documents returned, so a kill -9 can leave the copy *short* (never ahead) of Qdrant.
@@ -52,6 +53,59 @@ from indexer.store.schema import NOT_COPIED
 
 FORMAT = 1
 DIRNAME = "columns"
+LENGTH_FIELD = "n_tokens"  # tokens the reader read: what a document's max-pooled vector was pooled over
+# Fixed length buckets on a sqrt(2) scale (1, 2, 3, 4, 6, 8, 11, ... 65,536 tokens): strata of
+# length-matched comparisons are groups of consecutive buckets, so counts stored per bucket
+# answer them for dataset slices without a pass over the non-zeros.
+LENGTH_EDGES = np.unique(np.round(2.0 ** np.arange(0.25, 16.25, 0.25)).astype(np.int64))
+N_LENGTH_BUCKETS = len(LENGTH_EDGES) + 1
+
+
+def length_bucket(tokens: np.ndarray) -> np.ndarray:
+    """Bucket of each length (tokens read); -1 where none is stored (NaN)."""
+    tokens = np.asarray(tokens, np.float64)
+    return np.where(np.isnan(tokens), -1, np.searchsorted(LENGTH_EDGES, np.nan_to_num(tokens), side="right"))
+
+
+def column_lengths(table: pa.Table) -> np.ndarray:
+    """Each row's stored length as float (NaN where missing), vectorised."""
+    if LENGTH_FIELD not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    col = table.column(LENGTH_FIELD)
+    if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        return np.array([float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+                         for v in column_values(table, LENGTH_FIELD)], np.float64)
+    return col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _sparse_counts(name: str, rows: np.ndarray, cols: np.ndarray, n_rows: int, d: int,
+                   block_cells: int = 8_000_000) -> dict[str, np.ndarray]:
+    """Counts of (row, col) pairs as CSR arrays ``NAME_indptr/_indices/_data``: per (dataset, length
+    bucket) most latents never occur, so dense arrays would be 60x the per-dataset counts. Counted
+    densely a block of rows at a time (bincount; a sort of the shard's non-zeros tripled the
+    copy's write time), kept sparse."""
+    per_block = max(1, block_cells // max(d, 1))
+    indptr, indices, data = [np.zeros(1, np.int64)], [], []
+    for r0 in range(0, n_rows, per_block):
+        r1 = min(n_rows, r0 + per_block)
+        sel = (rows >= r0) & (rows < r1) if (r0 > 0 or r1 < n_rows) else slice(None)
+        dense = np.bincount((rows[sel] - r0) * d + cols[sel].astype(np.int64), minlength=(r1 - r0) * d).reshape(r1 - r0, d)
+        m = sp.csr_matrix(dense.astype(np.int32))
+        indptr.append(m.indptr[1:].astype(np.int64) + indptr[-1][-1])
+        indices.append(m.indices.astype(np.int32))
+        data.append(m.data.astype(np.int32))
+    return {f"{name}_indptr": np.concatenate(indptr), f"{name}_indices": np.concatenate(indices) if indices else np.zeros(0, np.int32),
+            f"{name}_data": np.concatenate(data) if data else np.zeros(0, np.int32)}
+
+
+def sparse_counts(counts: dict, name: str, d: int) -> sp.csr_matrix | None:
+    """The CSR matrix :func:`_sparse_counts` stored under ``name`` (None if the shard has none)."""
+    if f"{name}_indptr" not in counts:
+        return None
+    indptr = counts[f"{name}_indptr"]
+    return sp.csr_matrix((counts[f"{name}_data"], counts[f"{name}_indices"], indptr), shape=(len(indptr) - 1, d))
+
+
 REBUILD_ROWS = 16384  # rows per shard written by a rebuild or a bulk append (bounds its memory)
 FAN_IN = 8  # small shards merged this many at a time
 JSON_META = b"saedex.json"
@@ -339,19 +393,29 @@ class ColumnCopy:
         return ref
 
     def _counts(self, indptr: np.ndarray, idx: np.ndarray, val: np.ndarray, table: pa.Table) -> dict[str, np.ndarray]:
-        """Per dataset: rows, and per latent the documents where it is present at each stored floor."""
+        """Per dataset: rows, and per latent the documents where it is present at each stored
+        floor; the same per dataset and length bucket (sparse). One count per floor serves both:
+        a dataset's counts are the sum of its buckets' (plus a bucket for rows with no length)."""
         ds = column_values(table, "dataset")
         names = sorted({str(d) for d in ds if isinstance(d, str)})
         row_ds = np.array([names.index(d) if isinstance(d, str) else -1 for d in ds], np.int64) if names else np.full(len(ds), -1)
-        nnz_ds = np.repeat(row_ds, np.diff(indptr))
-        out: dict[str, np.ndarray] = {"datasets": np.array(names, dtype=str), "rows": np.bincount(row_ds[row_ds >= 0], minlength=len(names)).astype(np.int64)}
-        ok = nnz_ds >= 0
+        nb, nbx = N_LENGTH_BUCKETS, N_LENGTH_BUCKETS + 1  # the extra bucket: rows without a stored length
+        row_b = length_bucket(column_lengths(table))
+        row_db = np.where(row_ds >= 0, row_ds * nbx + np.where(row_b >= 0, row_b, nb), -1)
+        by_bucket = np.bincount(row_db[row_db >= 0], minlength=len(names) * nbx).reshape(len(names), nbx).astype(np.int64)
+        out: dict[str, np.ndarray] = {"datasets": np.array(names, dtype=str), "rows": by_bucket.sum(axis=1),
+                                      "len_rows": by_bucket[:, :nb]}
+        nnz_db = np.repeat(row_db, np.diff(indptr))
+        to_dataset = sp.csr_matrix((np.ones(len(names) * nbx, np.int32), np.arange(len(names) * nbx),
+                                    np.arange(len(names) + 1) * nbx), shape=(len(names), len(names) * nbx))
         for f in COUNT_FLOORS:
             if f > 0 and self.reference is None:
                 continue
-            keep = ok & above_floor(val, idx, self.reference, f)
-            key = nnz_ds[keep] * self.d_sae + idx[keep].astype(np.int64)
-            out[floor_key(f)] = np.bincount(key, minlength=len(names) * self.d_sae).reshape(len(names), self.d_sae).astype(np.int32)
+            keep = (nnz_db >= 0) & above_floor(val, idx, self.reference, f)
+            stored = _sparse_counts(floor_key(f) + "_len", nnz_db[keep], idx[keep], len(names) * nbx, self.d_sae)
+            out.update(stored)
+            m = sparse_counts(stored, floor_key(f) + "_len", self.d_sae)
+            out[floor_key(f)] = np.asarray((to_dataset @ m).todense(), dtype=np.int32).reshape(len(names), self.d_sae)
         return out
 
     def _merge_small(self) -> None:
