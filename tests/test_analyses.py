@@ -80,11 +80,17 @@ def test_plants_at_the_end_of_whole_long_articles_are_found_by_diff_and_correlat
     top = json.loads(r.stdout)["latents"]
     assert all(x["more_in"] == "b" for x in top), top  # B = A + the sentence: every top latent leans to B
     assert [x for x in top if x["examples"] and set(x["examples"]) <= planted["planted_b"]], top
-    # without the floor (any non-zero counts) no top-5 token latent shows the planted documents (the
-    # concept family needs no floor: its latents fire on whole sentences, so the closing one stands out)
-    r = cli("diff", "--index", "planted_long", "--a", "side=a", "--b", "side=b", "--top", "5", "--floor", "0", "--family", "token",
-            "--json")
-    assert not [x for x in json.loads(r.stdout)["latents"] if set(x["examples"]) <= planted["planted_b"]]
+    # raw counts without the floor (any non-zero counts): no top-5 token latent shows the planted
+    # documents - the planted ones are a little longer, and longer texts have more latents ...
+    def token_top5(*extra: str) -> list[dict]:
+        r = cli("diff", "--index", "planted_long", "--a", "side=a", "--b", "side=b", "--top", "5", "--floor", "0",
+                "--family", "token", "--json", *extra)
+        assert r.exit_code == 0, r.output
+        return [x for x in json.loads(r.stdout)["latents"] if set(x["examples"]) <= planted["planted_b"]]
+
+    assert not token_top5("--length", "none")
+    # ... while compared at equal lengths (the default) the token family finds them even so
+    assert token_top5()
 
     # Correlations over the 100 distinct articles of side A (B repeats them): the pair sits in 5.
     def planted_pairs(*extra: str) -> list[dict]:
