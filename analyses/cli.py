@@ -17,6 +17,7 @@ from analyses.formats import FORMATS
 from analyses.formats import render as render_as
 from analyses.params import ClusterParams, CorrelationsParams, DiffParams
 from analyses.plots import plot_clusters, plot_correlations, plot_diff
+from analyses.readable import snippet
 from analyses.report import write_report
 from indexer.core.cli import JsonOpt, UrlOpt, console, emit, friendly_errors
 from indexer.core.errors import InputError
@@ -113,17 +114,18 @@ def _slice_note(g: dict) -> str:
 
 
 def _rich_marked(example: dict, width: int = 40) -> str:
-    """The example's snippet cut to ``width`` characters either side of its span, the span reversed."""
+    """The example's snippet cut again to ``width`` characters either side of its span
+    (:func:`analyses.readable.snippet`), the span reversed on a terminal, bracketed in a pipe or a
+    file (where styles are dropped) as in CSV."""
     if not example:
         return ""
-    text, mark = example.get("text", ""), example.get("mark")
+    cut = snippet(example.get("text", ""), example.get("mark"), width)
+    text, mark = cut["text"], cut["mark"]
     if not mark:
-        return escape(text[: 2 * width])
-    lo, hi = max(0, mark[0] - width), min(len(text), mark[1] + width)
-    pre, post = ("…" if lo else "") + text[lo : mark[0]], text[mark[1] : hi] + ("…" if hi < len(text) else "")
+        return escape(text)
     span = escape(text[mark[0] : mark[1]])
-    # reversed on a terminal; in a pipe or a file, where styles are dropped, bracketed as in CSV
-    return escape(pre) + (f"[reverse]{span}[/reverse]" if console.is_terminal else escape("[[") + span + escape("]]")) + escape(post)
+    span = f"[reverse]{span}[/reverse]" if console.is_terminal else escape("[[") + span + escape("]]")
+    return escape(text[: mark[0]]) + span + escape(text[mark[1] :])
 
 
 @friendly_errors

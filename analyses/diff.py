@@ -13,8 +13,18 @@ import numpy as np
 from scipy import stats
 
 from analyses.hypotheses import hypothesize_and_verify
-from analyses.length import bucket_strata, cmh, length_report, slice_lengths, stratified_counts
-from analyses.matrix import AnalysisError, check_bound, check_fields, family_mask, latent_cards, latent_medians, load_matrix, slice_counts
+from analyses.length import bucket_strata, cmh, length_report, slice_lengths
+from analyses.matrix import (
+    ONE_STRATUM,
+    AnalysisError,
+    check_bound,
+    check_fields,
+    family_mask,
+    latent_cards,
+    latent_medians,
+    load_matrix,
+    stratified_counts,
+)
 from analyses.params import DiffParams
 from analyses.readable import example_of, group_rows, summary
 from indexer.encode.floor import above_floor
@@ -79,10 +89,7 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
     stratum_of = bucket_strata([len_a.tokens, *(b.tokens for b in len_bs)]) if stratify else None
 
     def counts(f: Filter) -> tuple[np.ndarray, np.ndarray]:
-        if stratify:
-            return stratified_counts(copy, f, stratum_of, floor, ref, threshold)
-        n_, c_ = slice_counts(copy, f, floor, ref, threshold)  # answered from stored counts where it can
-        return np.array([n_]), c_[None]
+        return stratified_counts(copy, f, stratum_of if stratify else ONE_STRATUM, floor, ref, threshold)
 
     na_s, ca_s = counts(a)
     na, ca = int(na_s.sum()), ca_s.sum(axis=0)

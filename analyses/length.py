@@ -23,19 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from analyses.matrix import dataset_values, stored_counts_key
-from indexer.encode.floor import above_floor
 from indexer.store import Filter
 from indexer.store.columns import (
     LENGTH_FIELD,
     N_LENGTH_BUCKETS,
     ColumnCopy,
-    _ranges,
     column_lengths,
     column_values,
     length_bucket,
     row_mask,
-    sparse_counts,
 )
 
 STRATA = 8  # length strata (equal-frequency over both slices); measured in the README
@@ -80,42 +76,6 @@ def bucket_strata(lengths: list[np.ndarray], n_strata: int = STRATA) -> np.ndarr
     raw = raw[held][np.maximum(np.searchsorted(held, np.arange(N_LENGTH_BUCKETS), side="right") - 1, 0)]
     _, dense = np.unique(raw, return_inverse=True)  # strata numbered 0.. without gaps
     return dense.astype(np.int64)
-
-
-def stratified_counts(copy: ColumnCopy, flt: Filter | None, stratum_of: np.ndarray, floor: float, ref: np.ndarray | None,
-                      threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Per length stratum: documents of the slice (S,) and how many have each latent (S, d_sae).
-    A slice of whole datasets is answered from the per-bucket counts each shard stores; any other
-    streams the shard's non-zeros."""
-    n_strata = int(stratum_of.max()) + 1
-    d = copy.d_sae
-    n = np.zeros(n_strata, np.int64)
-    counts = np.zeros(n_strata * d, np.int64)
-    key = stored_counts_key(flt, floor, ref is not None or floor == 0, threshold)
-    to_strata = np.zeros((n_strata, N_LENGTH_BUCKETS))
-    to_strata[stratum_of, np.arange(N_LENGTH_BUCKETS)] = 1.0  # (S, buckets) one-hot
-    for shard in copy.iter_shards():
-        stored = sparse_counts(shard.counts, f"{key}_len", d) if key is not None else None
-        if stored is not None and np.array_equal(shard.counts["len_rows"].sum(axis=1), shard.counts["rows"]):
-            want = dataset_values(flt)
-            nb, nbx = N_LENGTH_BUCKETS, N_LENGTH_BUCKETS + 1  # per dataset: its buckets, then rows without a length
-            for j, ds in enumerate(shard.counts["datasets"].tolist()):
-                if want is None or ds in want:
-                    n += (to_strata @ shard.counts["len_rows"][j]).astype(np.int64)
-                    counts += np.asarray(stored[j * nbx : j * nbx + nb].T @ to_strata.T).T.astype(np.int64).ravel()
-            continue
-        rows = np.flatnonzero(row_mask(shard.table, flt))
-        if not len(rows):
-            continue
-        stratum = stratum_of[length_bucket(column_lengths(shard.table)[rows])]
-        n += np.bincount(stratum, minlength=n_strata)
-        starts, ends = shard.indptr[rows], shard.indptr[rows + 1]
-        take = _ranges(starts, ends - starts)
-        idx, val = shard.indices[take], shard.values[take]
-        row_stratum = np.repeat(stratum, ends - starts)
-        keep = above_floor(val, idx, ref, floor, threshold)
-        counts += np.bincount(row_stratum[keep] * d + idx[keep].astype(np.int64), minlength=n_strata * d)
-    return n, counts.reshape(n_strata, d).astype(np.float64)
 
 
 def cmh(ca: np.ndarray, na: np.ndarray, cb: np.ndarray, nb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,7 +15,17 @@ from indexer.core.errors import InputError
 from indexer.encode.floor import COUNT_FLOORS, above_floor, apply_floor, check_floor, floor_key, reference_for
 from indexer.store import Filter, Store
 from indexer.store.catalog import require_index
-from indexer.store.columns import ColumnCopy, _ranges, column_values, fresh_copy, row_mask
+from indexer.store.columns import (
+    N_LENGTH_BUCKETS,
+    ColumnCopy,
+    _ranges,
+    column_lengths,
+    column_values,
+    fresh_copy,
+    length_bucket,
+    row_mask,
+    sparse_counts,
+)
 from indexer.store.latent_table import latent_table
 
 
@@ -142,36 +152,63 @@ def latent_medians(store: Store, index: str) -> np.ndarray:
     return p50
 
 
+ONE_STRATUM = np.zeros(N_LENGTH_BUCKETS, np.int64)  # every length bucket in one stratum: plain counts
+
+
 def slice_counts(copy: ColumnCopy, flt: Filter | None, floor: float, ref: np.ndarray | None,
                  threshold: float = 0.0) -> tuple[int, np.ndarray]:
     """Documents in the slice, and per latent how many of them have it (above the floor and the
-    threshold), streaming over the copy's shards: memory stays one shard whatever the index size.
+    threshold): :func:`stratified_counts` with one stratum."""
+    n, counts = stratified_counts(copy, flt, ONE_STRATUM, floor, ref, threshold)
+    return int(n[0]), counts[0]
 
-    A slice defined by ``dataset`` alone at a stored floor is answered from the per-dataset counts
-    each shard keeps (microseconds per shard instead of a pass over its non-zeros)."""
-    counts = np.zeros(copy.d_sae, np.int64)
-    n = 0
+
+def stratified_counts(copy: ColumnCopy, flt: Filter | None, stratum_of: np.ndarray, floor: float, ref: np.ndarray | None,
+                      threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per stratum of document length (``stratum_of``: the stratum of each length bucket of
+    :data:`LENGTH_EDGES`): documents of the slice (S,) and how many have each latent (S, d_sae),
+    streaming over the copy's shards: memory stays one shard whatever the index size.
+
+    A slice defined by ``dataset`` alone at a stored floor is answered from the counts each shard
+    keeps - per dataset for one stratum, per dataset and length bucket for several - in
+    microseconds per shard instead of a pass over its non-zeros."""
+    n_strata = int(stratum_of.max()) + 1
+    d = copy.d_sae
+    n = np.zeros(n_strata, np.int64)
+    counts = np.zeros(n_strata * d, np.int64)
     key = stored_counts_key(flt, floor, ref is not None or floor == 0, threshold)
+    want = dataset_values(flt) if key is not None else None  # the datasets a stored-count slice names
+    to_strata = np.zeros((n_strata, N_LENGTH_BUCKETS))
+    to_strata[stratum_of, np.arange(N_LENGTH_BUCKETS)] = 1.0  # (S, buckets) one-hot
+    nb, nbx = N_LENGTH_BUCKETS, N_LENGTH_BUCKETS + 1  # stored per dataset: its buckets, then rows without a length
     for shard in copy.iter_shards():
         if key is not None and key in shard.counts:
-            names = shard.counts["datasets"].tolist()
-            want = dataset_values(flt)
-            for j, ds in enumerate(names):
-                if want is None or ds in want:
-                    n += int(shard.counts["rows"][j])
-                    counts += shard.counts[key][j]
-            continue
+            by_bucket = sparse_counts(shard.counts, f"{key}_len", d) if n_strata > 1 else None
+            complete = by_bucket is not None and np.array_equal(shard.counts["len_rows"].sum(axis=1), shard.counts["rows"])
+            if n_strata == 1 or complete:
+                for j, ds in enumerate(shard.counts["datasets"].tolist()):
+                    if want is not None and ds not in want:
+                        continue
+                    if n_strata == 1:
+                        n[0] += int(shard.counts["rows"][j])
+                        counts += shard.counts[key][j]
+                    else:
+                        n += (to_strata @ shard.counts["len_rows"][j]).astype(np.int64)
+                        counts += np.asarray(by_bucket[j * nbx : j * nbx + nb].T @ to_strata.T).T.astype(np.int64).ravel()
+                continue
         rows = np.flatnonzero(row_mask(shard.table, flt))
-        if len(rows) == 0:
+        if not len(rows):
             continue
-        n += len(rows)
-        if len(rows) == shard.rows:
-            idx, val = np.asarray(shard.indices), np.asarray(shard.values)
-        else:
-            take = _ranges(shard.indptr[rows], shard.indptr[rows + 1] - shard.indptr[rows])
-            idx, val = shard.indices[take], shard.values[take]
-        counts += np.bincount(idx[above_floor(val, idx, ref, floor, threshold)], minlength=copy.d_sae)
-    return n, counts.astype(np.float64)
+        stratum = (stratum_of[length_bucket(column_lengths(shard.table)[rows])] if n_strata > 1
+                   else np.zeros(len(rows), np.int64))
+        n += np.bincount(stratum, minlength=n_strata)
+        starts, ends = shard.indptr[rows], shard.indptr[rows + 1]
+        take = _ranges(starts, ends - starts)
+        idx, val = shard.indices[take], shard.values[take]
+        row_stratum = np.repeat(stratum, ends - starts)
+        keep = above_floor(val, idx, ref, floor, threshold)
+        counts += np.bincount(row_stratum[keep] * d + idx[keep].astype(np.int64), minlength=n_strata * d)
+    return n, counts.reshape(n_strata, d).astype(np.float64)
 
 
 def dataset_values(flt: Filter | None) -> set[str] | None:
