@@ -20,7 +20,7 @@ Two filters drop pairs that are related by construction rather than by the data:
   socks" pair had labels ``"stockholm" (ferry, grandma)`` and ``"socks" (grandma, knitted)`` at
   cosine 0.27, while the heads sit at 0.13.
 ``min_quality`` (default 0: off) drops pairs with an unreliable label (quality below it): a
-pair is news only if both names can be trusted. Each distinct text counts once (see :func:`distinct_texts`). Slices larger than ``max_docs``
+pair is news only if both names can be trusted. Each distinct text counts once (see :func:`distinct_rows`). Slices larger than ``max_docs``
 (default 4,000) are sampled; the output's ``sampled_from`` says from how many documents. Latents present in more than ``max_freq`` of the documents are skipped (they co-occur with
 everything and dominate the cost).
 
@@ -39,7 +39,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from analyses.length import LENGTH_FIELD, doc_strata, length_matched_npmi
-from analyses.matrix import DocMatrix, check_fields, family_mask, latent_cards, load_matrix, require_docs
+from analyses.readable import pair_example
+from analyses.matrix import (
+    AnalysisError,
+    DocMatrix,
+    check_fields,
+    family_mask,
+    latent_cards,
+    load_matrix,
+    require_docs,
+    view_filter,
+)
 from analyses.params import CorrelationsParams
 from indexer.core.errors import InputError
 from indexer.core.progress import checkpoint
@@ -47,6 +57,7 @@ from indexer.encode.embedder import get_embedder
 from indexer.encode.pooling import unpack
 from indexer.store import Store
 from indexer.store.catalog import require_index
+from indexer.store.schema import VIEW_KEYS
 
 SAME_SPAN_TOKENS = 2  # peaks this close (in tokens) count as the same spot
 SAME_SPAN_SHARE = 0.25  # a pair peaking at the same spot in this share of its shared documents is dropped
@@ -70,7 +81,7 @@ class TooManyPairs(InputError):
     """The co-occurrence count would hold more pairs than the analysis may."""
 
 
-def _column_blocks(B: sp.csr_matrix, products: int | None = None) -> list[np.ndarray]:
+def _column_blocks(B: sp.csr_matrix, products: int | None = None, A: sp.csr_matrix | None = None) -> list[np.ndarray]:
     """Latent columns in consecutive blocks whose share of the pair products stays near
     ``products``: column j's share is the summed size of the documents it occurs in (B^T nnz).
     Each block is one step of :func:`cooccurrence_blocks`, bounded in time (a cancel is
@@ -79,7 +90,7 @@ def _column_blocks(B: sp.csr_matrix, products: int | None = None) -> list[np.nda
     On 2,000 documents x 512 latents: one product took 11.3 s; 1M-product steps 9 s in all,
     the longest 20 ms."""
     products = products or STEP_PRODUCTS
-    nnz = np.diff(B.indptr).astype(np.float64)
+    nnz = np.diff((B if A is None else A).indptr).astype(np.float64)  # each row's partners of a column of B
     share = np.asarray(B.T @ nnz).ravel()
     blocks, start, acc = [], 0, 0.0
     for j, w in enumerate(share):
@@ -92,19 +103,21 @@ def _column_blocks(B: sp.csr_matrix, products: int | None = None) -> list[np.nda
     return blocks
 
 
-def cooccurrence_blocks(B: sp.csr_matrix, min_support: int = 1):
+def cooccurrence_blocks(B: sp.csr_matrix, min_support: int = 1, A: sp.csr_matrix | None = None):
     """The pairs i < j of columns of binary B co-occurring in >= ``min_support`` rows, a block
     of columns at a time: yields (i, j, count) arrays of B^T B[:, J], already filtered, so
     nothing is summed twice or held unfiltered (the whole product once built 27M pairs, 2.7 GB,
-    in one 19 s step that ignored cancel and stalled the server)."""
-    BT = B.T.tocsr()
+    in one 19 s step that ignored cancel and stalled the server). With ``A`` (the same rows, another
+    view's latents): every pair (i of A, j of B), from A^T B[:, J] - the cross-view count costs
+    what one view's does."""
+    AT = (B if A is None else A).T.tocsr()
     Bc = B.tocsc()
-    blocks = _column_blocks(B)
+    blocks = _column_blocks(B, A=A)
     for n, J in enumerate(blocks):
         checkpoint(n, len(blocks))
-        R = (BT @ Bc[:, J]).tocoo()  # (latents, |J|): co-occurrence counts with the block's latents
+        R = (AT @ Bc[:, J]).tocoo()  # (latents, |J|): co-occurrence counts with the block's latents
         cols = J[R.col]
-        keep = (R.row < cols) & (R.data >= min_support)
+        keep = (R.data >= min_support) & ((R.row < cols) if A is None else True)
         yield R.row[keep].astype(np.int32), cols[keep].astype(np.int32), R.data[keep].astype(np.float64)
 
 
@@ -134,20 +147,22 @@ def salient_binary(X: sp.csr_matrix, per_doc: int, threshold: float = 0.0) -> sp
     return sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], Xb.indices[keep])), shape=Xb.shape)
 
 
-def npmi_pairs(B: sp.csr_matrix, min_support: int, min_npmi: float,
-               max_pairs: int = MAX_PAIRS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def npmi_pairs(B: sp.csr_matrix, min_support: int, min_npmi: float, max_pairs: int = MAX_PAIRS,
+               A: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, npmi, count, max conditional probability) of the pairs with >= ``min_support``
     documents and NPMI >= ``min_npmi``, filtered block by block; past ``max_pairs`` kept pairs,
-    :class:`TooManyPairs` (a one-line error naming what to change)."""
+    :class:`TooManyPairs` (a one-line error naming what to change). With ``A``: pairs of a column
+    of A (i) and one of B (j) over the same rows (:func:`cooccurrence_blocks`)."""
     n = B.shape[0]
-    counts = np.asarray(B.sum(axis=0)).ravel()
+    counts_b = np.asarray(B.sum(axis=0)).ravel()
+    counts_a = counts_b if A is None else np.asarray(A.sum(axis=0)).ravel()
     parts, kept = [], 0
-    for i, j, cij in cooccurrence_blocks(B, min_support):
-        pi, pj, pij = counts[i] / n, counts[j] / n, cij / n
+    for i, j, cij in cooccurrence_blocks(B, min_support, A):
+        pi, pj, pij = counts_a[i] / n, counts_b[j] / n, cij / n
         with np.errstate(divide="ignore", invalid="ignore"):
             npmi = np.where(pij < 1, np.log(pij / (pi * pj)) / -np.log(pij), 1.0)
         keep = npmi >= min_npmi
-        cond = np.maximum(cij / counts[i], cij / counts[j])
+        cond = np.maximum(cij / counts_a[i], cij / counts_b[j])
         parts.append((i[keep], j[keep], npmi[keep], cij[keep], cond[keep]))
         kept += int(keep.sum())
         if kept > max_pairs:
@@ -160,69 +175,116 @@ def npmi_pairs(B: sp.csr_matrix, min_support: int, min_npmi: float,
 
 def correlations(store: Store, index: str, params: CorrelationsParams | None = None, threshold: float = 0.0,
                  n_examples: int = 3, seed: int = 0) -> dict:
-    """Latent pairs that co-occur (NPMI) in the slice ``params.where`` although their labels are unrelated."""
+    """Latent pairs that co-occur (NPMI) in the slice ``params.where`` although their labels are
+    unrelated. ``params.between`` names the views the pair's two latents come from: within one
+    text (``response,response``, the default; or ``prompt,prompt``), or a prompt latent with a
+    response latent of the same record (``prompt,response``: which kinds of prompt go with which
+    habits of the answers), counted over the records that have both."""
     p = params or CorrelationsParams()
     where = p.to_filter(p.where)
     check_fields(store, index, where, "--where")
+    view_a, view_b = p.views()
+    cross = view_a != view_b
     min_npmi, max_label_sim, min_support, top = p.min_npmi, p.max_label_sim, p.min_support, p.top
     max_freq, per_doc, floor, max_docs = p.max_freq, p.per_doc, p.floor, p.max_docs
-    m = load_matrix(store, index, where, fields=["content_hash", LENGTH_FIELD], floor=floor, max_docs=max_docs, seed=seed)
-    sampled_from = m.sampled_from if m.sampled_from is not None else m.n_docs
-    require_docs(m, "the filter", minimum=2)
-    m, duplicates = distinct_texts(m)
-    X = m.X.multiply(m.X > threshold).tocsr()
-    X.eliminate_zeros()
-    # Rare and ubiquitous latents go first: they cannot make a pair, and left in they would take
-    # per-document slots from the latents that can.
-    counts = np.diff(X.tocsc().indptr)
-    in_family = family_mask(require_index(store, index).recipe, p.family, len(counts))
-    cols = np.flatnonzero((counts <= max_freq * m.n_docs) & (counts >= min_support) & in_family)
-    Xs = X[:, cols].tocsr()
-    B = salient_binary(Xs, per_doc)
-    i, j, npmi, cij, cond = npmi_pairs(B, min_support, min_npmi)
+    slice_ = view_filter(where, "prompt") if cross else where  # cross-view: the records that have both views
+
+    def load(view: str) -> DocMatrix:
+        return load_matrix(store, index, slice_, fields=["content_hash", LENGTH_FIELD], floor=floor, max_docs=max_docs,
+                           seed=seed, view=view)
+
+    mb = load(view_b)
+    ma = load(view_a) if cross else mb
+    if ma.doc_ids != mb.doc_ids:  # both copies hold the same rows; a writer between the two reads breaks that
+        raise AnalysisError("correlations: the prompt and response copies changed while being read; run it again")
+    sampled_from = mb.sampled_from if mb.sampled_from is not None else mb.n_docs
+    require_docs(mb, "the filter", minimum=2)
+    keep_rows = distinct_rows(mb.payload)
+    duplicates = mb.n_docs - len(keep_rows)
+    if duplicates:
+        mb, ma = subset(mb, keep_rows), subset(ma, keep_rows)
+    in_family = family_mask(require_index(store, index).recipe, p.family, ma.X.shape[1])
+    side_a = _Side(ma, threshold, max_freq, min_support, in_family, per_doc)
+    side_b = _Side(mb, threshold, max_freq, min_support, in_family, per_doc) if cross else side_a
+    i, j, npmi, cij, cond = npmi_pairs(side_b.B, min_support, min_npmi, A=side_a.B if cross else None)
     # The filters below cost a payload fetch and an embedding per new latent, so only the
     # strongest pairs are examined, at most MAX_EXAMINED_CAP (--max-label-sim 1e-8 once walked 40k pairs).
     order = np.argsort(-npmi, kind="stable")[: min(MAX_EXAMINED_CAP, max(MAX_EXAMINED, 50 * top))]
-    lat_ids = sorted(set(cols[i[order]].tolist()) | set(cols[j[order]].tolist()))
+    lat_ids = sorted(set(side_a.cols[i[order]].tolist()) | set(side_b.cols[j[order]].tolist()))
     lats = latent_cards(store, lat_ids)
     heads = _HeadSimilarity({l: c["label"] for l, c in lats.items()})
     heads.embed_all()
-    peaks = _PeakPositions(store, m.doc_ids)
+    peaks = None if cross else _PeakPositions(store, mb.doc_ids, view_b)  # same spot: only within one text
     pairs, dropped_similar, dropped_same_span, dropped_quality = [], 0, 0, 0
-    Bc = B.tocsc()
-    strata = doc_strata(m.payload)  # None: some document has no stored length
+    strata = doc_strata(mb.payload)  # None: some document has no stored length
     for o in order:
         ci, cj = int(i[o]), int(j[o])
-        a, b = int(cols[ci]), int(cols[cj])
+        a, b = int(side_a.cols[ci]), int(side_b.cols[cj])
         if p.min_quality > 0 and min(_quality(lats.get(a)), _quality(lats.get(b))) < p.min_quality:
             dropped_quality += 1  # first: it costs nothing, the filters below fetch and embed
             continue
-        rows = np.intersect1d(Bc[:, ci].indices, Bc[:, cj].indices)
-        strength = np.asarray(Xs[rows][:, [ci, cj]].sum(axis=1)).ravel() if len(rows) else np.zeros(0)
+        rows = np.intersect1d(side_a.Bc[:, ci].indices, side_b.Bc[:, cj].indices)
+        strength = (np.asarray(side_a.Xs[rows][:, ci].sum(axis=1)).ravel() + np.asarray(side_b.Xs[rows][:, cj].sum(axis=1)).ravel()
+                    if len(rows) else np.zeros(0))
         rows = rows[np.argsort(-strength, kind="stable")]
-        if peaks.same_span_share(rows[:SAME_SPAN_SAMPLE], a, b) >= SAME_SPAN_SHARE:
+        if peaks is not None and peaks.same_span_share(rows[:SAME_SPAN_SAMPLE], a, b) >= SAME_SPAN_SHARE:
             dropped_same_span += 1
             continue
         sim = heads.similarity(a, b)
         if sim > max_label_sim:
             dropped_similar += 1
             continue
-        ex = [m.doc_ids[r] for r in rows[:n_examples]]
+        ex = [mb.doc_ids[r] for r in rows[:n_examples]]
         pa, pb = lats.get(a, {}), lats.get(b, {})
         pair = {"a": a, "b": b, "label_a": pa.get("label", ""), "label_b": pb.get("label", ""),
                 "quality_a": pa.get("quality"), "quality_b": pb.get("quality"),
                 "npmi": round(float(npmi[o]), 4), "count": int(cij[o]), "max_cond_prob": round(float(cond[o]), 4),
                 "label_sim": round(float(sim), 4), "examples": ex}
+        if cross:
+            pair |= {"view_a": view_a, "view_b": view_b}
         if strata is not None:  # co-occurrence expected within length strata: what length alone explains
-            lm = length_matched_npmi(Bc[:, ci].indices, Bc[:, cj].indices, strata)
+            lm = length_matched_npmi(side_a.Bc[:, ci].indices, side_b.Bc[:, cj].indices, strata)
             pair |= {"npmi_length_matched": round(lm, 4), "length_driven": bool(lm < min_npmi)}
         pairs.append(pair)
         if len(pairs) >= top:
             break
-    return {"documents": m.n_docs, "sampled_from": sampled_from, "duplicate_docs_skipped": duplicates, "pairs_examined": min(len(order), len(npmi)), "per_doc": per_doc, "floor": floor, "latents_considered": int(len(cols)), "pairs_above_min_npmi": int(len(npmi)),
+    _attach_examples(store, pairs, view_a, view_b)
+    return {"documents": mb.n_docs, "sampled_from": sampled_from, "duplicate_docs_skipped": duplicates,
+            "between": p.between, "pairs_examined": min(len(order), len(npmi)), "per_doc": per_doc, "floor": floor,
+            "latents_considered": int(len(side_a.cols) + (len(side_b.cols) if cross else 0)),
+            "pairs_above_min_npmi": int(len(npmi)),
             "dropped_same_span": dropped_same_span, "dropped_similar_labels": dropped_similar,
             "dropped_low_quality": dropped_quality, "length_driven_pairs": sum(bool(x.get("length_driven")) for x in pairs),
             "pairs": pairs}
+
+
+def _attach_examples(store: Store, pairs: list[dict], view_a: str, view_b: str) -> None:
+    """Each pair's first example with both texts it fires in (one for a pair within a text, the
+    prompt and the response for a cross-view pair), each around where its latent fires."""
+    first = sorted({p["examples"][0] for p in pairs if p["examples"]})
+    docs = {h.doc_id: h.payload for h in store.get_docs(first)} if first else {}
+    for p in pairs:
+        if p["examples"]:
+            d = p["examples"][0]
+            p["example"] = pair_example(d, docs.get(d, {}), [(view_a, p["a"]), (view_b, p["b"])])
+
+
+class _Side:
+    """One view's side of a pair count: the latents that can make a pair (present in at least
+    ``min_support`` and at most ``max_freq`` of the documents, of the family asked), each
+    document's most salient of them as a binary matrix, and its column form."""
+
+    def __init__(self, m: DocMatrix, threshold: float, max_freq: float, min_support: int, in_family: np.ndarray,
+                 per_doc: int):
+        X = m.X.multiply(m.X > threshold).tocsr()
+        X.eliminate_zeros()
+        # Rare and ubiquitous latents go first: they cannot make a pair, and left in they would take
+        # per-document slots from the latents that can.
+        counts = np.diff(X.tocsc().indptr)
+        self.cols = np.flatnonzero((counts <= max_freq * m.n_docs) & (counts >= min_support) & in_family)
+        self.Xs = X[:, self.cols].tocsr()
+        self.B = salient_binary(self.Xs, per_doc)
+        self.Bc = self.B.tocsc()
 
 
 def _quality(card: dict | None) -> float:
@@ -231,8 +293,8 @@ def _quality(card: dict | None) -> float:
     return 1.0 if q is None else float(q)
 
 
-def distinct_texts(m: DocMatrix) -> tuple[DocMatrix, int]:
-    """Keep the first document of each distinct text (by content hash).
+def distinct_rows(payload: list[dict]) -> list[int]:
+    """The first row of each distinct text (by content hash; a two-view record's hash covers both texts).
 
     Co-occurrence is evidence only once per text: a corpus that holds each text twice (two
     exports, a v1/v2 pair of which most outputs are equal) would otherwise turn every pair of
@@ -241,15 +303,17 @@ def distinct_texts(m: DocMatrix) -> tuple[DocMatrix, int]:
     """
     seen: set[str] = set()
     keep = []
-    for r, p in enumerate(m.payload):
+    for r, p in enumerate(payload):
         h = p.get("content_hash")
         if h is None or h not in seen:
             keep.append(r)
             if h is not None:
                 seen.add(h)
-    if len(keep) == m.n_docs:
-        return m, 0
-    return DocMatrix([m.doc_ids[r] for r in keep], m.X[keep], [m.payload[r] for r in keep]), m.n_docs - len(keep)
+    return keep
+
+
+def subset(m: DocMatrix, rows: list[int]) -> DocMatrix:
+    return DocMatrix([m.doc_ids[r] for r in rows], m.X[rows], [m.payload[r] for r in rows])
 
 
 _CONTEXT_WORDS = re.compile(r"\s*\([^()]*\)\s*$")
@@ -295,20 +359,22 @@ class _PeakPositions:
     """Where each latent peaks in a document, fetched per document on first use: a token position,
     or for a concept-family latent ``-(unit + 1)`` (its sentence; :mod:`indexer.encode.pooling`)."""
 
-    def __init__(self, store: Store, doc_ids: list[str]):
+    def __init__(self, store: Store, doc_ids: list[str], view: str = "response"):
         self.store, self.doc_ids = store, doc_ids
+        self.keys = VIEW_KEYS[view][1:4]  # the view's fires, offsets, units
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _load(self, rows: np.ndarray) -> None:
         need = [int(r) for r in rows if int(r) not in self.cache]
         if not need:
             return
-        by_id = {h.doc_id: h.payload for h in self.store.get_docs([self.doc_ids[r] for r in need])}
+        by_id = self.store.doc_payloads([self.doc_ids[r] for r in need], list(self.keys))
+        fires_key, offsets_key, units_key = self.keys
         for r in need:
             p = by_id.get(self.doc_ids[r], {})
-            f = unpack(p["_fires"], 2) if p.get("_fires") else np.zeros((0, 2), np.int32)
-            offs = unpack(p["_offsets"], 2) if p.get("_offsets") else np.zeros((0, 2), np.int32)
-            units = unpack(p["_units"], 2) if p.get("_units") else np.zeros((0, 2), np.int32)
+            f = unpack(p[fires_key], 2) if p.get(fires_key) else np.zeros((0, 2), np.int32)
+            offs = unpack(p[offsets_key], 2) if p.get(offsets_key) else np.zeros((0, 2), np.int32)
+            units = unpack(p[units_key], 2) if p.get(units_key) else np.zeros((0, 2), np.int32)
             self.cache[r] = (f[:, 0], f[:, 1], offs, units)  # latent ids ascending, peak token, token / unit spans
 
     def _peak(self, r: int, latent: int) -> int | None:

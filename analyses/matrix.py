@@ -27,6 +27,7 @@ from indexer.store.columns import (
     sparse_counts,
 )
 from indexer.store.latent_table import latent_table
+from indexer.store.schema import HAS_PROMPT
 
 
 class AnalysisError(InputError):
@@ -52,9 +53,22 @@ class DocMatrix:
 
 
 
+def view_filter(flt: Filter | None, view: str) -> Filter | None:
+    """A slice of one view: the prompt view holds only two-view records (a single-view record's
+    prompt row is empty, and counting it would dilute every prompt frequency)."""
+    if view == "response":
+        return flt
+    return Filter({**(flt.equals if flt is not None else {}), HAS_PROMPT: True})
+
+
+def require_view(store: Store, index: str, view: str) -> None:
+    """A prompt-view analysis of an index without prompts: one line saying how to get them."""
+    require_index(store, index).state.require_view(view, index)
+
+
 def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: list[str] | None = None,
                 with_dense: bool = False, floor: float = 0.0, medians: np.ndarray | None = None,
-                max_docs: int = 0, seed: int = 0, positions: np.ndarray | None = None) -> DocMatrix:
+                max_docs: int = 0, seed: int = 0, positions: np.ndarray | None = None, view: str = "response") -> DocMatrix:
     """The slice's docs x latents matrix, read from the index's columnar copy (rebuilt from Qdrant
     first if it is stale); with ``floor`` > 0, activations below ``floor`` x the latent's reference
     strength are dropped (see :func:`apply_floor`). Pass ``medians`` (from :func:`latent_medians`)
@@ -63,9 +77,12 @@ def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: lis
     ``max_docs`` > 0 reads a seeded uniform sample of that many documents when the slice is larger
     (the matrix's ``sampled_from`` says from how many); ``positions`` reads exactly those rows of
     the slice (0-based, in canonical order). Rows come in canonical order (see
-    :func:`indexer.store.columns.order_keys`), the order a Qdrant scroll returns."""
+    :func:`indexer.store.columns.order_keys`), the order a Qdrant scroll returns. ``view``: the
+    prompt view's vectors (of the records that have a prompt) instead of the texts'."""
     check_floor(floor)
-    copy = fresh_copy(store, require_index(store, index).recipe)
+    require_view(store, index, view)
+    flt = view_filter(flt, view)
+    copy = fresh_copy(store, require_index(store, index).recipe, view=view)
     d_sae = copy.d_sae
     ids: list[str] = []
     payloads_cols: dict[str, list] = {f: [] for f in (fields or [])}

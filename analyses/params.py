@@ -20,6 +20,10 @@ FLOOR_HELP = ("Count a latent in a document only where it fires at >= this x its
 Floor = Field(DEFAULT_FLOOR, ge=0, le=MAX_FLOOR, description=FLOOR_HELP)
 Family = Literal["all", "token", "concept"]
 FAMILY_HELP = "Latents of this SAE family only: token (words, forms, fixed phrases) | concept (what sentences say) | all."
+View = Literal["response", "prompt"]
+VIEW_HELP = ("Which text of a record: response (its text; every record has one) | prompt (records indexed with "
+             "--prompt-field).")
+ViewField = Field("response", description=VIEW_HELP)
 
 
 class DiffParams(Params):
@@ -38,6 +42,7 @@ class DiffParams(Params):
     length: Literal["stratified", "none"] = Field(
         "stratified", description="stratified: compare documents of similar length (longer texts have more latents); "
                                   "none: raw frequencies.")
+    view: View = ViewField
 
     def b_slices(self) -> list[dict]:
         return self.b if isinstance(self.b, list) else [self.b]
@@ -63,6 +68,14 @@ class CorrelationsParams(Params):
     top: int = Field(20, ge=1, le=1000, description="Pairs to report.")
     min_quality: float = Field(0.0, ge=0, le=1, description="Skip pairs with a label scoring below this (label quality; "
                                                               "unscored labels pass).")
+    between: str = Field("response,response", pattern=r"^(prompt|response),(prompt|response)$",
+                         description="Views the pair's latents come from: response,response (co-occurrence within texts) | "
+                                     "prompt,response (a prompt latent and a response latent of the same record) | "
+                                     "prompt,prompt | response,prompt.")
+
+    def views(self) -> tuple[str, str]:
+        a, b = self.between.split(",")
+        return a, b
 
 
 class ClusterParams(Params):
@@ -74,3 +87,4 @@ class ClusterParams(Params):
     family: Family = Field("all", description=FAMILY_HELP)
     label_field: Optional[str] = Field(None, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$",
                                        description="Score clusters against this payload field.")
+    view: View = ViewField

@@ -13,6 +13,7 @@ and interleaves the two directions, so an auditor cannot write a finding from it
 
 from __future__ import annotations
 
+from indexer.encode.pooling import fire_spans
 from indexer.store import schema
 
 SNIPPET_CHARS = 90  # context either side of a firing span
@@ -30,10 +31,26 @@ def snippet(text: str, span: list[int] | None, width: int = SNIPPET_CHARS) -> di
     return {"text": pre + text[lo:hi] + post, "mark": [len(pre) + s - lo, len(pre) + e - lo]}
 
 
-def example_of(doc_id: str, payload: dict, span: list[int] | None, width: int = SNIPPET_CHARS) -> dict:
-    """A document as an example: its id, a snippet around ``span`` and its payload fields."""
+def example_of(doc_id: str, payload: dict, span: list[int] | None, width: int = SNIPPET_CHARS, view: str = "response") -> dict:
+    """A document as an example: its id, a snippet of one view's text around ``span`` and its payload fields."""
     fields = {k: v for k, v in payload.items() if k not in schema.HIDDEN and k not in schema.BOOKKEEPING}
-    return {"doc_id": doc_id, **snippet(payload.get(schema.TEXT, "") or "", span, width), "fields": fields}
+    out = {"doc_id": doc_id, **snippet(view_text(payload, view), span, width), "fields": fields}
+    return out | ({"view": view} if view != "response" else {})
+
+
+def view_text(payload: dict, view: str) -> str:
+    return payload.get(schema.VIEW_KEYS[view][0], "") or ""
+
+
+def pair_example(doc_id: str, payload: dict, sides: list[tuple[str, int]], width: int = SNIPPET_CHARS // 2) -> dict:
+    """A document as the example of a latent pair: one snippet per side ((view, latent): the text of
+    that view around where the latent fires), so a prompt -> response pair shows both texts."""
+    fields = {k: v for k, v in payload.items() if k not in schema.HIDDEN and k not in schema.BOOKKEEPING}
+    out: dict = {"doc_id": doc_id, "fields": fields}
+    for name, (view, latent) in zip(("a", "b"), sides):
+        span = fire_spans(payload, [latent], schema.SPANS_OF[view]).get(latent)
+        out[name] = {"view": view, "latent": latent, **snippet(view_text(payload, view), span, width)}
+    return out
 
 
 def fired_text(example: dict | None) -> str | None:

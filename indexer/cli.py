@@ -35,7 +35,9 @@ def index_cmd(
     path: Path = typer.Argument(..., help="JSONL, JSONL.gz, CSV, Parquet file or a folder of .txt files."),
     index: str = typer.Option(..., "--index", help="Index name ([A-Za-z0-9_-])."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name stored with every document (default: file name)."),
-    text_field: str = typer.Option("text", "--text-field"),
+    text_field: str = typer.Option("text", "--text-field", help="Field with the text (with --prompt-field: the response)."),
+    prompt_field: Optional[str] = typer.Option(None, "--prompt-field", help="Field with the prompt a text answers: such "
+                                               "records get two views (prompt, response); records without it stay single-view."),
     id_field: Optional[str] = typer.Option(None, "--id-field", help="Field with document ids (default: content hash)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count broken records instead of failing."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="In a folder, follow symlinks that point outside it."),
@@ -61,7 +63,7 @@ def index_cmd(
                                    layer=layer, max_tokens=max_tokens, window=window, overlap=overlap)
     report = index_corpus(path, index, dataset, text_field, id_field, skip_invalid, qdrant_url,
                           indexer=indexer, chunk_docs=chunk_docs, progress=not quiet, update=update,
-                          follow_symlinks=follow_symlinks, keep=keep)
+                          follow_symlinks=follow_symlinks, keep=keep, prompt_field=prompt_field)
     d = report.as_dict()
     if report.duplicates_conflicting:
         err_console.print(f"warning: {report.duplicates_conflicting} of {report.duplicates_in_input} repeated id(s) had a "
@@ -78,10 +80,14 @@ def index_cmd(
                           f"kept the indexed version (re-run with --update to replace them)", highlight=False)
     emit(d, as_json, lambda r: console.print(
         f"indexed {r['indexed']} new document(s) into [bold]{index}[/bold] "
-        f"({r['already_indexed']} already there, {r['empty']} empty, {r['invalid']} invalid, "
+        f"({_with_prompts(r['prompts'])}{r['already_indexed']} already there, {r['empty']} empty, {r['invalid']} invalid, "
         f"{r['duplicates_in_input']} duplicate ids, {r['changed']} changed, {r['updated']} updated; "
         f"{r['tokens']} tokens, {r['truncated_docs']} truncated, "
         f"{r['tokens_per_s']} tok/s; {r['latents_relabelled']} latents (re)labelled)", highlight=False))
+
+
+def _with_prompts(n: int) -> str:
+    return f"{n} with a prompt, " if n else ""
 
 
 @friendly_errors

@@ -84,12 +84,17 @@ def encode_and_pool(sae: SparseAutoencoder, states: list[np.ndarray], offsets: l
 SpanArrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # (latent, peak) rows, token spans, unit spans
 
 
-def span_arrays(payload: dict) -> SpanArrays | None:
-    """A stored document's firing rows, token spans and unit spans, decoded (None: none stored)."""
-    if not payload.get("_fires") or "_offsets" not in payload:
+SPAN_KEYS = ("_fires", "_offsets", "_units")  # a text's payload keys (the store's schema names a prompt's)
+
+
+def span_arrays(payload: dict, keys: tuple[str, str, str] = SPAN_KEYS) -> SpanArrays | None:
+    """A stored text's firing rows, token spans and unit spans, decoded (None: none stored);
+    ``keys``: where that text's are (a two-view record's prompt has its own)."""
+    fires, offsets, units = keys
+    if not payload.get(fires) or offsets not in payload:
         return None
-    units = unpack(payload["_units"], 2) if payload.get("_units") else np.zeros((0, 2), np.int32)
-    return unpack(payload["_fires"], 2), unpack(payload["_offsets"], 2), units
+    unit_spans = unpack(payload[units], 2) if payload.get(units) else np.zeros((0, 2), np.int32)
+    return unpack(payload[fires], 2), unpack(payload[offsets], 2), unit_spans
 
 
 def spans_in(arrays: SpanArrays | None, latents: list[int]) -> dict[int, list[int]]:
@@ -112,6 +117,6 @@ def spans_in(arrays: SpanArrays | None, latents: list[int]) -> dict[int, list[in
     return out
 
 
-def fire_spans(payload: dict, latents: list[int]) -> dict[int, list[int]]:
-    """:func:`spans_in` of a stored document's payload (this runs for every example of every latent)."""
-    return spans_in(span_arrays(payload), latents)
+def fire_spans(payload: dict, latents: list[int], keys: tuple[str, str, str] = SPAN_KEYS) -> dict[int, list[int]]:
+    """:func:`spans_in` of a stored text's payload (this runs for every example of every latent)."""
+    return spans_in(span_arrays(payload, keys), latents)

@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from indexer.core.errors import ConflictError
+from indexer.core.errors import ConflictError, InputError
 
 RECIPE_VERSION = 2  # 2: whole documents read in windows (reader.window/overlap, max_tokens 4,096)
 
@@ -176,11 +176,19 @@ class IndexState:
     latent_stats_docs: int = 0
     generation: str | None = None
     revision: str | None = None
+    prompt_vector: bool = False  # the store declares the prompt view's vector (indexes created since views exist)
+    two_view: bool = False  # some record has a prompt: the prompt view has data
 
     @classmethod
     def from_dict(cls, d: dict) -> "IndexState":
         return cls(datasets=list(d.get("datasets") or []), latent_stats_docs=int(d.get("latent_stats_docs") or 0),
-                   generation=d.get("generation"), revision=d.get("revision"))
+                   generation=d.get("generation"), revision=d.get("revision"),
+                   prompt_vector=bool(d.get("prompt_vector")), two_view=bool(d.get("two_view")))
+
+    def require_view(self, view: str, index: str) -> None:
+        """A prompt-view analysis of an index without prompts is a mistake: say so in one line."""
+        if view == "prompt" and not self.two_view:
+            raise InputError(f"index {index!r} has no prompts (index a file with --prompt-field FIELD to add the prompt view)")
 
     def to_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -218,7 +226,7 @@ def read_manifest(store, index: str | None = None) -> Manifest | None:
 
 
 def create_manifest(store, recipe: Recipe) -> Manifest:
-    manifest = Manifest(recipe, IndexState())
+    manifest = Manifest(recipe, IndexState(prompt_vector=True))
     write_manifest(store, manifest)
     return manifest
 

@@ -33,6 +33,12 @@ class Record:
     text: str
     fields: dict[str, Any]
     where: str = ""  # FILE:LINE (or the file of a folder) it came from, for reports
+    prompt: str | None = None  # the prompt this text answers (a two-view record); None: one view
+
+    @property
+    def content_hash(self) -> str:
+        """What says whether a stored record changed: its text, and its prompt where it has one."""
+        return record_hash(self.text, self.prompt)
 
 
 @dataclass
@@ -50,6 +56,15 @@ class ReadStats:
 def content_id(text: str) -> str:
     """Default document id: a content hash, so re-indexing the same text is idempotent."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+PROMPT_SEPARATOR = "\x1e"  # ASCII record separator: between a prompt and its response in a two-view record's hash
+
+
+def record_hash(text: str, prompt: str | None = None) -> str:
+    """A record's content hash (and default id): of its text, or of its prompt and response together
+    (the same response to another prompt is another record)."""
+    return content_id(text if prompt is None else prompt + PROMPT_SEPARATOR + text)
 
 
 def _check_utf8(path: Path, data: bytes) -> str:
@@ -201,10 +216,15 @@ def read_corpus(
     skip_invalid: bool = False,
     stats: ReadStats | None = None,
     follow_symlinks: bool = False,
+    prompt_field: str | None = None,
 ) -> Iterator[Record]:
     """Yield records of a corpus file; see the module docstring for the error policy. Each
     record is validated completely (text, id and every field) before it is yielded, so a record
-    that would fail in the encoder or the store fails here, as one line naming it."""
+    that would fail in the encoder or the store fails here, as one line naming it. With
+    ``prompt_field``, a record whose field holds a non-empty string is a two-view record (that
+    prompt, and the text as its response); a record without it stays single-view."""
+    if prompt_field is not None and prompt_field == text_field:
+        raise CorpusError(f"--prompt-field and --text-field are both {text_field!r}: a prompt is another field than its response")
     path = Path(path)
     stats = stats if stats is not None else ReadStats()
     for where, obj in _raw_records(path, follow_symlinks):
@@ -215,6 +235,8 @@ def read_corpus(
             problem = f"{where}: missing text field {text_field!r} (fields: {', '.join(map(str, obj)) or 'none'})"
         elif obj[text_field] is not None and not isinstance(obj[text_field], str):
             problem = f"{where}: field {text_field!r} must be a string, got {type(obj[text_field]).__name__}"
+        elif prompt_field and obj.get(prompt_field) is not None and not isinstance(obj[prompt_field], str):
+            problem = f"{where}: prompt field {prompt_field!r} must be a string, got {type(obj[prompt_field]).__name__}"
         elif id_field and (obj.get(id_field) is None or str(obj.get(id_field)) == ""):
             problem = f"{where}: missing id field {id_field!r}"
         elif id_field and not _valid_id_type(obj[id_field]):
@@ -233,16 +255,19 @@ def read_corpus(
         if not text.strip():
             stats.empty += 1
             continue
+        prompt = obj.get(prompt_field) if prompt_field else None
+        prompt = prompt if isinstance(prompt, str) and prompt.strip() else None
         if id_field:
             raw_id = obj[id_field]
             if not isinstance(raw_id, str):
                 stats.ids_normalised += 1  # an integer: stored as its decimal string ("1" and 1 are one id)
             doc_id = str(raw_id)
         else:
-            doc_id = str(obj["id"]) if path.is_dir() else content_id(text)
-        fields = {k: v for k, v in obj.items() if k not in (text_field,) and k != id_field}
+            doc_id = str(obj["id"]) if path.is_dir() else record_hash(text, prompt)
+        fields = {k: v for k, v in obj.items() if k not in (text_field, prompt_field) and k != id_field}
         stats.read += 1
-        yield Record(id=doc_id, text=text, fields={k: canonical_number(v) for k, v in _jsonable(fields).items()}, where=where)
+        yield Record(id=doc_id, text=text, fields={k: canonical_number(v) for k, v in _jsonable(fields).items()}, where=where,
+                     prompt=prompt)
 
 
 MAX_FIELD_DEPTH = 32  # nesting of lists / objects in one field value

@@ -55,7 +55,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabell
     # Fetch only the documents shown as examples (plus a background sample for word statistics).
     need_docs = {r for st in stats.values() for r in st["top_rows"] + st["neg_rows"]}
     bg_rows = rng.choice(n_docs, size=min(n_docs, N_BACKGROUND), replace=False).tolist()
-    payloads = fetch_payloads(store, scan.doc_ids, sorted(need_docs | set(bg_rows)))
+    payloads = fetch_payloads(store, scan, sorted(need_docs | set(bg_rows)))
     background = [payloads[r] for r in bg_rows if r in payloads]
     labeller = labeller or OfflineLabeller([p["text"] for p in background])
     built, example_rows = build_examples(stats, payloads, scan.doc_ids, N_TOP)
@@ -155,7 +155,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabell
         sv = snip_vecs.get(latent)
         p.snippet_vec = sv.tolist() if sv is not None else lv.tolist()
     store.upsert_latents(points)
-    update_state(store, latent_stats_docs=n_docs)
+    update_state(store, latent_stats_docs=scan.n_records)
     emb.save_query_path()  # the model is loaded now: later CLI searches embed queries without it
     return len(to_label)
 

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 from indexer.core.errors import NotFoundError, UnavailableError
 from indexer.core.filters import Filter, split_condition
+from indexer.store.schema import VECTOR_OF, VIEWS
 from indexer.store.sparse import SparseMap, sparse_of
 
 _NS = uuid.UUID("6f1b6c1e-6a55-4c39-9d0e-5ae0e5ae0e5a")
@@ -71,6 +72,13 @@ class DocPoint:
     sparse_values: list[float]
     dense: list[float]
     payload: dict[str, Any]
+    prompt_sparse: tuple[list[int], list[float]] | None = None  # the prompt view's vector (two-view records)
+
+    def view_sparse(self, view: str) -> tuple[list[int], list[float]]:
+        """The sparse vector of one view (a single-view record's prompt view is empty)."""
+        if view == "response":
+            return self.sparse_indices, self.sparse_values
+        return self.prompt_sparse or ([], [])
 
 
 @dataclass
@@ -102,6 +110,7 @@ class Nearest:
     prefetch: int = 200
     sparse_weight: float = 1.0  # weighted RRF: the sparse ranking's weight, the dense one's is 1
     fusion: str = "rrf"  # "rrf" (ranks) or "dbsf" (scores, each list normalised by its mean +- 3 sd)
+    using: str = "sae"  # the named sparse vector ranked: a view's (schema.VECTOR_OF)
 
 
 def build_filter(flt: Filter | None, models, as_bool=bool) -> Any:
@@ -129,8 +138,15 @@ def build_filter(flt: Filter | None, models, as_bool=bool) -> Any:
     return Q(must=must)
 
 
-def _vector_names(with_sparse: bool, with_dense: bool = False) -> list[str] | bool:
-    return [v for v, on in (("sae", with_sparse), ("dense", with_dense)) if on] or False
+def check_view(view: str) -> str:
+    """The named sparse vector of a view; a one-line error for an unknown one."""
+    if view not in VECTOR_OF:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)} (got {view!r})")
+    return VECTOR_OF[view]
+
+
+def _vector_names(with_sparse: bool, with_dense: bool = False, view: str = "response") -> list[str] | bool:
+    return [v for v, on in ((check_view(view), with_sparse), ("dense", with_dense)) if on] or False
 
 
 class Store(ABC):
@@ -231,12 +247,17 @@ class Store(ABC):
 
     # ------------------------------------------------------------ documents
     @staticmethod
-    def _hits(recs, with_sparse: bool) -> list[Hit]:
+    def _hits(recs, with_sparse: bool, view: str = "response") -> list[Hit]:
+        name = VECTOR_OF[view]
         return [Hit(doc_id=r.payload.get("doc_id", str(r.id)), score=float(getattr(r, "score", 0.0) or 0.0),
-                    payload=dict(r.payload or {}), sparse=sparse_of(r.vector) if with_sparse else None) for r in recs]
+                    payload=dict(r.payload or {}), sparse=(sparse_of(r.vector, name) or SparseMap([], [])) if with_sparse else None)
+                for r in recs]
 
     def upsert_docs(self, points: list[DocPoint]) -> None:
-        self._upsert(DOCS, [(point_id(p.doc_id), {"sae": (p.sparse_indices, p.sparse_values), "dense": p.dense},
+        """Write documents; a two-view record's prompt vector goes under its own name (an index
+        created before views existed has no such vector: ingest refuses those records first)."""
+        self._upsert(DOCS, [(point_id(p.doc_id), {"sae": (p.sparse_indices, p.sparse_values), "dense": p.dense,
+                                                  **({VECTOR_OF["prompt"]: p.prompt_sparse} if p.prompt_sparse is not None else {})},
                              {**p.payload, "doc_id": p.doc_id}) for p in points])
 
     def existing_doc_hashes(self, doc_ids: list[str]) -> dict[str, str | None]:
@@ -258,20 +279,21 @@ class Store(ABC):
             out.update((r.payload["doc_id"], dict(r.payload)) for r in recs)
         return out
 
-    def get_docs(self, doc_ids: list[str], with_sparse: bool = False) -> list[Hit]:
-        """The documents present, in the order asked."""
-        recs = self._retrieve(DOCS, [point_id(d) for d in doc_ids], True, _vector_names(with_sparse))
+    def get_docs(self, doc_ids: list[str], with_sparse: bool = False, view: str = "response") -> list[Hit]:
+        """The documents present, in the order asked (``with_sparse``: the vector of ``view``)."""
+        recs = self._retrieve(DOCS, [point_id(d) for d in doc_ids], True, _vector_names(with_sparse, view=view))
         by_id = {r.payload["doc_id"]: r for r in recs}
-        return self._hits([by_id[d] for d in doc_ids if d in by_id], with_sparse)
+        return self._hits([by_id[d] for d in doc_ids if d in by_id], with_sparse, view)
 
     def scroll_docs(self, flt: Filter | None = None, with_sparse: bool = True, with_dense: bool = False,
-                    payload_fields: list[str] | None = None, batch: int = 1000) -> Iterator[list[Hit]]:
-        """Every matching document, a page at a time (``with_dense`` puts the vector in ``payload['_dense']``)."""
+                    payload_fields: list[str] | None = None, batch: int = 1000, view: str = "response") -> Iterator[list[Hit]]:
+        """Every matching document, a page at a time, with the sparse vector of ``view``
+        (``with_dense`` puts the dense vector in ``payload['_dense']``)."""
         offset = None
         payload = list(payload_fields) if payload_fields is not None else True
         while True:
-            recs, offset = self._scroll(DOCS, flt, batch, offset, payload, _vector_names(with_sparse, with_dense))
-            hits = self._hits(recs, with_sparse)
+            recs, offset = self._scroll(DOCS, flt, batch, offset, payload, _vector_names(with_sparse, with_dense, view))
+            hits = self._hits(recs, with_sparse, view)
             if with_dense:
                 for h, r in zip(hits, recs):
                     h.payload["_dense"] = list(r.vector["dense"])
@@ -290,12 +312,13 @@ class Store(ABC):
 
     def search_sparse(self, indices: list[int], values: list[float], limit: int, flt: Filter | None = None,
                       with_sparse: bool = False, payload_fields: list[str] | None = None,
-                      without_fields: tuple[str, ...] = ()) -> list[Hit]:
-        """Documents ranked by the sparse product; ``payload_fields`` keeps only those fields,
-        ``without_fields`` drops those (search leaves out the firing spans: ~50 KB of base64 a
-        document, whose conversion held the GIL for a third of a search)."""
+                      without_fields: tuple[str, ...] = (), view: str = "response") -> list[Hit]:
+        """Documents ranked by the sparse product with one view's vectors; ``payload_fields`` keeps
+        only those fields, ``without_fields`` drops those (search leaves out the firing spans: ~50
+        KB of base64 a document, whose conversion held the GIL for a third of a search)."""
         payload = self._selector(payload_fields, without_fields)
-        return self._hits(self._query(Nearest(sparse=(indices, values)), limit, flt, with_sparse, payload), with_sparse)
+        q = Nearest(sparse=(indices, values), using=check_view(view))
+        return self._hits(self._query(q, limit, flt, with_sparse, payload), with_sparse, view)
 
     def search_dense(self, vector: list[float], limit: int, flt: Filter | None = None, with_sparse: bool = False,
                      without_fields: tuple[str, ...] = ()) -> list[Hit]:
@@ -304,12 +327,13 @@ class Store(ABC):
 
     def search_hybrid(self, indices: list[int], values: list[float], vector: list[float], limit: int,
                       flt: Filter | None = None, rrf_k: int = 60, prefetch: int = 200, with_sparse: bool = False,
-                      sparse_weight: float = 1.0, fusion: str = "rrf", without_fields: tuple[str, ...] = ()) -> list[Hit]:
+                      sparse_weight: float = 1.0, fusion: str = "rrf", without_fields: tuple[str, ...] = (),
+                      view: str = "response") -> list[Hit]:
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)} (got {fusion!r})")
         q = Nearest(sparse=(indices, values), dense=list(vector), rrf_k=rrf_k, prefetch=prefetch, sparse_weight=sparse_weight,
-                    fusion=fusion)
-        return self._hits(self._query(q, limit, flt, with_sparse, self._selector(None, without_fields)), with_sparse)
+                    fusion=fusion, using=check_view(view))
+        return self._hits(self._query(q, limit, flt, with_sparse, self._selector(None, without_fields)), with_sparse, view)
 
     # ------------------------------------------------------------ latents
     def upsert_latents(self, points: list[LatentPoint]) -> None:

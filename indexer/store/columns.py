@@ -49,7 +49,7 @@ from indexer.core.progress import checkpoint
 from indexer.encode.floor import COUNT_FLOORS, above_floor, floor_key, reference_for
 from indexer.encode.recipe import read_manifest
 from indexer.store import SparseMap, StoreError, point_id
-from indexer.store.schema import NOT_COPIED
+from indexer.store.schema import NOT_COPIED, VIEWS, view_row
 
 FORMAT = 1
 DIRNAME = "columns"
@@ -263,12 +263,17 @@ def _arrow_kind(typ: pa.DataType) -> type | None:
 
 
 class ColumnCopy:
-    """Read, append to, merge and rebuild one index's columnar copy."""
+    """Read, append to, merge and rebuild one index's columnar copy of one view.
 
-    def __init__(self, root: Path, d_sae: int, reference: np.ndarray | None = None):
+    A two-view index (prompt -> response) has one copy per view, row for row the same documents
+    (a record without a prompt has an empty prompt row): each view's analyses read its copy as
+    they read a single-view index, and cross-view ones pair rows by document."""
+
+    def __init__(self, root: Path, d_sae: int, reference: np.ndarray | None = None, view: str = "response"):
         self.root = Path(root)
         self.d_sae = int(d_sae)
         self.reference = reference
+        self.view = view
         self.index_dtype = np.uint16 if self.d_sae <= 65536 else np.int32
 
     # --- state
@@ -358,17 +363,19 @@ class ColumnCopy:
             return
         shards = self.shards()
         seq = (shards[-1].last + 1) if shards else 0
-        self._write_shard(seq, seq, doc_ids, indptr, indices, values, payload_table(doc_ids, payloads))
+        rows = [view_row(p, self.view) for p in payloads]
+        self._write_shard(seq, seq, doc_ids, indptr, indices, values, payload_table(doc_ids, rows))
         if merge:
             self._merge_small()
 
-    def append_points(self, points) -> None:
+    def append_points(self, points, view: str = "response") -> None:
         """Append :class:`indexer.store.DocPoint` s (what the ingest just upserted into Qdrant)."""
-        lens = np.fromiter((len(p.sparse_indices) for p in points), np.int64, count=len(points))
+        vecs = [p.view_sparse(view) for p in points]
+        lens = np.fromiter((len(v[0]) for v in vecs), np.int64, count=len(points))
         indptr = np.zeros(len(points) + 1, np.int64)
         np.cumsum(lens, out=indptr[1:])
-        idx = np.fromiter((i for p in points for i in p.sparse_indices), np.int64, count=int(indptr[-1]))
-        val = np.fromiter((v for p in points for v in p.sparse_values), np.float32, count=int(indptr[-1]))
+        idx = np.fromiter((i for v in vecs for i in v[0]), np.int64, count=int(indptr[-1]))
+        val = np.fromiter((x for v in vecs for x in v[1]), np.float32, count=int(indptr[-1]))
         self.append([p.doc_id for p in points], indptr, idx, val, [p.payload for p in points])
 
     def _write_shard(self, first: int, last: int, doc_ids: list[str], indptr, indices, values, table: pa.Table,
@@ -451,7 +458,7 @@ class ColumnCopy:
         from tqdm import tqdm
 
         staging = self.root.with_name(f".{self.root.name}.rebuild-{uuid.uuid4().hex[:8]}")
-        new = ColumnCopy(staging, self.d_sae, self.reference)
+        new = ColumnCopy(staging, self.d_sae, self.reference, self.view)
         new.initialise()
         buf_ids: list[str] = []
         buf_pay: list[dict] = []
@@ -597,16 +604,26 @@ def _write_json(path: Path, obj: dict) -> None:
 # ----------------------------------------------------------------------------- store glue
 
 
-def copy_for(store, recipe) -> ColumnCopy:
-    """The columnar copy of the index behind ``store`` (not checked for freshness); ``recipe``
-    is the index's :class:`indexer.encode.recipe.Recipe`."""
-    return ColumnCopy(store.cache_file(DIRNAME), recipe.n_latents, reference_for(recipe))
+def copy_for(store, recipe, view: str = "response") -> ColumnCopy:
+    """The columnar copy of one view of the index behind ``store`` (not checked for freshness);
+    ``recipe`` is the index's :class:`indexer.encode.recipe.Recipe`."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)} (got {view!r})")
+    return ColumnCopy(store.cache_file(DIRNAME if view == "response" else f"{DIRNAME}-{view}"), recipe.n_latents,
+                      reference_for(recipe), view)
 
 
-def writer_for(store, replacing: bool) -> ColumnCopy | None:
+def view_writers(store, replacing: bool) -> dict[str, ColumnCopy]:
+    """The copies a writer appends to in step with Qdrant, by view: the response view's, and the
+    prompt view's where the index has prompts (each only while fresh: see :func:`writer_for`)."""
+    views = VIEWS if read_manifest(store).state.two_view else ("response",)
+    return {v: c for v in views if (c := writer_for(store, replacing, v)) is not None}
+
+
+def writer_for(store, replacing: bool, view: str = "response") -> ColumnCopy | None:
     """The copy a writer (ingest, import) appends to in step with Qdrant, or None when it is
     stale or about to be (documents replaced in place): then the next reader rebuilds it."""
-    copy = copy_for(store, read_manifest(store).recipe)
+    copy = copy_for(store, read_manifest(store).recipe, view)
     n = store.count()
     if replacing:
         copy.invalidate()
@@ -616,15 +633,16 @@ def writer_for(store, replacing: bool) -> ColumnCopy | None:
     return copy if copy.is_fresh(n) else None
 
 
-def fresh_copy(store, recipe, progress: bool = True) -> ColumnCopy:
-    """The index's columnar copy, rebuilt from a Qdrant scan first when it is missing or stale."""
-    copy = copy_for(store, recipe)
+def fresh_copy(store, recipe, progress: bool = True, view: str = "response") -> ColumnCopy:
+    """One view's columnar copy, rebuilt from a Qdrant scan first when it is missing or stale."""
+    copy = copy_for(store, recipe, view)
     n = store.count()
     if not copy.is_fresh(n):
         if progress:
-            print(f"columnar copy of {getattr(store, 'name', None) or copy.root.parent.name} is "
+            print(f"columnar copy{'' if view == 'response' else ' (' + view + 's)'} of "
+                  f"{getattr(store, 'name', None) or copy.root.parent.name} is "
                   f"{'stale' if copy.usable() else 'missing'}: rebuilding it from Qdrant ({n:,} documents)", file=sys.stderr)
-        copy.rebuild(store.scroll_docs(with_sparse=True, payload_fields=None, batch=2000), total=n, progress=progress)
+        copy.rebuild(store.scroll_docs(with_sparse=True, payload_fields=None, batch=2000, view=view), total=n, progress=progress)
         if not copy.is_fresh(store.count()):
             raise ColumnCopyError(f"columnar copy at {copy.root} does not match the index after a rebuild (is another process writing it?)")
     return copy

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from indexer.store.base import DOCS, LATENTS, AllBut, Filter, IndexLocked, Nearest, Payload, Store, StoreError, build_filter
+from indexer.store.schema import VECTOR_OF
 
 
 def _filter(flt: Filter | None):
@@ -72,9 +73,9 @@ class EdgeStore(Store):
         from qdrant_edge import Fusion, Prefetch, Query, QueryRequest, SparseVector
 
         f = self._docs_filter(DOCS, flt)
-        sparse = Query.Nearest(SparseVector(indices=q.sparse[0], values=q.sparse[1]), using="sae") if q.sparse else None
+        sparse = Query.Nearest(SparseVector(indices=q.sparse[0], values=q.sparse[1]), using=q.using) if q.sparse else None
         dense = Query.Nearest(list(q.dense), using="dense") if q.dense is not None else None
-        vectors = ["sae"] if with_sparse else False
+        vectors = [q.using] if with_sparse else False
         payload = _payload(payload)
         if sparse is not None and dense is not None:
             req = QueryRequest(limit=limit, query=Fusion.Dbsf() if q.fusion == "dbsf" else Fusion.Rrf(k=q.rrf_k, weights=[q.sparse_weight, 1.0]), with_payload=payload, with_vector=vectors,
@@ -129,7 +130,7 @@ class EdgeStore(Store):
         if not (self.root / DOCS).exists():
             cfg = EdgeConfig(
                 vectors={"dense": EdgeVectorParams(size=dense_dim, distance=Distance.Cosine)},
-                sparse_vectors={"sae": EdgeSparseVectorParams()},
+                sparse_vectors={name: EdgeSparseVectorParams() for name in VECTOR_OF.values()},
                 on_disk_payload=True,
             )
             shard = EdgeShard.create(str(self.root / DOCS), cfg)

@@ -14,7 +14,9 @@ import numpy as np
 
 from indexer.encode.recipe import read_manifest
 from indexer.store import Store
-from indexer.store.columns import fresh_copy
+from indexer.store.base import Filter
+from indexer.store.columns import fresh_copy, row_mask
+from indexer.store.schema import HAS_PROMPT, view_text_payload
 
 N_TOP = 20
 DUPLICATE_SLACK = 5  # extra top documents read so that N_TOP examples remain after duplicates go
@@ -32,25 +34,55 @@ class Scan:
 
     doc_ids: list[str]
     blocks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]]  # (latent, value, row) per block
+    first_prompt_row: int | None = None  # rows from here on are prompts of two-view records (their doc ids repeat)
+
+    @property
+    def n_records(self) -> int:
+        return self.first_prompt_row if self.first_prompt_row is not None else len(self.doc_ids)
+
+    def view_of(self, row: int) -> str:
+        return "prompt" if self.first_prompt_row is not None and row >= self.first_prompt_row else "response"
 
 
 def scan_index(store: Store, progress: bool = False, block_nnz: int = BLOCK_NNZ) -> Scan:
     """Read the columnar copy (rebuilt from Qdrant if stale): one pass for ids and per-latent
-    counts, then one pass per block of latents holding at most ``block_nnz`` non-zeros."""
-    copy = fresh_copy(store, read_manifest(store).recipe, progress=progress)
+    counts, then one pass per block of latents holding at most ``block_nnz`` non-zeros.
+
+    A two-view index is scanned as texts: every record's response, then the prompts of the
+    records that have one (after the responses: the rows of a single-view index do not move), so
+    a latent that fires only in prompts gets statistics, examples and a label like any other."""
+    manifest = read_manifest(store)
+    views = ("response", "prompt") if manifest.state.two_view else ("response",)
+    copies = [fresh_copy(store, manifest.recipe, progress=progress, view=v) for v in views]
+    d_sae = copies[0].d_sae
     doc_ids: list[str] = []
-    keys = []
-    counts = np.zeros(copy.d_sae, np.int64)
-    for shard in copy.iter_shards():
-        doc_ids.extend(shard.doc_ids())
-        keys.append(np.asarray(shard.order))
-        counts += np.bincount(shard.indices, minlength=copy.d_sae)
-    # Rows in canonical order (by Qdrant point id), so examples, negatives and labels do not
-    # depend on the order documents were written in (an import or a rebuild gives the same).
-    perm = np.argsort(np.concatenate(keys) if keys else np.zeros(0, np.uint64), kind="stable")
+    orders, flags, local, shard_sizes = [], [], [], []  # per shard: order keys, view flag and positions of its kept rows; its size
+    counts = np.zeros(d_sae, np.int64)
+    for flag, copy in enumerate(copies):
+        for shard in copy.iter_shards():
+            rows = np.arange(shard.rows) if flag == 0 else np.flatnonzero(row_mask(shard.table, Filter({HAS_PROMPT: True})))
+            ids = shard.doc_ids()
+            doc_ids.extend(ids[r] for r in rows.tolist())
+            orders.append(np.asarray(shard.order)[rows])
+            flags.append(np.full(len(rows), flag, np.int8))
+            local.append(rows)
+            shard_sizes.append(shard.rows)
+            counts += np.bincount(shard.indices, minlength=d_sae)  # skipped prompt rows are empty
+    # Rows in canonical order (by Qdrant point id; responses, then prompts), so examples, negatives
+    # and labels do not depend on the order documents were written in (an import or a rebuild gives the same).
+    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
+    perm = np.lexsort((cat(orders, np.uint64), cat(flags, np.int8)))
     rank = np.empty_like(perm)
     rank[perm] = np.arange(len(perm))
     ids = [doc_ids[i] for i in perm]
+    n_prompts = int(cat(flags, np.int8).sum())
+    # each shard's row -> its row in the scan (-1: a prompt row of a record without a prompt)
+    row_maps, base = [], 0
+    for rows, n_rows in zip(local, shard_sizes):
+        m = np.full(n_rows, -1, np.int64)
+        m[rows] = rank[base : base + len(rows)]
+        row_maps.append(m)
+        base += len(rows)
     cuts = [0]
     acc = 0
     for lat, c in enumerate(counts.tolist()):
@@ -58,23 +90,25 @@ def scan_index(store: Store, progress: bool = False, block_nnz: int = BLOCK_NNZ)
             cuts.append(lat)
             acc = 0
         acc += c
-    cuts.append(copy.d_sae)
+    cuts.append(d_sae)
 
     def blocks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         for lo, hi in zip(cuts[:-1], cuts[1:]):
             lat_l, val_l, row_l = [], [], []
-            base = 0
-            for shard in copy.iter_shards():
-                idx = np.asarray(shard.indices)
-                pos = np.flatnonzero((idx >= lo) & (idx < hi)) if (lo, hi) != (0, copy.d_sae) else np.arange(len(idx))
-                lat_l.append(idx[pos].astype(np.int32))
-                val_l.append(np.asarray(shard.values[pos], np.float32))
-                row_l.append(rank[base + np.searchsorted(shard.indptr, pos, side="right") - 1].astype(np.int32))
-                base += shard.rows
-            cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
+            k = 0
+            for copy in copies:
+                for shard in copy.iter_shards():
+                    idx = np.asarray(shard.indices)
+                    pos = np.flatnonzero((idx >= lo) & (idx < hi)) if (lo, hi) != (0, d_sae) else np.arange(len(idx))
+                    row = row_maps[k][np.searchsorted(shard.indptr, pos, side="right") - 1]
+                    k += 1
+                    ok = row >= 0
+                    lat_l.append(idx[pos[ok]].astype(np.int32))
+                    val_l.append(np.asarray(shard.values[pos[ok]], np.float32))
+                    row_l.append(row[ok].astype(np.int32))
             yield cat(lat_l, np.int32), cat(val_l, np.float32), cat(row_l, np.int32)
 
-    return Scan(ids, blocks)
+    return Scan(ids, blocks, len(ids) - n_prompts if len(copies) > 1 else None)
 
 
 def latent_statistics(scan: Scan, rng: np.random.Generator) -> dict[int, dict]:
@@ -112,11 +146,16 @@ def latent_statistics(scan: Scan, rng: np.random.Generator) -> dict[int, dict]:
     return stats
 
 
-def fetch_payloads(store: Store, doc_ids: list[str], rows: list[int]) -> dict[int, dict]:
-    """row -> payload of the documents at ``rows`` (of ``doc_ids``), fetched in pages."""
+def fetch_payloads(store: Store, scan: Scan, rows: list[int]) -> dict[int, dict]:
+    """row -> payload of the texts at ``rows`` of the scan, fetched in pages; a prompt row's
+    payload shows its prompt as the text (with its firing spans), so examples, windows and
+    labels read it as they read any text."""
     payloads: dict[int, dict] = {}
     for s in range(0, len(rows), 500):
         page = rows[s : s + 500]
-        for r, h in zip(page, store.get_docs([doc_ids[r] for r in page])):
-            payloads[r] = h.payload
+        got = {h.doc_id: h.payload for h in store.get_docs(sorted({scan.doc_ids[r] for r in page}))}
+        for r in page:
+            p = got.get(scan.doc_ids[r])
+            if p is not None:
+                payloads[r] = view_text_payload(p, scan.view_of(r))
     return payloads

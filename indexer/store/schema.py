@@ -11,17 +11,45 @@ from __future__ import annotations
 DOC_ID, TEXT, DATASET = "doc_id", "text", "dataset"
 FIRES, OFFSETS = "_fires", "_offsets"  # packed (latent, peak token) pairs and token character spans
 UNITS = "_units"  # packed character spans of the sentence units (the concept family's peaks point here)
-FIRING = (FIRES, OFFSETS, UNITS)  # where each latent fires: most of a document's payload bytes, left out of search hits
+# The prompt view of a two-view record (prompt -> response): its text, firing spans and length.
+# The record's ``text`` is its response (the one view of a single-view record).
+PROMPT_TEXT, PROMPT_FIRES, PROMPT_OFFSETS, PROMPT_UNITS = "_prompt", "_prompt_fires", "_prompt_offsets", "_prompt_units"
+PROMPT_TOKENS = "prompt_tokens"  # tokens the reader read of the prompt (absent: a single-view record)
+HAS_PROMPT = "has_prompt"  # True on two-view records (absent otherwise): what a prompt-view analysis keeps
+VIEWS = ("response", "prompt")  # the views of a record, in the order vectors are named below
+VECTOR_OF = {"response": "sae", "prompt": "sae_prompt"}  # each view's named sparse vector in Qdrant
+# each view's payload keys for (text, fires, offsets, units, length)
+VIEW_KEYS = {"response": (TEXT, FIRES, OFFSETS, UNITS, "n_tokens"),
+             "prompt": (PROMPT_TEXT, PROMPT_FIRES, PROMPT_OFFSETS, PROMPT_UNITS, PROMPT_TOKENS)}
+SPANS_OF = {view: keys[1:4] for view, keys in VIEW_KEYS.items()}  # each view's (fires, offsets, units) keys
+FIRING = (FIRES, OFFSETS, UNITS, PROMPT_FIRES, PROMPT_OFFSETS, PROMPT_UNITS)  # where each latent fires: most of a document's payload bytes, left out of search hits
 DENSE = "_dense"  # the dense vector, put into the payload by scroll_docs(with_dense=True)
-BOOKKEEPING = ("n_tokens", "truncated", "content_hash")
+BOOKKEEPING = ("n_tokens", "truncated", "content_hash", PROMPT_TOKENS, HAS_PROMPT)
 
-RESERVED = frozenset({DOC_ID, TEXT, DATASET, FIRES, OFFSETS, UNITS, *BOOKKEEPING})  # a user field of these names is renamed
+RESERVED = frozenset({DOC_ID, TEXT, DATASET, *FIRING, PROMPT_TEXT, *BOOKKEEPING})  # a user field of these names is renamed
 USER_FIELD_PREFIX = "field_"
-HIDDEN = frozenset({FIRES, OFFSETS, UNITS, DOC_ID, TEXT, DATASET})  # not among a hit's "fields" (shown elsewhere or internal)
-NOT_COPIED = frozenset({TEXT, FIRES, OFFSETS, UNITS, DENSE})  # payload that analyses never filter or count on
+HIDDEN = frozenset({*FIRING, PROMPT_TEXT, DOC_ID, TEXT, DATASET})  # not among a hit's "fields" (shown elsewhere or internal)
+NOT_COPIED = frozenset({TEXT, PROMPT_TEXT, *FIRING, DENSE})  # payload that analyses never filter or count on
 PARQUET_CORE = frozenset({"id", DATASET, TEXT, "latents", "values", "dense"})  # Parquet columns that are not payload
 
 
 def user_field(name: str) -> str:
     """The payload name of a user's field: renamed where it would collide with saedex's own."""
     return USER_FIELD_PREFIX + name if name in RESERVED else name
+
+
+def view_row(payload: dict, view: str) -> dict:
+    """A document's payload as one view's columnar copy stores it: the prompt view's rows have
+    the prompt's length as ``n_tokens`` (length-matched analyses of prompts compare prompt lengths)."""
+    if view == "response":
+        return payload
+    return {**payload, "n_tokens": payload.get(PROMPT_TOKENS)}
+
+
+def view_text_payload(payload: dict, view: str) -> dict:
+    """A document's payload with one view as its text: a prompt shown where any text is read
+    (examples, label windows), its firing spans and length in the text's places."""
+    if view == "response":
+        return payload
+    src, dst = VIEW_KEYS["prompt"], VIEW_KEYS["response"]
+    return {**{k: v for k, v in payload.items() if k not in dst}, **{d: payload[s] for s, d in zip(src, dst) if s in payload}}

@@ -15,6 +15,7 @@ from pathlib import Path
 from indexer.core.paths import saedex_home
 from indexer.core.settings import settings
 from indexer.store.base import DOCS, LATENTS, AllBut, Filter, Nearest, Payload, Store, build_filter
+from indexer.store.schema import VECTOR_OF
 
 META = "meta"
 
@@ -68,18 +69,18 @@ class ServerStore(Store):
         from qdrant_client import models as m
 
         f = self._docs_filter(DOCS, flt)
-        vectors = ["sae"] if with_sparse else False
+        vectors = [q.using] if with_sparse else False
         payload = _payload(payload)
         sparse = m.SparseVector(indices=q.sparse[0], values=q.sparse[1]) if q.sparse else None
         if sparse is not None and q.dense is not None:
             res = self.client.query_points(
-                self._c(DOCS), prefetch=[m.Prefetch(query=sparse, using="sae", limit=q.prefetch, filter=f),
+                self._c(DOCS), prefetch=[m.Prefetch(query=sparse, using=q.using, limit=q.prefetch, filter=f),
                                          m.Prefetch(query=list(q.dense), using="dense", limit=q.prefetch, filter=f)],
                 query=(m.FusionQuery(fusion=m.Fusion.DBSF) if q.fusion == "dbsf"
                        else m.RrfQuery(rrf=m.Rrf(k=q.rrf_k, weights=[q.sparse_weight, 1.0]))), limit=limit, with_payload=payload, with_vectors=vectors)
         else:
             res = self.client.query_points(self._c(DOCS), query=sparse if sparse is not None else list(q.dense),
-                                           using="sae" if sparse is not None else "dense", limit=limit, query_filter=f,
+                                           using=q.using if sparse is not None else "dense", limit=limit, query_filter=f,
                                            with_payload=payload, with_vectors=vectors)
         return res.points
 
@@ -121,7 +122,7 @@ class ServerStore(Store):
             self.client.create_collection(
                 self._c(DOCS),
                 vectors_config={"dense": m.VectorParams(size=dense_dim, distance=m.Distance.COSINE)},
-                sparse_vectors_config={"sae": m.SparseVectorParams()},
+                sparse_vectors_config={name: m.SparseVectorParams() for name in VECTOR_OF.values()},
                 shard_number=self.shards, replication_factor=self.replicas, on_disk_payload=True,
             )
             for key in ("doc_id", "dataset"):
