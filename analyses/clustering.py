@@ -28,8 +28,10 @@ from analyses.matrix import (
     latent_medians,
     load_matrix,
     require_docs,
+    require_view,
     sample_positions,
     slice_counts,
+    view_filter,
 )
 from analyses.params import ClusterParams
 from indexer.encode.embedder import get_embedder
@@ -102,13 +104,14 @@ def label_checks(out: dict, label_field: str) -> None:
         out["warnings"] = out.get("warnings", []) + warnings
 
 
-def _example_docs(store: Store, out: dict, chars: int = 160) -> None:
-    """Each cluster's examples with the start of their text and their payload fields, so members
-    can be checked against the data (a cluster named "human-written" that holds machine text)."""
+def _example_docs(store: Store, out: dict, chars: int = 160, view: str = "response") -> None:
+    """Each cluster's examples with the start of their text (of the view clustered) and their
+    payload fields, so members can be checked against the data (a cluster named
+    "human-written" that holds machine text)."""
     ids = sorted({d for c in out["clusters"] for d in c["examples"]})
     docs = {h.doc_id: h.payload for h in store.get_docs(ids)} if ids else {}
     for c in out["clusters"]:
-        c["example_docs"] = [example_of(d, docs.get(d, {}), None, chars // 2) for d in c["examples"]]
+        c["example_docs"] = [example_of(d, docs.get(d, {}), None, chars // 2, view=view) for d in c["examples"]]
 
 
 def _axis_model(store: Store, axis: str, d_sae: int, cols: np.ndarray):
@@ -162,23 +165,28 @@ def cluster(
     """``stream_above`` (default MAX_SPECTRAL_DOCS): slices larger than this are clustered in
     passes over the columnar copy instead of in memory (same algorithm, same result)."""
     p = params or ClusterParams()
-    where, k, axis, method, label_field = p.to_filter(p.where), p.k, p.axis, p.method, p.label_field
+    where, k, axis, method, label_field, view = p.to_filter(p.where), p.k, p.axis, p.method, p.label_field, p.view
     stream_above = MAX_SPECTRAL_DOCS if stream_above is None else stream_above
     check_fields(store, index, where, "--where")
+    require_view(store, index, view)
+    if method == "dense" and view != "response":
+        raise AnalysisError("--method dense clusters responses only (the dense vector is the text's); use --method sae with --view prompt")
     fields = [label_field] if label_field else []
     if method == "sae":
-        copy = fresh_copy(store, require_index(store, index).recipe)
+        copy = fresh_copy(store, require_index(store, index).recipe, view=view)
         tables = list(copy.iter_shards(arrays=False))  # row tables and order keys only
-        selected = [np.flatnonzero(row_mask(sh.table, where)) for sh in tables]
+        selected = [np.flatnonzero(row_mask(sh.table, view_filter(where, view))) for sh in tables]
         if sum(len(r) for r in selected) > stream_above:
-            if p.family != "all":
-                raise AnalysisError(f"--family {p.family} clusters at most {stream_above:,} documents (narrow the slice with --where)")
+            if p.family != "all" or view != "response":
+                raise AnalysisError(f"--family {p.family} / --view {view} clusters at most {stream_above:,} documents "
+                                    "(narrow the slice with --where)")
             return _cluster_streaming(store, index, copy, tables, selected, where, k, axis, label_field,
                                       min_coverage, max_coverage, threshold, n_examples, seed, floor, with_coords)
     # No noise floor by default (unlike diff and correlations): on 999 whole BBC articles, topic
     # accuracy was 0.741 at floor 0, 0.735 at 0.5 and 0.707 at 1.0 - Jaccard over many latents
     # already discounts weak one-off firings.
-    m = load_matrix(store, index, where, fields=fields, with_dense=(method == "dense"), floor=floor if method == "sae" else 0.0)
+    m = load_matrix(store, index, where, fields=fields, with_dense=(method == "dense"), floor=floor if method == "sae" else 0.0,
+                    view=view)
     require_docs(m, "the filter", minimum=k)
     if p.family != "all":  # the other family's latents zeroed: ids stay where they are
         m.X = (m.X @ sp.diags(family_mask(require_index(store, index).recipe, p.family, m.X.shape[1]).astype(np.float32))).tocsr()
@@ -220,8 +228,10 @@ def cluster(
         truth = [p.get(label_field) for p in m.payload]
         out["scores"] = cluster_scores(pred, truth)
         label_checks(out, label_field)
-    cluster_lengths(fresh_copy(store, require_index(store, index).recipe), out)
-    _example_docs(store, out)
+    cluster_lengths(fresh_copy(store, require_index(store, index).recipe, view=view), out)
+    _example_docs(store, out, view=view)
+    if view != "response":
+        out["view"] = view
     if with_coords:  # 2-D projection for --plot (not part of the JSON contract)
         from sklearn.decomposition import TruncatedSVD
 

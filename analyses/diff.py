@@ -23,7 +23,10 @@ from analyses.matrix import (
     latent_cards,
     latent_medians,
     load_matrix,
+    require_view,
+    resolve_latent_conditions,
     stratified_counts,
+    view_filter,
 )
 from analyses.params import DiffParams
 from analyses.readable import example_of, group_rows, summary
@@ -32,6 +35,7 @@ from indexer.encode.pooling import fire_spans
 from indexer.store import Filter, Store, point_id
 from indexer.store.catalog import require_index
 from indexer.store.columns import fresh_copy
+from indexer.store.schema import SPANS_OF
 
 
 def two_proportion_test(ca: np.ndarray, na: int, cb: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,10 +56,10 @@ def bh_adjust(p: np.ndarray) -> np.ndarray:
 
 
 def top_docs_in_slice(store: Store, latent: int, flt: Filter, n: int, ref: np.ndarray | None, floor: float,
-                      threshold: float) -> list[str]:
+                      threshold: float, view: str = "response") -> list[str]:
     """The slice's documents where ``latent`` is strongest (and present by the counts' rule), from
     Qdrant's sparse index: one exact inverted-index query instead of a pass over the slice."""
-    hits = store.search_sparse([int(latent)], [1.0], limit=min(4 * n, 100), flt=None if flt.is_empty() else flt)
+    hits = store.search_sparse([int(latent)], [1.0], limit=min(4 * n, 100), flt=None if flt.is_empty() else flt, view=view)
     # Equal activations (common in bf16) are ordered by point id, not by Qdrant's insertion order:
     # an index re-created from an export shows the same examples.
     hits.sort(key=lambda h: (-h.score, point_id(h.doc_id)))
@@ -69,8 +73,13 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
     With ``params.length == "stratified"`` (the default) each latent is compared within strata of
     documents of similar length (:mod:`analyses.length`): the ranking, ``p_adj`` and
     ``significant`` are the length-matched ones; the raw frequencies and their own test stay in
-    each row, and ``length_driven`` marks latents whose raw difference does not survive."""
+    each row, and ``length_driven`` marks latents whose raw difference does not survive.
+
+    ``params.view`` compares the slices' prompts or responses; a slice may be defined by the other
+    view's latents (``prompt-latent=ID``: :data:`analyses.matrix.LATENT_KEYS`)."""
     check_bound("--examples", n_examples, 0, 100)
+    view = params.view
+    require_view(store, index, view)
     a = params.to_filter(params.a, "a")
     others = [params.to_filter(x, "b") for x in params.b_slices()]
     top, threshold, floor, hypotheses = params.top, params.threshold, params.floor, params.hypotheses
@@ -79,8 +88,12 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
     check_fields(store, index, a, "filter A")
     for f in others:
         check_fields(store, index, f, "filter B")
-    copy = fresh_copy(store, recipe)
     ref = latent_medians(store, index) if floor > 0 else None
+    labels = [f"A ({a.describe(' & ')})", "B (" + " | ".join(f.describe(" & ") for f in others) + ")"]
+    asked = [a, *others]  # as the user wrote them (a latent condition becomes a list of ids below)
+    a = view_filter(resolve_latent_conditions(store, index, a, "filter A", floor, ref), view)
+    others = [view_filter(resolve_latent_conditions(store, index, f, "filter B", floor, ref), view) for f in others]
+    copy = fresh_copy(store, recipe, view=view)
     len_a, len_bs = slice_lengths(copy, a), [slice_lengths(copy, f) for f in others]
     lengths = length_report(len_a, len_bs)
     stratify = params.length == "stratified" and len_a.tokens is not None and all(b.tokens is not None for b in len_bs)
@@ -94,12 +107,12 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
     na_s, ca_s = counts(a)
     na, ca = int(na_s.sum()), ca_s.sum(axis=0)
     if na < 1:
-        raise AnalysisError(f"filter A ({a.describe()}) matches 0 document(s); need at least 1")
+        raise AnalysisError(f"filter A ({asked[0].describe()}) matches 0 document(s); need at least 1")
     nbs_s, cbs_s = [], []
-    for f in others:
+    for f, f_asked in zip(others, asked[1:]):
         n_s, c_s = counts(f)
         if n_s.sum() < 1:
-            raise AnalysisError(f"filter B ({f.describe()}) matches 0 document(s); need at least 1")
+            raise AnalysisError(f"filter B ({f_asked.describe()}) matches 0 document(s); need at least 1")
         nbs_s.append(n_s)
         cbs_s.append(c_s)
     nbs = [int(n_s.sum()) for n_s in nbs_s]
@@ -144,7 +157,7 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
             "quality": cards.get(lat, {}).get("quality"), "freq_a": round(float(fa[lat]), 5), "freq_b": round(float(fb[lat]), 5),
             "diff": round(float(d[lat]), 5), "ratio": round(float((fa[lat] + 1e-4) / (fb[lat] + 1e-4)), 3),
             "z": round(float(z[lat]), 3), "p_adj": float(p_adj[lat]), "more_in": "a" if more_a else "b",
-            "examples": top_docs_in_slice(store, lat, src, n_examples, ref, floor, threshold),
+            "examples": top_docs_in_slice(store, lat, src, n_examples, ref, floor, threshold, view),
         }
         if stratify:
             row |= {"diff_length_matched": round(float(d_len[lat]), 5), "p_adj_raw": float(p_adj_raw[lat]),
@@ -152,7 +165,7 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
         if len(others) > 1:
             row["b_slice"] = int(which[lat])
         rows.append(row)
-    _attach_spans(store, rows)
+    _attach_spans(store, rows, view)
     lengths["correction"] = "stratified" if stratify else "none"
     out = {"n_a": na, "n_b": nbs if len(others) > 1 else nbs[0], "threshold": threshold,
            "floor": floor, "length": lengths,
@@ -163,10 +176,12 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
         out["untestable_by_length"] = int(untestable.sum())
     grouped = group_rows(rows)
     out["groups"] = {"a": [g for g in grouped if g["more_in"] == "a"], "b": [g for g in grouped if g["more_in"] == "b"]}
-    out["summary"] = summary(out, f"A ({a.describe(' & ')})", "B (" + " | ".join(f.describe(" & ") for f in others) + ")")
+    if view != "response":
+        out["view"] = view
+    out["summary"] = summary(out, *labels)
     if hypotheses:
-        A = load_matrix(store, index, a, floor=floor, medians=ref)
-        B0 = load_matrix(store, index, others[0], floor=floor, medians=ref)
+        A = load_matrix(store, index, a, floor=floor, medians=ref, view=view)
+        B0 = load_matrix(store, index, others[0], floor=floor, medians=ref, view=view)
         out["hypotheses"] = hypothesize_and_verify(store, rows, A, B0, hypotheses, llm_model)
     return out
 
@@ -178,12 +193,12 @@ def _comparable_share(na_s: np.ndarray, nbs_s: list[np.ndarray]) -> float:
     return round(float((na_s[both].sum() + sum(n[both].sum() for n in nbs_s)) / max(total, 1)), 4)
 
 
-def _attach_spans(store: Store, rows: list[dict]) -> None:
+def _attach_spans(store: Store, rows: list[dict], view: str = "response") -> None:
     """Firing spans of each example (so a person sees *where* the latent fires), and the first
-    example as a snippet with its span marked and its payload fields."""
+    example as a snippet of the view's text with its span marked and its payload fields."""
     ids = sorted({d for r in rows for d in r["examples"]})
     docs = {h.doc_id: h.payload for h in store.get_docs(ids)} if ids else {}
     for r in rows:
-        r["example_spans"] = {d: fire_spans(docs.get(d, {}), [r["latent"]]).get(r["latent"]) for d in r["examples"]}
+        r["example_spans"] = {d: fire_spans(docs.get(d, {}), [r["latent"]], SPANS_OF[view]).get(r["latent"]) for d in r["examples"]}
         first = r["examples"][0] if r["examples"] else None
-        r["example"] = example_of(first, docs.get(first, {}), r["example_spans"][first]) if first else None
+        r["example"] = example_of(first, docs.get(first, {}), r["example_spans"][first], view=view) if first else None

@@ -12,8 +12,9 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from indexer.core.errors import InputError
+from indexer.core.filters import wanted
 from indexer.encode.floor import COUNT_FLOORS, above_floor, apply_floor, check_floor, floor_key, reference_for
-from indexer.store import Filter, Store
+from indexer.store import Filter, Store, view_filter
 from indexer.store.catalog import require_index
 from indexer.store.columns import (
     N_LENGTH_BUCKETS,
@@ -27,7 +28,6 @@ from indexer.store.columns import (
     sparse_counts,
 )
 from indexer.store.latent_table import latent_table
-from indexer.store.schema import HAS_PROMPT
 
 
 class AnalysisError(InputError):
@@ -53,17 +53,58 @@ class DocMatrix:
 
 
 
-def view_filter(flt: Filter | None, view: str) -> Filter | None:
-    """A slice of one view: the prompt view holds only two-view records (a single-view record's
-    prompt row is empty, and counting it would dilute every prompt frequency)."""
-    if view == "response":
-        return flt
-    return Filter({**(flt.equals if flt is not None else {}), HAS_PROMPT: True})
-
-
 def require_view(store: Store, index: str, view: str) -> None:
     """A prompt-view analysis of an index without prompts: one line saying how to get them."""
     require_index(store, index).state.require_view(view, index)
+
+
+# Conditions on a view's latents, resolved to the records that satisfy them: ``prompt-latent=ID``
+# (the records whose prompt has latent ID; several ids: any of them), ``no-prompt-latent=ID`` (the
+# records with a prompt that lacks it), and the same for responses. With --view response they
+# compare the answers to prompts that have a property with those to prompts that do not.
+LATENT_KEYS = {"prompt-latent": ("prompt", True), "no-prompt-latent": ("prompt", False),
+               "response-latent": ("response", True), "no-response-latent": ("response", False)}
+
+
+def resolve_latent_conditions(store: Store, index: str, flt: Filter | None, what: str, floor: float,
+                              ref: np.ndarray | None) -> Filter | None:
+    """``flt`` with its latent conditions (:data:`LATENT_KEYS`) replaced by the ids of the records
+    that meet them (among those its other conditions select); a latent is present where it fires
+    above the floor, as diff counts it. One pass over each view's copy named."""
+    if flt is None or not any(k in LATENT_KEYS for k in flt.equals):
+        return flt
+    rest = {k: v for k, v in flt.equals.items() if k not in LATENT_KEYS}
+    manifest = require_index(store, index)
+    ids: set[str] | None = None
+    for key, value in flt.equals.items():
+        if key not in LATENT_KEYS:
+            continue
+        view, present = LATENT_KEYS[key]
+        manifest.state.require_view(view, index)
+        lats = wanted(value)
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < manifest.recipe.n_latents for x in lats):
+            raise AnalysisError(f"{what}: {key} takes latent ids (integers 0-{manifest.recipe.n_latents - 1}), got {value!r}")
+        want = np.zeros(manifest.recipe.n_latents, bool)
+        want[np.asarray(lats, np.int64)] = True
+        copy = fresh_copy(store, manifest.recipe, view=view)
+        meet: set[str] = set()
+        for shard in copy.iter_shards():
+            rows = np.flatnonzero(row_mask(shard.table, view_filter(Filter(rest), view)))
+            if not len(rows):
+                continue
+            starts, ends = shard.indptr[rows], shard.indptr[rows + 1]
+            take = _ranges(starts, ends - starts)
+            idx = np.asarray(shard.indices[take], np.int64)
+            hit = want[idx] & above_floor(np.asarray(shard.values[take]), idx, ref, floor)
+            has = np.zeros(len(rows), bool)
+            has[np.repeat(np.arange(len(rows)), ends - starts)[hit]] = True
+            chosen = rows[has if present else ~has]
+            ids_col = shard.table.column("doc_id")
+            meet.update(ids_col.take(pa.array(chosen)).to_pylist())
+        ids = meet if ids is None else ids & meet
+    if not ids:
+        raise AnalysisError(f"{what} ({flt.describe()}) matches 0 document(s); need at least 1")
+    return Filter({**rest, "doc_id": sorted(ids)})
 
 
 def load_matrix(store: Store, index: str, flt: Filter | None = None, fields: list[str] | None = None,
@@ -265,7 +306,7 @@ def check_fields(store: Store, index: str, flt: Filter | None, name: str) -> Non
         return
     copy = fresh_copy(store, require_index(store, index).recipe)
     known = known_fields(copy)
-    unknown = [k for k in flt.equals if k not in known]
+    unknown = [k for k in flt.equals if k not in known and k not in LATENT_KEYS]
     if unknown:
         raise AnalysisError(f"{name}: no document has a field {unknown[0]!r} (fields: {', '.join(known) or 'none'})")
 

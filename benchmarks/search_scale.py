@@ -88,7 +88,7 @@ def measure(index: str, queries: int) -> dict:
         out["columnar_locator"] = eng.locator() is not None
         for label, locate in (("explanations from the columnar copy", True), ("explanations from Qdrant vectors", False)):
             if not locate:
-                eng._locator = (eng.token(), None)
+                eng._locators["response"] = (eng.token(), None)
             qs = distinct_queries(queries, 60000 if locate else 70000)
             walls = []
             c0 = time.process_time()

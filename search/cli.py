@@ -44,6 +44,10 @@ def document_cmd(doc_id: str = typer.Argument(..., help="Document id."), index: 
         out = SearchEngine(store, index).document(doc_id, top)
 
     def render(d: dict) -> None:
+        if "prompt" in d:
+            console.print("[dim]prompt:[/dim] " + _highlight(d["prompt"][:2000], sorted({tuple(s) for l in d["prompt_latents"]
+                                                                                      for s in l["spans"]})))
+            console.print("[dim]response:[/dim]")
         spans = sorted({tuple(s) for l in d["latents"] for s in l["spans"]})
         console.print(_highlight(d["text"][:2000], spans))
         t = Table()
@@ -69,7 +73,11 @@ def _render(out: dict) -> None:
         spans = sorted({tuple(s) for e in r["explanation"] for s in e["spans"]})
         fields = " ".join([f"{k}={v}" for k, v in (r.get("fields") or {}).items() if k not in schema.BOOKKEEPING][:6])
         head = f"[dim]{escape(r['id'])}  {escape(fields)}[/dim]\n" if fields or r.get("id") else ""
-        t.add_row(str(n), f"{r['score']:.3f}", head + _highlight(r["text"][:600], spans),
+        body = _highlight(r["text"][:600], spans if r.get("view") != "prompt" else [])
+        if "prompt" in r:  # a two-view record: its prompt, then its response; the view ranked carries the marks
+            body = (f"[dim]prompt:[/dim] {_highlight(r['prompt'][:300], spans if r.get('view') == 'prompt' else [])}\n"
+                    f"[dim]response:[/dim] {body}")
+        t.add_row(str(n), f"{r['score']:.3f}", head + body,
                   "\n".join(f"{escape(e['label'])} ({e['activation']:.1f})" for e in r["explanation"][:3]))
     console.print(t)
 

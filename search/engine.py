@@ -31,7 +31,7 @@ from indexer.encode.embedder import get_embedder
 from indexer.encode.encoder import Encoder
 from indexer.encode.pooling import SpanArrays, fire_spans, span_arrays, spans_in
 from indexer.encode.recipe import read_manifest
-from indexer.store import Filter, Hit, SparseMap, Store, schema
+from indexer.store import Filter, Hit, SparseMap, Store, schema, view_filter
 from indexer.store.catalog import require_fresh_latent_stats, require_index
 from indexer.store.columns import RowLocator, copy_for
 from indexer.store.latent_table import latent_table
@@ -127,7 +127,7 @@ class SearchEngine:
         self._fresh_for: str | None = None  # token whose latent statistics were found fresh
         self._query_cache: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
         self._spans: OrderedDict[tuple, SpanArrays | None] = OrderedDict()  # decoded firing spans, by document
-        self._locator = None  # (token, RowLocator | None): explanations read the columnar copy
+        self._locators: dict[str, tuple] = {}  # view -> (token, RowLocator | None): explanations read the columnar copy
 
     # ------------------------------------------------------------------ index state
     def token(self) -> str | None:
@@ -147,21 +147,21 @@ class SearchEngine:
     def table(self):
         return latent_table(self.store, self.token())
 
-    def locator(self):
-        """The columnar copy's row locator while the copy holds every document (else None, and
-        explanations fetch the hits' vectors from Qdrant); rebuilt when the manifest changes."""
+    def locator(self, view: str = "response"):
+        """One view's columnar copy's row locator while the copy holds every document (else None,
+        and explanations fetch the hits' vectors from Qdrant); rebuilt when the manifest changes."""
         token = self.token()
-        cached = self._locator
+        cached = self._locators.get(view)
         if cached is not None and cached[0] == token:
             return cached[1]
         loc = None
         try:
-            copy = copy_for(self.store, self.manifest.recipe)
+            copy = copy_for(self.store, self.manifest.recipe, view)
             if copy.is_fresh(self.store.count()):
                 loc = RowLocator(copy)
         except Exception:  # noqa: BLE001 - the copy is an accelerator here; Qdrant answers without it
             loc = None
-        self._locator = (token, loc)
+        self._locators[view] = (token, loc)
         return loc
 
     def _require_fresh(self) -> None:
@@ -254,9 +254,9 @@ class SearchEngine:
         labels; the documents that match best show which latents the property actually fires."""
         table = self.table()
         idx = [w.latent for w in latents]
-        loc = self.locator()  # the top documents' vectors from the columnar copy, else from Qdrant
+        loc = self.locator(opts.view)  # the top documents' vectors from the columnar copy, else from Qdrant
         top = self.store.search_sparse(idx, [w.weight / w.p90 for w in latents], opts.feedback, flt, with_sparse=loc is None,
-                                       payload_fields=[])  # ids are all it needs
+                                       payload_fields=[], view=opts.view)  # ids are all it needs
         if len(top) < 2:
             return latents
         vectors = {h.doc_id: h.sparse.arrays() for h in top if isinstance(h.sparse, SparseMap)}
@@ -264,7 +264,8 @@ class SearchEngine:
             vectors.update(loc.vectors([h.doc_id for h in top]))
         missing = [h.doc_id for h in top if h.doc_id not in vectors]
         if missing:  # written after the copy was read
-            vectors.update((d.doc_id, d.sparse.arrays()) for d in self.store.get_docs(missing, with_sparse=True) if d.sparse)
+            vectors.update((d.doc_id, d.sparse.arrays()) for d in self.store.get_docs(missing, with_sparse=True, view=opts.view)
+                           if d.sparse)
         doc_w = np.exp(-np.arange(len(top)) / max(len(top) / 2, 1))  # the first documents are likelier relevant
         doc_w /= doc_w.sum()
         rows_in, weights_in = [], []
@@ -319,20 +320,30 @@ class SearchEngine:
         if not docs:
             raise NotFoundError(f"no document {doc_id!r} in index {self.index!r}")
         d = docs[0]
-        sparse = d.sparse or {}
+        out = {"id": d.doc_id, "text": d.payload.get("text", ""), "dataset": d.payload.get("dataset"),
+               "fields": {k: v for k, v in d.payload.items() if k not in schema.HIDDEN},
+               "latents": self._strongest(d.sparse or {}, d.payload, top, "response")}
+        if schema.PROMPT_TEXT in d.payload:  # a two-view record: its prompt and the prompt's latents too
+            p = self.store.get_docs([doc_id], with_sparse=True, view="prompt")
+            out |= {"prompt": d.payload[schema.PROMPT_TEXT],
+                    "prompt_latents": self._strongest((p[0].sparse if p else None) or {}, d.payload, top, "prompt")}
+        return out
+
+    def _strongest(self, sparse, payload: dict, top: int, view: str) -> list[dict]:
+        """A text's strongest latents (activation relative to the latent's p90) and where each fires."""
         meta = self.latent_meta(list(sparse))
         ranked = sorted(((i, a, a / meta[i]["p90"]) for i, a in sparse.items() if i in meta and meta[i]["p90"] > 0),
                         key=lambda t: -t[2])[:top]
-        spans = fire_spans(d.payload, [i for i, _, _ in ranked])
-        return {"id": d.doc_id, "text": d.payload.get("text", ""), "dataset": d.payload.get("dataset"),
-                "fields": {k: v for k, v in d.payload.items() if k not in schema.HIDDEN},
-                "latents": [{"latent": i, "label": meta[i]["label"], "activation": round(a, 4), "relative": round(r, 3),
-                             "spans": [spans[i]] if i in spans else []} for i, a, r in ranked]}
+        spans = fire_spans(payload, [i for i, _, _ in ranked], schema.SPANS_OF[view])
+        return [{"latent": i, "label": meta[i]["label"], "activation": round(a, 4), "relative": round(r, 3),
+                 "spans": [spans[i]] if i in spans else []} for i, a, r in ranked]
 
     # ------------------------------------------------------------------ search
     def search(self, query: str | None, opts: SearchOptions) -> dict[str, Any]:
         opts.check(query)
-        flt = opts.to_filter(opts.where)
+        flt = view_filter(opts.to_filter(opts.where), opts.view)
+        if opts.view != "response":
+            self.manifest.state.require_view(opts.view, self.index)
         want = opts.offset + opts.k  # pages are cut from the top offset + k
         explain = opts.explain
         if opts.method == "bm25":
@@ -352,14 +363,15 @@ class SearchEngine:
             idx = [w.latent for w in latents]
             vals = [w.weight / w.p90 for w in latents]
             limit = want + (1 if opts.like else 0)
-            vectors = explain and self.locator() is None  # else explanations read the columnar copy
+            vectors = explain and self.locator(opts.view) is None  # else explanations read the columnar copy
             if opts.method == "hybrid":
                 dense = get_embedder().encode_query(query).tolist()
                 hits = self.store.search_hybrid(idx, vals, dense, limit, flt, rrf_k=opts.rrf_k, prefetch=max(limit, 100),
                                                 with_sparse=vectors, sparse_weight=opts.hybrid_sae_weight,
                                                 fusion=opts.fusion, without_fields=schema.FIRING)
             else:
-                hits = self.store.search_sparse(idx, vals, limit, flt, with_sparse=vectors, without_fields=schema.FIRING)
+                hits = self.store.search_sparse(idx, vals, limit, flt, with_sparse=vectors, without_fields=schema.FIRING,
+                                                view=opts.view)
             if opts.like:
                 hits = [h for h in hits if h.doc_id != opts.like][:want]
         full_page = len(hits) >= want
@@ -403,7 +415,7 @@ class SearchEngine:
 
     SPAN_CACHE = 2048  # documents whose decoded firing spans are kept (~30 KB each)
 
-    def _spans_for(self, hits: list[Hit]) -> dict[str, SpanArrays | None]:
+    def _spans_for(self, hits: list[Hit], view: str = "response") -> dict[str, SpanArrays | None]:
         """The hits' decoded firing spans, remembered by document and content (LRU): the same
         documents answer many queries, and decoding three base64 arrays per hit held the GIL for
         a tenth of a search. Search hits come without the firing payload (~50 KB a document);
@@ -412,16 +424,17 @@ class SearchEngine:
         todo: list[tuple[tuple, Hit]] = []
         with self._lock:
             for h in hits:
-                key = (h.doc_id, h.payload.get("content_hash"))
+                key = (h.doc_id, h.payload.get("content_hash"), view)
                 got = self._spans.get(key, _NOT_CACHED)
                 if got is _NOT_CACHED:
                     todo.append((key, h))
                 else:
                     self._spans.move_to_end(key)
                     out[h.doc_id] = got
-        fetch = [h.doc_id for _, h in todo if schema.FIRES not in h.payload]
-        fetched = self.store.doc_payloads(fetch, list(schema.FIRING)) if fetch else {}
-        decoded = [(key, h.doc_id, span_arrays(h.payload if schema.FIRES in h.payload else fetched.get(h.doc_id, {})))
+        keys = schema.SPANS_OF[view]
+        fetch = [h.doc_id for _, h in todo if keys[0] not in h.payload]
+        fetched = self.store.doc_payloads(fetch, list(keys)) if fetch else {}
+        decoded = [(key, h.doc_id, span_arrays(h.payload if keys[0] in h.payload else fetched.get(h.doc_id, {}), keys))
                    for key, h in todo]
         with self._lock:
             for key, doc_id, got in decoded:
@@ -443,16 +456,16 @@ class SearchEngine:
         acts_of: dict[str, np.ndarray] = {}
         if weights:
             need = [h.doc_id for h in hits if h.sparse is None]
-            loc = self.locator() if need else None
+            loc = self.locator(opts.view) if need else None
             if loc is not None:
                 acts_of = loc.activations(need, lat_ids)
             missing = [d for d in need if d not in acts_of]
             if missing:  # no fresh copy, or an LLM rerank brought other hits
-                fetched = {d.doc_id: d.sparse or {} for d in self.store.get_docs(missing, with_sparse=True)}
+                fetched = {d.doc_id: d.sparse or {} for d in self.store.get_docs(missing, with_sparse=True, view=opts.view)}
                 for h in hits:
                     if h.sparse is None and h.doc_id not in acts_of:
                         h.sparse = fetched.get(h.doc_id, {})
-        spans_of = self._spans_for(hits) if weights else {}
+        spans_of = self._spans_for(hits, opts.view) if weights else {}
         out = []
         for h in hits:
             expl = []
@@ -475,5 +488,7 @@ class SearchEngine:
                                  "contribution": round(float(contrib[j]), 5), "spans": [spans[lat]] if lat in spans else []})
             fields = {k: v for k, v in h.payload.items() if k not in schema.HIDDEN}
             out.append({"id": h.doc_id, "score": round(float(h.score), 6), "text": h.payload.get("text", ""),
-                        "dataset": h.payload.get("dataset"), "fields": fields, "explanation": expl})
+                        "dataset": h.payload.get("dataset"), "fields": fields, "explanation": expl,
+                        **({"prompt": h.payload[schema.PROMPT_TEXT]} if schema.PROMPT_TEXT in h.payload else {}),
+                        **({"view": opts.view} if opts.view != "response" else {})})
         return out

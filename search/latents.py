@@ -18,6 +18,7 @@ from indexer.labels.dictionary import dictionary_for
 from indexer.labels.dictionary.vocabulary import taxonomy_vectors
 from indexer.store import Store
 from indexer.store.catalog import latent_summary, require_index
+from indexer.store.columns import fresh_copy, view_doc_counts
 from indexer.store.latent_table import LatentTable, latent_table
 
 
@@ -30,6 +31,9 @@ class LatentsParams(Params):
                                                                  "--offset for the next).")
     offset: int = Field(0, ge=0, le=1_000_000, description="Skip this many latents first (paging through the dictionary).")
     family: Literal["all", "token", "concept"] = Field("all", description="Latents of this SAE family only: token | concept | all.")
+    view: Optional[Literal["response", "prompt"]] = Field(None, description=(
+        "Latents that fire in this view, ranked by their share of its texts: response | prompt (records indexed with "
+        "--prompt-field); default: every text."))
 
     @field_validator("query")
     @classmethod
@@ -42,8 +46,10 @@ class LatentsParams(Params):
 def list_latents(store: Store, index: str, params: LatentsParams, table=None) -> dict:
     """``saedex latents`` and ``GET /v1/indexes/NAME/latents``: the top latents by document
     frequency, or by similarity to ``params.query`` (``table``: the caller's latent table)."""
-    require_index(store, index)
+    manifest = require_index(store, index)
     start, end = params.offset, params.offset + params.top
+    if params.view is not None:
+        return _list_in_view(store, index, params, manifest, table)
     if params.query is None:
         # from the in-memory table: reading every latent's payload (examples and all) for a page
         # cost ~18k payload conversions a request, and a few such requests stalled the server
@@ -63,6 +69,35 @@ def list_latents(store: Store, index: str, params: LatentsParams, table=None) ->
         pts = {p.latent: p for p in store.get_latents([i for i, _ in ranked])}
         rows = [latent_summary(pts[i]) | {"similarity": round(s, 4)} for i, s in ranked if i in pts]
     return {"latents": rows, "offset": start, "next_offset": end if more else None}
+
+
+def _list_in_view(store: Store, index: str, params: LatentsParams, manifest, table) -> dict:
+    """Latents by their share of one view's texts (``view_doc_freq``), or by similarity to the
+    query among those that fire in the view."""
+    manifest.state.require_view(params.view, index)
+    n, counts = view_doc_counts(fresh_copy(store, manifest.recipe, progress=False, view=params.view))
+    start, end = params.offset, params.offset + params.top
+    table = table if table is not None else latent_table(store)
+    fam = table.in_family(params.family)
+    if params.query is None:
+        ids = np.flatnonzero(counts > 0)
+        if fam is not None:
+            rows = table.rows(ids)
+            ids = ids[(rows >= 0) & fam[np.maximum(rows, 0)]]
+        ranked = [(int(i), None) for i in ids[np.argsort(-counts[ids], kind="stable")]]
+    else:
+        ranked = [(i, s) for i, s in latents_for_query(store, params.query, len(counts), table=table, family=params.family)
+                  if counts[i] > 0]
+    more = len(ranked) > end
+    ranked = ranked[start:end]
+    pts = {p.latent: p for p in store.get_latents([i for i, _ in ranked])}
+    rows_out = []
+    for i, sim in ranked:
+        if i in pts:
+            row = latent_summary(pts[i]) | {"view": params.view, "view_doc_count": int(counts[i]),
+                                            "view_doc_freq": round(float(counts[i] / max(n, 1)), 5)}
+            rows_out.append(row if sim is None else row | {"similarity": round(sim, 4)})
+    return {"latents": rows_out, "offset": start, "next_offset": end if more else None, "view": params.view, "texts": n}
 
 
 _ref_cache: dict[int, np.ndarray | None] = {}

@@ -29,6 +29,8 @@ class SearchParams(Params):
     llm_filter: bool = Field(False, description="LLM keeps only the relevant latents.")
     family: Literal["all", "token", "concept"] = Field("all", description=(
         "Rank by latents of this SAE family only: token (words, forms, fixed phrases) | concept (what sentences say) | all."))
+    view: Literal["response", "prompt"] = Field("response", description=(
+        "Rank by the latents of each record's response (its text) | prompt (records indexed with --prompt-field)."))
     feedback: int = Field(12, ge=0, le=200, description=(
         "Pseudo-relevance feedback (methods sae, hybrid): add the latents enriched in the top N "
         "results of a first pass (0 = off)."))
@@ -44,4 +46,6 @@ class SearchParams(Params):
             raise ValueError(f"offset must be >= 0 with offset + k <= {MAX_K}, got offset {self.offset}")
         if self.like is not None and self.method != "sae":
             raise ValueError("--like works with method sae")
+        if self.view != "response" and self.method != "sae":
+            raise ValueError("--view prompt works with method sae (BM25 and the dense vector read the responses)")
         return self

@@ -27,14 +27,15 @@ from indexer.core.progress import progress_bar
 from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
 from indexer.encode.pooling import unpack
 from indexer.encode.reader import DEFAULT_READER
-from indexer.encode.recipe import IncompleteRecipe, Manifest, Recipe, create_manifest, read_manifest
+from indexer.encode.recipe import IncompleteRecipe, Manifest, Recipe, create_manifest, read_manifest, update_state
 from indexer.labels.refresh import refresh_latents
 from indexer.store import DocPoint, Filter, Store, open_store
 from indexer.store.catalog import add_dataset
-from indexer.store.columns import column_values, payload_table, writer_for
-from indexer.store.schema import FIRES, OFFSETS, PARQUET_CORE, UNITS
+from indexer.store.columns import column_values, payload_table, view_writers
+from indexer.store.schema import FIRES, OFFSETS, PARQUET_CORE, PROMPT_TEXT, SPANS_OF, UNITS
 
-SPAN_FIELDS = (FIRES, OFFSETS, UNITS)
+SPAN_FIELDS = SPANS_OF["response"]
+PROMPT_SPAN_FIELDS = SPANS_OF["prompt"]
 
 RECIPE_KEY = b"saedex.recipe"
 
@@ -49,8 +50,11 @@ def export_parquet(store: Store, manifest: Manifest, path: Path, flt: Filter | N
     tables = []
     n = 0
     bar = progress_bar(store.count(flt), "export", progress)
+    two_view = manifest.state.two_view
     for hits in store.scroll_docs(flt=flt, with_sparse=True, with_dense=dense, payload_fields=None, batch=2000):
         ids, lat, val, dense_rows, payloads = [], [], [], [], []
+        prompts = ({h.doc_id: h.sparse for h in store.get_docs([h.doc_id for h in hits if PROMPT_TEXT in h.payload],
+                                                              with_sparse=True, view="prompt")} if two_view else {})
         for h in hits:
             ids.append(h.doc_id)
             s = h.sparse or {}
@@ -61,6 +65,9 @@ def export_parquet(store: Store, manifest: Manifest, path: Path, flt: Filter | N
             if dense:
                 dense_rows.append(payload.pop("_dense"))
             payload.pop("doc_id", None)
+            if h.doc_id in prompts:
+                ps = prompts[h.doc_id] or {}
+                payload["_prompt_vector"] = (sorted(ps), [float(ps[i]) for i in sorted(ps)])
             payloads.append(payload)
         t = _rows_table(ids, lat, val, payloads, dense_rows if dense else None)
         tables.append(t)
@@ -77,12 +84,18 @@ def export_parquet(store: Store, manifest: Manifest, path: Path, flt: Filter | N
 def _rows_table(ids, lat, val, payloads, dense_rows) -> pa.Table:
     texts = [p.pop("text", None) for p in payloads]
     datasets = [p.pop("dataset", None) for p in payloads]
+    prompts = [p.pop(PROMPT_TEXT, None) for p in payloads]
+    pvec = [p.pop("_prompt_vector", None) for p in payloads]
     extra = payload_table(ids, payloads).drop_columns(["doc_id"])
     cols = {"id": pa.array(ids, pa.string()), "dataset": pa.array(datasets, pa.string()), "text": pa.array(texts, pa.string()),
             "latents": pa.array(lat, pa.list_(pa.int32())), "values": pa.array(val, pa.list_(pa.float32()))}
+    if any(p is not None for p in prompts):  # two-view records: the prompt, its vector and its spans (null: no prompt)
+        cols |= {"prompt": pa.array(prompts, pa.string()),
+                 "prompt_latents": pa.array([v[0] if v else None for v in pvec], pa.list_(pa.int32())),
+                 "prompt_values": pa.array([v[1] if v else None for v in pvec], pa.list_(pa.float32()))}
     # payload_table drops text/_fires/_offsets/_units (the columnar copy never filters on them); keep the spans here
-    for k in SPAN_FIELDS:
-        if k != UNITS or any(p.get(k) for p in payloads):
+    for k in SPAN_FIELDS + PROMPT_SPAN_FIELDS:
+        if k in (FIRES, OFFSETS) or any(p.get(k) for p in payloads):
             cols[k] = pa.array([p.get(k) for p in payloads], pa.string())
     table = pa.table(cols)
     for name in extra.column_names:
@@ -212,8 +225,9 @@ def _check_schema(schema: pa.Schema, path: Path) -> None:
         t = f.type
         ok = {"id": any(k(t) for k in strings), "text": any(k(t) for k in strings), "dataset": any(k(t) for k in strings),
               "latents": list_of(t, (pa.types.is_integer,)), "values": list_of(t, (pa.types.is_floating,)),
-              "dense": list_of(t, (pa.types.is_floating,)), FIRES: any(k(t) for k in strings),
-              OFFSETS: any(k(t) for k in strings), UNITS: any(k(t) for k in strings)}.get(f.name)
+              "dense": list_of(t, (pa.types.is_floating,)), "prompt": any(k(t) for k in strings),
+              "prompt_latents": list_of(t, (pa.types.is_integer,)), "prompt_values": list_of(t, (pa.types.is_floating,)),
+              **{k: any(g(t) for g in strings) for k in SPAN_FIELDS + PROMPT_SPAN_FIELDS}}.get(f.name)
         if ok is None:  # a payload column: what a payload can hold
             ok = any(k(t) for k in _PAYLOAD_TYPES) or (any(g(t) for g in lists) and any(k(t.value_type) for k in _PAYLOAD_TYPES))
         if not ok:
@@ -284,7 +298,12 @@ def _write(store: Store, pf: pq.ParquetFile, recipe: Recipe, create: bool, repor
             datasets |= {d for d in part.column("dataset").to_pylist() if d}
     for d in sorted(datasets) or ["imported"]:
         add_dataset(store, d)
-    columns = writer_for(store, replacing=False)
+    if any(_has_prompts(part) for part in _batches(pf)):
+        if not read_manifest(store).state.prompt_vector:
+            raise InterchangeError(f"index {store.name!r} was created before prompt views existed and cannot hold the file's "
+                                   f"prompts; import into a new index")
+        update_state(store, two_view=True)
+    columns = view_writers(store, replacing=False)
     bar = progress_bar(report.read, "import", progress, unit="row")
     for part in _batches(pf):
         payload_cols = [c for c in part.column_names if c not in PARQUET_CORE]
@@ -296,8 +315,8 @@ def _write(store: Store, pf: pq.ParquetFile, recipe: Recipe, create: bool, repor
             sub = part.take(pa.array(rows[s : s + batch], pa.int64()))
             pts = _points(sub, payload_cols, embedder, report)
             store.upsert_docs(pts)
-            if columns is not None:
-                columns.append_points(pts)
+            for view, copy in columns.items():
+                copy.append_points(pts, view)
             report.indexed += len(pts)
         bar.update(len(ids))
     bar.close()
@@ -320,12 +339,22 @@ def _points(part: pa.Table, payload_cols: list[str], embedder, report: ImportRep
             dense[i] = np.asarray(v, np.float32).tolist()
         report.dense_computed += len(need)
     extra = {c: column_values(part, c) for c in payload_cols}
+    prompts, plat, pval = (part.column(c).to_pylist() if c in part.column_names else [None] * len(ids)
+                           for c in ("prompt", "prompt_latents", "prompt_values"))
     pts = []
     for r, doc_id in enumerate(ids):
         payload = {c: canonical_number(extra[c][r]) for c in payload_cols if extra[c][r] is not None}
         payload.update({"text": texts[r], "dataset": ds[r] or "imported"})
-        pts.append(DocPoint(doc_id, [int(x) for x in lat[r]], [float(x) for x in val[r]], dense[r], payload))
+        pt = DocPoint(doc_id, [int(x) for x in lat[r]], [float(x) for x in val[r]], dense[r], payload)
+        if prompts[r] is not None:
+            payload[PROMPT_TEXT] = prompts[r]
+            pt.prompt_sparse = ([int(x) for x in plat[r] or []], [float(x) for x in pval[r] or []])
+        pts.append(pt)
     return pts
+
+
+def _has_prompts(part: pa.Table) -> bool:
+    return "prompt" in part.column_names and part.column("prompt").null_count < part.num_rows
 
 
 def _validate(pf: pq.ParquetFile, recipe: Recipe, path: Path, advance) -> int:
@@ -339,7 +368,9 @@ def _validate(pf: pq.ParquetFile, recipe: Recipe, path: Path, advance) -> int:
         lat = part.column("latents").to_pylist()
         val = part.column("values").to_pylist()
         dense = part.column("dense").to_pylist() if "dense" in part.column_names else None
-        spans = {k: part.column(k).to_pylist() if k in part.column_names else None for k in SPAN_FIELDS}
+        spans = {k: part.column(k).to_pylist() if k in part.column_names else None for k in SPAN_FIELDS + PROMPT_SPAN_FIELDS}
+        prompts, plat, pval = (part.column(c).to_pylist() if c in part.column_names else [None] * len(ids)
+                               for c in ("prompt", "prompt_latents", "prompt_values"))
         for n, doc_id in enumerate(ids):
             r = r0 + n
             where = f"{path}: row {r} (id {doc_id!r})"
@@ -367,6 +398,18 @@ def _validate(pf: pq.ParquetFile, recipe: Recipe, path: Path, advance) -> int:
             problem = _span_problem({k: (v[n] if v is not None else None) for k, v in spans.items()}, len(text), d_sae)
             if problem:
                 raise InterchangeError(f"{where}: {problem}")
+            if prompts[n] is not None:  # a two-view record: its prompt's vector and spans, checked the same way
+                pl, pv = plat[n] or [], pval[n] or []
+                if len(pl) != len(pv) or len(set(pl)) != len(pl) or any(x is None or not 0 <= x < d_sae for x in pl) or \
+                        any(v is None or not math.isfinite(v) or v < 0 for v in pv):
+                    raise InterchangeError(f"{where}: prompt_latents / prompt_values are not a valid vector "
+                                           f"(equal lengths, distinct ids in [0, {d_sae}), finite non-negative values)")
+                pspans = {k: (spans[pk][n] if spans[pk] is not None else None) for k, pk in zip(SPAN_FIELDS, PROMPT_SPAN_FIELDS)}
+                problem = _span_problem(pspans, len(prompts[n]), d_sae)
+                if problem:
+                    raise InterchangeError(f"{where}: the prompt's {problem}")
+            elif plat[n] is not None:
+                raise InterchangeError(f"{where}: prompt_latents without a prompt")
         r0 += len(ids)
         advance(len(ids))
     return r0

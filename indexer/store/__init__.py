@@ -19,6 +19,7 @@ from indexer.store.base import (
     Store,
     StoreError,
     point_id,
+    view_filter,
 )
 from indexer.store.edge import EdgeStore
 from indexer.store.server import ServerStore, list_server_indexes
@@ -42,4 +43,5 @@ def list_indexes(qdrant_url: str | None = None) -> list[str]:
 
 
 __all__ = ["DOCS", "LATENTS", "DocPoint", "EdgeStore", "Filter", "Hit", "IndexLocked", "IndexNotFound", "LatentPoint",
-           "ServerStore", "SparseMap", "Store", "StoreError", "list_indexes", "open_store", "point_id"]
+           "ServerStore", "SparseMap", "Store", "StoreError", "list_indexes", "open_store", "point_id",
+           "view_filter"]

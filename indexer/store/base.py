@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 from indexer.core.errors import NotFoundError, UnavailableError
 from indexer.core.filters import Filter, split_condition
-from indexer.store.schema import VECTOR_OF, VIEWS
+from indexer.store.schema import HAS_PROMPT, VECTOR_OF, VIEWS
 from indexer.store.sparse import SparseMap, sparse_of
 
 _NS = uuid.UUID("6f1b6c1e-6a55-4c39-9d0e-5ae0e5ae0e5a")
@@ -143,6 +143,15 @@ def check_view(view: str) -> str:
     if view not in VECTOR_OF:
         raise ValueError(f"view must be one of {', '.join(VIEWS)} (got {view!r})")
     return VECTOR_OF[view]
+
+
+def view_filter(flt: Filter | None, view: str) -> Filter | None:
+    """A slice of one view: the prompt view holds only two-view records (a single-view record's
+    prompt is empty: counting or ranking it would dilute every prompt statistic)."""
+    check_view(view)
+    if view == "response":
+        return flt
+    return Filter({**(flt.equals if flt is not None else {}), HAS_PROMPT: True})
 
 
 def _vector_names(with_sparse: bool, with_dense: bool = False, view: str = "response") -> list[str] | bool:
@@ -366,5 +375,5 @@ class Store(ABC):
         return sorted(out, key=lambda p: order[p.latent])
 
 
-__all__ = ["DOCS", "LATENTS", "DocPoint", "Filter", "Hit", "IndexLocked", "IndexNotFound", "LatentPoint", "Nearest",
+__all__ = ["DOCS", "LATENTS", "check_view", "view_filter", "DocPoint", "Filter", "Hit", "IndexLocked", "IndexNotFound", "LatentPoint", "Nearest",
            "SparseMap", "Store", "StoreError", "build_filter", "point_id"]

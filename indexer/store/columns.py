@@ -49,7 +49,7 @@ from indexer.core.progress import checkpoint
 from indexer.encode.floor import COUNT_FLOORS, above_floor, floor_key, reference_for
 from indexer.encode.recipe import read_manifest
 from indexer.store import SparseMap, StoreError, point_id
-from indexer.store.schema import NOT_COPIED, VIEWS, view_row
+from indexer.store.schema import HAS_PROMPT, NOT_COPIED, VIEWS, view_row
 
 FORMAT = 1
 DIRNAME = "columns"
@@ -551,6 +551,20 @@ class RowLocator:
             dense[idx] = val
             out[d] = dense[latents]
         return out
+
+
+def view_doc_counts(copy: ColumnCopy) -> tuple[int, np.ndarray]:
+    """Texts of the copy's view (records, or the records with a prompt) and per latent how many
+    it fires in (any activation), from the counts each shard stores: no pass over the non-zeros."""
+    key = floor_key(0.0)
+    n, counts = 0, np.zeros(copy.d_sae, np.int64)
+    for shard in copy.iter_shards(arrays=False):
+        counts += shard.counts[key].sum(axis=0).astype(np.int64) if len(shard.counts[key]) else 0
+        if copy.view == "response":
+            n += int(shard.counts["rows"].sum())
+        else:  # a single-view record's prompt row is empty: count the records that have one
+            n += int(row_mask(shard.table, Filter({HAS_PROMPT: True})).sum())
+    return n, counts
 
 
 def order_keys(doc_ids: list[str]) -> np.ndarray:

@@ -30,7 +30,10 @@ RESERVED = frozenset({DOC_ID, TEXT, DATASET, *FIRING, PROMPT_TEXT, *BOOKKEEPING}
 USER_FIELD_PREFIX = "field_"
 HIDDEN = frozenset({*FIRING, PROMPT_TEXT, DOC_ID, TEXT, DATASET})  # not among a hit's "fields" (shown elsewhere or internal)
 NOT_COPIED = frozenset({TEXT, PROMPT_TEXT, *FIRING, DENSE})  # payload that analyses never filter or count on
-PARQUET_CORE = frozenset({"id", DATASET, TEXT, "latents", "values", "dense"})  # Parquet columns that are not payload
+# Parquet columns that are not payload; a two-view record's prompt travels as ``prompt`` (its text)
+# with ``prompt_latents`` / ``prompt_values`` (its vector) and its own span columns
+PARQUET_PROMPT = ("prompt", "prompt_latents", "prompt_values")
+PARQUET_CORE = frozenset({"id", DATASET, TEXT, "latents", "values", "dense", *PARQUET_PROMPT})
 
 
 def user_field(name: str) -> str:

@@ -56,16 +56,23 @@ function chip(latent, label, extra, quality) {
 // Results shown so far (all pages), for the CSV/JSON export.
 let shown = { query: null, results: [], next: null, body: null };
 // a document's payload fields (outcome, author...): what a reader checks a result against
-const BOOKKEEPING = new Set(["n_tokens", "truncated", "content_hash"]);
+const BOOKKEEPING = new Set(["n_tokens", "truncated", "content_hash", "prompt_tokens", "has_prompt"]);
 function fieldsLine(fields) {
   const kv = Object.entries(fields || {}).filter(([k]) => !BOOKKEEPING.has(k)).slice(0, 8);
   return kv.length ? `<span class="fields">${kv.map(([k, v]) => `<span class="field">${esc(k)}=${esc(typeof v === "object" ? JSON.stringify(v) : v)}</span>`).join(" ")}</span>` : "";
 }
+// a text with the spans that point into it marked (cut at 1,500 characters)
+const marked = (text, spans) => highlight(text.slice(0, 1500), spans.filter((s) => s[1] <= 1500));
 function renderResult(r, i) {
   const spans = r.explanation.flatMap((e) => e.spans);
+  const onPrompt = r.view === "prompt";  // the explanation's spans point into the prompt
+  // a two-view record shows its prompt above its response; the view ranked carries the marks
+  const prompt = r.prompt === undefined ? "" :
+    `<div class="text prompt"><span class="muted">prompt:</span> ${onPrompt ? marked(r.prompt, spans) : esc(r.prompt.slice(0, 1500))}</div>`;
+  const label = r.prompt === undefined ? "" : `<span class="muted">response:</span> `;
   return `<div class="result" data-id="${esc(r.id)}">
     <div class="meta">#${i + 1} · score ${r.score.toFixed(3)} · ${esc(r.dataset)} · ${esc(r.id)} ${fieldsLine(r.fields)}</div>
-    <div class="text">${highlight(r.text.slice(0, 1500), spans.filter((s) => s[1] <= 1500))}</div>
+    ${prompt}<div class="text">${label}${onPrompt ? esc(r.text.slice(0, 1500)) : marked(r.text, spans)}</div>
     <div class="chips">${r.explanation.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality)).join("")}</div>
   </div>`;
 }
@@ -74,7 +81,8 @@ async function doSearch(ev, more) {
   showError(null);
   try {
     const body = more ? { ...shown.body, offset: shown.next }
-      : { query: $("#q").value, k: parseInt($("#k").value, 10) || 10, method: $("#method").value, where: parseWhere($("#where").value) };
+      : { query: $("#q").value, k: parseInt($("#k").value, 10) || 10, method: $("#method").value, where: parseWhere($("#where").value),
+          ...($("#view").value === "prompt" ? { view: "prompt" } : {}) };
     const out = await api(`/v1/indexes/${index()}/search`, body);
     if (!more) {
       shown = { query: body.query, results: [], next: null, body };
