@@ -209,7 +209,9 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
     i, j, npmi, cij, cond = npmi_pairs(side_b.B, min_support, min_npmi, A=side_a.B if cross else None)
     # The filters below cost a payload fetch and an embedding per new latent, so only the
     # strongest pairs are examined, at most MAX_EXAMINED_CAP (--max-label-sim 1e-8 once walked 40k pairs).
-    order = np.argsort(-npmi, kind="stable")[: min(MAX_EXAMINED_CAP, max(MAX_EXAMINED, 50 * top))]
+    # Strongest first; among equal NPMI (a perfect association reads 1.0 at any support) the pair
+    # with more documents is the stronger evidence.
+    order = np.lexsort((-cij, -np.round(npmi, 3)))[: min(MAX_EXAMINED_CAP, max(MAX_EXAMINED, 50 * top))]
     lat_ids = sorted(set(side_a.cols[i[order]].tolist()) | set(side_b.cols[j[order]].tolist()))
     lats = latent_cards(store, lat_ids)
     heads = _HeadSimilarity({l: c["label"] for l, c in lats.items()})
