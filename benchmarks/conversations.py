@@ -164,15 +164,17 @@ def two_rate_pool(n: int = 1000, seed: int = 0, low_share: float = 0.02) -> list
     return rows
 
 
-def pair_rank(res: dict, rows_by_id: dict[str, dict], phrase: str = "hope it is correct") -> int | None:
-    """1-based rank of the first (math prompt, closing phrase) pair: its prompt latent's examples are
-    math prompts and its response latent fires inside the closing sentence."""
+def pair_rank(res: dict, rows_by_id: dict[str, dict], closings: list[str] | None = None) -> int | None:
+    """1-based rank of the first (math prompt, closing sentence) pair: its prompt latent's examples
+    are math prompts and its response latent fires inside a closing sentence (``closings``:
+    default the fixed phrase; :data:`PARAPHRASED` for the paraphrased case)."""
+    closings = [c.strip().lower() for c in (closings or [CLOSING])]
     for n, p in enumerate(res["pairs"], 1):
         ex = p.get("example") or {}
         b = ex.get("b") or {}
         mark = b.get("mark")
-        fired = b.get("text", "")[mark[0]:mark[1]] if mark else ""
-        in_phrase = bool(fired.strip()) and fired.strip().lower().strip(".") in phrase
+        fired = b.get("text", "")[mark[0]:mark[1]].strip().lower() if mark else ""
+        in_phrase = bool(fired) and any(fired in c or fired.strip(".") in c for c in closings)
         math_prompts = all(rows_by_id.get(d, {}).get("kind") == "math" for d in p["examples"])
         if in_phrase and math_prompts:
             return n
@@ -185,7 +187,8 @@ def _run_case(args) -> None:
     from analyses.params import CorrelationsParams
     from indexer.store import open_store
 
-    rows = two_rate_pool(args.records, args.seed)
+    rows = (make_records(args.records, 0.10, args.seed, paraphrased=True) if args.paraphrased
+            else two_rate_pool(args.records, args.seed))
     path = Path(args.workdir) / "conversations.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -194,9 +197,12 @@ def _run_case(args) -> None:
     by_id = {r["id"]: r for r in rows}
     out = {"records": len(rows), "index_s": round(time.time() - t0, 1)}
     with open_store(args.index) as store:
-        for name, where in (("10%", {}), ("2%", {"low": True})):
-            res = correlations(store, args.index, CorrelationsParams(between="prompt,response", where=where, top=50))
-            out[name] = {"records": res["documents"], "rank": pair_rank(res, by_id),
+        cases = [("10%", {}, "all"), ("10%, concept family", {}, "concept")] if args.paraphrased else [
+            ("10%", {}, "all"), ("2%", {"low": True}, "all")]
+        closings = PARAPHRASED if args.paraphrased else None
+        for name, where, family in cases:
+            res = correlations(store, args.index, CorrelationsParams(between="prompt,response", where=where, top=500, family=family))
+            out[name] = {"records": res["documents"], "rank": pair_rank(res, by_id, closings),
                          "top3": [(p["label_a"], p["label_b"], p["npmi"]) for p in res["pairs"][:3]]}
     print(json.dumps(out, indent=2))
 
@@ -263,7 +269,7 @@ def _timing(args) -> None:
         for max_docs in (4000, 0):
             for between in ("response,response", "prompt,response"):
                 p = CorrelationsParams(between=between, max_docs=max_docs, floor=0.0)
-                correlations(store, name, p) if between == "response,response" and max_docs == 4000 else None  # warm-up
+                correlations(store, name, p)  # warm: the copies read once, the label heads embedded (as a server runs)
                 t1 = time.perf_counter()
                 res = correlations(store, name, p)
                 out[f"{between} max_docs={max_docs}"] = {"seconds": round(time.perf_counter() - t1, 2),
@@ -280,6 +286,7 @@ def main() -> None:
     ap.add_argument("--index", default="conversations")
     ap.add_argument("--workdir", default="/tmp/saedex-conversations")
     ap.add_argument("--timing", type=int, default=0, help="time cross-view correlations at this many records instead")
+    ap.add_argument("--paraphrased", action="store_true", help="close the math answers with 30 paraphrases of one concept")
     args = ap.parse_args()
     _timing(args) if args.timing else _run_case(args)
 

@@ -171,6 +171,56 @@ def test_api_cross_view_correlations_and_prompt_search(conv):
         app.state.registry.close()
 
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="Debian chromium not installed (CI installs it)")
+def test_page_shows_prompt_and_response_of_a_result(conv):
+    """The web page's result card of a two-view record: the prompt above the response, the marks
+    in the view that was ranked (here the prompt)."""
+    import threading
+    import time
+
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    from server.app import create_app
+    from server.auth import ApiKey, digest
+    from tests.test_server import _free_port
+
+    app = create_app(keys=[ApiKey("admin", digest("conv-key-2"))], rate_limit=0)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.fill("#apikey", "conv-key-2")
+            page.dispatch_event("#apikey", "change")
+            page.locator("#index option").first.wait_for(state="attached")
+            page.select_option("#index", INDEX)
+            page.select_option("#view", "prompt")
+            page.fill("#q", "how many apples")
+            page.click("#go")
+            page.wait_for_selector(".result .prompt mark", timeout=60000)
+            card = page.locator(".result").first
+            assert "prompt:" in card.inner_text() and "response:" in card.inner_text()
+            assert card.locator(".prompt mark").count() > 0  # the ranked view carries the marks
+            assert card.locator(".text:not(.prompt) mark").count() == 0
+            browser.close()
+    finally:
+        server.should_exit = True
+        t.join(10)
+        app.state.jobs.shutdown()
+        app.state.registry.close()
+
+
 def test_cross_view_counts_equal_brute_force():
     """npmi_pairs with A (prompt side) counts every (prompt latent, response latent) pair over the same rows."""
     import scipy.sparse as sp
