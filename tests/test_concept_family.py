@@ -42,13 +42,7 @@ CLOSING = " I hope it is correct."
 def independent_slices(n_per_side: int, seed: int, max_chars: int | None, sides: int = 2) -> list[list[dict]]:
     """``sides`` disjoint sets of real BBC articles with the same mix of topics (cut to their last whole
     sentence within ``max_chars``: a plant appended to half a sentence would be half of that sentence)."""
-    docs = load_bbc(sides * n_per_side // 5, seed=seed, max_chars=max_chars)
-    for d in docs:
-        end = max(d["text"].rfind(". "), d["text"].rfind(".\n"))
-        d["text"] = d["text"][: end + 1] if end > 0 else d["text"]
-    by_topic: dict[str, list[dict]] = {}
-    for d in docs:
-        by_topic.setdefault(d["topic"], []).append(d)
+    by_topic = _whole_sentences_by_topic(sides * n_per_side // 5, seed, max_chars)
     out: list[list[dict]] = [[] for _ in range(sides)]
     for ds in by_topic.values():
         for k in range(sides):
@@ -56,12 +50,28 @@ def independent_slices(n_per_side: int, seed: int, max_chars: int | None, sides:
     return out
 
 
+def _whole_sentences_by_topic(n_per_topic: int, seed: int, max_chars: int | None) -> dict[str, list[dict]]:
+    """``load_bbc`` articles cut to their last whole sentence, by topic (the same seed gives the same
+    first articles of each topic whatever ``n_per_topic``: its shuffle does not depend on it)."""
+    by_topic: dict[str, list[dict]] = {}
+    for d in load_bbc(n_per_topic, seed=seed, max_chars=max_chars):
+        end = max(d["text"].rfind(". "), d["text"].rfind(".\n"))
+        d["text"] = d["text"][: end + 1] if end > 0 else d["text"]
+        by_topic.setdefault(d["topic"], []).append(d)
+    return by_topic
+
+
 @pytest.fixture(scope="module")
 def concept_index(tmp_path_factory, indexer_obj):
-    """Three sets of 200 different real articles: A; B with an apology appended to 20 of them (10%,
-    each a different sentence); C with an apology and a weather sentence appended together to 10 (5%)."""
+    """Four sets of 200 different real articles: A; B with an apology appended to 20 of them (10%,
+    each a different sentence); C with an apology and a weather sentence appended together to 10
+    (5%); D with the flagship closing phrase at the end of 20 (10%). One index for all (each set of
+    articles costs ~40 s to index here)."""
     rng = random.Random(11)
     a, b, c = independent_slices(200, seed=5, max_chars=900, sides=3)
+    # D: the next 40 articles of each topic (disjoint from A, B and C, which take the first 120)
+    d = [x for ds in _whole_sentences_by_topic(160, 5, 900).values() for x in ds[120:160]]
+    closing_d = set(random.Random(3).sample(range(len(d)), len(d) // 10))
     planted_b = set(rng.sample(range(len(b)), 20))
     pair_c = set(rng.sample(range(len(c)), 10))
     sorry, sorry_c, rain = iter(rng.sample(APOLOGIES, 20)), iter(rng.sample(APOLOGIES, 10)), iter(rng.sample(WEATHER, 10))
@@ -69,11 +79,12 @@ def concept_index(tmp_path_factory, indexer_obj):
     rows += [{"id": f"b{i}", "text": d["text"] + (" " + next(sorry) if i in planted_b else ""), "side": "b"} for i, d in enumerate(b)]
     rows += [{"id": f"c{i}", "text": d["text"] + (" " + next(rain) + " " + next(sorry_c) if i in pair_c else ""), "side": "c"}
              for i, d in enumerate(c)]
+    rows += [{"id": f"d{i}", "text": x["text"].rstrip() + (CLOSING if i in closing_d else ""), "side": "d"} for i, x in enumerate(d)]
     path = write_jsonl(tmp_path_factory.mktemp("concept") / "concept.jsonl", rows)
     r = cli("index", str(path), "--index", "concept", "--dataset", "bbc", "--id-field", "id", "--json", "--quiet")
     assert r.exit_code == 0, r.output
     return {"apology": {f"b{i}" for i in planted_b} | {f"c{i}" for i in pair_c}, "planted_b": {f"b{i}" for i in planted_b},
-            "pair": {f"c{i}" for i in pair_c}}
+            "pair": {f"c{i}" for i in pair_c}, "closing": {f"d{i}" for i in closing_d}}
 
 
 def _diff(*extra: str) -> list[dict]:
@@ -124,18 +135,10 @@ def test_search_explains_a_concept_hit_by_its_sentence(concept_index):
     assert sum(h["id"] in concept_index["apology"] for h in hits) >= 2
 
 
-def test_flagship_closing_phrase_between_independent_slices(tmp_path, indexer_obj):
-    """" I hope it is correct." at the end of 10% of B, where A and B are *different* real
-    articles (200 each): the phrase is found with B's planted documents as its examples."""
-    rng = random.Random(3)
-    a, b = independent_slices(200, seed=9, max_chars=1200)
-    planted = set(rng.sample(range(len(b)), len(b) // 10))
-    rows = [{"id": f"a{i}", "text": d["text"], "side": "a"} for i, d in enumerate(a)]
-    rows += [{"id": f"b{i}", "text": d["text"].rstrip() + (CLOSING if i in planted else ""), "side": "b"} for i, d in enumerate(b)]
-    path = write_jsonl(tmp_path / "flagship.jsonl", rows)
-    r = cli("index", str(path), "--index", "flagship", "--dataset", "bbc", "--id-field", "id", "--json", "--quiet")
-    assert r.exit_code == 0, r.output
-    r = cli("diff", "--index", "flagship", "--a", "side=a", "--b", "side=b", "--top", "5", "--family", "concept", "--json")
+def test_flagship_closing_phrase_between_independent_slices(concept_index):
+    """" I hope it is correct." at the end of 10% of D, where A and D are *different* real
+    articles (200 each): the phrase is found with D's planted documents as its examples."""
+    r = cli("diff", "--index", "concept", "--a", "side=a", "--b", "side=d", "--top", "5", "--family", "concept", "--json")
     top = json.loads(r.stdout)["latents"]
-    hits = [x for x in top if x["examples"] and set(x["examples"]) <= {f"b{i}" for i in planted}]
+    hits = [x for x in top if x["examples"] and set(x["examples"]) <= concept_index["closing"]]
     assert hits, [(x["latent"], x["label"], x["diff"], x["examples"][:3]) for x in top]

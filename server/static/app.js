@@ -216,7 +216,9 @@ async function init() {
 async function loadIndexes() {
   try {
     const out = await api("/v1/indexes");
+    const chosen = $("#index").value;  // a reload (the key changed) keeps the index chosen meanwhile
     $("#index").innerHTML = out.indexes.map((n) => `<option>${esc(n)}</option>`).join("");
+    if (out.indexes.includes(chosen)) $("#index").value = chosen;
     showError(null);
   } catch (e) { showError(e); }
 }
