@@ -49,7 +49,7 @@ from indexer.core.progress import checkpoint
 from indexer.encode.floor import COUNT_FLOORS, above_floor, floor_key, reference_for
 from indexer.encode.recipe import read_manifest
 from indexer.store import SparseMap, StoreError, point_id
-from indexer.store.schema import HAS_PROMPT, NOT_COPIED, VIEWS, view_row
+from indexer.store.schema import HAS_PROMPT, NOT_COPIED, VIEWS, view_text_payload
 
 FORMAT = 1
 DIRNAME = "columns"
@@ -363,7 +363,7 @@ class ColumnCopy:
             return
         shards = self.shards()
         seq = (shards[-1].last + 1) if shards else 0
-        rows = [view_row(p, self.view) for p in payloads]
+        rows = [view_text_payload(p, self.view) for p in payloads]
         self._write_shard(seq, seq, doc_ids, indptr, indices, values, payload_table(doc_ids, rows))
         if merge:
             self._merge_small()

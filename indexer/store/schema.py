@@ -41,17 +41,11 @@ def user_field(name: str) -> str:
     return USER_FIELD_PREFIX + name if name in RESERVED else name
 
 
-def view_row(payload: dict, view: str) -> dict:
-    """A document's payload as one view's columnar copy stores it: the prompt view's rows have
-    the prompt's length as ``n_tokens`` (length-matched analyses of prompts compare prompt lengths)."""
-    if view == "response":
-        return payload
-    return {**payload, "n_tokens": payload.get(PROMPT_TOKENS)}
-
-
 def view_text_payload(payload: dict, view: str) -> dict:
     """A document's payload with one view as its text: a prompt shown where any text is read
-    (examples, label windows), its firing spans and length in the text's places."""
+    (examples, label windows), its firing spans and length in the text's places - and stored so in
+    the prompt view's columnar copy (its ``n_tokens`` is the prompt's: length-matched analyses of
+    prompts compare prompt lengths)."""
     if view == "response":
         return payload
     src, dst = VIEW_KEYS["prompt"], VIEW_KEYS["response"]
