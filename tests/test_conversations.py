@@ -178,29 +178,18 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_page_shows_prompt_and_response_of_a_result(conv):
     """The web page's result card of a two-view record: the prompt above the response, the marks
     in the view that was ranked (here the prompt)."""
-    import threading
-    import time
-
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
     from server.app import create_app
     from server.auth import ApiKey, digest
-    from tests.test_server import _free_port
+    from tests.test_server import serving
 
     app = create_app(keys=[ApiKey("admin", digest("conv-key-2"))], rate_limit=0)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
     try:
-        with sync_playwright() as p:
+        with serving(app) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/")
+            page.goto(url + "/")
             page.fill("#apikey", "conv-key-2")
             page.dispatch_event("#apikey", "change")
             page.locator("#index option").first.wait_for(state="attached")
@@ -218,8 +207,6 @@ def test_page_shows_prompt_and_response_of_a_result(conv):
             assert card.locator(".text:not(.prompt) mark").count() == 0
             browser.close()
     finally:
-        server.should_exit = True
-        t.join(10)
         app.state.jobs.shutdown()
         app.state.registry.close()
 

@@ -4,6 +4,7 @@ headless Chromium."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -166,8 +167,9 @@ def _free_port() -> int:
     return port
 
 
-@pytest.fixture(scope="module")
-def live_server(app):
+@contextlib.contextmanager
+def serving(app):
+    """``app`` on a real uvicorn server on a free loopback port, for as long as the block runs: its URL."""
     import uvicorn
 
     port = _free_port()
@@ -177,9 +179,17 @@ def live_server(app):
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        t.join(10)
+
+
+@pytest.fixture(scope="module")
+def live_server(app):
+    with serving(app) as url:
+        yield url
 
 
 def test_real_uvicorn_on_loopback(live_server, bbc_index):
