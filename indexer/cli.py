@@ -17,6 +17,7 @@ from indexer.encode.sae import DEFAULT_SAE_DIR, load_sae
 from indexer.ingest.corpus import read_corpus
 from indexer.ingest.interchange import export_parquet, import_parquet
 from indexer.ingest.pipeline import Indexer, index_corpus
+from indexer.ingest.ray_index import RayOptions, index_corpus_ray
 from indexer.labels.concept_labels import build_concept_dictionary
 from indexer.labels.dictionary.build import build_dictionary
 from indexer.labels.dictionary.store import save_dictionary
@@ -54,6 +55,14 @@ def index_cmd(
     batch_tokens: int = typer.Option(4096, "--batch-tokens", help="Tokens per forward pass."),
     update: bool = typer.Option(False, "--update", help="Re-index documents whose id is indexed with a different text."),
     chunk_docs: int = typer.Option(128, "--chunk-docs", help="Documents per write (one atomic upsert each)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray", help="Encode on a Ray cluster: local (start one here), auto "
+                                              "(this machine's cluster) or its address (HOST:6379, ray://HOST:10001). See README."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="Encoder actors (default: one per GPU, else one per "
+                                              "--ray-cpus-per-worker CPUs of the cluster)."),
+    ray_cpus: int = typer.Option(1, "--ray-cpus-per-worker", help="CPUs (torch threads) per CPU actor."),
+    shard_docs: int = typer.Option(64, "--shard-docs", help="With --ray: documents per actor call and per Parquet shard."),
+    shards: Optional[Path] = typer.Option(None, "--shards", help="With --ray: keep the Parquet shards in this folder "
+                                          "(default: a folder under SAEDEX_HOME, removed once imported)."),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -61,9 +70,16 @@ def index_cmd(
     """Index a corpus: reader LM -> SAE -> max-pool -> Qdrant, then refresh latent stats and labels."""
     indexer = Indexer.from_options(sae, precision=precision, device=device, batch_tokens=batch_tokens, model=reader,
                                    layer=layer, max_tokens=max_tokens, window=window, overlap=overlap)
-    report = index_corpus(path, index, dataset, text_field, id_field, skip_invalid, qdrant_url,
-                          indexer=indexer, chunk_docs=chunk_docs, progress=not quiet, update=update,
-                          follow_symlinks=follow_symlinks, keep=keep, prompt_field=prompt_field)
+    if ray_address is None:
+        report = index_corpus(path, index, dataset, text_field, id_field, skip_invalid, qdrant_url,
+                              indexer=indexer, chunk_docs=chunk_docs, progress=not quiet, update=update,
+                              follow_symlinks=follow_symlinks, keep=keep, prompt_field=prompt_field)
+    else:
+        options = RayOptions(address=ray_address, workers=ray_workers, cpus_per_worker=ray_cpus, shard_docs=shard_docs,
+                             shards_dir=shards)
+        report = index_corpus_ray(path, index, options, indexer, dataset, text_field, id_field, skip_invalid, qdrant_url,
+                                  update=update, follow_symlinks=follow_symlinks, keep=keep, prompt_field=prompt_field,
+                                  progress=not quiet, device=device)
     d = report.as_dict()
     if report.duplicates_conflicting:
         err_console.print(f"warning: {report.duplicates_conflicting} of {report.duplicates_in_input} repeated id(s) had a "
@@ -83,7 +99,17 @@ def index_cmd(
         f"({_with_prompts(r['prompts'])}{r['already_indexed']} already there, {r['empty']} empty, {r['invalid']} invalid, "
         f"{r['duplicates_in_input']} duplicate ids, {r['changed']} changed, {r['updated']} updated; "
         f"{r['tokens']} tokens, {r['truncated_docs']} truncated, "
-        f"{r['tokens_per_s']} tok/s; {r['latents_relabelled']} latents (re)labelled)", highlight=False))
+        f"{r['tokens_per_s']} tok/s; {r['latents_relabelled']} latents (re)labelled)" + _ray_summary(r.get("ray")),
+        highlight=False))
+
+
+def _ray_summary(ray: dict | None) -> str:
+    if not ray:
+        return ""
+    workers = "; ".join(f"{w}: {v['docs']} docs, {v['tokens_per_s']} tok/s" for w, v in ray["per_worker"].items())
+    return (f"\non Ray ({ray['address']}): {ray['workers']} worker(s), {ray['shards_written']} shard(s) written, "
+            f"{ray['resumed_docs']} document(s) resumed from earlier shards; start-up {ray['startup_s']} s, job {ray['job_s']} s, "
+            f"import {ray['import_s']} s" + (f"\n  {workers}" if workers else ""))
 
 
 def _with_prompts(n: int) -> str:

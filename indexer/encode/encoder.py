@@ -50,10 +50,11 @@ class Encoder:
             self.concept, self.concept_path = load_sae(concept), concept
 
     @classmethod
-    def for_recipe(cls, recipe: Recipe):
-        """An encoder that makes vectors exactly as ``recipe`` says (search's ``--like``/``expand``)."""
+    def for_recipe(cls, recipe: Recipe, **inference: str | int):
+        """An encoder that makes vectors exactly as ``recipe`` says (search's ``--like``/``expand``,
+        a Ray worker). ``inference``: how fast, not what (precision, device, batch_tokens)."""
         r = recipe.reader
-        cfg = ReaderConfig(model=r.model, layer=r.layer, max_tokens=r.max_tokens,
+        cfg = ReaderConfig(model=r.model, layer=r.layer, max_tokens=r.max_tokens, **inference,
                            **{k: v for k, v in (("window", r.window), ("overlap", r.overlap)) if v is not None})
         concept = None if recipe.concept is None else (recipe.concept.folder or "default")
         return cls(cfg, recipe.sae.folder, recipe.embedder or DEFAULT_EMBEDDER, concept=concept)

@@ -32,7 +32,7 @@ from indexer.labels.refresh import refresh_latents
 from indexer.store import DocPoint, Filter, Store, open_store
 from indexer.store.catalog import add_dataset
 from indexer.store.columns import column_values, payload_table, view_writers
-from indexer.store.schema import FIRES, OFFSETS, PARQUET_CORE, PROMPT_TEXT, SPANS_OF, UNITS
+from indexer.store.schema import FIRES, OFFSETS, PARQUET_CORE, PROMPT_TEXT, SPANS_OF, UNITS, user_field
 
 SPAN_FIELDS = SPANS_OF["response"]
 PROMPT_SPAN_FIELDS = SPANS_OF["prompt"]
@@ -75,10 +75,35 @@ def export_parquet(store: Store, manifest: Manifest, path: Path, flt: Filter | N
         bar.update(len(ids))
     bar.close()
     table = pa.concat_tables(tables, promote_options="permissive") if tables else _rows_table([], [], [], [], [] if dense else None)
-    meta = dict(table.schema.metadata or {})
-    meta[RECIPE_KEY] = json.dumps(manifest.recipe.to_dict()).encode()
-    pq.write_table(table.replace_schema_metadata(meta), str(path), compression="zstd", row_group_size=10_000)
+    pq.write_table(with_recipe(table, manifest.recipe), str(path), compression="zstd", row_group_size=10_000)
     return {"documents": n, "path": str(path), "columns": table.column_names, "dense": dense}
+
+
+def points_table(points: list[DocPoint], recipe: Recipe) -> pa.Table:
+    """Freshly encoded documents as rows of the interchange format (dense vectors included), with
+    the recipe in the metadata: what a Ray worker returns and a shard file holds, so a shard is a
+    file ``saedex import`` reads."""
+    payloads = []
+    for p in points:
+        payload = dict(p.payload)
+        if p.prompt_sparse is not None:
+            order = np.argsort(p.prompt_sparse[0], kind="stable")
+            payload["_prompt_vector"] = ([int(p.prompt_sparse[0][i]) for i in order], [float(p.prompt_sparse[1][i]) for i in order])
+        payloads.append(payload)
+    lat, val = [], []
+    for p in points:
+        order = np.argsort(p.sparse_indices, kind="stable")
+        lat.append([int(p.sparse_indices[i]) for i in order])
+        val.append([float(p.sparse_values[i]) for i in order])
+    table = _rows_table([p.doc_id for p in points], lat, val, payloads, [list(p.dense) for p in points])
+    return with_recipe(table, recipe)
+
+
+def with_recipe(table: pa.Table, recipe: Recipe) -> pa.Table:
+    """The table with ``recipe`` in its key-value metadata (what an import checks)."""
+    meta = dict(table.schema.metadata or {})
+    meta[RECIPE_KEY] = json.dumps(recipe.to_dict()).encode()
+    return table.replace_schema_metadata(meta)
 
 
 def _rows_table(ids, lat, val, payloads, dense_rows) -> pa.Table:
@@ -86,6 +111,9 @@ def _rows_table(ids, lat, val, payloads, dense_rows) -> pa.Table:
     datasets = [p.pop("dataset", None) for p in payloads]
     prompts = [p.pop(PROMPT_TEXT, None) for p in payloads]
     pvec = [p.pop("_prompt_vector", None) for p in payloads]
+    # an index built before interchange names were reserved may hold a user field ``id`` or ``prompt``:
+    # it travels under its reserved name (``field_id``), as ingest now stores it
+    payloads = [{(user_field(k) if k in PARQUET_CORE else k): v for k, v in p.items()} for p in payloads]
     extra = payload_table(ids, payloads).drop_columns(["doc_id"])
     cols = {"id": pa.array(ids, pa.string()), "dataset": pa.array(datasets, pa.string()), "text": pa.array(texts, pa.string()),
             "latents": pa.array(lat, pa.list_(pa.int32())), "values": pa.array(val, pa.list_(pa.float32()))}
@@ -298,28 +326,42 @@ def _write(store: Store, pf: pq.ParquetFile, recipe: Recipe, create: bool, repor
             datasets |= {d for d in part.column("dataset").to_pylist() if d}
     for d in sorted(datasets) or ["imported"]:
         add_dataset(store, d)
-    if any(_has_prompts(part) for part in _batches(pf)):
+    prepare_views(store, _batches(pf))
+    columns = view_writers(store, replacing=False)
+    bar = progress_bar(report.read, "import", progress, unit="row")
+    for part in _batches(pf):
+        write_rows(store, part, embedder, columns, report, batch)
+        bar.update(part.num_rows)
+    bar.close()
+
+
+def prepare_views(store: Store, tables) -> None:
+    """Before writing rows with prompts: the index must have the prompt vector; mark it two-view."""
+    if any(_has_prompts(part) for part in tables):
         if not read_manifest(store).state.prompt_vector:
             raise InterchangeError(f"index {store.name!r} was created before prompt views existed and cannot hold the file's "
                                    f"prompts; import into a new index")
         update_state(store, two_view=True)
-    columns = view_writers(store, replacing=False)
-    bar = progress_bar(report.read, "import", progress, unit="row")
-    for part in _batches(pf):
-        payload_cols = [c for c in part.column_names if c not in PARQUET_CORE]
-        ids = part.column("id").to_pylist()
-        present = store.existing_doc_ids(ids)
-        report.already_indexed += len(present)
-        rows = [i for i, d in enumerate(ids) if d not in present]
-        for s in range(0, len(rows), batch):
-            sub = part.take(pa.array(rows[s : s + batch], pa.int64()))
-            pts = _points(sub, payload_cols, embedder, report)
-            store.upsert_docs(pts)
-            for view, copy in columns.items():
-                copy.append_points(pts, view)
-            report.indexed += len(pts)
-        bar.update(len(ids))
-    bar.close()
+
+
+def write_rows(store: Store, part: pa.Table, embedder, columns: dict, report: ImportReport, batch: int = IMPORT_BATCH,
+               replace: frozenset[str] = frozenset()) -> None:
+    """Upsert validated interchange rows, a batch at a time, into Qdrant and then the columnar
+    copies. Ids already in the index are skipped (counted) unless listed in ``replace`` (``index
+    --update`` of documents whose text changed; the caller then passes no columnar writers, which
+    readers rebuild)."""
+    payload_cols = [c for c in part.column_names if c not in PARQUET_CORE]
+    ids = part.column("id").to_pylist()
+    present = store.existing_doc_ids(ids) - replace
+    report.already_indexed += len(present)
+    rows = [i for i, d in enumerate(ids) if d not in present]
+    for s in range(0, len(rows), batch):
+        sub = part.take(pa.array(rows[s : s + batch], pa.int64()))
+        pts = _points(sub, payload_cols, embedder, report)
+        store.upsert_docs(pts)
+        for view, copy in columns.items():
+            copy.append_points(pts, view)
+        report.indexed += len(pts)
 
 
 def _points(part: pa.Table, payload_cols: list[str], embedder, report: ImportReport) -> list[DocPoint]:

@@ -53,9 +53,10 @@ class IndexReport:
     latents_relabelled: int = 0
     invalid_examples: list[str] = field(default_factory=list)
     prompts: int = 0  # records read with a prompt (two-view records)
+    ray: dict | None = None  # `index --ray`: the job's statistics (workers, shards, per-worker throughput)
 
     def as_dict(self) -> dict:
-        d = dict(self.__dict__)
+        d = {k: v for k, v in self.__dict__.items() if not (k == "ray" and v is None)}
         d["tokens_per_s"] = round(self.tokens / self.seconds, 1) if self.seconds else None
         d["padding_fraction"] = round(self.padded_tokens / max(self.computed_tokens, 1), 4)
         d["window_overhead"] = round(self.computed_tokens / self.tokens, 3) if self.tokens else None
@@ -157,6 +158,17 @@ def collect_records(path: str | Path, text_field: str, id_field: str | None, ski
     return records
 
 
+def plan_records(store: Store, records: list[Record], update: bool, report: IndexReport) -> tuple[list[Record], list[Record], list[Record]]:
+    """What a run must encode: (todo, new, changed). An id already indexed with the same content
+    hash is done; one indexed with another hash is ``changed`` and in ``todo`` only with ``update``."""
+    existing = store.existing_doc_hashes([r.id for r in records]) if records else {}
+    changed = [r for r in records if r.id in existing and existing[r.id] != r.content_hash]
+    new = [r for r in records if r.id not in existing]
+    report.changed = len(changed)
+    report.already_indexed = len(existing) - len(changed)
+    return (new + changed if update else new), new, changed
+
+
 def index_corpus(
     path: str | Path,
     index: str,
@@ -187,12 +199,7 @@ def index_corpus(
     with open_store(index, qdrant_url) as store:
         indexer.prepare_store(store, index, two_view=report.prompts > 0)
         add_dataset(store, dataset)
-        existing = store.existing_doc_hashes([r.id for r in records]) if records else {}
-        changed = [r for r in records if r.id in existing and existing[r.id] != r.content_hash]
-        new = [r for r in records if r.id not in existing]
-        report.changed = len(changed)
-        report.already_indexed = len(existing) - len(changed)
-        todo = new + changed if update else new
+        todo, new, changed = plan_records(store, records, update, report)
         columns = view_writers(store, replacing=bool(update and changed))
         if todo:
             indexer.reader  # load the models before the clock starts: throughput excludes loading

@@ -26,14 +26,16 @@ FIRING = (FIRES, OFFSETS, UNITS, PROMPT_FIRES, PROMPT_OFFSETS, PROMPT_UNITS)  # 
 DENSE = "_dense"  # the dense vector, put into the payload by scroll_docs(with_dense=True)
 BOOKKEEPING = ("n_tokens", "truncated", "content_hash", PROMPT_TOKENS, HAS_PROMPT)
 
-RESERVED = frozenset({DOC_ID, TEXT, DATASET, *FIRING, PROMPT_TEXT, *BOOKKEEPING})  # a user field of these names is renamed
-USER_FIELD_PREFIX = "field_"
-HIDDEN = frozenset({*FIRING, PROMPT_TEXT, DOC_ID, TEXT, DATASET})  # not among a hit's "fields" (shown elsewhere or internal)
-NOT_COPIED = frozenset({TEXT, PROMPT_TEXT, *FIRING, DENSE})  # payload that analyses never filter or count on
 # Parquet columns that are not payload; a two-view record's prompt travels as ``prompt`` (its text)
 # with ``prompt_latents`` / ``prompt_values`` (its vector) and its own span columns
 PARQUET_PROMPT = ("prompt", "prompt_latents", "prompt_values")
 PARQUET_CORE = frozenset({"id", DATASET, TEXT, "latents", "values", "dense", *PARQUET_PROMPT})
+# A user field of these names is renamed: saedex's own payload, and the interchange columns (a
+# record's own ``id`` field, kept when ids are content hashes, met the ``id`` column in an export)
+RESERVED = frozenset({DOC_ID, TEXT, DATASET, *FIRING, PROMPT_TEXT, *BOOKKEEPING, *PARQUET_CORE})
+USER_FIELD_PREFIX = "field_"
+HIDDEN = frozenset({*FIRING, PROMPT_TEXT, DOC_ID, TEXT, DATASET})  # not among a hit's "fields" (shown elsewhere or internal)
+NOT_COPIED = frozenset({TEXT, PROMPT_TEXT, *FIRING, DENSE})  # payload that analyses never filter or count on
 
 
 def user_field(name: str) -> str:
