@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from indexer.ingest.corpus import CorpusError, ReadStats, read_corpus
+from indexer.ingest.pipeline import IndexReport
 from tests.conftest import ROOT, load_bbc, write_jsonl
 
 
@@ -226,11 +227,21 @@ def test_document_vector_does_not_depend_on_batch_neighbours(indexer_obj):
 
     texts = [r["text"] for r in load_bbc(2, seed=9, max_chars=None)]  # whole articles of different lengths
     recs = [Record(str(i), t, {}) for i, t in enumerate(texts)]
+    indexer_obj.clear_recent()  # read every text (not the copy of an earlier reading)
     together = indexer_obj.encode_records(recs, "x")
     for i in (0, 3, 7):
-        alone = indexer_obj.encode_records([recs[i]], "x")[0]
+        indexer_obj.clear_recent()
+        report = IndexReport("x", "x")
+        alone = indexer_obj.encode_records([recs[i]], "x", report)[0]
+        assert report.repeated_texts == 0 and report.tokens > 0
         assert alone.sparse_indices == together[i].sparse_indices
         assert alone.sparse_values == together[i].sparse_values  # bit-identical: no padding, no shared rows
+    # ... which is why a text met again is read once and its vector copied: a repeat under another id
+    report = IndexReport("x", "x")
+    again = indexer_obj.encode_records([recs[7], Record("copy", texts[7], {"n": 1}), recs[7]], "x", report)
+    assert report.repeated_texts == 3 and report.tokens == 0  # recs[7] was the last text read above
+    assert again[1].sparse_values == together[7].sparse_values and again[1].payload["_fires"] == together[7].payload["_fires"]
+    assert again[1].doc_id == "copy" and again[1].payload["n"] == 1
 
 
 def test_long_documents_are_read_whole_across_windows_with_exact_spans(indexer_obj):

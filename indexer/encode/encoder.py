@@ -7,6 +7,8 @@ and the dictionary build. Writing to a store is not its business (:mod:`indexer.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +32,10 @@ class EncodeCounts:
     padded_tokens: int = 0
     computed_tokens: int = 0  # positions run through the reader (BOS per window, overlap context)
     truncated_docs: int = 0
+    repeated_texts: int = 0  # texts equal to one met earlier (in the call or recently): read once, vector copied
+
+
+RECENT_TEXTS = 4096  # pooled vectors kept for texts met again (the same answer or prompt under many ids)
 
 
 class Encoder:
@@ -43,6 +49,8 @@ class Encoder:
         self.sae_path = str(sae_path or DEFAULT_SAE_DIR)
         self.sae = sae_object if sae_object is not None else load_sae(self.sae_path)
         self._reader: Reader | None = None
+        self._recent: OrderedDict[str, PooledDoc] = OrderedDict()
+        self._recent_lock = threading.Lock()
         self.embedder_name = embedder
         self.concept_path = "default" if isinstance(concept, str) and concept == "default" else None
         self.concept = shipped_concept_sae() if isinstance(concept, str) else concept
@@ -92,7 +100,31 @@ class Encoder:
                             concept=self.concept, concept_path=self.concept_path)
 
     def encode_texts(self, texts: list[str], counts: EncodeCounts | None = None) -> list[PooledDoc]:
-        """Reader + SAE + max-pooling, one pooled document per text, in order."""
+        """Reader + SAE + max-pooling, one pooled document per text, in order. A text met again
+        (in this call, or among the last RECENT_TEXTS encoded) is read once: a document's vector
+        does not depend on its batch neighbours (tests/test_ingest_hardening.py), so the copy is
+        the vector a second reading would make. Corpora repeat texts under other ids (the same
+        prompt to many models, a story run twice, A/B slices sharing documents)."""
+        with self._recent_lock:
+            known = {t: self._recent[t] for t in texts if t in self._recent}
+            for t in known:
+                self._recent.move_to_end(t)
+        todo = list(dict.fromkeys(t for t in texts if t not in known))
+        fresh = dict(zip(todo, self._encode_unique(todo, counts))) if todo else {}
+        with self._recent_lock:
+            self._recent.update(fresh)
+            while len(self._recent) > RECENT_TEXTS:
+                self._recent.popitem(last=False)
+        if counts is not None:
+            counts.repeated_texts += len(texts) - len(todo)
+        return [fresh[t] if t in fresh else known[t] for t in texts]
+
+    def clear_recent(self) -> None:
+        """Forget the texts met so far (the next encode reads every text)."""
+        with self._recent_lock:
+            self._recent.clear()
+
+    def _encode_unique(self, texts: list[str], counts: EncodeCounts | None) -> list[PooledDoc]:
         pooled: list = [None] * len(texts)
         for batch in self.reader.encode(texts):
             for i, p in zip(batch.indices, encode_and_pool(self.sae, batch.states, batch.offsets)):

@@ -53,6 +53,7 @@ class IndexReport:
     latents_relabelled: int = 0
     invalid_examples: list[str] = field(default_factory=list)
     prompts: int = 0  # records read with a prompt (two-view records)
+    repeated_texts: int = 0  # texts (responses or prompts) equal to one read earlier in the run: read once
     ray: dict | None = None  # `index --ray`: the job's statistics (workers, shards, per-worker throughput)
 
     def as_dict(self) -> dict:
@@ -94,7 +95,7 @@ class Indexer(Encoder):
         counts = EncodeCounts()
         pooled = self.encode_texts(texts + prompts, counts)
         if report is not None:
-            for name in ("tokens", "padded_tokens", "computed_tokens", "truncated_docs"):
+            for name in ("tokens", "padded_tokens", "computed_tokens", "truncated_docs", "repeated_texts"):
                 setattr(report, name, getattr(report, name) + getattr(counts, name))
         dense = get_embedder(self.embedder_name).encode(texts)
         prompt_pooled = iter(pooled[len(texts):])
