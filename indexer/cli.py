@@ -266,7 +266,7 @@ def export_cmd(
 
 @friendly_errors
 def import_cmd(
-    path: Path = typer.Argument(..., help="A Parquet file written by `saedex export` (or of that shape)."),
+    path: Path = typer.Argument(..., help="A Parquet file written by `saedex export` (or of that shape), or a folder of them (e.g. the shards of `index --ray --shards DIR`)."),
     index: str = typer.Option(..., "--index"),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import psutil
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ROOT, cli, load_bbc, write_jsonl
@@ -159,6 +159,11 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(cluster, corpus, ref
     assert sum(w["docs"] for w in workers.values()) == N_DOCS
     assert len(workers) == 3 and any(w.endswith(f":{victim}") for w in workers), workers  # the restarted actor is a new process
     _assert_same_index("ray_kill", reference)
+    # the kept shards are an export: another machine imports the folder as it is
+    r = cli("import", str(shards), "--index", "ray_imported", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["indexed"] == N_DOCS
+    _assert_same_index("ray_imported", reference)
 
 
 def test_killed_driver_resumes_from_its_shards(cluster, corpus, reference, tmp_path):

@@ -280,20 +280,40 @@ def _batches(pf: pq.ParquetFile):
         yield pa.Table.from_batches([batch])
 
 
+def parquet_files(path: Path) -> list[Path]:
+    """A Parquet file, or every ``*.parquet`` of a folder in name order (the shards a Ray job
+    keeps with ``--shards``, or any export split into files)."""
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.parquet") if p.is_file())
+        if not files:
+            raise InterchangeError(f"{path}: a folder with no .parquet file")
+        return files
+    return [path]
+
+
 def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch: int = IMPORT_BATCH, progress: bool = True,
                    refresh: bool = True) -> ImportReport:
-    """Load a file of pooled vectors into ``index`` (created from the file's recipe if new).
+    """Load a file (or a folder of files) of pooled vectors into ``index`` (created from the
+    file's recipe if new).
 
-    Every row is validated before the first write (schema, ids unique, lengths, latent range,
-    finite non-negative values, firing offsets within the text), reading the file in bounded
-    batches; so a bad file leaves the index untouched, and an import that fails while writing
-    into an index it created drops that index. Ids already in the index are skipped, as with
-    ``saedex index``."""
-    path = Path(path)
-    pf, recipe = read_recipe(path, index)
-    bar = progress_bar(pf.metadata.num_rows, "check", progress, unit="row")
-    n_rows = _validate(pf, recipe, path, bar.update)
-    bar.close()
+    Every row of every file is validated before the first write (schema, ids unique, lengths,
+    latent range, finite non-negative values, firing offsets within the text), reading in bounded
+    batches; the files of a folder must share one recipe. So a bad file leaves the index
+    untouched, and an import that fails while writing into an index it created drops that index.
+    Ids already in the index (or in an earlier file) are skipped, as with ``saedex index``."""
+    files = parquet_files(Path(path))
+    checked: list[tuple[Path, pq.ParquetFile]] = []
+    recipe = None
+    n_rows = 0
+    for f in files:
+        pf, file_recipe = read_recipe(f, index)
+        if recipe is not None and file_recipe.mismatches(recipe):
+            raise _fail(f, f"another recipe than {files[0].name} ({'; '.join(file_recipe.mismatches(recipe))})")
+        recipe = recipe or file_recipe
+        bar = progress_bar(pf.metadata.num_rows, f"check {f.name}" if len(files) > 1 else "check", progress, unit="row")
+        n_rows += _validate(pf, recipe, f, bar.update)
+        bar.close()
+        checked.append((f, pf))
     report = ImportReport(index=index, read=n_rows)
     with open_store(index, qdrant_url) as store:
         store.lock()
@@ -302,10 +322,11 @@ def import_parquet(path: Path, index: str, qdrant_url: str | None = None, batch:
             existing.recipe.require_compatible(recipe, index)
             recipe = existing.recipe  # what later loads (embedder, SAE, dictionary) is the index's own
         else:
-            check_known_recipe(recipe, path)
+            check_known_recipe(recipe, files[0])
         created = existing is None
         try:
-            _write(store, pf, recipe, existing is None, report, batch, progress)
+            for n, (_, pf) in enumerate(checked):
+                _write(store, pf, recipe, created and n == 0, report, batch, progress)
             if refresh and report.indexed:
                 report.latents_relabelled = refresh_latents(store, progress=progress)
         except BaseException:
@@ -328,7 +349,7 @@ def _write(store: Store, pf: pq.ParquetFile, recipe: Recipe, create: bool, repor
         add_dataset(store, d)
     prepare_views(store, _batches(pf))
     columns = view_writers(store, replacing=False)
-    bar = progress_bar(report.read, "import", progress, unit="row")
+    bar = progress_bar(pf.metadata.num_rows, "import", progress, unit="row")
     for part in _batches(pf):
         write_rows(store, part, embedder, columns, report, batch)
         bar.update(part.num_rows)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -219,6 +220,7 @@ def _connect(options: RayOptions) -> None:
             ray.init(address=options.address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise InputError(f"--ray {options.address}: cannot connect to a Ray cluster ({str(e).splitlines()[0][:200]})") from None
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its execution-plan notices: our progress bar reports
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -270,7 +272,7 @@ def _encode_on_ray(records: list[Record], dataset: str, recipe: Recipe, options:
     blocks = max(1, math.ceil(len(items) / options.shard_docs))
     cfg = indexer.reader_cfg
     ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
-        ShardEncoder, batch_size=options.shard_docs, batch_format="pyarrow", concurrency=n_workers,
+        ShardEncoder, batch_size=options.shard_docs, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=n_workers),
         fn_constructor_kwargs={"recipe": recipe.to_dict(), "dataset": dataset, "device": worker_device,
                                "precision": cfg.precision, "batch_tokens": cfg.batch_tokens},
         **resources)
