@@ -58,16 +58,16 @@ def export_parquet(store: Store, manifest: Manifest, path: Path, flt: Filter | N
         for h in hits:
             ids.append(h.doc_id)
             s = h.sparse or {}
-            order = sorted(s)
-            lat.append(order)
-            val.append([float(s[i]) for i in order])
+            indices, values = sorted_vector(list(s), [s[i] for i in s])
+            lat.append(indices)
+            val.append(values)
             payload = dict(h.payload)
             if dense:
                 dense_rows.append(payload.pop("_dense"))
             payload.pop("doc_id", None)
             if h.doc_id in prompts:
                 ps = prompts[h.doc_id] or {}
-                payload["_prompt_vector"] = (sorted(ps), [float(ps[i]) for i in sorted(ps)])
+                payload["_prompt_vector"] = sorted_vector(list(ps), [ps[i] for i in ps])
             payloads.append(payload)
         t = _rows_table(ids, lat, val, payloads, dense_rows if dense else None)
         tables.append(t)
@@ -83,20 +83,23 @@ def points_table(points: list[DocPoint], recipe: Recipe) -> pa.Table:
     """Freshly encoded documents as rows of the interchange format (dense vectors included), with
     the recipe in the metadata: what a Ray worker returns and a shard file holds, so a shard is a
     file ``saedex import`` reads."""
-    payloads = []
+    payloads, lat, val = [], [], []
     for p in points:
         payload = dict(p.payload)
         if p.prompt_sparse is not None:
-            order = np.argsort(p.prompt_sparse[0], kind="stable")
-            payload["_prompt_vector"] = ([int(p.prompt_sparse[0][i]) for i in order], [float(p.prompt_sparse[1][i]) for i in order])
+            payload["_prompt_vector"] = sorted_vector(*p.prompt_sparse)
         payloads.append(payload)
-    lat, val = [], []
-    for p in points:
-        order = np.argsort(p.sparse_indices, kind="stable")
-        lat.append([int(p.sparse_indices[i]) for i in order])
-        val.append([float(p.sparse_values[i]) for i in order])
+        indices, values = sorted_vector(p.sparse_indices, p.sparse_values)
+        lat.append(indices)
+        val.append(values)
     table = _rows_table([p.doc_id for p in points], lat, val, payloads, [list(p.dense) for p in points])
     return with_recipe(table, recipe)
+
+
+def sorted_vector(indices, values) -> tuple[list[int], list[float]]:
+    """A sparse vector as the interchange stores it: latent ids ascending, values beside them."""
+    order = sorted(range(len(indices)), key=lambda i: indices[i])
+    return [int(indices[i]) for i in order], [float(values[i]) for i in order]
 
 
 def with_recipe(table: pa.Table, recipe: Recipe) -> pa.Table:

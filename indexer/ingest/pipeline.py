@@ -170,6 +170,15 @@ def plan_records(store: Store, records: list[Record], update: bool, report: Inde
     return (new + changed if update else new), new, changed
 
 
+def finish_run(store: Store, report: IndexReport, todo: list[Record], new: list[Record], refresh: bool, progress: bool) -> None:
+    """After the writes of a run (single-process or Ray): count what was added and replaced, and
+    refresh latent statistics and labels when anything changed or they lag the store."""
+    report.indexed, report.updated = len(new), len(todo) - len(new)
+    stale = read_manifest(store).state.latent_stats_docs != store.count()
+    if refresh and (report.indexed or report.updated or stale):
+        report.latents_relabelled = refresh_latent_labels(store, progress=progress)
+
+
 def index_corpus(
     path: str | Path,
     index: str,
@@ -215,11 +224,8 @@ def index_corpus(
                 copy.append_points(points, view)
             bar.update(len(chunk))
         bar.close()
-        report.indexed, report.updated = len(new), len(todo) - len(new)
         report.seconds = round(time.time() - t_enc, 2)
-        stale = read_manifest(store, index).state.latent_stats_docs != store.count()
-        if refresh_latents and (report.indexed or report.updated or stale):
-            report.latents_relabelled = refresh_latent_labels(store, progress=progress)
+        finish_run(store, report, todo, new, refresh_latents, progress)
     report.seconds = report.seconds or round(time.time() - t0, 2)
     return report
 

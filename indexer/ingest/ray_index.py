@@ -53,8 +53,7 @@ from indexer.ingest.interchange import (
     read_recipe,
     write_rows,
 )
-from indexer.ingest.pipeline import Indexer, IndexReport, collect_records, plan_records
-from indexer.labels.refresh import refresh_latents
+from indexer.ingest.pipeline import Indexer, IndexReport, collect_records, finish_run, plan_records
 from indexer.store import Store, open_store
 from indexer.store.catalog import add_dataset
 from indexer.store.columns import view_writers
@@ -177,10 +176,7 @@ def index_corpus_ray(path: str | Path, index: str, options: RayOptions, indexer:
         _import_shards(store, shards, recipe, dataset, wanted, frozenset(r.id for r in changed) if update else frozenset(),
                        report, progress)
         stats.import_s = round(time.time() - t_imp, 2)
-        report.indexed, report.updated = len(new), len(todo) - len(new)
-        stale = read_manifest(store, index).state.latent_stats_docs != store.count()
-        if refresh and (report.indexed or report.updated or stale):
-            report.latents_relabelled = refresh_latents(store, progress=progress)
+        finish_run(store, report, todo, new, refresh, progress)
     stats.total_s = round(time.time() - t0, 2)
     report.seconds = stats.job_s or stats.total_s  # encoding time, as the single-process report's (tokens/s)
     if options.shards_dir is None and shards.exists():
