@@ -36,7 +36,8 @@ from indexer.store.catalog import require_fresh_latent_stats, require_index
 from indexer.store.columns import RowLocator, copy_for
 from indexer.store.latent_table import latent_table
 from search.bm25 import allowed_mask, load_or_build_bm25
-from search.latents import DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query, rank_weights
+from search.latents import (CONCEPT_DIRECTION_WEIGHT, CONCEPT_SHARE, DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query,
+                            rank_weights)
 from search.llm_steps import llm_expand, llm_filter_latents, llm_rerank
 from search.params import MAX_K, MAX_QUERY_CHARS, SearchParams
 
@@ -54,6 +55,11 @@ class SearchOptions(SearchParams):
     direction_weight: float = Field(DIRECTION_WEIGHT, ge=0, le=1)
     quality_weight: float = Field(QUALITY_WEIGHT, ge=0)
     max_doc_freq: float = Field(0.5, gt=0, le=1)
+    # With both SAE families (family "all"): None ranks all latents together by query similarity;
+    # a share in [0, 1] ranks each family on its own and gives the concept family that share of
+    # the query's weight (each family's latents rank-weighted among themselves).
+    concept_share: Optional[float] = Field(CONCEPT_SHARE, ge=0, le=1)
+    concept_direction_weight: float = Field(CONCEPT_DIRECTION_WEIGHT, ge=0, le=1)
     # Hybrid fuses the SAE and dense rankings in Qdrant. DBSF (each list's scores normalised by
     # their mean +- 3 sd, then summed) keeps how *strongly* each side matched, which RRF's ranks
     # drop. Dev queries (SAE alone 0.371 MAP, dense 0.309): DBSF MAP 0.384, mp@10 0.547, mp@50
@@ -177,7 +183,7 @@ class SearchEngine:
     # ------------------------------------------------------------------ query -> latents
     def query_latents(self, query: str, opts: SearchOptions) -> list[WeightedLatent]:
         key = (self.token(), query, opts.n_latents, opts.temperature, opts.label_weight, opts.direction_weight,
-               opts.quality_weight, opts.max_doc_freq, opts.family)
+               opts.quality_weight, opts.max_doc_freq, opts.family, opts.concept_share, opts.concept_direction_weight)
         table = self.table()
         if not opts.llm_filter:
             with self._lock:
@@ -188,16 +194,20 @@ class SearchEngine:
                 ids, rows, weights, sims = hit
                 return [WeightedLatent(int(i), table.labels[r], float(w), float(sm), float(table.p90[r]))
                         for i, r, w, sm in zip(ids.tolist(), rows.tolist(), weights.tolist(), sims.tolist())]
-        ranked = latents_for_query(self.store, query, opts.n_latents * 2, label_weight=opts.label_weight,
-                                   direction_weight=opts.direction_weight, quality_weight=opts.quality_weight, table=table,
-                                   family=opts.family)
-        rows = table.rows([i for i, _ in ranked])
-        ok = (rows >= 0) & (table.p90[rows] > 0) & (table.doc_freq[rows] <= opts.max_doc_freq)
-        kept = [(i, s, int(r)) for (i, s), r, good in zip(ranked, rows.tolist(), ok.tolist()) if good][: opts.n_latents]
-        if opts.llm_filter and kept:
-            keep_ids = llm_filter_latents(query, [(i, table.labels[r], table.descriptions[r]) for i, _, r in kept], opts.llm_model)
-            kept = [k for k in kept if k[0] in keep_ids] or kept
-        w = rank_weights(len(kept), opts.temperature)
+        both = table.concept is not None and table.concept.any() and not table.concept.all()
+        if opts.family == "all" and opts.concept_share is not None and both:
+            parts = [(self._family_latents(query, opts, f), share)
+                     for f, share in (("token", 1 - opts.concept_share), ("concept", opts.concept_share))]
+            kept, w = [], []
+            for part, share in parts:
+                rw = rank_weights(len(part), opts.temperature)
+                kept += part
+                w += list(rw * share * 2)  # share 0.5: each family's ranks weighted as one family's are
+            order = sorted(range(len(kept)), key=lambda j: -w[j])
+            kept, w = [kept[j] for j in order if w[j] > 0], [w[j] for j in order if w[j] > 0]
+        else:
+            kept = self._family_latents(query, opts, opts.family)
+            w = rank_weights(len(kept), opts.temperature)
         out = [WeightedLatent(i, table.labels[r], float(wi), float(s), float(table.p90[r])) for (i, s, r), wi in zip(kept, w)]
         if not opts.llm_filter:  # arrays, not objects: thousands of cached entries stay out of the GC's way
             entry = (np.array([i for i, _, _ in kept], np.int64), np.array([r for _, _, r in kept], np.int64),
@@ -207,6 +217,22 @@ class SearchEngine:
                 while len(self._query_cache) > self.LATENT_CACHE:
                     self._query_cache.popitem(last=False)
         return out
+
+    def _family_latents(self, query: str, opts: SearchOptions, family: str) -> list[tuple[int, float, int]]:
+        """The query's ``n_latents`` best latents of ``family`` (latent, similarity, table row)
+        that fire here and pass the document-frequency cap, LLM-filtered when asked."""
+        table = self.table()
+        dw = opts.concept_direction_weight if family == "concept" else opts.direction_weight
+        ranked = latents_for_query(self.store, query, opts.n_latents * 2, label_weight=opts.label_weight,
+                                   direction_weight=dw, quality_weight=opts.quality_weight, table=table,
+                                   family=family)
+        rows = table.rows([i for i, _ in ranked])
+        ok = (rows >= 0) & (table.p90[rows] > 0) & (table.doc_freq[rows] <= opts.max_doc_freq)
+        kept = [(i, s, int(r)) for (i, s), r, good in zip(ranked, rows.tolist(), ok.tolist()) if good][: opts.n_latents]
+        if opts.llm_filter and kept:
+            keep_ids = llm_filter_latents(query, [(i, table.labels[r], table.descriptions[r]) for i, _, r in kept], opts.llm_model)
+            kept = [k for k in kept if k[0] in keep_ids] or kept
+        return kept
 
     def expansion_latents(self, query: str, opts: SearchOptions) -> list[WeightedLatent]:
         """Latents of LLM-written example phrases, run through the reader and SAE like documents."""

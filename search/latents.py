@@ -135,6 +135,11 @@ QUALITY_WEIGHT = 0.5  # 0.3358 vs 0.3327 without quality weighting (dev queries)
 # concepts: latents whose contexts resemble every property stop crowding out specific ones.
 # Dev MAP (17 queries): 0.3349 at 0, 0.3375 at 0.5, 0.3426 at 1, 0.3461 at 1.5, 0.3434 at 2 (README).
 CENTER = 1.5
+# Both families in one query (search/engine.SearchOptions.concept_share): None ranks the families'
+# latents together; a share ranks each on its own. Concept latents' directions are their decoder
+# rows in the embedder's space (the query's own space), hence a weight of their own.
+CONCEPT_SHARE: float | None = None
+CONCEPT_DIRECTION_WEIGHT = 0.0
 
 
 def rank_weights(n: int, temperature: float) -> np.ndarray:

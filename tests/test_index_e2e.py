@@ -96,7 +96,7 @@ def _count(index: str) -> int:
 
 @pytest.mark.slow  # runs the reader model in a subprocess
 def test_kill_9_mid_index_then_rerun_gives_exactly_the_documents(tmp_path):
-    rows = load_bbc(20, seed=7)  # 100 docs
+    rows = load_bbc(20, seed=7, max_chars=500)  # 100 docs (openings: the kill and resume are the point, not length)
     path = write_jsonl(tmp_path / "crash.jsonl", rows)
     cmd = [sys.executable, "-m", "server.cli", "index", str(path), "--index", "crash", "--dataset", "d",
            "--id-field", "id", "--chunk-docs", "10"]

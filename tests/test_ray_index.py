@@ -29,10 +29,7 @@ from tests.conftest import ROOT, cli, load_bbc, write_jsonl
 
 ray = pytest.importorskip("ray", reason="saedex[ray] is not installed (make setup installs it)")
 
-# loads the reader model in Ray actors; ~250 s, which CI's 20-minute budget does not hold yet
-# (.ci/run sets CI=1): run locally with `make test`; SAEDEX_TEST_RAY=1 forces them
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(os.environ.get("CI")) and not os.environ.get("SAEDEX_TEST_RAY"),
-                                                    reason="Ray tests (~250 s) do not fit CI's 20-minute budget yet")]
+pytestmark = pytest.mark.slow  # loads the reader model in Ray actors (~240 s of the suite)
 
 N_PER_TOPIC, CHARS, SHARD_DOCS = 40, 240, 20  # 200 articles, ~50 tokens each, 10 shards
 N_DOCS = 198  # two of the 200 openings repeat another's text (BBC ran the story twice): one document each

@@ -165,3 +165,31 @@ def test_average_precision():
     assert average_precision(["a", "x", "b"], {"a", "b"}) == pytest.approx((1 + 2 / 3) / 2)
     assert average_precision(["x"], {"a"}) == 0.0
     assert precision_at(["a", "x"], {"a"}, 2) == 0.5
+
+
+def test_concept_share_splits_the_query_weight_between_families(bbc_index):
+    """With a concept share each family is ranked on its own: share 0 leaves the concept family no
+    weight, 1 the token family none, and 0.5 gives both the same rank weights."""
+    from indexer.store import open_store
+    from search.engine import SearchEngine, SearchOptions
+
+    store = open_store(bbc_index)
+    try:
+        eng = SearchEngine(store, bbc_index)
+        table = eng.table()
+        concept = {int(i) for i, c in zip(table.ids, table.concept) if c}
+
+        def weights(share):
+            ws = eng.query_latents("football match results", SearchOptions(concept_share=share, n_latents=20))
+            return {w.latent: w.weight for w in ws}
+
+        half = weights(0.5)
+        token_w = sorted((w for i, w in half.items() if i not in concept), reverse=True)
+        concept_w = sorted((w for i, w in half.items() if i in concept), reverse=True)
+        assert len(token_w) == 20 and len(concept_w) == 20 and token_w == pytest.approx(concept_w)
+        assert set(weights(0.0)) <= set(half) and not set(weights(0.0)) & concept
+        assert set(weights(1.0)) <= concept
+        r = cli("search", "football match results", "--index", bbc_index, "--k", "5", "--json")
+        assert r.exit_code == 0 and json.loads(r.output)["results"], r.output
+    finally:
+        store.close()
