@@ -195,19 +195,23 @@ class SearchEngine:
                 return [WeightedLatent(int(i), table.labels[r], float(w), float(sm), float(table.p90[r]))
                         for i, r, w, sm in zip(ids.tolist(), rows.tolist(), weights.tolist(), sims.tolist())]
         both = table.concept is not None and table.concept.any() and not table.concept.all()
-        if opts.family == "all" and opts.concept_share is not None and both:
-            parts = [(self._family_latents(query, opts, f), share)
-                     for f, share in (("token", 1 - opts.concept_share), ("concept", opts.concept_share))]
-            kept, w = [], []
-            for part, share in parts:
-                rw = rank_weights(len(part), opts.temperature)
-                kept += part
-                w += list(rw * share * 2)  # share 0.5: each family's ranks weighted as one family's are
+        split = opts.family == "all" and opts.concept_share is not None and both
+        shares = (("token", 1 - opts.concept_share), ("concept", opts.concept_share)) if split else ((opts.family, 0.5),)
+        parts = [(self._family_latents(query, opts, f), share) for f, share in shares]
+        if opts.llm_filter:  # one LLM call for the query's latents of every family
+            pooled = [k for part, _ in parts for k in part]
+            if pooled:
+                keep_ids = llm_filter_latents(query, [(i, table.labels[r], table.descriptions[r]) for i, _, r in pooled],
+                                              opts.llm_model)
+                if any(k[0] in keep_ids for k in pooled):
+                    parts = [([k for k in part if k[0] in keep_ids], share) for part, share in parts]
+        kept, w = [], []
+        for part, share in parts:  # share 0.5: a family's ranks weighted as one family's are
+            kept += part
+            w += list(rank_weights(len(part), opts.temperature) * share * 2)
+        if split:
             order = sorted(range(len(kept)), key=lambda j: -w[j])
             kept, w = [kept[j] for j in order if w[j] > 0], [w[j] for j in order if w[j] > 0]
-        else:
-            kept = self._family_latents(query, opts, opts.family)
-            w = rank_weights(len(kept), opts.temperature)
         out = [WeightedLatent(i, table.labels[r], float(wi), float(s), float(table.p90[r])) for (i, s, r), wi in zip(kept, w)]
         if not opts.llm_filter:  # arrays, not objects: thousands of cached entries stay out of the GC's way
             entry = (np.array([i for i, _, _ in kept], np.int64), np.array([r for _, _, r in kept], np.int64),
@@ -220,7 +224,7 @@ class SearchEngine:
 
     def _family_latents(self, query: str, opts: SearchOptions, family: str) -> list[tuple[int, float, int]]:
         """The query's ``n_latents`` best latents of ``family`` (latent, similarity, table row)
-        that fire here and pass the document-frequency cap, LLM-filtered when asked."""
+        that fire here and pass the document-frequency cap."""
         table = self.table()
         dw = opts.concept_direction_weight if family == "concept" else opts.direction_weight
         ranked = latents_for_query(self.store, query, opts.n_latents * 2, label_weight=opts.label_weight,
@@ -229,9 +233,6 @@ class SearchEngine:
         rows = table.rows([i for i, _ in ranked])
         ok = (rows >= 0) & (table.p90[rows] > 0) & (table.doc_freq[rows] <= opts.max_doc_freq)
         kept = [(i, s, int(r)) for (i, s), r, good in zip(ranked, rows.tolist(), ok.tolist()) if good][: opts.n_latents]
-        if opts.llm_filter and kept:
-            keep_ids = llm_filter_latents(query, [(i, table.labels[r], table.descriptions[r]) for i, _, r in kept], opts.llm_model)
-            kept = [k for k in kept if k[0] in keep_ids] or kept
         return kept
 
     def expansion_latents(self, query: str, opts: SearchOptions) -> list[WeightedLatent]:
