@@ -197,7 +197,7 @@ class SearchEngine:
         both = table.concept is not None and table.concept.any() and not table.concept.all()
         split = opts.family == "all" and opts.concept_share is not None and both
         shares = (("token", 1 - opts.concept_share), ("concept", opts.concept_share)) if split else ((opts.family, 0.5),)
-        parts = [(self._family_latents(query, opts, f), share) for f, share in shares]
+        parts = [(self._family_latents(query, opts, f), share) for f, share in shares if share > 0]  # share 0: not ranked at all
         if opts.llm_filter:  # one LLM call for the query's latents of every family
             pooled = [k for part, _ in parts for k in part]
             if pooled:
@@ -211,7 +211,7 @@ class SearchEngine:
             w += list(rank_weights(len(part), opts.temperature) * share * 2)
         if split:
             order = sorted(range(len(kept)), key=lambda j: -w[j])
-            kept, w = [kept[j] for j in order if w[j] > 0], [w[j] for j in order if w[j] > 0]
+            kept, w = [kept[j] for j in order], [w[j] for j in order]
         out = [WeightedLatent(i, table.labels[r], float(wi), float(s), float(table.p90[r])) for (i, s, r), wi in zip(kept, w)]
         if not opts.llm_filter:  # arrays, not objects: thousands of cached entries stay out of the GC's way
             entry = (np.array([i for i, _, _ in kept], np.int64), np.array([r for _, _, r in kept], np.int64),
