@@ -36,6 +36,7 @@ from analyses.matrix import (
 from analyses.params import ClusterParams
 from indexer.encode.embedder import get_embedder
 from indexer.encode.floor import above_floor
+from indexer.labels.dictionary import dictionary_for
 from indexer.store import Store
 from indexer.store.catalog import require_index
 from indexer.store.columns import column_values, fresh_copy, row_mask
@@ -114,12 +115,13 @@ def _example_docs(store: Store, out: dict, chars: int = 160, view: str = "respon
         c["example_docs"] = [example_of(d, docs.get(d, {}), None, chars // 2, view=view) for d in c["examples"]]
 
 
-def _axis_model(store: Store, axis: str, d_sae: int, cols: np.ndarray):
+def _axis_model(store: Store, index: str, axis: str, d_sae: int, cols: np.ndarray):
     """The resolved axis, its (d_sae, values) latent affinities restricted to the latents that
     pass the coverage filters, and p90 per latent (see :mod:`analyses.axis`)."""
     ax = resolve_axis(axis)
     table = latent_table(store)
-    W = affinities(table, ax, d_sae)
+    d = dictionary_for(require_index(store, index).recipe)
+    W = affinities(table, ax, d_sae, d.directions if d is not None else None)
     keep = np.zeros(d_sae, bool)
     keep[cols] = True
     W[~keep] = 0.0
@@ -203,7 +205,7 @@ def cluster(
     fit_rows = np.arange(n) if n <= MAX_SPECTRAL_DOCS else np.sort(rng.choice(n, MAX_SPECTRAL_DOCS, replace=False))
     ax = F = pole = None
     if method == "sae" and axis:
-        ax, W, p90 = _axis_model(store, axis, m.X.shape[1], cols)
+        ax, W, p90 = _axis_model(store, index, axis, m.X.shape[1], cols)
         F = positions(m.X, p90, W)
         if ax.two_poles:
             pole = fit_pole_model(m.X[fit_rows], p90, F[fit_rows], cols)
@@ -275,7 +277,7 @@ def _cluster_streaming(store: Store, index: str, copy, tables: list, selected: l
                 pos += len(rows)
 
     if axis:  # one pass for every document's axis position, k-means fitted on the same sample
-        ax, W, p90 = _axis_model(store, axis, d_sae, cols)
+        ax, W, p90 = _axis_model(store, index, axis, d_sae, cols)
         F_all = np.zeros((n, W.shape[1]), np.float32)
         for pos, X in activations():
             F_all[pos : pos + X.shape[0]] = positions(X, p90, W)

@@ -105,3 +105,28 @@ def test_a_cluster_named_against_its_majority_label_is_warned_about():
     out.pop("warnings")
     label_checks(out, "source")
     assert "warnings" not in out
+
+
+def test_a_concept_latents_affinity_reads_its_decoder_row_in_the_value_texts_space():
+    """Snippets mix a concept with whatever else its sentences say; the decoder row is the concept
+    itself, in the embedder's space: a concept latent leans to the value its row points at, a token
+    latent (no row in that space) keeps its snippets' affinity."""
+    from analyses.axis import affinities
+    from indexer.encode.embedder import get_embedder
+    from indexer.store.latent_table import LatentTable
+
+    emb = get_embedder()
+    ax = Axis("x", ["praise", "complaint"], ["praise: warm approval", "complaint: angry dissatisfaction"], "poles")
+    neutral = emb.encode(["The meeting is on Tuesday at the town hall."])[0]
+    praise = emb.encode(["What a wonderful, brilliant job - I loved it."])[0]
+    table = LatentTable(token="t", ids=np.array([3, 7]), label_vecs=np.stack([neutral, neutral]),
+                        snippet_vecs=np.stack([neutral, neutral]), p90=np.ones(2, np.float32),
+                        doc_freq=np.full(2, 0.1, np.float32), quality=np.full(2, np.nan, np.float32), labels=["a", "b"],
+                        kinds=["concept"] * 2, descriptions=["", ""], concept=np.array([False, True]))
+    directions = np.zeros((8, emb.dim), np.float32)
+    directions[3] = directions[7] = praise
+    plain = affinities(table, ax, 8)
+    W = affinities(table, ax, 8, directions)
+    assert np.allclose(W[3], plain[3])  # the token latent: snippets only
+    assert W[7, 0] > plain[7, 0] and W[7, 0] > W[7, 1]  # the concept latent now leans to praise
+    assert np.allclose(affinities(table, ax, 8, np.zeros((8, 5), np.float32)), plain)  # another space: ignored
