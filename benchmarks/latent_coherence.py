@@ -1,27 +1,51 @@
-"""How coherent are a latent's strongest examples? The ceiling a label spot check can reach.
+"""How coherent are a latent's strongest examples? The ceiling a label spot check can reach, per family.
 
-    python benchmarks/latent_coherence.py --index demo
+    python benchmarks/latent_coherence.py --index demo [--judge PATH_OR_NAME]
 
-A spot check asks whether a label names what a latent's two strongest examples share. When the
-two share nothing at all, no label can pass. This counts, over every latent firing in at least
-5 documents of the index, whether its two strongest examples fire on the same token
-(case-insensitive), else share a surface form (:mod:`indexer.labels.forms`: both first pieces of split
-names, ...), else neither. "Same token" + "same form" bounds a strict spot check from above, with
-no judgement and whatever the labeller, so it compares SAEs (index the same corpus with each).
+A spot check asks whether a label names what a latent's strongest examples share. When they share
+nothing at all, no label can pass. Two measures, neither of which reads a label or the labeller:
+
+- *Surface* (token family): over every latent firing in at least 5 documents, do its two strongest
+  examples fire on the same token (case-insensitive), else share a surface form
+  (:mod:`indexer.labels.forms`: both first pieces of split names, ...), else neither. "Same token" +
+  "same form" bounds a strict spot check from above.
+- *Semantic* (both families): the three strongest examples' firing text (the sentence unit of a
+  concept latent; the sentence around the token of a token latent) embedded by a *judge* embedder,
+  mean pairwise cosine, against the same statistic for three examples drawn at random from the
+  index's example pool: a latent is coherent where it exceeds the random triples' 95th percentile.
+  Among coherent latents, "one word" counts those whose three texts share a content word (what
+  they share may be just that word), "beyond a word" the rest. The judge should not be the
+  embedder the concept SAE was trained on (its top units are close there by construction):
+  pass ``--judge`` a different sentence-transformers model (all-mpnet-base-v2 here); the result
+  records which judged.
+
 Writes benchmarks/results/latent_coherence-INDEX.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result  # noqa: E402
 
+TOP = 3
+RANDOM_TRIPLES = 2000
+_WORD = re.compile(r"[a-z][a-z'\-]*[a-z]")
+_STOP = set("""the and or but if of to in on at by for with from as is are was were be been being it its this that these
+those you he she we they me him her us them my your his our their not no do does did have has had will would can could
+should may might must so than then there here what which who whom whose when where why how all any each some such very
+just also only about into over after before up down out off again more most other own same too said says one two new
+""".split())
 
-def coherence(latents: list) -> dict:
+
+def surface_coherence(latents: list) -> dict:
+    """Token family: do the two strongest examples fire on the same token or surface form."""
     from indexer.labels.forms import forms_of
 
     same = form = n = 0
@@ -40,11 +64,68 @@ def coherence(latents: list) -> dict:
             "strict_spot_check_ceiling_of_20": round(20 * (same + form) / n, 1) if n else 0.0}
 
 
+def firing_text(example: dict, family: str) -> str:
+    """What an example shows: a concept latent's sentence unit; a token latent's sentence around its token."""
+    text, (s, e) = example["text"], example["span"]
+    if family == "concept":
+        return text[s:e]
+    left = max(text.rfind(c, 0, s) for c in ".!?\n") + 1
+    right = [i for i in (text.find(c, e) for c in ".!?\n") if i >= 0]
+    return text[left:(min(right) + 1 if right else len(text))]
+
+
+def content_words(text: str) -> set[str]:
+    return {w.rstrip("s") for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOP}
+
+
+def mean_pairwise(v: np.ndarray) -> float:
+    s = v @ v.T
+    n = len(v)
+    return float((s.sum() - np.trace(s)) / (n * (n - 1)))
+
+
+def semantic_coherence(latents: list, judge, seed: int = 0) -> dict:
+    """Both families: the TOP strongest examples' mean pairwise cosine in the judge's space, against
+    random triples of the same index's examples."""
+    rows = []
+    for p in latents:
+        fam = p.payload.get("family", "token")
+        ex = [e for e in p.payload.get("examples", []) if e.get("span")][:TOP]
+        if len(ex) == TOP:
+            rows.append((fam, [firing_text(e, fam) for e in ex]))
+    if not rows:
+        return {}
+    texts = [t for _, ts in rows for t in ts]
+    vecs = judge.encode(texts, batch_size=64)
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for fam in sorted({f for f, _ in rows}):
+        idx = [i for i, (f, _) in enumerate(rows) if f == fam]
+        pool = np.concatenate([np.arange(i * TOP, i * TOP + TOP) for i in idx])
+        null = np.array([mean_pairwise(vecs[rng.choice(pool, TOP, replace=False)]) for _ in range(RANDOM_TRIPLES)])
+        bar = float(np.quantile(null, 0.95))
+        scores = np.array([mean_pairwise(vecs[i * TOP:(i + 1) * TOP]) for i in idx])
+        coherent = scores > bar
+        shared = np.array([bool(set.intersection(*(content_words(t) for t in rows[i][1]))) for i in idx])
+        n = len(idx)
+        out[fam] = {"latents": n, "random_triples_p95": round(bar, 4), "median_score": round(float(np.median(scores)), 4),
+                    "coherent": round(float(coherent.mean()), 3),
+                    "coherent_one_word": round(float((coherent & shared).mean()), 3),
+                    "coherent_beyond_a_word": round(float((coherent & ~shared).mean()), 3),
+                    "coherent_of_20": round(20 * float(coherent.mean()), 1),
+                    "beyond_a_word_of_20": round(20 * float((coherent & ~shared).mean()), 1)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--index", default="demo")
     ap.add_argument("--min-docs", type=int, default=5)
+    ap.add_argument("--judge", default=None, help="sentence-transformers model judging semantic coherence "
+                                                  "(default: the index's embedder - not independent of the concept family)")
     args = ap.parse_args()
+    from indexer.encode.embedder import DEFAULT_EMBEDDER, Embedder
     from indexer.encode.recipe import read_manifest
     from indexer.store import open_store
 
@@ -53,7 +134,10 @@ def main() -> None:
         recipe = read_manifest(store).recipe
     result = {"index": args.index, "documents_min": args.min_docs,
               "sae": {"path": recipe.sae.path, "hash": recipe.sae.hash, "d_sae": recipe.sae.d_sae, "k": recipe.sae.k}}
-    result.update(coherence(latents))
+    token = [p for p in latents if p.payload.get("family", "token") == "token"]
+    result.update(surface_coherence(token))  # the token family's surface measure, as before
+    judge = args.judge or DEFAULT_EMBEDDER
+    result["semantic"] = {"judge": Path(judge).name, "examples": TOP, **semantic_coherence(latents, Embedder(judge))}
     write_result(f"latent_coherence-{args.index}", result)
 
 
