@@ -36,7 +36,7 @@ from analyses.matrix import (
 from analyses.params import ClusterParams
 from indexer.encode.embedder import get_embedder
 from indexer.encode.floor import above_floor
-from indexer.labels.dictionary import dictionary_for
+from indexer.labels.dictionary import concept_dictionary
 from indexer.store import Store
 from indexer.store.catalog import require_index
 from indexer.store.columns import column_values, fresh_copy, row_mask
@@ -120,8 +120,9 @@ def _axis_model(store: Store, index: str, axis: str, d_sae: int, cols: np.ndarra
     pass the coverage filters, and p90 per latent (see :mod:`analyses.axis`)."""
     ax = resolve_axis(axis)
     table = latent_table(store)
-    d = dictionary_for(require_index(store, index).recipe)
-    W = affinities(table, ax, d_sae, d.directions if d is not None else None)
+    recipe = require_index(store, index).recipe
+    d = concept_dictionary(recipe)
+    W = affinities(table, ax, d_sae, d.directions if d is not None else None, recipe.sae.d_sae)
     keep = np.zeros(d_sae, bool)
     keep[cols] = True
     W[~keep] = 0.0

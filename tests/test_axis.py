@@ -123,10 +123,10 @@ def test_a_concept_latents_affinity_reads_its_decoder_row_in_the_value_texts_spa
                         snippet_vecs=np.stack([neutral, neutral]), p90=np.ones(2, np.float32),
                         doc_freq=np.full(2, 0.1, np.float32), quality=np.full(2, np.nan, np.float32), labels=["a", "b"],
                         kinds=["concept"] * 2, descriptions=["", ""], concept=np.array([False, True]))
-    directions = np.zeros((8, emb.dim), np.float32)
-    directions[3] = directions[7] = praise
+    directions = np.zeros((4, emb.dim), np.float32)  # the concept SAE's rows: latent 4 + j is row j
+    directions[3] = praise
     plain = affinities(table, ax, 8)
-    W = affinities(table, ax, 8, directions)
+    W = affinities(table, ax, 8, directions, concept_offset=4)
     assert np.allclose(W[3], plain[3])  # the token latent: snippets only
     assert W[7, 0] > plain[7, 0] and W[7, 0] > W[7, 1]  # the concept latent now leans to praise
-    assert np.allclose(affinities(table, ax, 8, np.zeros((8, 5), np.float32)), plain)  # another space: ignored
+    assert np.allclose(affinities(table, ax, 8, np.zeros((4, 5), np.float32), 4), plain)  # another space: ignored

@@ -14,10 +14,16 @@ def dictionary_for(recipe) -> Dictionary | None:
     for exactly these weights: the token SAE's, and where the index holds the concept family its
     SAE's too, at the concept latents' ids (``sae.d_sae + j``). Every entry says its ``family``."""
     token = load_dictionary(sae_dir(recipe.sae.path), recipe.sae.hash)
-    concept = None if recipe.concept is None else load_dictionary(sae_dir(recipe.concept.path, "concept"), recipe.concept.hash)
+    concept = concept_dictionary(recipe)
     if concept is None:
         return token
     return merged(token, concept, recipe.sae.d_sae)
+
+
+def concept_dictionary(recipe) -> Dictionary | None:
+    """The dictionary of an index's concept SAE alone (its rows are the concept latents' local
+    ids, 0..d_sae-1), if the index holds the family and one was built for exactly these weights."""
+    return None if recipe.concept is None else load_dictionary(sae_dir(recipe.concept.path, "concept"), recipe.concept.hash)
 
 
 def merged(token: Dictionary | None, concept: Dictionary, offset: int) -> Dictionary:
