@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
+import copy
 
+import numpy as np
+import pytest
+
+from indexer.core.errors import InputError
+from indexer.encode.embedder import same_embedder
+from indexer.encode.encoder import Encoder
+from indexer.encode.sae import shipped_concept_sae
 from indexer.encode.units import MAX_CHARS, MAX_UNITS, split_units, units_of
 from indexer.train.unit_cache import balanced_units, cache_unit_embeddings
 
@@ -67,3 +74,16 @@ def test_a_concept_latent_peaks_on_its_sentence_and_both_families_share_one_vect
     spans = fire_spans(payload, [9, 16, 21])
     assert text[slice(*spans[9])] == "striker"
     assert text[slice(*spans[16])] == "Rain is expected tomorrow." and text[slice(*spans[21])] == "The striker scored twice."
+
+
+def test_a_concept_sae_on_another_embedder_is_refused_with_the_reason():
+    """Concept labels, axes and query matching compare concept latents with text in the index's
+    embedder's space: a concept SAE trained on another embedder's units would be compared in the
+    wrong space (and its decoder rows may not even have that dimension)."""
+    assert same_embedder("default", "all-MiniLM-L6-v2") and same_embedder("sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2")
+    assert not same_embedder("/models/all-mpnet-base-v2", "all-MiniLM-L6-v2")
+    other = copy.deepcopy(shipped_concept_sae())
+    other.cfg.metadata["saedex_embedder"] = "/models/all-mpnet-base-v2"
+    with pytest.raises(InputError, match="all-mpnet-base-v2.*--embedder all-MiniLM-L6-v2"):
+        Encoder(concept=other)
+    assert Encoder(concept=shipped_concept_sae()).concept is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from collections import OrderedDict
 from functools import lru_cache
 
@@ -35,6 +36,12 @@ def _resolve(name: str) -> str:
         except ImportError:
             return "sentence-transformers/all-MiniLM-L6-v2"
     return name
+
+
+def same_embedder(a: str, b: str) -> bool:
+    """Whether two embedder names mean one model ("default", a hub id, a local folder of that name)."""
+    canon = lambda n: Path(DEFAULT_EMBEDDER if n == "default" else n).name.lower()  # noqa: E731
+    return canon(a) == canon(b)
 
 
 class Embedder:

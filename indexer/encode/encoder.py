@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer.core.errors import InputError
-from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
+from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder, same_embedder
 from indexer.encode.pooling import PooledDoc, encode_and_pool
 from indexer.encode.reader import Reader, ReaderConfig, get_reader, set_threads
 from indexer.encode.recipe import Recipe
@@ -56,6 +56,11 @@ class Encoder:
         self.concept = shipped_concept_sae() if isinstance(concept, str) else concept
         if isinstance(concept, str) and concept != "default":
             self.concept, self.concept_path = load_sae(concept), concept
+        unit_embedder = self.concept.cfg.metadata.get("saedex_embedder", DEFAULT_EMBEDDER) if self.concept is not None else embedder
+        if not same_embedder(unit_embedder, embedder):
+            # labels, axes and query matching compare concept latents with text in one space
+            raise InputError(f"the concept SAE was trained on units embedded by {unit_embedder!r}, but this index embeds "
+                             f"with {embedder!r}; train it with --embedder {embedder} (README: the concept family's embedder)")
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, **inference: str | int):
