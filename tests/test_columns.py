@@ -211,7 +211,7 @@ def test_streaming_pole_clustering_equals_the_in_memory_algorithm(monkeypatch):
     store, _ = make_store("colpoles", synth_points(600, seed=6))
     lean = np.random.default_rng(1).random((D_SAE, 2)).astype(np.float32)
 
-    def axis_model(store, axis, d_sae, cols):  # a synthetic axis: the synthetic index has no latent snippets
+    def axis_model(store, index, axis, d_sae, cols):  # a synthetic axis: the synthetic index has no latent snippets
         W = np.zeros((d_sae, 2), np.float32)
         W[cols] = lean[cols]
         return Axis(axis, ["a", "b"], ["a", "b"], "poles"), W, np.ones(d_sae, np.float32)
