@@ -57,7 +57,7 @@ class DiffParams(Params):
 class CorrelationsParams(Params):
     where: Where = Field(default_factory=dict, description="key=value filter; repeatable (same key = any of).")
     min_npmi: float = Field(0.3, ge=-1, le=1, description="Report pairs with at least this NPMI.")
-    max_label_sim: float = Field(0.2, ge=-1, le=1, description="Drop pairs whose labels are more similar than this.")
+    max_label_sim: float = Field(0.2, ge=-1, le=1, description="Drop pairs whose labels are more similar than this (two concept latents: a little more, CONCEPT_PAIR_SIM_OFFSET: their short labels sit closer at random).")
     min_support: int = Field(5, ge=1, le=1_000_000, description="Documents a pair must share.")
     max_freq: float = Field(0.5, gt=0, le=1, description="Skip latents present in more than this fraction of documents.")
     per_doc: int = Field(512, ge=0, le=4096, description="Keep each document's N most salient latents (0 = all; cost grows with N^2).")
