@@ -88,8 +88,9 @@ def affinities(table, axis: Axis, d_sae: int, concept_directions: np.ndarray | N
 
     A token latent's affinity is its firing contexts' (snippet vector's) cosine to the value. A
     concept latent's, given ``concept_directions`` (the concept SAE's unit decoder rows, in the
-    embedder's space; concept latent ``concept_offset + j`` is row j), is the mean of that and its decoder row's cosine: the row is the concept itself in the
-    value texts' own space, where its firing sentences mix it with whatever else they say.
+    embedder's space; concept latent ``concept_offset + j`` is row j), is the mean of that and
+    its decoder row's cosine: the row is the concept itself in the value texts' own space, where
+    its firing sentences mix it with whatever else they say.
     Measured (README, "Concept family"): Rotten Tomatoes fresh vs rotten up 0.006-0.019 accuracy
     in all four axis/family settings tried; BBC news topic unchanged over both families (0.860),
     -0.010 with the concept family alone. The decoder row alone gained more on three Rotten

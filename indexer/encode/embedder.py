@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from collections import OrderedDict
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -40,8 +40,11 @@ def _resolve(name: str) -> str:
 
 def same_embedder(a: str, b: str) -> bool:
     """Whether two embedder names mean one model ("default", a hub id, a local folder of that name)."""
-    canon = lambda n: Path(DEFAULT_EMBEDDER if n == "default" else n).name.lower()  # noqa: E731
-    return canon(a) == canon(b)
+    return _model_name(a) == _model_name(b)
+
+
+def _model_name(name: str) -> str:
+    return Path(DEFAULT_EMBEDDER if name == "default" else name).name.lower()
 
 
 class Embedder:
