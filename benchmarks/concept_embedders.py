@@ -15,7 +15,7 @@ For each concept SAE (its embedder is the one its cfg names), on real text of ..
   "negative opinion" (AUC, and 2-means accuracy);
 - topic, BBC articles: k-means (k = 5) on the documents' binary codes (accuracy under the best
   matching).
-Writes benchmarks/results/concept_embedders.json.
+Writes benchmarks/results/concept_embedders.json (``--name``: another file; the width table is concept_width).
 """
 
 from __future__ import annotations
@@ -49,38 +49,33 @@ def bbc(n: int) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows[:n]], [r["label"] for r in rows[:n]]
 
 
-def codes(sae, emb, texts: list[str]) -> tuple[np.ndarray, float]:
-    """(documents x d_sae) max-pooled concept activations, and units per second, as indexing computes them."""
-    from indexer.encode.encoder import UNIT_BATCH
-    from indexer.encode.pooling import encode_and_pool
-    from indexer.encode.units import split_units
-
+def codes(encoder, texts: list[str]) -> tuple[np.ndarray, float]:
+    """(documents x d_sae) max-pooled concept activations, as indexing computes them (the
+    encoder's own concept path), and sentence units per second."""
     t0 = time.perf_counter()
-    spans = [np.asarray(split_units(t), np.int64).reshape(-1, 2) for t in texts]
-    flat = [t[s:e] for t, sp in zip(texts, spans) for s, e in sp.tolist()]
-    vecs = emb.encode(flat, batch_size=UNIT_BATCH, fixed_batch=True)
-    cuts = np.cumsum([0] + [len(sp) for sp in spans])
-    pooled = encode_and_pool(sae, [vecs[a:b] for a, b in zip(cuts[:-1], cuts[1:])], spans)
+    pooled = encoder.encode_units(texts)
     secs = time.perf_counter() - t0
-    X = np.zeros((len(texts), sae.cfg.d_sae), np.float32)
+    X = np.zeros((len(texts), encoder.concept.cfg.d_sae), np.float32)
     for i, p in enumerate(pooled):
         X[i, p.indices] = p.values
-    return X, len(flat) / secs
+    return X, sum(len(p.offsets) for p in pooled) / secs
 
 
-def one_sae(name: str, path: str, rt: tuple, topics: tuple) -> dict:
+def one_sae(path: str, rt: tuple, topics: tuple) -> dict:
     from sklearn.cluster import KMeans
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import cross_val_score
 
     from analyses.clustering import cluster_scores
-    from indexer.encode.embedder import DEFAULT_EMBEDDER, Embedder
+    from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
+    from indexer.encode.encoder import Encoder
     from indexer.encode.sae import load_sae
 
     sae = load_sae(path)
     emb_name = sae.cfg.metadata.get("saedex_embedder", DEFAULT_EMBEDDER)
-    emb = Embedder(emb_name)
+    encoder = Encoder(embedder=emb_name, concept=sae)
+    emb = get_embedder(emb_name)
     emb.encode(["warm up"])
     report = json.loads((Path(path) / "report.json").read_text()) if (Path(path) / "report.json").exists() else {}
     out = {"sae": path, "embedder": Path(emb_name).name, "dim": emb.dim, "d_sae": sae.cfg.d_sae, "k": sae.cfg.metadata.get("training", {}).get("k"),
@@ -92,7 +87,7 @@ def one_sae(name: str, path: str, rt: tuple, topics: tuple) -> dict:
         out["labels"] = {k: build.get(k) for k in ("labelled", "concept", "unclear", "median_quality")}
 
     texts, y = rt
-    X, _ = codes(sae, emb, texts)
+    X, _ = codes(encoder, texts)
     B = (X > 0).astype(np.float32)
     probe = lambda F: round(float(cross_val_score(LogisticRegression(C=0.1, max_iter=3000), F, y, cv=5).mean()), 3)  # noqa: E731
     W = sae.W_dec.detach().float().numpy()
@@ -109,7 +104,7 @@ def one_sae(name: str, path: str, rt: tuple, topics: tuple) -> dict:
                         "lean_2means_accuracy": round(float(max((km == y).mean(), (km != y).mean())), 3)}
 
     texts, labels = topics
-    X, units_s = codes(sae, emb, texts)
+    X, units_s = codes(encoder, texts)
     B = (X > 0).astype(np.float32)
     B /= np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-12)
     pred = KMeans(5, n_init=10, random_state=0).fit_predict(B)
@@ -122,6 +117,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sae", action="append", required=True, help="NAME=PATH of a concept SAE folder (repeat)")
     ap.add_argument("--bbc", type=int, default=500)
+    ap.add_argument("--name", default="concept_embedders", help="results file name (benchmarks/results/NAME.json)")
     args = ap.parse_args()
     if not SHARED.exists():
         sys.exit("../shared/data is not available")
@@ -132,11 +128,11 @@ def main() -> None:
     res = {"bbc_articles": args.bbc, "saes": {}}
     for spec in args.sae:
         name, path = spec.split("=", 1)
-        res["saes"][name] = one_sae(name, path, rt, topics)
+        res["saes"][name] = one_sae(path, rt, topics)
         print(name, json.dumps(res["saes"][name]), flush=True)
     first = res["saes"][args.sae[0].split("=", 1)[0]]
     res["unit_time_vs_first"] = {n: round(first["units_per_s"] / r["units_per_s"], 2) for n, r in res["saes"].items()}
-    write_result("concept_embedders", res)
+    write_result(args.name, res)
 
 
 if __name__ == "__main__":
