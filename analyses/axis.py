@@ -83,7 +83,8 @@ def resolve_axis(text: str) -> Axis:
     return Axis(text, [concepts[i].name for i in near], [concepts[i].text for i in near], "nearest taxonomy concepts")
 
 
-def affinities(table, axis: Axis, d_sae: int, concept_directions: np.ndarray | None = None, concept_offset: int = 0) -> np.ndarray:
+def affinities(table, axis: Axis, d_sae: int, concept_directions: np.ndarray | None = None, concept_offset: int = 0,
+               concept_embedder: str | None = None) -> np.ndarray:
     """(d_sae, values) float32: each latent's centred, clipped affinity to each axis value.
 
     A token latent's affinity is its firing contexts' (snippet vector's) cosine to the value. A
@@ -94,13 +95,16 @@ def affinities(table, axis: Axis, d_sae: int, concept_directions: np.ndarray | N
     Measured (README, "Concept family"): Rotten Tomatoes fresh vs rotten up 0.006-0.019 accuracy
     in all four axis/family settings tried; BBC news topic unchanged over both families (0.860),
     -0.010 with the concept family alone. The decoder row alone gained more on three Rotten
-    Tomatoes settings but lost on the fourth and 0.018 on BBC topic."""
+    Tomatoes settings but lost on the fourth and 0.018 on BBC topic.
+    ``concept_embedder``: the model the concept SAE's units were embedded with, when it is not the
+    index's (an mpnet family): the value texts are embedded by it for the decoder rows."""
     V = get_embedder().encode(axis.value_texts)
     S = table.snippet_vecs @ V.T
-    if concept_directions is not None and table.concept is not None and concept_directions.shape[1] == V.shape[1]:
+    Vc = get_embedder(concept_embedder).encode(axis.value_texts) if concept_embedder else V
+    if concept_directions is not None and table.concept is not None and concept_directions.shape[1] == Vc.shape[1]:
         local = table.ids - concept_offset
         rows = np.flatnonzero(table.concept & (local >= 0) & (local < len(concept_directions)))
-        S[rows] = 0.5 * (S[rows] + concept_directions[local[rows]] @ V.T)
+        S[rows] = 0.5 * (S[rows] + concept_directions[local[rows]] @ Vc.T)
     W = np.zeros((d_sae, len(axis.values)), np.float32)
     W[table.ids] = np.maximum(S - S.mean(axis=1, keepdims=True), 0.0)
     return W

@@ -1,7 +1,7 @@
 """Build the dev retrieval index from ../shared/data (jokes, a Rotten Tomatoes sample, a chit-chat
 sample) and run `saedex eval-retrieval` with benchmarks/queries/dev.jsonl.
 
-    python benchmarks/build_eval_index.py [--index dev] [--rt 3000] [--chat 800]
+    python benchmarks/build_eval_index.py [--index dev] [--rt 3000] [--chat 800] [--concept FOLDER]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--index", default="dev")
     ap.add_argument("--rt", type=int, default=3000)
     ap.add_argument("--chat", type=int, default=800)
+    ap.add_argument("--concept", default="default", help="concept-family SAE (saedex index --concept)")
     args = ap.parse_args()
     if not SHARED.exists():
         sys.exit("../shared/data is not available")
@@ -38,7 +39,7 @@ def main() -> None:
         p = tmp / f"{ds}.jsonl"
         p.write_text("".join(json.dumps(r) + "\n" for r in rows))
         subprocess.run([sys.executable, "-m", "server.cli", "index", str(p), "--index", args.index, "--dataset", ds,
-                        "--id-field", "id", "--skip-invalid"], cwd=ROOT, check=True)
+                        "--id-field", "id", "--skip-invalid", "--concept", args.concept], cwd=ROOT, check=True)
     subprocess.run([sys.executable, "-m", "server.cli", "eval-retrieval", "--index", args.index,
                     "--queries", str(ROOT / "benchmarks" / "queries" / "dev.jsonl")], cwd=ROOT, check=True)
 

@@ -80,6 +80,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=200)
     ap.add_argument("--precisions", default="bf16")
+    ap.add_argument("--concept", default=None, help="also time the pipeline with this concept SAE (e.g. one on mpnet units)")
+    ap.add_argument("--name", default="index_throughput", help="results file name (benchmarks/results/NAME.json)")
     args = ap.parse_args()
     os.environ.setdefault("SAEDEX_MODEL_CACHE", str(Path.home() / ".cache" / "saedex-models"))
     os.environ["SAEDEX_HOME"] = tempfile.mkdtemp(prefix="saedex-bench-")
@@ -124,6 +126,10 @@ def main() -> None:
     rep_tok, secs = timed_pipeline(Indexer(ReaderConfig(), concept=None), recs, "bench_token")
     res["pipeline_token_family_only"] = {"tok_s": round(rep_tok.tokens / secs, 1), "seconds": round(secs, 1)}
     res["ratio_both_families_vs_token_only_time"] = round(res["pipeline_default"]["seconds"] / secs, 3)
+    if args.concept:  # (2c) another concept SAE (its own embedder), same records, same run
+        rep_c, secs_c = timed_pipeline(Indexer(ReaderConfig(), concept=args.concept), recs, "bench_concept")
+        res["pipeline_other_concept"] = {"concept": args.concept, "tok_s": round(rep_c.tokens / secs_c, 1), "seconds": round(secs_c, 1)}
+        res["ratio_other_concept_vs_token_only_time"] = round(secs_c / secs, 3)
 
     # (3) the previous release's pipeline: fp32, documents cut at 128 tokens
     rep_old, secs = timed_pipeline(Indexer(ReaderConfig(precision="fp32", max_tokens=128, window=128, overlap=0)), recs, "bench_old")
@@ -141,7 +147,7 @@ def main() -> None:
         res["agreement_with_fp32"][prec] = agreement(ref_vecs, vecs) | {"reader_plus_sae_tok_s": round(n_tok / t.s, 1)}
     res["nonzero_latents_per_doc"] = round(float(np.mean([len(v) for v in ref_vecs])), 1)
     res["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    write_result("index_throughput", res)
+    write_result(args.name, res)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import typer
 from indexer.core.cli import JsonOpt, UrlOpt, console, emit, err_console, friendly_errors
 from indexer.core.errors import InputError
 from indexer.core.filters import parse_where
-from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
+from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder, same_embedder, unit_embedder
 from indexer.encode.reader import Reader, ReaderConfig, set_threads
 from indexer.encode.sae import DEFAULT_SAE_DIR, load_sae
 from indexer.ingest.corpus import read_corpus
@@ -45,6 +45,8 @@ def index_cmd(
     keep: str = typer.Option("first", "--keep", help="An id repeated in the file: index its first or its last copy "
                                                      "(copies that differ are reported)."),
     sae: Optional[str] = typer.Option(None, "--sae", help="SAE folder (sae-lens format) or release:sae_id; default: shipped SAE."),
+    concept: str = typer.Option("default", "--concept", help="Concept-family SAE: default (shipped, MiniLM), none, or a folder "
+                                "(e.g. one trained with --embedder all-mpnet-base-v2; README: the concept family's embedder)."),
     reader: Optional[str] = typer.Option(None, "--reader", help="Reader model id/path (default: gemma3-270m)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Residual stream after this block (default: the SAE's layer, 6)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Read documents up to this many tokens (default 4,096; longer ones are cut and counted)."),
@@ -68,7 +70,7 @@ def index_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ):
     """Index a corpus: reader LM -> SAE -> max-pool -> Qdrant, then refresh latent stats and labels."""
-    indexer = Indexer.from_options(sae, precision=precision, device=device, batch_tokens=batch_tokens, model=reader,
+    indexer = Indexer.from_options(sae, precision=precision, device=device, batch_tokens=batch_tokens, concept=concept, model=reader,
                                    layer=layer, max_tokens=max_tokens, window=window, overlap=overlap)
     if ray_address is None:
         report = index_corpus(path, index, dataset, text_field, id_field, skip_invalid, qdrant_url,
@@ -224,8 +226,10 @@ def build_dictionary_cmd(
         raise typer.BadParameter(f"{corpus}: no such file")
     loaded = load_sae(sae)
     if loaded.cfg.metadata.get("saedex_family") == "concept":
-        d = build_concept_dictionary(loaded, corpus, load_vocabulary(), get_embedder(loaded.cfg.metadata.get("saedex_embedder", DEFAULT_EMBEDDER)),
-                                     progress=not as_json)
+        unit_emb = unit_embedder(loaded)
+        # labels are chosen in the units' space; queries meet label vectors in the index embedder's
+        text_emb = None if same_embedder(unit_emb, DEFAULT_EMBEDDER) else get_embedder()
+        d = build_concept_dictionary(loaded, corpus, load_vocabulary(), get_embedder(unit_emb), progress=not as_json, text_emb=text_emb)
         save_dictionary(sae, d, loaded)
         res = d["build"]
     else:

@@ -6,6 +6,7 @@ the paper's flagship closing phrase is found between independent slices."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -141,3 +142,32 @@ def test_flagship_closing_phrase_between_independent_slices(concept_index):
     top = json.loads(r.stdout)["latents"]
     hits = [x for x in top if x["examples"] and set(x["examples"]) <= concept_index["closing"]]
     assert hits, [(x["latent"], x["label"], x["diff"], x["examples"][:3]) for x in top]
+
+
+def test_labels_chosen_in_the_units_own_space_are_the_index_spaces_when_both_are_one_model(concept_index, monkeypatch):
+    """A concept SAE on another embedder (mpnet) has its labels chosen on this index in its own
+    space (vectors cached apart) and re-embedded where queries meet them. Run with MiniLM as that
+    "other" model, the path must give the labels the one-space path gives, and write its own cache."""
+    import numpy as np
+
+    from indexer.encode.embedder import DEFAULT_EMBEDDER
+    from indexer.labels import refresh
+    from indexer.store import open_store
+
+    def labels(store):
+        return {p.latent: p.payload.get("label") for p in store.get_latents() if p.payload.get("family") == "concept"}
+
+    real = refresh.dictionary_for
+
+    def own_space(recipe):
+        d = real(recipe)
+        return dataclasses.replace(d, unit_directions=d.directions.copy(), build={**d.build, "embedder": DEFAULT_EMBEDDER})
+
+    with open_store("concept") as store:
+        before = labels(store)
+        monkeypatch.setattr(refresh, "dictionary_for", own_space)
+        refresh.refresh_latents(store, progress=False)
+        after = labels(store)
+        assert store.cache_file("unit_cache.npz").exists()
+    same = np.mean([before[l] == after.get(l) for l in before])
+    assert len(before) > 500 and same >= 0.98, same

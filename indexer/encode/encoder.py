@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer.core.errors import InputError
-from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder, same_embedder
+from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder, unit_embedder
 from indexer.encode.pooling import PooledDoc, encode_and_pool
 from indexer.encode.reader import Reader, ReaderConfig, get_reader, set_threads
 from indexer.encode.recipe import Recipe
@@ -56,11 +56,8 @@ class Encoder:
         self.concept = shipped_concept_sae() if isinstance(concept, str) else concept
         if isinstance(concept, str) and concept != "default":
             self.concept, self.concept_path = load_sae(concept), concept
-        unit_embedder = self.concept.cfg.metadata.get("saedex_embedder", DEFAULT_EMBEDDER) if self.concept is not None else embedder
-        if not same_embedder(unit_embedder, embedder):
-            # labels, axes and query matching compare concept latents with text in one space
-            raise InputError(f"the concept SAE was trained on units embedded by {unit_embedder!r}, but this index embeds "
-                             f"with {embedder!r}; train it with --embedder {embedder} (README: the concept family's embedder)")
+        if self.concept is not None and self.concept.cfg.metadata.get("saedex_family") != "concept":
+            raise InputError(f"--concept {concept}: not a concept-family SAE (train one with saedex train-sae --family concept)")
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, **inference: str | int):
@@ -74,7 +71,7 @@ class Encoder:
 
     @classmethod
     def from_options(cls, sae: str | None = None, precision: str = "auto", device: str = "auto", batch_tokens: int = 2048,
-                     **reader: int | str | None):
+                     concept: str = "default", **reader: int | str | None):
         """An encoder from command-line choices: reader settings not given (None) come from the
         SAE's metadata (the reader and layer it was trained on), then from the defaults. The SAE
         is loaded once. ReaderConfig validates every value, so a bad --layer fails before anything
@@ -85,7 +82,7 @@ class Encoder:
             k: v for k, v in reader.items() if v is not None}
         cfg = ReaderConfig(**{k: v for k, v in given.items() if v is not None}, precision=precision, device=device,
                            batch_tokens=batch_tokens)
-        return cls(cfg, sae, sae_object=loaded)
+        return cls(cfg, sae, sae_object=loaded, concept=None if concept == "none" else concept)
 
     @property
     def reader(self) -> Reader:
@@ -148,7 +145,7 @@ class Encoder:
         (a unit is the concept family's token; ``offsets`` are the units' character spans)."""
         spans = [np.asarray(split_units(t), np.int64).reshape(-1, 2) for t in texts]
         flat = [t[s:e] for t, sp in zip(texts, spans) for s, e in sp.tolist()]
-        emb = get_embedder(self.concept.cfg.metadata.get("saedex_embedder", DEFAULT_EMBEDDER))
+        emb = get_embedder(unit_embedder(self.concept))  # its own model: it need not be the index's (MiniLM)
         # fixed-size batches: a document's vector must not depend on what it was indexed with
         vecs = emb.encode(flat, batch_size=UNIT_BATCH, fixed_batch=True) if flat else np.zeros((0, emb.dim), np.float32)
         cuts = np.cumsum([0] + [len(sp) for sp in spans])

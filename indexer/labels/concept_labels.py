@@ -222,10 +222,17 @@ def as_entries(labels: dict[int, ConceptLabel]) -> dict[int, dict]:
     return out
 
 
-def build_concept_dictionary(sae: SparseAutoencoder, units_dir, vocab: list[Concept], emb: Embedder, progress: bool = True) -> dict:
+def build_concept_dictionary(sae: SparseAutoencoder, units_dir, vocab: list[Concept], emb: Embedder, progress: bool = True,
+                             text_emb: Embedder | None = None) -> dict:
     """The dictionary of a concept SAE from its training units (``saedex train-sae --family concept``'s
     cache: ``shard_*.npy`` rows are the lines of ``units.txt``): labels, qualities, decoder directions
-    and label vectors, in the form :func:`indexer.labels.dictionary.store.save_dictionary` writes."""
+    and label vectors, in the form :func:`indexer.labels.dictionary.store.save_dictionary` writes.
+
+    ``emb`` embedded the units (labels are chosen in its space). ``text_emb``: the index embedder,
+    where queries are matched to label vectors, when it is another model (an mpnet concept family in
+    a MiniLM index): label vectors are then embedded by it, the decoder rows are kept as
+    ``unit_directions``, and ``directions`` become each latent's top units minus the background in
+    its space (the contrastive direction the token dictionary keeps too)."""
     units_dir = Path(units_dir)
     texts = units_dir.joinpath("units.txt").read_text(encoding="utf-8").splitlines()
     X = np.concatenate([np.load(p) for p in sorted(units_dir.glob("shard_*.npy")) if ".tmp" not in p.name]).astype(np.float32)
@@ -233,14 +240,35 @@ def build_concept_dictionary(sae: SparseAutoencoder, units_dir, vocab: list[Conc
     vocab_vecs = emb.encode([c.text for c in vocab], batch_size=256)
     labels = label_concept_latents(sae, X, texts, vocab, vocab_vecs, emb, progress=progress)
     directions = _unit_rows(sae.W_dec.detach().float().numpy())
-    label_vecs = np.zeros((sae.d_sae, emb.dim), np.float32)
+    text_emb = text_emb or emb
+    label_vecs = np.zeros((sae.d_sae, text_emb.dim), np.float32)
     ids = sorted(labels)
     if ids:
-        label_vecs[ids] = emb.encode([labels[j].label if labels[j].kind == "concept" else labels[j].exemplar for j in ids], batch_size=256)
+        label_vecs[ids] = text_emb.encode([labels[j].label if labels[j].kind == "concept" else labels[j].exemplar for j in ids],
+                                          batch_size=256)
     kinds = Counter(c.kind for c in labels.values())
-    return {"latents": as_entries(labels), "directions": directions, "label_vecs": label_vecs,
-            "build": {"family": "concept", "units": len(X), "vocabulary": len(vocab), "labelled": len(labels), **kinds,
-                      "median_quality": float(np.median([c.quality for c in labels.values()])) if labels else None}}
+    out = {"latents": as_entries(labels), "directions": directions, "label_vecs": label_vecs,
+           "build": {"family": "concept", "embedder": emb.name, "units": len(X), "vocabulary": len(vocab), "labelled": len(labels),
+                     **kinds, "median_quality": float(np.median([c.quality for c in labels.values()])) if labels else None}}
+    if text_emb is not emb:
+        rng = np.random.default_rng(0)
+        background = [texts[i] for i in rng.choice(len(texts), size=min(len(texts), N_BACKGROUND), replace=False)]
+        out["unit_directions"] = directions
+        out["directions"] = contrastive_directions({j: labels[j].top_units for j in ids}, background, text_emb, sae.d_sae)
+    return out
+
+
+def contrastive_directions(top_units: dict[int, list[str]], background: list[str], emb: Embedder, d_sae: int) -> np.ndarray:
+    """(d_sae, emb.dim) unit rows: the mean of each latent's top units minus the background's mean,
+    in ``emb``'s space (zero for latents without units)."""
+    flat = sorted({t for us in top_units.values() for t in us})
+    vec = dict(zip(flat, emb.encode(flat, batch_size=256))) if flat else {}
+    base = emb.encode(background, batch_size=256).mean(0) if background else np.zeros(emb.dim, np.float32)
+    out = np.zeros((d_sae, emb.dim), np.float32)
+    for j, us in top_units.items():
+        if us:
+            out[j] = np.mean([vec[t] for t in us], axis=0) - base
+    return _unit_rows(out)
 
 
 N_BACKGROUND_HERE = 2000  # background units of an index, for its own concept labels
@@ -299,7 +327,7 @@ def label_concepts_here(examples: dict[int, list[dict]], positives: dict[int, np
         exemplar = next((e["text"][e["span"][0]:e["span"][1]] for e in examples[l] if e.get("span")), "")
         good = quality >= min_quality
         out[l] = {"label": name if good else "unclear", "kind": "concept" if good else "unclear", "quality": quality,
-                  "label_source": ConceptLabeller.name, "vec": vec,
+                  "label_source": ConceptLabeller.name, "vec": vec, "nearest": name,
                   "description": f"Chosen on this index's firing sentences, e.g. \"{exemplar[:160]}\" (held-out AUC {quality:.2f}; from {source})."
                   + ("" if good else f" No candidate separates them from the background well (nearest: {name!r}).")}
     return out

@@ -79,7 +79,7 @@ def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabell
     concept_here = concept_qualities_here({l: built[l] for l, e in entries.items() if e is not None and e["kind"] == "concept"},
                                           dictionary, background, emb, progress, window_cache)
     concept_ids = [l for l in stats if recipe.family_of(l) == "concept"]
-    here = _concept_labels_here(concept_ids, built, background, dictionary, emb, window_cache) if concept_ids and dictionary else {}
+    here = _concept_labels_here(concept_ids, built, background, dictionary, emb, window_cache, store) if concept_ids and dictionary else {}
     points: list[LatentPoint] = []
     to_label: list[tuple[int, list[dict]]] = []
     to_snippet: list[tuple[int, list[dict]]] = []  # dictionary-labelled latents whose examples changed
@@ -161,24 +161,38 @@ def refresh_latents(store: Store, progress: bool = True, labeller: OfflineLabell
 
 
 def _concept_labels_here(latents: list[int], built: dict[int, list[dict]], background: list[dict], dictionary, emb,
-                         window_cache: WindowCache) -> dict[int, dict]:
+                         window_cache: WindowCache, store: Store | None = None) -> dict[int, dict]:
     """Labels of the concept family's latents chosen on this index (:func:`label_concepts_here`):
     positives are the (cached) windows around each latent's firing sentences; the background, a
     seeded sample of this index's sentences; the candidates, the dictionary's concept labels and
-    the taxonomy, plus phrases mined here."""
+    the taxonomy, plus phrases mined here. All of it in the space the SAE's units were embedded in:
+    the index embedder's (``emb``), or the concept SAE's own model (an mpnet family: its vectors
+    cached apart, and the chosen label embedded again by ``emb``, where queries meet it)."""
+    own = dictionary.unit_directions is not None
+    unit_emb = get_embedder(dictionary.build["embedder"]) if own else emb
+    cache = WindowCache(store, "unit_cache.npz") if own else window_cache
     per_latent = {l: example_windows(built[l], N_TOP) for l in latents}
-    vecs = window_vectors({k: t for ws in per_latent.values() for k, t in ws}, emb, False, window_cache)
+    vecs = window_vectors({k: t for ws in per_latent.values() for k, t in ws}, unit_emb, False, cache)
     positives = {l: np.stack([vecs[k] for k, _ in ws]) for l, ws in per_latent.items() if ws}
     units = [(p.get("doc_id", ""), (s, e, "unit"), p["text"][s:e]) for p in background if p.get("text") for s, e in split_units(p["text"])]
     rng = np.random.default_rng(0)
     units = [units[i] for i in sorted(rng.choice(len(units), size=min(len(units), N_BACKGROUND_HERE), replace=False))] if units else []
-    bg_vecs = window_vectors({(d, span): t for d, span, t in units}, emb, False, window_cache)
-    bg = np.stack([bg_vecs[(d, span)] for d, span, _ in units]) if units else np.zeros((0, emb.dim), np.float32)
-    pool, seen = [], set()
+    bg_vecs = window_vectors({(d, span): t for d, span, t in units}, unit_emb, False, cache)
+    bg = np.stack([bg_vecs[(d, span)] for d, span, _ in units]) if units else np.zeros((0, unit_emb.dim), np.float32)
+    if own:
+        cache.save()
+    names, seen = [], set()
     for l, e in sorted(dictionary.latents.items()):
         if e.get("family") == "concept" and e.get("kind") == "concept" and e["label"] not in seen:
             seen.add(e["label"])
-            pool.append((e["label"], "dictionary", dictionary.label_vecs[l]))
-    pool += [(c.name, "taxonomy", v) for c, v in zip(taxonomy(), taxonomy_vectors(emb)) if c.name not in seen]
-    return label_concepts_here({l: built[l] for l in positives}, positives, [t for _, _, t in units], bg, dictionary.directions,
-                               pool, emb)
+            names.append((l, e["label"]))
+    name_vecs = unit_emb.encode([n for _, n in names], batch_size=256) if own and names else [dictionary.label_vecs[l] for l, _ in names]
+    pool = [(n, "dictionary", v) for (_, n), v in zip(names, name_vecs)]
+    pool += [(c.name, "taxonomy", v) for c, v in zip(taxonomy(), taxonomy_vectors(unit_emb)) if c.name not in seen]
+    out = label_concepts_here({l: built[l] for l in positives}, positives, [t for _, _, t in units], bg, dictionary.space_directions,
+                              pool, unit_emb)
+    if own and out:  # label vectors live where queries are matched: the index embedder's space
+        ids = sorted(out)
+        for l, v in zip(ids, emb.encode([out[l]["nearest"] for l in ids], batch_size=256)):
+            out[l]["vec"] = v
+    return out

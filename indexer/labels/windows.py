@@ -55,8 +55,9 @@ class WindowCache:
     seen. One refresh loads the file once and writes it once (:meth:`save`), however many
     lookups it makes (the concept check and the snippet vectors both read it)."""
 
-    def __init__(self, store: Store | None):
-        self.path = store.cache_file("snippet_cache.npz") if store is not None else None
+    def __init__(self, store: Store | None, name: str = "snippet_cache.npz"):
+        """``name``: one file per embedder (the concept family's own model keeps ``unit_cache.npz``)."""
+        self.path = store.cache_file(name) if store is not None else None
         self.vectors = load_snippet_cache(self.path) if self.path is not None else {}
         self.dirty = False
 

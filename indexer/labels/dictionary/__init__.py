@@ -36,7 +36,10 @@ def merged(token: Dictionary | None, concept: Dictionary, offset: int) -> Dictio
     return Dictionary(sae_hash=f"{token.sae_hash if token else '-'}+{concept.sae_hash}", latents=latents,
                       directions=np.concatenate([tok_dirs[:offset], concept.directions]),
                       label_vecs=np.concatenate([tok_labels[:offset], concept.label_vecs]),
-                      build={"token": token.build if token else None, "concept": concept.build})
+                      build={"token": token.build if token else None, "concept": concept.build,
+                             "embedder": concept.build.get("embedder")},
+                      unit_directions=None if concept.unit_directions is None else np.concatenate(
+                          [np.zeros((offset, concept.unit_directions.shape[1]), np.float32), concept.unit_directions]))
 
 
 class DictionaryLabeller:

@@ -1,8 +1,9 @@
 """The concept dictionary on disk, beside the SAE it describes.
 
 ``dictionary.json``: per latent label, kind (concept | lexical), quality in [0, 1], description and
-evidence, plus the build record; ``dictionary.npz``: fp16 directions and label vectors (MiniLM
-space). The SAE's content hash is recorded, so a dictionary is never applied to other weights.
+evidence, plus the build record; ``dictionary.npz``: fp16 directions and label vectors (the index
+embedder's space, MiniLM: where queries are matched), and for a concept SAE trained on another
+embedder's units its decoder rows in that embedder's space (``unit_directions``). The SAE's content hash is recorded, so a dictionary is never applied to other weights.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ class Dictionary:
     directions: np.ndarray  # (d_sae, dim) float32, unit rows (zero where unknown)
     label_vecs: np.ndarray  # (d_sae, dim) float32
     build: dict
+    # A concept SAE over another embedder's units (build["embedder"]): its decoder rows in that
+    # space; ``directions`` then hold its top units' contrastive direction in the index embedder's.
+    unit_directions: np.ndarray | None = None
+
+    @property
+    def space_directions(self) -> np.ndarray:
+        """The latents' directions in the space their units were embedded in (the SAE's own)."""
+        return self.directions if self.unit_directions is None else self.unit_directions
 
     def entry(self, latent: int) -> dict | None:
         return self.latents.get(int(latent))
@@ -40,8 +49,9 @@ def save_dictionary(sae_dir: Path, d: dict, sae) -> None:
     meta = {"sae_hash": sae.content_hash(), "build": d.get("build", {}),
             "latents": {str(k): v for k, v in sorted(d["latents"].items())}}
     (sae_dir / JSON_NAME).write_text(json.dumps(meta, ensure_ascii=False, separators=(",", ":")))
+    extra = {"unit_directions": d["unit_directions"].astype(np.float16)} if d.get("unit_directions") is not None else {}
     np.savez_compressed(sae_dir / NPZ_NAME, directions=d["directions"].astype(np.float16),
-                        label_vecs=d["label_vecs"].astype(np.float16))
+                        label_vecs=d["label_vecs"].astype(np.float16), **extra)
 
 
 _cache: dict[str, Dictionary | None] = {}
@@ -70,4 +80,5 @@ def _read(sae_dir: Path) -> Dictionary | None:
     return Dictionary(sae_hash=meta["sae_hash"], latents={int(k): v for k, v in meta["latents"].items()},
                       directions=np.nan_to_num(arrays["directions"].astype(np.float32)),
                       label_vecs=np.nan_to_num(arrays["label_vecs"].astype(np.float32)),
-                      build=meta.get("build", {}))
+                      build=meta.get("build", {}),
+                      unit_directions=np.nan_to_num(arrays["unit_directions"].astype(np.float32)) if "unit_directions" in arrays else None)
