@@ -10,7 +10,7 @@ import pytest
 from indexer.core.errors import InputError
 from indexer.encode.embedder import same_embedder, unit_embedder
 from indexer.encode.encoder import Encoder
-from indexer.encode.sae import DEFAULT_SAE_DIR, shipped_concept_sae
+from indexer.encode.sae import DEFAULT_SAE_DIR, load_sae, sae_dir, shipped_concept_sae
 from indexer.encode.units import MAX_CHARS, MAX_UNITS, split_units, units_of
 from indexer.train.unit_cache import balanced_units, cache_unit_embeddings
 
@@ -78,14 +78,18 @@ def test_a_concept_latent_peaks_on_its_sentence_and_both_families_share_one_vect
 
 def test_a_concept_sae_embeds_its_units_with_its_own_model_and_only_concept_saes_are_taken():
     """The concept family's units are embedded by the model its SAE was trained on, which may be
-    another than the index's (labels and axes keep its space apart: test_concept_labels); a token
-    SAE given as the concept family is refused with the reason, and "none" indexes without one."""
+    another than the index's (labels and axes keep its space apart: test_concept_labels) but must be
+    here; a token SAE given as the concept family is refused with the reason, and "none" indexes
+    without one."""
     assert same_embedder("default", "all-MiniLM-L6-v2") and same_embedder("sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2")
     assert not same_embedder("/models/all-mpnet-base-v2", "all-MiniLM-L6-v2")
     other = copy.deepcopy(shipped_concept_sae())
     other.cfg.metadata["saedex_embedder"] = "/models/all-mpnet-base-v2"
-    assert unit_embedder(Encoder(concept=other).concept) == "/models/all-mpnet-base-v2"
+    with pytest.raises(InputError, match="'/models/all-mpnet-base-v2' is not available here.*make mpnet"):
+        Encoder(concept=other)  # its model is needed to embed units: refused before any index is made
     assert unit_embedder(Encoder(concept=shipped_concept_sae()).concept) == "all-MiniLM-L6-v2"
+    mpnet = load_sae(sae_dir("mpnet", "concept"))  # the shipped opt-in family, by name
+    assert unit_embedder(mpnet) == "all-mpnet-base-v2" and mpnet.d_in == 768 and mpnet.cfg.metadata["saedex_family"] == "concept"
     with pytest.raises(InputError, match="not a concept-family SAE"):
         Encoder(concept=str(DEFAULT_SAE_DIR))
     assert Encoder.from_options(concept="none").concept is None

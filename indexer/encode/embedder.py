@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.core.errors import InputError
 from indexer.core.progress import progress_bar
 from indexer.encode.query_path import build_and_save, load_saved, query_path_key
 from indexer.encode.reader import ReaderConfig, model_cache_dir, resolve_precision
@@ -91,7 +92,12 @@ class Embedder:
                     import torch
                     from sentence_transformers import SentenceTransformer
 
-                    model = SentenceTransformer(_resolve(self.name), device="cpu")
+                    try:
+                        model = SentenceTransformer(_resolve(self.name), device="cpu")
+                    except (OSError, ValueError) as e:  # not on disk, and no hub here
+                        raise InputError(f"embedder {self.name!r} is not available here ({type(e).__name__}); put it in "
+                                         f"{model_cache_dir() / Path(self.name).name} (all-mpnet-base-v2: `make mpnet`) "
+                                         "or give a path") from None
                     model.max_seq_length = self.max_seq_length
                     if self.precision == "bf16":
                         model.to(torch.bfloat16)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer.core.errors import InputError
-from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder, unit_embedder
+from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder, same_embedder, unit_embedder
 from indexer.encode.pooling import PooledDoc, encode_and_pool
 from indexer.encode.reader import Reader, ReaderConfig, get_reader, set_threads
 from indexer.encode.recipe import Recipe
-from indexer.encode.sae import DEFAULT_SAE_DIR, SparseAutoencoder, load_sae, shipped_concept_sae
+from indexer.encode.sae import DEFAULT_SAE_DIR, SparseAutoencoder, load_sae, sae_dir, shipped_concept_sae
 from indexer.encode.units import split_units
 
 UNIT_BATCH = 16  # sentence units per MiniLM batch (every batch filled to this size: small, as most length groups are)
@@ -55,9 +55,11 @@ class Encoder:
         self.concept_path = "default" if isinstance(concept, str) and concept == "default" else None
         self.concept = shipped_concept_sae() if isinstance(concept, str) else concept
         if isinstance(concept, str) and concept != "default":
-            self.concept, self.concept_path = load_sae(concept), concept
+            self.concept, self.concept_path = load_sae(sae_dir(concept, "concept")), concept
         if self.concept is not None and self.concept.cfg.metadata.get("saedex_family") != "concept":
             raise InputError(f"--concept {concept}: not a concept-family SAE (train one with saedex train-sae --family concept)")
+        if self.concept is not None and not same_embedder(unit_embedder(self.concept), embedder):
+            get_embedder(unit_embedder(self.concept)).dim  # a model not here fails now, before an index is made
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, **inference: str | int):

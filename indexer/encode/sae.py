@@ -27,6 +27,10 @@ SAE_LENS_FORMAT_VERSION = "6.54.12"  # written into metadata so sae-lens >= 6 lo
 DEFAULT_SAE_DIR = Path(__file__).parent / "default_sae"
 # The concept family's SAE (over sentence embeddings of a document's units), shipped when trained.
 DEFAULT_CONCEPT_SAE_DIR = Path(__file__).parent / "concept_sae"
+# Concept SAEs shipped with saedex, by the name ``saedex index --concept NAME`` takes: "mpnet" is
+# trained on all-mpnet-base-v2 embeddings of the same units (opt-in: its model is a 438 MB
+# download, ``make mpnet``, and it costs more to index; README "the concept family's embedder").
+SHIPPED_CONCEPT_SAES = {"default": DEFAULT_CONCEPT_SAE_DIR, "mpnet": Path(__file__).parent / "concept_sae_mpnet"}
 
 
 # ----------------------------------------------------------------------------- typed configs
@@ -234,9 +238,11 @@ def sae_from(cfg_dict: dict, tensors: dict[str, torch.Tensor]) -> SparseAutoenco
 
 def sae_dir(path: str | Path | None, family: str = "token") -> Path:
     """The folder an SAE path names: ``None`` or ``"default"`` (as manifests record it) is the
-    SAE of that family shipped with saedex."""
+    SAE of that family shipped with saedex, as is a shipped concept SAE's name (``"mpnet"``)."""
     if path in (None, "", "default"):
         return DEFAULT_SAE_DIR if family == "token" else DEFAULT_CONCEPT_SAE_DIR
+    if family == "concept" and path in SHIPPED_CONCEPT_SAES:
+        return SHIPPED_CONCEPT_SAES[str(path)]
     return Path(path)
 
 
