@@ -59,7 +59,7 @@ class Encoder:
         if self.concept is not None and self.concept.cfg.metadata.get("saedex_family") != "concept":
             raise InputError(f"--concept {concept}: not a concept-family SAE (train one with saedex train-sae --family concept)")
         if self.concept is not None and not same_embedder(unit_embedder(self.concept), embedder):
-            get_embedder(unit_embedder(self.concept)).dim  # a model not here fails now, before an index is made
+            get_embedder(unit_embedder(self.concept)).model  # a model not here fails now, before an index is made
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, **inference: str | int):
