@@ -123,7 +123,7 @@ def _axis_model(store: Store, index: str, axis: str, d_sae: int, cols: np.ndarra
     recipe = require_index(store, index).recipe
     d = concept_dictionary(recipe)
     W = affinities(table, ax, d_sae, d.space_directions if d is not None else None, recipe.sae.d_sae,
-                   d.build.get("embedder") if d is not None and d.unit_directions is not None else None)
+                   d.own_embedder if d is not None else None)
     keep = np.zeros(d_sae, bool)
     keep[cols] = True
     W[~keep] = 0.0

@@ -168,8 +168,8 @@ def _concept_labels_here(latents: list[int], built: dict[int, list[dict]], backg
     the taxonomy, plus phrases mined here. All of it in the space the SAE's units were embedded in:
     the index embedder's (``emb``), or the concept SAE's own model (an mpnet family: its vectors
     cached apart, and the chosen label embedded again by ``emb``, where queries meet it)."""
-    own = dictionary.unit_directions is not None
-    unit_emb = get_embedder(dictionary.build["embedder"]) if own else emb
+    own = dictionary.own_embedder is not None
+    unit_emb = get_embedder(dictionary.own_embedder) if own else emb
     cache = WindowCache(store, "unit_cache.npz") if own else window_cache
     per_latent = {l: example_windows(built[l], N_TOP) for l in latents}
     vecs = window_vectors({k: t for ws in per_latent.values() for k, t in ws}, unit_emb, False, cache)

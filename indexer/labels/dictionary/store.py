@@ -3,7 +3,8 @@
 ``dictionary.json``: per latent label, kind (concept | lexical), quality in [0, 1], description and
 evidence, plus the build record; ``dictionary.npz``: fp16 directions and label vectors (the index
 embedder's space, MiniLM: where queries are matched), and for a concept SAE trained on another
-embedder's units its decoder rows in that embedder's space (``unit_directions``). The SAE's content hash is recorded, so a dictionary is never applied to other weights.
+embedder's units its decoder rows in that embedder's space (``unit_directions``). The SAE's
+content hash is recorded, so a dictionary is never applied to other weights.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class Dictionary:
     # A concept SAE over another embedder's units (build["embedder"]): its decoder rows in that
     # space; ``directions`` then hold its top units' contrastive direction in the index embedder's.
     unit_directions: np.ndarray | None = None
+
+    @property
+    def own_embedder(self) -> str | None:
+        """The model a concept SAE's units were embedded with, where it is not the index's (else None)."""
+        return self.build.get("embedder") if self.unit_directions is not None else None
 
     @property
     def space_directions(self) -> np.ndarray:
