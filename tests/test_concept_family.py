@@ -10,8 +10,12 @@ import dataclasses
 import json
 import random
 
+import numpy as np
 import pytest
 
+from indexer.encode.embedder import DEFAULT_EMBEDDER
+from indexer.labels import refresh
+from indexer.store import open_store
 from tests.conftest import cli, load_bbc, write_jsonl
 
 APOLOGIES = [
@@ -148,12 +152,6 @@ def test_labels_chosen_in_the_units_own_space_are_the_index_spaces_when_both_are
     """A concept SAE on another embedder (mpnet) has its labels chosen on this index in its own
     space (vectors cached apart) and re-embedded where queries meet them. Run with MiniLM as that
     "other" model, the path must give the labels the one-space path gives, and write its own cache."""
-    import numpy as np
-
-    from indexer.encode.embedder import DEFAULT_EMBEDDER
-    from indexer.labels import refresh
-    from indexer.store import open_store
-
     def labels(store):
         return {p.latent: p.payload.get("label") for p in store.get_latents() if p.payload.get("family") == "concept"}
 
