@@ -5,6 +5,7 @@ Used by search (the query's latents), ``saedex latents --query`` and the API's l
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Literal, Optional
 
@@ -15,7 +16,7 @@ from indexer.core.params import Params
 from indexer.encode.embedder import get_embedder
 from indexer.encode.recipe import read_manifest
 from indexer.labels.dictionary import dictionary_for
-from indexer.labels.dictionary.vocabulary import taxonomy_vectors
+from indexer.labels.dictionary.vocabulary import antonyms, taxonomy_vectors
 from indexer.store import Store
 from indexer.store.catalog import latent_summary, require_index
 from indexer.store.columns import fresh_copy, view_doc_counts
@@ -224,8 +225,36 @@ def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_wei
         score += w * np.where(in_pool[rows], sims[rows], floor)
     qual = table.quality[rows]
     score *= (1 - quality_weight) + quality_weight * np.where(np.isnan(qual), 0.5, qual)
-    order = np.lexsort((table.ids[rows], -score))[:top]
+    if isinstance(query, str):
+        score[opposite_rows(table, query)[rows]] = -np.inf
+    order = [i for i in np.lexsort((table.ids[rows], -score))[:top] if np.isfinite(score[i])]
     return [(int(table.ids[rows[i]]), float(score[i])) for i in order]
+
+
+_WORD = re.compile(r"[a-z]+")
+
+
+def opposite_rows(table: LatentTable, query: str) -> np.ndarray:
+    """(table.size,) bool: latents whose label names the opposite of a query word (WordNet
+    antonyms: "positive" for "negative review") and not the word itself. Query embeddings sit
+    next to their opposites, so without this a query for negative reviews asked for latents of
+    "positive" (measured: README, "Opposites in queries")."""
+    words = set(_WORD.findall(query.lower()))
+    opposite = {a for w in words for a in antonyms(w)} - words
+    mask = np.zeros(table.size, bool)
+    if not opposite:
+        return mask
+    key = "label_words"
+    rows_by_word = table.derived.get(key)
+    if rows_by_word is None:
+        rows_by_word = {}
+        for i, label in enumerate(table.labels):
+            for w in set(_WORD.findall((label or "").lower())):
+                rows_by_word.setdefault(w, []).append(i)
+        table.derived[key] = rows_by_word
+    for w in opposite:
+        mask[rows_by_word.get(w, [])] = True
+    return mask
 
 
 def cosine_matrix(vectors: list[list[float]]) -> np.ndarray:

@@ -193,3 +193,29 @@ def test_concept_share_splits_the_query_weight_between_families(bbc_index):
         assert r.exit_code == 0 and json.loads(r.output)["results"], r.output
     finally:
         store.close()
+
+
+def test_a_query_never_asks_for_latents_named_by_the_opposite_of_its_words(bbc_index):
+    """Embedders put a word beside its opposite; WordNet's antonyms keep a query for "bad" from
+    asking for latents labelled "good" (every latent is ranked here, so without the rule they
+    would all be among them)."""
+    import re
+
+    from indexer.labels.dictionary.vocabulary import antonyms
+    from indexer.store import open_store
+    from indexer.store.latent_table import latent_table
+    from search.latents import latents_for_query
+
+    if not antonyms("bad"):
+        pytest.skip("WordNet (Debian wordnet-base) is not installed")
+    assert "positive" in antonyms("negative") and "criticize" in antonyms("praise") and "good" in antonyms("bad")
+    with open_store(bbc_index) as store:
+        table = latent_table(store)
+        words = {int(i): set(re.findall(r"[a-z]+", (l or "").lower())) for i, l in zip(table.ids, table.labels)}
+        good = {i for i, w in words.items() if "good" in w}
+        bad = {i for i, w in words.items() if "bad" in w and "good" not in w}
+        assert good, "the index must hold a latent labelled 'good' for this test to mean anything"
+        ranked = {i for i, _ in latents_for_query(store, "bad news", top=table.size)}
+        assert not ranked & good and len(ranked) >= table.size - len(good) - 5
+        assert bad <= ranked
+        assert good & {i for i, _ in latents_for_query(store, "good news", top=table.size)}

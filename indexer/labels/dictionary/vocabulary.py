@@ -178,3 +178,71 @@ def _sense_tags(root: Path, lemma: str, pos: str) -> int:
     ss = {"noun": "1", "verb": "2", "adj": "3", "adv": "4"}[pos]
     c = _TAGS["all"]
     return c.get(f"{lemma}%{ss}", 0) + (c.get(f"{lemma}%5", 0) if pos == "adj" else 0)
+
+
+_ANTONYMS: dict[str, list[str]] = {}
+
+
+def antonyms(word: str) -> frozenset[str]:
+    """WordNet's antonyms of ``word`` in any part of speech ("negative" -> positive, neutral,
+    affirmative; "praise" -> criticize), lower case; empty without WordNet.
+
+    Why search needs them: a sentence embedder puts a word next to its opposite ("positive" and
+    "negative" are both sentiment words), so a query for negative reviews matched latents of
+    "positive". The table (~6,600 words, direct lexical antonym pointers only) takes 0.6 s to read
+    from WordNet, so it is kept on disk beside the taxonomy vectors (a CLI search loads it in ms)."""
+    if not _ANTONYMS:
+        _ANTONYMS.update(_cached_antonym_table())
+        _ANTONYMS.setdefault("", [])  # looked up once, even where WordNet is absent
+    return frozenset(_ANTONYMS.get(word.lower(), ()))
+
+
+def _cached_antonym_table() -> dict[str, list[str]]:
+    root = wordnet_dir()
+    if root is None:
+        return {}
+    stamp = hashlib.sha256(f"{root}:{(root / 'data.adj').stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    path = saedex_home() / "cache" / f"antonyms-{stamp}.json"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(cached, dict):
+            return cached
+    except (OSError, ValueError):
+        pass
+    table = _antonym_table()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(table), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return table
+
+
+def _antonym_table() -> dict[str, list[str]]:
+    """Every lemma's antonyms from WordNet's data files ("!" pointers, word to word)."""
+    root = wordnet_dir()
+    if root is None:
+        return {}
+    lemmas: dict[tuple[str, str], list[str]] = {}
+    pointers: list[tuple[str, str, str, str, str]] = []  # (pos, offset, target pos, target offset, source/target)
+    for pos in ("noun", "verb", "adj", "adv"):
+        for line in (root / f"data.{pos}").read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line or line.startswith(" "):
+                continue
+            f = line.partition(" | ")[0].split()
+            n = int(f[3], 16)
+            lemmas[(pos, f[0])] = [re.sub(r"\(.*?\)", "", f[4 + 2 * i]).replace("_", " ").lower() for i in range(n)]
+            p = 4 + 2 * n
+            for k in range(int(f[p])):
+                sym, off, tpos, st = f[p + 1 + 4 * k : p + 5 + 4 * k]
+                if sym == "!":
+                    pointers.append((pos, f[0], _POS[tpos], off, st))
+    table: dict[str, set[str]] = {}
+    for pos, off, tpos, toff, st in pointers:
+        src, dst = lemmas[(pos, off)], lemmas.get((tpos, toff), [])
+        s, t = int(st[:2], 16), int(st[2:], 16)
+        for a in ([src[s - 1]] if 0 < s <= len(src) else src):
+            table.setdefault(a, set()).update([dst[t - 1]] if 0 < t <= len(dst) else dst)
+    return {w: sorted(v) for w, v in table.items()}
