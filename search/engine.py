@@ -37,7 +37,7 @@ from indexer.store.columns import RowLocator, copy_for
 from indexer.store.latent_table import latent_table
 from search.bm25 import allowed_mask, load_or_build_bm25
 from search.latents import (CONCEPT_DIRECTION_WEIGHT, CONCEPT_SHARE, DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query,
-                            rank_weights)
+                            opposite_rows, rank_weights)
 from search.llm_steps import llm_expand, llm_filter_latents, llm_rerank
 from search.params import MAX_K, MAX_QUERY_CHARS, SearchParams
 
@@ -273,12 +273,14 @@ class SearchEngine:
         total = sum(s for _, s in scored) or 1.0
         return [WeightedLatent(i, meta[i]["label"], s / total, s, meta[i]["p90"]) for i, s in scored]
 
-    def feedback_latents(self, latents: list[WeightedLatent], flt: Filter, opts: SearchOptions) -> list[WeightedLatent]:
+    def feedback_latents(self, latents: list[WeightedLatent], flt: Filter, opts: SearchOptions,
+                         query: str | None = None) -> list[WeightedLatent]:
         """Rocchio-style pseudo-relevance feedback on SAE vectors: rank the documents with the
         query's latents, then add the latents that fire in a larger share of the top
         ``opts.feedback`` documents than of the index (enrichment = share in top - document
         frequency). A query names a property in a few words, which match latents mostly by their
-        labels; the documents that match best show which latents the property actually fires."""
+        labels; the documents that match best show which latents the property actually fires.
+        Latents named by the opposite of a ``query`` word stay out here too (:func:`opposite_rows`)."""
         table = self.table()
         idx = [w.latent for w in latents]
         loc = self.locator(opts.view)  # the top documents' vectors from the columnar copy, else from Qdrant
@@ -314,6 +316,8 @@ class SearchEngine:
         in_family = table.in_family(opts.family)
         if in_family is not None:
             good &= in_family[cand]
+        if query:
+            good &= ~opposite_rows(table, query)[cand]
         order = np.argsort(-score[good], kind="stable")[: opts.feedback_latents]
         fb_rows = cand[good][order]
         fb_ids = table.ids[fb_rows]
@@ -386,7 +390,7 @@ class SearchEngine:
                 return {"results": [], "latents": [], "warning": "no latent matched the query", "method": opts.method,
                         "offset": opts.offset, "next_offset": None}
             if opts.feedback and not opts.like:
-                latents = self.feedback_latents(latents, flt, opts)
+                latents = self.feedback_latents(latents, flt, opts, query)
             idx = [w.latent for w in latents]
             vals = [w.weight / w.p90 for w in latents]
             limit = want + (1 if opts.like else 0)
