@@ -123,18 +123,9 @@ def wordnet_concepts(min_tags: int = 3, hypernym_levels: int = 2) -> list[Concep
     if root is None:
         return []
     synsets: dict[tuple[str, str], tuple[list[str], str, list[str]]] = {}  # (pos, offset) -> (lemmas, gloss, hypernyms)
-    for pos in ("noun", "verb", "adj", "adv"):
-        for line in (root / f"data.{pos}").read_text(encoding="utf-8", errors="replace").splitlines():
-            if not line or line.startswith(" "):
-                continue
-            head, _, gloss = line.partition(" | ")
-            f = head.split()
-            offset, ss_type, w_cnt = f[0], f[2], int(f[3], 16)
-            lemmas = [f[4 + 2 * i] for i in range(w_cnt)]
-            p = 4 + 2 * w_cnt
-            n_ptr = int(f[p])
-            hyper = [f[p + 1 + 4 * k + 1] for k in range(n_ptr) if f[p + 1 + 4 * k] in ("@", "@i")]
-            synsets[(_POS[ss_type][0], offset)] = (lemmas, gloss.split(";")[0].strip(), hyper)
+    for _, offset, ss_type, lemmas, gloss, pointers in _synsets(root):
+        hyper = [off for sym, off, _, _ in pointers if sym in ("@", "@i")]
+        synsets[(_POS[ss_type][0], offset)] = (lemmas, gloss.split(";")[0].strip(), hyper)
     chosen: set[tuple[str, str]] = set()
     for pos in ("noun", "verb", "adj", "adv"):
         for line in (root / f"index.{pos}").read_text(encoding="utf-8", errors="replace").splitlines():
@@ -159,6 +150,21 @@ def wordnet_concepts(min_tags: int = 3, hypernym_levels: int = 2) -> list[Concep
         syn = ", ".join(l.replace("_", " ") for l in lemmas[1:3])
         out.append(Concept(name, f"{name}{' (' + syn + ')' if syn else ''}: {gloss}", "wordnet"))
     return out
+
+
+def _synsets(root: Path):
+    """Every synset of WordNet's data files: (file pos, offset, synset type, lemmas as written,
+    gloss, pointers as (symbol, offset, pos letter, source/target))."""
+    for pos in ("noun", "verb", "adj", "adv"):
+        for line in (root / f"data.{pos}").read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line or line.startswith(" "):
+                continue
+            head, _, gloss = line.partition(" | ")
+            f = head.split()
+            w_cnt = int(f[3], 16)
+            p = 4 + 2 * w_cnt
+            pointers = [tuple(f[p + 1 + 4 * k : p + 5 + 4 * k]) for k in range(int(f[p]))]
+            yield pos, f[0], f[2], [f[4 + 2 * i] for i in range(w_cnt)], gloss, pointers
 
 
 _TAGS: dict[str, dict[str, int]] = {}
@@ -209,7 +215,7 @@ def _cached_antonym_table() -> dict[str, list[str]]:
             return cached
     except (OSError, ValueError):
         pass
-    table = _antonym_table()
+    table = _antonym_table(root)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -220,25 +226,13 @@ def _cached_antonym_table() -> dict[str, list[str]]:
     return table
 
 
-def _antonym_table() -> dict[str, list[str]]:
+def _antonym_table(root: Path) -> dict[str, list[str]]:
     """Every lemma's antonyms from WordNet's data files ("!" pointers, word to word)."""
-    root = wordnet_dir()
-    if root is None:
-        return {}
     lemmas: dict[tuple[str, str], list[str]] = {}
     pointers: list[tuple[str, str, str, str, str]] = []  # (pos, offset, target pos, target offset, source/target)
-    for pos in ("noun", "verb", "adj", "adv"):
-        for line in (root / f"data.{pos}").read_text(encoding="utf-8", errors="replace").splitlines():
-            if not line or line.startswith(" "):
-                continue
-            f = line.partition(" | ")[0].split()
-            n = int(f[3], 16)
-            lemmas[(pos, f[0])] = [re.sub(r"\(.*?\)", "", f[4 + 2 * i]).replace("_", " ").lower() for i in range(n)]
-            p = 4 + 2 * n
-            for k in range(int(f[p])):
-                sym, off, tpos, st = f[p + 1 + 4 * k : p + 5 + 4 * k]
-                if sym == "!":
-                    pointers.append((pos, f[0], _POS[tpos], off, st))
+    for pos, offset, _, written, _, ptrs in _synsets(root):
+        lemmas[(pos, offset)] = [re.sub(r"\(.*?\)", "", w).replace("_", " ").lower() for w in written]
+        pointers += [(pos, offset, _POS[tpos], off, st) for sym, off, tpos, st in ptrs if sym == "!"]
     table: dict[str, set[str]] = {}
     for pos, off, tpos, toff, st in pointers:
         src, dst = lemmas[(pos, off)], lemmas.get((tpos, toff), [])
