@@ -61,13 +61,29 @@ def codes(encoder, texts: list[str]) -> tuple[np.ndarray, float]:
     return X, sum(len(p.offsets) for p in pooled) / secs
 
 
-def one_sae(path: str, rt: tuple, topics: tuple) -> dict:
-    from sklearn.cluster import KMeans
+def probe_accuracy(F: np.ndarray, y: np.ndarray) -> float:
+    """5-fold accuracy of a logistic probe (C = 0.1) on features F: the most a clustering of F could separate."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import cross_val_score
 
+    return round(float(cross_val_score(LogisticRegression(C=0.1, max_iter=3000), F, y, cv=5).mean()), 3)
+
+
+def topic_kmeans_accuracy(X: np.ndarray, labels: list[str], k: int = 5) -> float:
+    """k-means of documents' binary codes (rows L2-normalised), accuracy under the best matching."""
+    from sklearn.cluster import KMeans
+
     from analyses.clustering import cluster_scores
+
+    B = (X > 0).astype(np.float32)
+    B /= np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-12)
+    return cluster_scores(KMeans(k, n_init=10, random_state=0).fit_predict(B), labels)["accuracy"]
+
+
+def one_sae(path: str, rt: tuple, topics: tuple) -> dict:
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import roc_auc_score
+
     from indexer.encode.embedder import get_embedder, unit_embedder
     from indexer.encode.encoder import Encoder
     from indexer.encode.sae import load_sae
@@ -89,7 +105,7 @@ def one_sae(path: str, rt: tuple, topics: tuple) -> dict:
     texts, y = rt
     X, _ = codes(encoder, texts)
     B = (X > 0).astype(np.float32)
-    probe = lambda F: round(float(cross_val_score(LogisticRegression(C=0.1, max_iter=3000), F, y, cv=5).mean()), 3)  # noqa: E731
+    probe = lambda F: probe_accuracy(F, y)  # noqa: E731
     W = sae.W_dec.detach().float().numpy()
     W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
     P = emb.encode(list(POLES))
@@ -105,10 +121,7 @@ def one_sae(path: str, rt: tuple, topics: tuple) -> dict:
 
     texts, labels = topics
     X, units_s = codes(encoder, texts)
-    B = (X > 0).astype(np.float32)
-    B /= np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-12)
-    pred = KMeans(5, n_init=10, random_state=0).fit_predict(B)
-    out["topic_kmeans_accuracy"] = cluster_scores(pred, labels)["accuracy"]
+    out["topic_kmeans_accuracy"] = topic_kmeans_accuracy(X, labels)
     out["units_per_s"] = round(units_s, 1)
     return out
 

@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import ROOT, write_result  # noqa: E402
+from benchmarks.tune_families import halves  # noqa: E402
 
 SAEDEX = [sys.executable, "-m", "server.cli"]
 
@@ -71,10 +72,11 @@ def add_doc_units(src: Path, dst: Path, max_units: int, d_token: int) -> dict:
     return {"documents": len(rows), "with_doc_unit": changed, "latent_values_raised": raised}
 
 
-def halves(evaluation: dict) -> dict:
+def map_by_half(evaluation: dict) -> dict:
+    """SAE, dense and hybrid MAP over all dev queries and each half (the split tune_families.py uses)."""
     qs = evaluation["queries"]
     out = {}
-    for name, part in (("all", qs), ("tuning", qs[0::2]), ("validation", qs[1::2])):
+    for name, part in (("all", qs), *zip(("tuning", "validation"), halves(qs))):
         mean = {m: float(np.mean([q["methods"][m]["ap"] for q in part])) for m in ("sae", "dense", "hybrid")}
         out[name] = {"sae_map": round(mean["sae"], 4), "dense_map": round(mean["dense"], 4),
                      "sae_x_dense": round(mean["sae"] / mean["dense"], 3), "hybrid_x_dense": round(mean["hybrid"] / mean["dense"], 3)}
@@ -100,7 +102,7 @@ def main() -> None:
         result = {"index": args.index, "max_units": args.max_units, **made, "methods": {}, "per_query": {}}
         for name, ix in (("sentences", args.index), ("sentences + document", second)):
             ev = saedex("eval-retrieval", "--index", ix, "--queries", args.queries, "--family", "all")
-            result["methods"][name] = halves(ev)
+            result["methods"][name] = map_by_half(ev)
             result["per_query"][name] = {q["name"]: q["methods"]["sae"]["ap"] for q in ev["queries"]}
     finally:
         saedex("drop", "--index", second)

@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import SHARED, write_result  # noqa: E402
-from benchmarks.concept_embedders import POLES, bbc, rt_opinions  # noqa: E402
+from benchmarks.concept_embedders import POLES, bbc, probe_accuracy, rt_opinions, topic_kmeans_accuracy  # noqa: E402
 
 HOLDOUT = 5000
 SHARD = 20000
@@ -104,11 +104,7 @@ def extract(work: Path, per_source: int, reader) -> None:
 def measures(code_fn, top_units: dict[int, list[str]], d_sae: int, emb) -> dict:
     """Probe, unsupervised lean and BBC k-means of one concept SAE (``code_fn``: texts -> codes)."""
     from sklearn.cluster import KMeans
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import cross_val_score
-
-    from analyses.clustering import cluster_scores
 
     texts, y = rt_opinions()
     B = (code_fn(texts) > 0).astype(np.float32)
@@ -120,13 +116,10 @@ def measures(code_fn, top_units: dict[int, list[str]], d_sae: int, emb) -> dict:
     score = B @ lean
     km = KMeans(2, n_init=10, random_state=0).fit(score.reshape(-1, 1))
     bt, bl = bbc(500)
-    BB = (code_fn(bt) > 0).astype(np.float32)
-    BB /= np.maximum(np.linalg.norm(BB, axis=1, keepdims=True), 1e-12)  # as concept_embedders.py
-    kb = KMeans(5, n_init=10, random_state=0).fit(BB)
-    return {"probe_on_codes": round(float(cross_val_score(LogisticRegression(C=0.1, max_iter=3000), B, y, cv=5).mean()), 3),
+    return {"probe_on_codes": probe_accuracy(B, y),
             "lean_auc": round(float(roc_auc_score(y, score)), 3),
             "lean_2means": round(float(max(np.mean(km.labels_ == y), np.mean(km.labels_ != y))), 3),
-            "bbc_kmeans": cluster_scores(kb.labels_, bl)["accuracy"], "units_per_doc_rt": float(B.sum(1).mean())}
+            "bbc_kmeans": topic_kmeans_accuracy(code_fn(bt), bl), "units_per_doc_rt": float(B.sum(1).mean())}
 
 
 def main() -> None:
