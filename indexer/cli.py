@@ -174,6 +174,8 @@ def train_sae_cmd(
     k: Optional[int] = typer.Option(None, "--k", help="Active latents per token or unit (TopK); default 32 (token) or 8 (concept)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Default 4e-4 (token) or 5e-4 (concept)."),
     batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Rows per step; default 2,048 (token) or 512 (concept)."),
+    prefixes: Optional[str] = typer.Option(None, "--prefixes", help="Matryoshka prefix widths, comma-separated (e.g. 128,512): "
+                                           "the first latents must reconstruct alone, so they learn broad directions."),
     max_steps: int = typer.Option(100_000, "--max-steps"),
     max_minutes: float = typer.Option(70.0, "--max-minutes", help="Wall-clock budget for training; the LR schedule is fitted to it."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda: where the reader caches activations and the SAE trains."),
@@ -206,9 +208,19 @@ def train_sae_cmd(
         meta = {"model_name": embedder, "saedex_family": "concept", "saedex_embedder": embedder, "saedex_units": "sentence",
                 "training_corpus": str(corpus)}
     tcfg = TrainConfig(d_sae=width or d_width, k=k or d_k, lr=lr or d_lr, batch_tokens=batch_tokens or d_batch, max_steps=max_steps,
-                       max_minutes=max_minutes, device=device, dead_tokens=dead_rows)
+                       max_minutes=max_minutes, device=device, dead_tokens=dead_rows, prefixes=_int_list(prefixes, "--prefixes"))
     report = train_sae(cache, out, tcfg, meta, log=log)
     emit({k_: v for k_, v in report.items() if k_ != "history"}, as_json, lambda r: console.print_json(data=r))
+
+
+def _int_list(text: str | None, option: str) -> tuple[int, ...]:
+    """"128,512" -> (128, 512); a one-line error naming the option otherwise."""
+    if not text:
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"{option}: comma-separated integers expected (got {text!r})") from None
 
 
 @friendly_errors

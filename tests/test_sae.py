@@ -132,6 +132,48 @@ def test_trainer_learns_a_sparse_dictionary(tmp_path):
             train_sae(cache, tmp_path / "sae_gpu", replace(cfg, device="cuda"), {"model_name": "synthetic"}, log=lambda m: None)
 
 
+def test_matryoshka_prefix_reconstructs_alone_where_a_flat_sae_prefix_cannot(tmp_path):
+    """With --prefixes the first latents are trained to reconstruct without the rest: on data where
+    a few directions carry most of the variance, the Matryoshka SAE's first 16 latents leave far less
+    unexplained than a flat SAE's first 16 (arbitrary ones); the whole SAE stays as good."""
+    from indexer.train.trainer import TrainConfig, train_sae
+
+    rng = np.random.default_rng(0)
+    d, n_atoms = 32, 64
+    atoms = rng.normal(size=(n_atoms, d))
+    scale = np.where(np.arange(n_atoms) < 8, 3.0, 1.0)  # 8 strong, frequent directions
+    rate = np.where(np.arange(n_atoms) < 8, 0.2, 0.04)
+
+    def sample(n):
+        return (((rng.random((n, n_atoms)) < rate) * rng.exponential(1.0, (n, n_atoms)) * scale) @ atoms).astype(np.float16)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    np.save(cache / "shard_00000.npy", sample(30000))
+    holdout = sample(4000)
+    np.save(cache / "holdout.npy", holdout)
+    x = torch.from_numpy(holdout.astype(np.float32))
+
+    def prefix_fvu(sae_dir, m):
+        sae = load_sae(sae_dir)
+        z = sae.encode(x)
+        z[:, m:] = 0
+        return float(((sae.decode(z) - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+
+    reports = {}
+    for name, prefixes in (("flat", ()), ("matryoshka", (16,))):
+        cfg = TrainConfig(d_sae=128, k=8, lr=3e-3, batch_tokens=512, max_steps=400, max_minutes=2, warmup_steps=20,
+                          dead_tokens=20000, checkpoint_every=400, prefixes=prefixes)
+        reports[name] = train_sae(cache, tmp_path / name, cfg, {"model_name": "synthetic"}, log=lambda m: None)
+    flat16, mat16 = prefix_fvu(tmp_path / "flat", 16), prefix_fvu(tmp_path / "matryoshka", 16)
+    assert mat16 < 0.6 * flat16, (mat16, flat16)
+    assert reports["matryoshka"]["heldout_fvu"] < reports["flat"]["heldout_fvu"] + 0.1, reports
+    assert load_sae(tmp_path / "matryoshka").cfg.metadata["training"]["prefixes"] == [16]
+    from indexer.core.errors import InputError
+
+    with pytest.raises(InputError, match="prefixes"):
+        TrainConfig(d_sae=128, prefixes=(64, 16))
+
+
 def test_cached_tokens_gather_rows_across_shards_as_one_array(tmp_path):
     """Training reads the cache's shards in place (a concatenation copied the whole cache into
     memory); any row order must come back exactly as from the concatenated array."""

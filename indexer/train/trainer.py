@@ -12,6 +12,12 @@ scaled to mean norm sqrt(d_in); unit-norm decoder rows (renormalised after every
 encoder initialised as the decoder's transpose; AuxK loss (coefficient 1/32) that asks
 latents dead for ``dead_tokens`` tokens to reconstruct the residual error; Adam with warm-up
 and a linear decay over the last 20% of steps.
+
+Matryoshka prefixes (Bussmann et al. 2025; HypotheSAEs' option): with ``prefixes`` = (m1, m2, ...),
+the loss is the mean FVU of the reconstructions from latents [0, m1), [0, m2), ..., and all of them,
+the k active latents chosen once over the whole width. The first latents must then reconstruct
+alone, so they learn the broad directions (a topic, a tone) that a flat TopK SAE splits over
+narrower latents ("feature absorption").
 """
 
 from __future__ import annotations
@@ -45,11 +51,17 @@ class TrainConfig:
     aux_k: int = 64
     aux_rows: int = 512
     dead_tokens: int = 1_000_000
+    prefixes: tuple[int, ...] = ()  # Matryoshka prefix widths (each < d_sae, ascending); () = a flat TopK SAE
     checkpoint_every: int = 100
     seed: int = 0
     # Where the SAE trains: "cpu", "cuda" or "auto" (a GPU if torch sees one). Only speed depends
     # on it: a run resumes on another device from the same checkpoint.
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.prefixes = tuple(self.prefixes)  # a list from a saved config
+        if list(self.prefixes) != sorted(set(self.prefixes)) or any(not 0 < m < self.d_sae for m in self.prefixes):
+            raise InputError(f"prefixes must be ascending widths below d_sae={self.d_sae} (got {list(self.prefixes)})")
 
 
 class TopKTrainer(torch.nn.Module):
@@ -68,7 +80,9 @@ class TopKTrainer(torch.nn.Module):
         rows = F.embedding(idx, self.W_encT)  # (B, k, d)
         return torch.relu(torch.einsum("bkd,bd->bk", rows, xc) + self.b_enc[idx])
 
-    def forward(self, x: torch.Tensor, dead: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, dead: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(reconstruction loss, batch FVU of the whole SAE, AuxK loss, active latents, their values);
+        the loss is the FVU itself unless Matryoshka prefixes average it with theirs."""
         xc = x - self.b_dec
         with torch.no_grad():
             pre = xc @ self.W_encT.T + self.b_enc
@@ -77,6 +91,11 @@ class TopKTrainer(torch.nn.Module):
         recon = F.embedding_bag(idx, self.W_dec, per_sample_weights=vals, mode="sum") + self.b_dec
         var = ((x - x.mean(0)) ** 2).sum()
         mse = ((recon - x) ** 2).sum() / var  # = batch FVU
+        recon_loss = mse
+        if self.cfg.prefixes:  # Matryoshka: every prefix reconstructs on its own; the mean of their FVUs
+            parts = [((F.embedding_bag(idx, self.W_dec, per_sample_weights=vals * (idx < m), mode="sum") + self.b_dec - x) ** 2).sum() / var
+                     for m in self.cfg.prefixes]
+            recon_loss = (sum(parts) + mse) / (len(parts) + 1)
         aux = torch.zeros((), device=x.device)
         n_dead = int(dead.sum())
         if n_dead and self.cfg.aux_coef > 0:
@@ -88,7 +107,7 @@ class TopKTrainer(torch.nn.Module):
             err = (x[:r] - recon[:r]).detach()
             err_hat = F.embedding_bag(aux_idx, self.W_dec, per_sample_weights=aux_vals, mode="sum")
             aux = ((err_hat - err) ** 2).sum() / ((err - err.mean(0)) ** 2).sum().clamp_min(1e-8)
-        return mse, aux, idx, vals
+        return recon_loss, mse, aux, idx, vals
 
     @torch.no_grad()
     def renorm_decoder(self) -> None:
@@ -187,8 +206,8 @@ def _train_sae(cache_dir: Path, out_dir: Path, cfg: TrainConfig, metadata: dict,
         dead = (state["tokens"] - last_fired) > cfg.dead_tokens
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, state["total_steps"], cfg)
-        mse, aux, idx, vals = model(x, dead)
-        loss = mse + cfg.aux_coef * aux
+        recon_loss, mse, aux, idx, vals = model(x, dead)
+        loss = recon_loss + cfg.aux_coef * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
