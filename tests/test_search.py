@@ -219,3 +219,30 @@ def test_a_query_never_asks_for_latents_named_by_the_opposite_of_its_words(bbc_i
         assert not ranked & good and len(ranked) >= table.size - len(good) - 5
         assert bad <= ranked
         assert good & {i for i, _ in latents_for_query(store, "good news", top=table.size)}
+
+
+def test_unclear_concept_latents_count_less_in_a_query_than_named_ones(bbc_index, monkeypatch):
+    """A concept latent labelled "unclear" keeps a near-miss name for its label vector; a query
+    meets it at UNCLEAR_WEIGHT of the score it would have as a named latent, never more."""
+    import numpy as np
+
+    import search.latents as latents
+    from indexer.store import open_store
+    from indexer.store.latent_table import latent_table
+
+    with open_store(bbc_index) as store:
+        table = latent_table(store)
+        unclear = {int(i) for i, k in zip(table.ids, table.kinds) if k == "unclear"}
+        if not unclear:
+            pytest.skip("this index's concept labels are all named")
+        query = "people talking about their plans"
+        weight = latents.UNCLEAR_WEIGHT
+        assert 0 <= weight < 1
+        lowered = dict(latents.latents_for_query(store, query, top=table.size))
+        monkeypatch.setattr(latents, "UNCLEAR_WEIGHT", 1.0)
+        plain = dict(latents.latents_for_query(store, query, top=table.size))
+    assert set(lowered) == set(plain)
+    for i in unclear & set(plain):
+        assert np.isclose(lowered[i], plain[i] - (1 - weight) * abs(plain[i]), atol=1e-9)
+    named = set(plain) - unclear
+    assert all(lowered[i] == plain[i] for i in named)
