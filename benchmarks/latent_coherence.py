@@ -20,6 +20,12 @@ nothing at all, no label can pass. Two measures, neither of which reads a label 
   records which judged.
 
 Writes benchmarks/results/latent_coherence-INDEX.json.
+
+Concept SAEs before any index (``--sae NAME=PATH`` repeated, ``--units DIR``: a `train-sae --family
+concept` unit cache): the same semantic measure on each SAE's three strongest distinct units among
+the first ``--n-units`` training units, one judge and one null for all, and by latent position
+(Matryoshka SAEs order their latents from broad to narrow). Writes
+benchmarks/results/latent_coherence-units.json (``--name``).
 """
 
 from __future__ import annotations
@@ -116,17 +122,91 @@ def semantic_coherence(latents: list, judge, seed: int = 0) -> dict:
     return out
 
 
+def _scored(texts_by_latent: list[list[str]], vecs: np.ndarray, bar: float) -> tuple[np.ndarray, np.ndarray]:
+    """(coherent, shares a content word) per latent; ``vecs`` are the judge's unit rows, TOP per latent."""
+    scores = np.array([mean_pairwise(vecs[i * TOP:(i + 1) * TOP]) for i in range(len(texts_by_latent))])
+    shared = np.array([bool(set.intersection(*(content_words(t) for t in ts))) for ts in texts_by_latent])
+    return scores > bar, shared
+
+
+def unit_coherence(saes: dict[str, str], units_dir: Path, judge, n_units: int, seed: int = 0) -> dict:
+    """Semantic coherence of concept SAEs on the same training units (no index, no labels)."""
+    import torch
+
+    from indexer.encode.sae import load_sae
+    from indexer.train.activation_cache import iter_shards
+
+    units = (units_dir / "units.txt").read_text().split("\n")[:n_units]
+    parts, have = [], 0
+    for shard in iter_shards(units_dir):  # row i of the shards is line i of units.txt
+        if have >= len(units):
+            break
+        parts.append(np.asarray(shard[: len(units) - have], np.float32))
+        have += len(parts[-1])
+    X = np.concatenate(parts)
+    tops = {}
+    for name, path in saes.items():
+        sae = load_sae(path)
+        with torch.inference_mode():
+            Z = np.concatenate([sae.encode(torch.from_numpy(X[i:i + 5000])).numpy() for i in range(0, len(X), 5000)])
+        rows = []
+        for j in np.flatnonzero((Z > 0).sum(0) >= 5):
+            seen, top = set(), []
+            for r in np.argsort(-Z[:, j])[: 10 * TOP]:
+                if Z[r, j] > 0 and units[r].lower() not in seen:
+                    seen.add(units[r].lower())
+                    top.append(units[r])
+                if len(top) == TOP:
+                    break
+            if len(top) == TOP:
+                rows.append((int(j), top))
+        tops[name] = rows
+    texts = sorted({t for rows in tops.values() for _, ts in rows for t in ts})
+    vec_of = dict(zip(texts, judge.encode(texts, batch_size=64)))
+    rng = np.random.default_rng(seed)
+    allv = np.stack(list(vec_of.values()))
+    allv /= np.maximum(np.linalg.norm(allv, axis=1, keepdims=True), 1e-12)
+    bar = float(np.quantile([mean_pairwise(allv[rng.choice(len(allv), TOP, replace=False)]) for _ in range(RANDOM_TRIPLES)], 0.95))
+    out = {"units": len(units), "random_triples_p95": round(bar, 4), "saes": {}}
+    for name, rows in tops.items():
+        v = np.stack([vec_of[t] for _, ts in rows for t in ts])
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        coherent, shared = _scored([ts for _, ts in rows], v, bar)
+        pos = np.array([j for j, _ in rows])
+        r = {"latents": len(rows), "coherent": round(float(coherent.mean()), 3),
+             "coherent_beyond_a_word": round(float((coherent & ~shared).mean()), 3), "by_position": {}}
+        for lo, hi in ((0, 128), (128, 512), (512, None)):
+            m = (pos >= lo) & (pos < (hi or 1 << 30))
+            if m.any():
+                r["by_position"][f"{lo}-{hi or 'end'}"] = {"latents": int(m.sum()), "coherent": round(float(coherent[m].mean()), 3),
+                                                        "beyond_a_word": round(float((coherent & ~shared)[m].mean()), 3)}
+        r["first_latents"] = [{"latent": j, "units": ts} for j, ts in rows[:12]]
+        out["saes"][name] = r
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--index", default="demo")
     ap.add_argument("--min-docs", type=int, default=5)
     ap.add_argument("--judge", default=None, help="sentence-transformers model judging semantic coherence "
                                                   "(default: the index's embedder - not independent of the concept family)")
+    ap.add_argument("--sae", action="append", default=[], help="NAME=PATH of a concept SAE (with --units; repeat)")
+    ap.add_argument("--units", default=None, help="a train-sae --family concept unit cache (with --sae)")
+    ap.add_argument("--n-units", type=int, default=30_000)
+    ap.add_argument("--name", default="latent_coherence-units")
     args = ap.parse_args()
     from indexer.encode.embedder import DEFAULT_EMBEDDER, Embedder
     from indexer.encode.recipe import read_manifest
     from indexer.store import open_store
 
+    if args.sae:
+        judge = Embedder(args.judge or DEFAULT_EMBEDDER)
+        saes = dict(spec.split("=", 1) for spec in args.sae)
+        result = {"judge": Path(args.judge or DEFAULT_EMBEDDER).name, "examples": TOP,
+                  **unit_coherence(saes, Path(args.units), judge, args.n_units)}
+        write_result(args.name, result)
+        return
     with open_store(args.index) as store:
         latents = [p for p in store.get_latents() if p.payload.get("doc_count", 0) >= args.min_docs]
         recipe = read_manifest(store).recipe

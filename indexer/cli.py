@@ -45,8 +45,8 @@ def index_cmd(
     keep: str = typer.Option("first", "--keep", help="An id repeated in the file: index its first or its last copy "
                                                      "(copies that differ are reported)."),
     sae: Optional[str] = typer.Option(None, "--sae", help="SAE folder (sae-lens format) or release:sae_id; default: shipped SAE."),
-    concept: str = typer.Option("default", "--concept", help="Concept-family SAE: default (shipped, MiniLM), mpnet (shipped; "
-                                "make mpnet first), none, or a folder (README: the opt-in mpnet concept family)."),
+    concept: str = typer.Option("default", "--concept", help="Concept-family SAE: default (shipped, MiniLM), matryoshka (shipped, "
+                                "MiniLM, Matryoshka prefixes), mpnet (shipped; make mpnet first), none, or a folder (README: the opt-in mpnet concept family)."),
     reader: Optional[str] = typer.Option(None, "--reader", help="Reader model id/path (default: gemma3-270m)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Residual stream after this block (default: the SAE's layer, 6)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Read documents up to this many tokens (default 4,096; longer ones are cut and counted)."),

@@ -30,7 +30,10 @@ DEFAULT_CONCEPT_SAE_DIR = Path(__file__).parent / "concept_sae"
 # Concept SAEs shipped with saedex, by the name ``saedex index --concept NAME`` takes: "mpnet" is
 # trained on all-mpnet-base-v2 embeddings of the same units (opt-in: its model is a 438 MB
 # download, ``make mpnet``, and it costs more to index; README "The opt-in mpnet concept family").
-SHIPPED_CONCEPT_SAES = {"default": DEFAULT_CONCEPT_SAE_DIR, "mpnet": Path(__file__).parent / "concept_sae_mpnet"}
+# "matryoshka" is the default's recipe with Matryoshka prefixes 128/512 (opt-in: better property
+# search, but it splits some concepts over two latents; README "Matryoshka prefixes").
+SHIPPED_CONCEPT_SAES = {"default": DEFAULT_CONCEPT_SAE_DIR, "mpnet": Path(__file__).parent / "concept_sae_mpnet",
+                        "matryoshka": Path(__file__).parent / "concept_sae_matryoshka"}
 
 
 # ----------------------------------------------------------------------------- typed configs
