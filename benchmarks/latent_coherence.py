@@ -109,9 +109,7 @@ def semantic_coherence(latents: list, judge, seed: int = 0) -> dict:
         pool = np.concatenate([np.arange(i * TOP, i * TOP + TOP) for i in idx])
         null = np.array([mean_pairwise(vecs[rng.choice(pool, TOP, replace=False)]) for _ in range(RANDOM_TRIPLES)])
         bar = float(np.quantile(null, 0.95))
-        scores = np.array([mean_pairwise(vecs[i * TOP:(i + 1) * TOP]) for i in idx])
-        coherent = scores > bar
-        shared = np.array([bool(set.intersection(*(content_words(t) for t in rows[i][1]))) for i in idx])
+        scores, coherent, shared = _scored([rows[i][1] for i in idx], np.concatenate([vecs[i * TOP:(i + 1) * TOP] for i in idx]), bar)
         n = len(idx)
         out[fam] = {"latents": n, "random_triples_p95": round(bar, 4), "median_score": round(float(np.median(scores)), 4),
                     "coherent": round(float(coherent.mean()), 3),
@@ -122,11 +120,12 @@ def semantic_coherence(latents: list, judge, seed: int = 0) -> dict:
     return out
 
 
-def _scored(texts_by_latent: list[list[str]], vecs: np.ndarray, bar: float) -> tuple[np.ndarray, np.ndarray]:
-    """(coherent, shares a content word) per latent; ``vecs`` are the judge's unit rows, TOP per latent."""
+def _scored(texts_by_latent: list[list[str]], vecs: np.ndarray, bar: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean pairwise cosine, coherent, shares a content word) per latent; ``vecs`` are the judge's
+    rows of the latents' texts, TOP per latent in order."""
     scores = np.array([mean_pairwise(vecs[i * TOP:(i + 1) * TOP]) for i in range(len(texts_by_latent))])
     shared = np.array([bool(set.intersection(*(content_words(t) for t in ts))) for ts in texts_by_latent])
-    return scores > bar, shared
+    return scores, scores > bar, shared
 
 
 def unit_coherence(saes: dict[str, str], units_dir: Path, judge, n_units: int, seed: int = 0) -> dict:
@@ -171,7 +170,7 @@ def unit_coherence(saes: dict[str, str], units_dir: Path, judge, n_units: int, s
     for name, rows in tops.items():
         v = np.stack([vec_of[t] for _, ts in rows for t in ts])
         v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        coherent, shared = _scored([ts for _, ts in rows], v, bar)
+        _, coherent, shared = _scored([ts for _, ts in rows], v, bar)
         pos = np.array([j for j, _ in rows])
         r = {"latents": len(rows), "coherent": round(float(coherent.mean()), 3),
              "coherent_beyond_a_word": round(float((coherent & ~shared).mean()), 3), "by_position": {}}
