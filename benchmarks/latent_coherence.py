@@ -161,15 +161,14 @@ def unit_coherence(saes: dict[str, str], units_dir: Path, judge, n_units: int, s
                 rows.append((int(j), top))
         tops[name] = rows
     texts = sorted({t for rows in tops.values() for _, ts in rows for t in ts})
-    vec_of = dict(zip(texts, judge.encode(texts, batch_size=64)))
-    rng = np.random.default_rng(seed)
-    allv = np.stack(list(vec_of.values()))
+    allv = judge.encode(texts, batch_size=64)
     allv /= np.maximum(np.linalg.norm(allv, axis=1, keepdims=True), 1e-12)
+    vec_of = dict(zip(texts, allv))
+    rng = np.random.default_rng(seed)
     bar = float(np.quantile([mean_pairwise(allv[rng.choice(len(allv), TOP, replace=False)]) for _ in range(RANDOM_TRIPLES)], 0.95))
     out = {"units": len(units), "random_triples_p95": round(bar, 4), "saes": {}}
     for name, rows in tops.items():
         v = np.stack([vec_of[t] for _, ts in rows for t in ts])
-        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
         _, coherent, shared = _scored([ts for _, ts in rows], v, bar)
         pos = np.array([j for j, _ in rows])
         r = {"latents": len(rows), "coherent": round(float(coherent.mean()), 3),

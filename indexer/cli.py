@@ -145,7 +145,7 @@ def label_cmd(
             n = refresh_latents(store, progress=not as_json, own_labels=own_data)
             result = {"relabelled": n, "labeller": "offline" if own_data else "dictionary (offline for latents it lacks)"}
         else:
-            ids = [int(x) for x in only.split(",")] if only else None
+            ids = list(_int_list(only, "--only")) or None
             result = label_with_llm(store, llm, ids=ids, min_docs=min_docs, concurrency=concurrency, progress=not as_json)
     emit(result, as_json, lambda r: console.print_json(data=r))
 
