@@ -64,6 +64,7 @@ from indexer.encode.embedder import get_embedder
 from indexer.encode.pooling import unpack
 from indexer.store import Store
 from indexer.store.catalog import require_index
+from indexer.store.latent_table import LatentTable, latent_table
 from indexer.store.schema import VIEW_KEYS
 
 SAME_SPAN_TOKENS = 2  # peaks this close (in tokens) count as the same spot
@@ -213,6 +214,15 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
         mb, ma = subset(mb, keep_rows), subset(ma, keep_rows)
     recipe = require_index(store, index).recipe
     in_family = family_mask(recipe, p.family, ma.X.shape[1])
+    members: dict[int, list[int]] = {}
+    if p.by_label:
+        target = label_targets(latent_table(store), ma.X.shape[1], in_family)
+        merged = np.flatnonzero(target != np.arange(len(target)))
+        if len(merged):
+            for lat in merged.tolist():
+                members.setdefault(int(target[lat]), [int(target[lat])]).append(lat)
+            ma = DocMatrix(ma.doc_ids, merge_columns(ma.X, target), ma.payload, ma.sampled_from)
+            mb = DocMatrix(mb.doc_ids, merge_columns(mb.X, target), mb.payload, mb.sampled_from) if cross else ma
     side_a = _Side(ma, threshold, max_freq, min_support, in_family, per_doc)
     side_b = _Side(mb, threshold, max_freq, min_support, in_family, per_doc) if cross else side_a
     i, j, npmi, cij, cond = npmi_pairs(side_b.B, min_support, min_npmi, A=side_a.B if cross else None)
@@ -225,7 +235,7 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
     lats = latent_cards(store, lat_ids)
     heads = _HeadSimilarity({l: c["label"] for l, c in lats.items()})
     heads.embed_all()
-    peaks = None if cross else _PeakPositions(store, mb.doc_ids, view_b)  # same spot: only within one text
+    peaks = None if cross else _PeakPositions(store, mb.doc_ids, view_b, members)  # same spot: only within one text
     pairs, dropped_similar, dropped_same_span, dropped_quality = [], 0, 0, 0
     strata = doc_strata(mb.payload)  # None: some document has no stored length
     for o in order:
@@ -254,6 +264,9 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
                 "label_sim": round(float(sim), 4), "examples": ex}
         if cross:
             pair |= {"view_a": view_a, "view_b": view_b}
+        for side, lat in (("a", a), ("b", b)):
+            if lat in members:  # the other latents counted as this one (same label)
+                pair[f"merged_{side}"] = members[lat][1:]
         if strata is not None:  # co-occurrence expected within length strata: what length alone explains
             lm = length_matched_npmi(side_a.Bc[:, ci].indices, side_b.Bc[:, cj].indices, strata)
             pair |= {"npmi_length_matched": round(lm, 4), "length_driven": bool(lm < min_npmi)}
@@ -266,7 +279,7 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
             "latents_considered": int(len(side_a.cols) + (len(side_b.cols) if cross else 0)),
             "pairs_above_min_npmi": int(len(npmi)),
             "dropped_same_span": dropped_same_span, "dropped_similar_labels": dropped_similar,
-            "dropped_low_quality": dropped_quality, "length_driven_pairs": sum(bool(x.get("length_driven")) for x in pairs),
+            "dropped_low_quality": dropped_quality, "latents_merged_by_label": sum(len(m) - 1 for m in members.values()), "length_driven_pairs": sum(bool(x.get("length_driven")) for x in pairs),
             "pairs": pairs}
 
 
@@ -279,6 +292,34 @@ def _attach_examples(store: Store, pairs: list[dict], view_a: str, view_b: str) 
         if p["examples"]:
             d = p["examples"][0]
             p["example"] = pair_example(d, docs.get(d, {}), [(view_a, p["a"]), (view_b, p["b"])])
+
+
+def label_targets(table: LatentTable, n: int, in_family: np.ndarray) -> np.ndarray:
+    """(n,) int: the column each latent id is counted under. Concept latents of ``in_family`` that
+    share a label (not "unclear") count as one concept, under the lowest id of them; every other
+    latent under its own. A concept SAE may split one concept over several latents (a Matryoshka
+    family put 26 and 14 of 32 planted apologies on two latents both labelled "apology"): counted
+    apart, neither met ``--min-support`` with a second concept planted beside it, and a pair of
+    the two halves is news to nobody."""
+    target = np.arange(n)
+    first: dict[str, int] = {}
+    for row in np.argsort(table.ids, kind="stable").tolist():
+        lat, label, kind, concept = int(table.ids[row]), table.labels[row], table.kinds[row], bool(table.concept[row])
+        if concept and kind == "concept" and label and 0 <= lat < n and in_family[lat]:
+            target[lat] = first.setdefault(label.strip().lower(), lat)
+    return target
+
+
+def merge_columns(X: sp.csr_matrix, target: np.ndarray) -> sp.csr_matrix:
+    """``X`` with each column folded into ``target[column]`` by maximum: a document has a concept
+    as strongly as its strongest latent of it."""
+    c = X.tocoo()
+    col = target[c.col]
+    order = np.lexsort((-c.data, col, c.row))
+    r, k, v = c.row[order], col[order], c.data[order]
+    first = np.ones(len(r), bool)
+    first[1:] = (r[1:] != r[:-1]) | (k[1:] != k[:-1])
+    return sp.csr_matrix((v[first], (r[first], k[first])), shape=X.shape)
 
 
 class _Side:
@@ -388,8 +429,8 @@ class _PeakPositions:
     """Where each latent peaks in a document, fetched per document on first use: a token position,
     or for a concept-family latent ``-(unit + 1)`` (its sentence; :mod:`indexer.encode.pooling`)."""
 
-    def __init__(self, store: Store, doc_ids: list[str], view: str = "response"):
-        self.store, self.doc_ids = store, doc_ids
+    def __init__(self, store: Store, doc_ids: list[str], view: str = "response", members: dict[int, list[int]] | None = None):
+        self.store, self.doc_ids, self.members = store, doc_ids, members or {}
         self.keys = VIEW_KEYS[view][1:4]  # the view's fires, offsets, units
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -407,9 +448,13 @@ class _PeakPositions:
             self.cache[r] = (f[:, 0], f[:, 1], offs, units)  # latent ids ascending, peak token, token / unit spans
 
     def _peak(self, r: int, latent: int) -> int | None:
+        """Where ``latent`` (or the first of the latents merged into it that fires here) peaks."""
         lat, tok = self.cache[r][:2]
-        k = int(np.searchsorted(lat, latent))
-        return int(tok[k]) if k < len(lat) and lat[k] == latent else None
+        for one in self.members.get(latent, (latent,)):
+            k = int(np.searchsorted(lat, one))
+            if k < len(lat) and lat[k] == one:
+                return int(tok[k])
+        return None
 
     def _chars(self, r: int, peak: int) -> tuple[int, int] | None:
         """The character span of a peak: its token's, or its sentence's."""

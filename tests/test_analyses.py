@@ -80,17 +80,17 @@ def test_plants_at_the_end_of_whole_long_articles_are_found_by_diff_and_correlat
     top = json.loads(r.stdout)["latents"]
     assert all(x["more_in"] == "b" for x in top), top  # B = A + the sentence: every top latent leans to B
     assert [x for x in top if x["examples"] and set(x["examples"]) <= planted["planted_b"]], top
-    # raw counts without the floor (any non-zero counts): no top-5 token latent shows the planted
-    # documents - the planted ones are a little longer, and longer texts have more latents ...
-    def token_top5(*extra: str) -> list[dict]:
-        r = cli("diff", "--index", "planted_long", "--a", "side=a", "--b", "side=b", "--top", "5", "--floor", "0",
+    # The token family alone, raw counts without the floor: its latent for the closing is among its
+    # top 10 (rank 5 on one CI CPU, 6 on another: a tie at -0.07 with latents that longer texts have
+    # more of, which is what length matching removes - tests/test_length.py measures that on a
+    # planted confound; here the two rankings differ by ties alone).
+    def token_top(*extra: str) -> list[dict]:
+        r = cli("diff", "--index", "planted_long", "--a", "side=a", "--b", "side=b", "--top", "10", "--floor", "0",
                 "--family", "token", "--json", *extra)
         assert r.exit_code == 0, r.output
         return [x for x in json.loads(r.stdout)["latents"] if set(x["examples"]) <= planted["planted_b"]]
 
-    assert not token_top5("--length", "none")
-    # ... while compared at equal lengths (the default) the token family finds them even so
-    assert token_top5()
+    assert token_top()
 
     # Correlations over the 100 distinct articles of side A (B repeats them): the pair sits in 5.
     def planted_pairs(*extra: str) -> list[dict]:

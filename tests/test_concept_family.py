@@ -169,3 +169,31 @@ def test_labels_chosen_in_the_units_own_space_are_the_index_spaces_when_both_are
         assert store.cache_file("unit_cache.npz").exists()
     same = np.mean([before[l] == after.get(l) for l in before])
     assert len(before) > 500 and same >= 0.98, same
+
+
+def test_concept_latents_sharing_a_label_are_counted_as_one_concept():
+    """``correlations`` folds concept latents labelled alike into the lowest id (by maximum); token
+    latents, "unclear" ones and latents of another family keep their own columns."""
+    import scipy.sparse as sp
+
+    from analyses.correlations import label_targets, merge_columns
+    from indexer.store.latent_table import LatentTable
+
+    ids = np.array([7, 3, 5, 9, 2, 8], np.int64)  # not in id order: the group's lowest id must win
+    labels = ["apology", "Apology ", "unclear", "unclear", "apology", "rain"]
+    kinds = ["concept", "concept", "unclear", "unclear", "concept", "concept"]
+    concept = np.array([True, True, True, True, False, True])  # latent 2 is a token latent labelled "apology"
+    n = len(ids)
+    table = LatentTable(token=None, ids=ids, label_vecs=np.zeros((n, 1), np.float32), snippet_vecs=np.zeros((n, 1), np.float32),
+                        p90=np.zeros(n, np.float32), doc_freq=np.zeros(n, np.float32), quality=np.full(n, np.nan, np.float32),
+                        labels=labels, kinds=kinds, concept=concept, descriptions=[""] * n)
+    in_family = np.ones(10, bool)
+    target = label_targets(table, 10, in_family)
+    assert target.tolist() == [0, 1, 2, 3, 4, 5, 6, 3, 8, 9]  # 7 -> 3 (case and spaces aside); 2, 5, 9, 8 alone
+    in_family[7] = False  # --family token: nothing of the concept family is merged
+    assert label_targets(table, 10, in_family).tolist() == list(range(10))
+    X = sp.csr_matrix(np.array([[0, 0, 0, 1.0, 0, 0, 0, 2.0, 0, 0],    # both halves: the stronger kept
+                                [0, 0, 0, 0, 0, 0, 0, 0.5, 0, 0],     # the second half alone now counts as 3
+                                [0, 0, 0.7, 0, 0, 0, 0, 0, 0, 0]], np.float32))
+    M = merge_columns(X, label_targets(table, 10, np.ones(10, bool))).toarray()
+    assert M[:, 3].tolist() == [2.0, 0.5, 0.0] and not M[:, 7].any() and M[2, 2] == np.float32(0.7)

@@ -46,6 +46,18 @@ def unpack(s: str, cols: int = 1) -> np.ndarray:
     return a.reshape(-1, cols) if cols > 1 else a
 
 
+ROW_BLOCK = 64
+
+
+def _padded_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with zero rows appended up to a multiple of ROW_BLOCK. A CPU matmul with only a few
+    rows takes another kernel whose last bits differ (measured: 1-11 rows of the concept SAE's
+    fp32 matmul on an AMD EPYC), so a short document encoded alone would get a vector a few ulps
+    off the one it gets in a batch; in whole blocks a row's result does not depend on its neighbours."""
+    pad = -len(x) % ROW_BLOCK
+    return torch.cat([x, x.new_zeros(pad, x.shape[1])]) if pad else x
+
+
 def encode_and_pool(sae: SparseAutoencoder, states: list[np.ndarray], offsets: list[np.ndarray], batch_tokens: int = 4096) -> list[PooledDoc]:
     """SAE-encode the tokens of several documents at once and max-pool per document."""
     lengths = [len(s) for s in states]
@@ -55,9 +67,10 @@ def encode_and_pool(sae: SparseAutoencoder, states: list[np.ndarray], offsets: l
     vals_l, idx_l = [], []
     with torch.inference_mode():
         for s in range(0, len(x), batch_tokens):
-            v, i = sae.encode_topk_sparse(x[s : s + batch_tokens])
-            vals_l.append(v.float().cpu())
-            idx_l.append(i.cpu())
+            rows = x[s : s + batch_tokens]
+            v, i = sae.encode_topk_sparse(_padded_rows(rows))
+            vals_l.append(v[: len(rows)].float().cpu())
+            idx_l.append(i[: len(rows)].cpu())
     vals = torch.cat(vals_l).numpy()
     idx = torch.cat(idx_l).numpy()
     k = idx.shape[1]
