@@ -90,9 +90,11 @@ def test_a_concept_sae_embeds_its_units_with_its_own_model_and_only_concept_saes
     assert unit_embedder(Encoder(concept=shipped_concept_sae()).concept) == "all-MiniLM-L6-v2"
     mpnet = load_sae(sae_dir("mpnet", "concept"))  # the shipped opt-in family, by name
     assert unit_embedder(mpnet) == "all-mpnet-base-v2" and mpnet.d_in == 768 and mpnet.cfg.metadata["saedex_family"] == "concept"
-    matryoshka = load_sae(sae_dir("matryoshka", "concept"))  # the opt-in Matryoshka variant, by name, with its dictionary
-    assert unit_embedder(matryoshka) == "all-MiniLM-L6-v2" and matryoshka.cfg.metadata["training"]["prefixes"] == [128, 512]
-    assert (sae_dir("matryoshka", "concept") / "dictionary.json").exists()
+    # the default is the Matryoshka SAE; the earlier flat one ships by name, with its dictionary
+    assert shipped_concept_sae().cfg.metadata["training"]["prefixes"] == [128, 512]
+    flat = load_sae(sae_dir("flat", "concept"))
+    assert unit_embedder(flat) == "all-MiniLM-L6-v2" and not flat.cfg.metadata["training"].get("prefixes")
+    assert (sae_dir("flat", "concept") / "dictionary.json").exists()
     with pytest.raises(InputError, match="not a concept-family SAE"):
         Encoder(concept=str(DEFAULT_SAE_DIR))
     assert Encoder.from_options(concept="none").concept is None

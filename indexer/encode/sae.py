@@ -30,10 +30,11 @@ DEFAULT_CONCEPT_SAE_DIR = Path(__file__).parent / "concept_sae"
 # Concept SAEs shipped with saedex, by the name ``saedex index --concept NAME`` takes: "mpnet" is
 # trained on all-mpnet-base-v2 embeddings of the same units (opt-in: its model is a 438 MB
 # download, ``make mpnet``, and it costs more to index; README "The opt-in mpnet concept family").
-# "matryoshka" is the default's recipe with Matryoshka prefixes 128/512 (opt-in: better property
-# search, but it splits some concepts over two latents; README "Matryoshka prefixes").
-SHIPPED_CONCEPT_SAES = {"default": DEFAULT_CONCEPT_SAE_DIR, "mpnet": Path(__file__).parent / "concept_sae_mpnet",
-                        "matryoshka": Path(__file__).parent / "concept_sae_matryoshka"}
+# The default is a Matryoshka SAE (prefixes 128/512; "matryoshka" names it too); "flat" is the
+# earlier default, the same recipe without prefixes (README "Matryoshka prefixes": the default
+# gained property search on queries no setting was tuned on).
+SHIPPED_CONCEPT_SAES = {"default": DEFAULT_CONCEPT_SAE_DIR, "matryoshka": DEFAULT_CONCEPT_SAE_DIR,
+                        "flat": Path(__file__).parent / "concept_sae_flat", "mpnet": Path(__file__).parent / "concept_sae_mpnet"}
 
 
 # ----------------------------------------------------------------------------- typed configs
