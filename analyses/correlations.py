@@ -215,7 +215,7 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
     recipe = require_index(store, index).recipe
     in_family = family_mask(recipe, p.family, ma.X.shape[1])
     members: dict[int, list[int]] = {}
-    if p.by_label:
+    if not p.per_latent:
         target = label_targets(latent_table(store), ma.X.shape[1], in_family)
         merged = np.flatnonzero(target != np.arange(len(target)))
         if len(merged):
@@ -279,7 +279,8 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
             "latents_considered": int(len(side_a.cols) + (len(side_b.cols) if cross else 0)),
             "pairs_above_min_npmi": int(len(npmi)),
             "dropped_same_span": dropped_same_span, "dropped_similar_labels": dropped_similar,
-            "dropped_low_quality": dropped_quality, "latents_merged_by_label": sum(len(m) - 1 for m in members.values()), "length_driven_pairs": sum(bool(x.get("length_driven")) for x in pairs),
+            "dropped_low_quality": dropped_quality, "latents_merged_by_label": sum(len(m) - 1 for m in members.values()),
+            "length_driven_pairs": sum(bool(x.get("length_driven")) for x in pairs),
             "pairs": pairs}
 
 

@@ -68,8 +68,8 @@ class CorrelationsParams(Params):
     top: int = Field(20, ge=1, le=1000, description="Pairs to report.")
     min_quality: float = Field(0.0, ge=0, le=1, description="Skip pairs with a label scoring below this (label quality; "
                                                               "unscored labels pass).")
-    by_label: bool = Field(True, description="Count concept latents that share a label as one concept "
-                                             "(a concept SAE can split one over several latents).")
+    per_latent: bool = Field(False, description="Count each concept latent apart (default: concept latents that "
+                                                "share a label count as one concept; a concept SAE can split one over several).")
     between: str = Field("response,response", pattern=r"^(prompt|response),(prompt|response)$",
                          description="Views the pair's latents come from: response,response (co-occurrence within texts) | "
                                      "prompt,response (a prompt latent and a response latent of the same record) | "
