@@ -79,6 +79,7 @@ class Embedder:
         self._model_lock = threading.Lock()
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._trace_state = None  # None: not tried; False: not usable; else the traced transformer
+        self._pad_texts: dict[int, str | None] = {}  # token count -> a filler text of that many tokens
         self._forwarded = 0  # queries embedded one at a time (the trace pays off past TRACE_AFTER)
         self._path_key = query_path_key(name, _resolve(name), self.precision, max_seq_length)
         self._saved = load_saved(self._path_key)
@@ -180,19 +181,19 @@ class Embedder:
     def _pad_text(self, n_tokens: int) -> str | None:
         """A filler text of exactly ``n_tokens`` tokens (special tokens included), or None if this
         tokenizer cannot be made to give one: in a batch it sets the padded length of every row."""
-        cache = self.__dict__.setdefault("_pad_texts", {})
-        if n_tokens not in cache:
+        if n_tokens not in self._pad_texts:
             text = " ".join(["a"] * max(n_tokens - 2, 0))
             with _tokenizer_lock:
                 got = len(self.model.tokenizer(text, add_special_tokens=True)["input_ids"])
-            cache[n_tokens] = text if got == n_tokens else None
-        return cache[n_tokens]
+            self._pad_texts[n_tokens] = text if got == n_tokens else None
+        return self._pad_texts[n_tokens]
 
     def encode(self, texts: list[str], batch_size: int = 64, fixed_batch: bool = False, progress: str | None = None) -> np.ndarray:
         """L2-normalised embeddings, each independent of what it is batched with.
 
-        Batches hold texts of one token length only, so nothing is padded: in bf16 a padded
-        batch changed an embedding by up to 1.5e-3 depending on its neighbours, which made latent
+        Without ``fixed_batch``, batches hold texts of one token length only, so nothing is padded:
+        in bf16 a padded batch changed an embedding by up to 1.5e-3 depending on its neighbours (how
+        far the longest of them made it pad), which made latent
         vectors (and so query->latent weights and rankings) depend on the history of what was
         embedded together - an index re-imported from Parquet ranked differently. Even unpadded, a
         bf16 matmul's last bits depend on how many rows it holds: ``fixed_batch`` fills every batch
