@@ -284,3 +284,36 @@ def test_a_dictionary_concept_label_is_checked_against_this_indexs_own_top_examp
     q = concept_qualities_here({1: examples, 2: examples}, SimpleNamespace(label_vecs=vecs), background, emb, False,
                               WindowCache(None))
     assert q[1] >= CONCEPT_HERE_MIN_AUC > q[2]
+
+
+def test_latent_quantiles_in_one_pass_equal_numpys_per_group():
+    """The statistics' vectorised quantiles are NumPy's, bit for bit, for groups of any size."""
+    import numpy as np
+
+    from indexer.store.latent_stats import grouped_quantiles
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 60, size=300)
+    groups = [np.sort(rng.random(n).astype(np.float32) * 8)[::-1] for n in sizes]  # strongest first, as stored
+    ends = np.cumsum(sizes)
+    for q in (0.5, 0.9, 0.99):
+        got = grouped_quantiles(np.concatenate(groups), ends - sizes, ends, q)
+        assert got.tolist() == [float(np.quantile(g, q)) for g in groups], q
+
+
+def test_window_keys_of_a_document_are_its_tokens_and_forms_however_often_asked():
+    import numpy as np
+
+    from indexer.labels.forms import forms_of
+    from indexer.labels.quality import DocumentWindows, token_text
+
+    text = "Mike Prettejohn was called Quirksville in 1980 by the BBC."
+    offsets = np.array([[0, 4], [4, 8], [8, 15], [15, 19], [19, 26], [26, 31], [31, 38], [38, 41], [41, 46], [46, 49],
+                        [49, 53], [53, 57], [57, 58]], np.int32)
+    doc = DocumentWindows(text, offsets)
+    for center, width in (((4, 8), 10), ((26, 31), 5), ((41, 46), 90), ((26, 31), 5)):
+        near = [(s, e) for s, e in offsets.tolist() if e > center[0] - width and s < center[1] + width]
+        want = {("tok", token_text(text, t)) for t in near} | {("form", f) for t in near for f in forms_of(text, t)}
+        assert doc.keys(center, width) == want
+    assert {("tok", "pre"), ("form", "name_start")} <= doc.keys((4, 8), 0)
+    assert ("tok", "mike") not in doc.keys((41, 46), 5)

@@ -22,7 +22,7 @@ import numpy as np
 
 from indexer.encode.pooling import unpack
 from indexer.labels.forms import form_label, shared_form
-from indexer.labels.quality import Background, Detector, held_out_quality, token_text, window_keys
+from indexer.labels.quality import Background, Detector, DocumentWindows, held_out_quality, token_text
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]+|\d+|[^\sA-Za-z\d]")
 _STOP = set("""a an the and or but if of to in on at by for with from as is are was were be been being it its this that
@@ -70,7 +70,7 @@ class OfflineLabeller:
         if not to_label:
             return {}
         background = Background(background_payloads)
-        offsets: dict[int, np.ndarray] = {}
+        documents: dict[int, DocumentWindows] = {}
         out: dict[int, float] = {}
         for latent, examples in to_label:
             shown = [(ex, r) for ex, r in zip(examples, example_rows.get(latent, [])) if ex.get("span") and ex.get("doc_span")]
@@ -79,10 +79,10 @@ class OfflineLabeller:
             detector = Detector.from_dict(self.label([ex for ex, _ in shown[0::2]]).get("detector"))
             held_out = []
             for ex, r in shown[1::2]:
-                p = payloads[r]
-                if r not in offsets:
-                    offsets[r] = unpack(p["_offsets"], 2) if p.get("_offsets") else np.zeros((0, 2), np.int32)
-                held_out.append(window_keys(p["text"], offsets[r], tuple(ex["doc_span"])))
+                if r not in documents:
+                    p = payloads[r]
+                    documents[r] = DocumentWindows(p["text"], unpack(p["_offsets"], 2) if p.get("_offsets") else np.zeros((0, 2), np.int32))
+                held_out.append(documents[r].keys(tuple(ex["doc_span"])))
             q = held_out_quality(detector, held_out, background, latent)
             if q is not None:
                 out[latent] = q

@@ -59,18 +59,39 @@ def token_text(text: str, span) -> str:
     return text[int(span[0]):int(span[1])].strip().lower() or "␣"
 
 
+def token_keys(text: str, span) -> set[tuple[str, str]]:
+    """The keys one token gives a window: the token itself and each surface form it has."""
+    keys = {("tok", token_text(text, span))}
+    keys.update(("form", f) for f in forms_of(text, span))
+    return keys
+
+
+class DocumentWindows:
+    """Windows of one document, with each token's keys computed once: a document is the example
+    of many latents (they fire on the same passages), and reading forms is the slow part."""
+
+    def __init__(self, text: str, offsets: np.ndarray):
+        self.text, self.offsets = text, offsets
+        self._keys: list[set[tuple[str, str]] | None] = [None] * len(offsets)
+
+    def keys(self, center: tuple[int, int], width: int = WINDOW) -> set[tuple[str, str]]:
+        """Tokens and surface forms of every token within ``width`` characters of ``center``."""
+        lo, hi = center[0] - width, center[1] + width
+        a = int(np.searchsorted(self.offsets[:, 1], lo, side="right"))
+        b = int(np.searchsorted(self.offsets[:, 0], hi, side="left"))
+        out: set[tuple[str, str]] = set()
+        for i in range(a, b):
+            k = self._keys[i]
+            if k is None:
+                s, e = self.offsets[i].tolist()
+                k = self._keys[i] = token_keys(self.text, (s, e)) if e > s else set()
+            out |= k
+        return out
+
+
 def window_keys(text: str, offsets: np.ndarray, center: tuple[int, int], width: int = WINDOW) -> set[tuple[str, str]]:
     """Tokens and surface forms of every token within ``width`` characters of ``center``."""
-    lo, hi = center[0] - width, center[1] + width
-    a = int(np.searchsorted(offsets[:, 1], lo, side="right"))
-    b = int(np.searchsorted(offsets[:, 0], hi, side="left"))
-    keys: set[tuple[str, str]] = set()
-    for s, e in offsets[a:b].tolist():
-        if e <= s:
-            continue
-        keys.add(("tok", token_text(text, (s, e))))
-        keys.update(("form", f) for f in forms_of(text, (s, e)))
-    return keys
+    return DocumentWindows(text, offsets).keys(center, width)
 
 
 def sampled_tokens(payloads: list[dict], seed: int = 0) -> Iterator[tuple[str, np.ndarray, tuple[int, int], np.ndarray]]:

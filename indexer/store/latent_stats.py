@@ -122,7 +122,8 @@ def latent_statistics(scan: Scan, rng: np.random.Generator) -> dict[int, dict]:
         bounds = np.flatnonzero(np.diff(lat)) + 1
         starts = np.concatenate([[0], bounds]) if len(lat) else np.zeros(0, int)
         ends = np.concatenate([bounds, [len(lat)]]) if len(lat) else np.zeros(0, int)
-        for s, e in zip(starts, ends):
+        quantiles = {name: grouped_quantiles(val, starts, ends, q).tolist() for name, q in QUANTILES.items()}
+        for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
             latent = int(lat[s])
             vals = val[s:e]
             top_rows = row[s : min(e, s + N_TOP + DUPLICATE_SLACK)]
@@ -138,12 +139,27 @@ def latent_statistics(scan: Scan, rng: np.random.Generator) -> dict[int, dict]:
             stats[latent] = {
                 "doc_count": int(e - s),
                 "doc_freq": float((e - s) / n_docs),
-                "quantiles": {name: float(np.quantile(vals, q)) for name, q in QUANTILES.items()} | {"max": float(vals[0])},
+                "quantiles": {name: qs[i] for name, qs in quantiles.items()} | {"max": float(vals[0])},
                 "top_rows": top_rows.tolist(),
                 "top_values": vals[: len(top_rows)].tolist(),
                 "neg_rows": neg,
             }
     return stats
+
+
+def grouped_quantiles(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, q: float) -> np.ndarray:
+    """The ``q`` quantile of each group ``values[s:e]`` (sorted strongest first), equal bit for bit
+    to ``np.quantile(values[s:e], q)`` (its default linear method, its float32 arithmetic): one
+    vectorised pass instead of a NumPy call per latent per quantile (a third of the statistics' time)."""
+    n = ends - starts
+    pos = q * (n - 1).astype(np.float64)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    t = pos - lo
+    a, b = values[ends - 1 - lo], values[ends - 1 - hi]  # ascending index j is descending index n - 1 - j
+    diff = b - a
+    # numpy's _lerp: from the nearer end, so t = 0 and t = 1 give a and b exactly
+    return np.where(t >= 0.5, b - diff * (1 - t).astype(values.dtype), a + diff * t.astype(values.dtype))
 
 
 def fetch_payloads(store: Store, scan: Scan, rows: list[int]) -> dict[int, dict]:
