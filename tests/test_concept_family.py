@@ -42,6 +42,7 @@ WEATHER = [
     "The humidity made the walk unbearable.", "The monsoon arrived two weeks early.", "A tornado touched down near the town."]
 APOLOGY_WORDS = ("sorry", "apolog", "forgiv", "regret", "pardon", "excuse", "remorse", "contrit", "repent")
 CLOSING = " I hope it is correct."
+CHARS = 650  # ~140 tokens an article; at 900 (~200) this index took 215 s to build, at 650 164 s (alone, model load included)
 
 
 def independent_slices(n_per_side: int, seed: int, max_chars: int | None, sides: int = 2) -> list[list[dict]]:
@@ -70,12 +71,12 @@ def _whole_sentences_by_topic(n_per_topic: int, seed: int, max_chars: int | None
 def concept_index(tmp_path_factory, indexer_obj):
     """Four sets of 200 different real articles: A; B with an apology appended to 20 of them (10%,
     each a different sentence); C with an apology and a weather sentence appended together to 10
-    (5%); D with the flagship closing phrase at the end of 20 (10%). One index for all (each set of
-    articles costs ~40 s to index here)."""
+    (5%); D with the flagship closing phrase at the end of 20 (10%). One index for all. Articles are
+    cut to their last whole sentence within CHARS (a headline and a few paragraphs)."""
     rng = random.Random(11)
-    a, b, c = independent_slices(200, seed=5, max_chars=900, sides=3)
+    a, b, c = independent_slices(200, seed=5, max_chars=CHARS, sides=3)
     # D: the next 40 articles of each topic (disjoint from A, B and C, which take the first 120)
-    d = [x for ds in _whole_sentences_by_topic(160, 5, 900).values() for x in ds[120:160]]
+    d = [x for ds in _whole_sentences_by_topic(160, 5, CHARS).values() for x in ds[120:160]]
     closing_d = set(random.Random(3).sample(range(len(d)), len(d) // 10))
     planted_b = set(rng.sample(range(len(b)), 20))
     pair_c = set(rng.sample(range(len(c)), 10))
