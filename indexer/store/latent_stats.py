@@ -150,7 +150,9 @@ def latent_statistics(scan: Scan, rng: np.random.Generator) -> dict[int, dict]:
 def grouped_quantiles(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, q: float) -> np.ndarray:
     """The ``q`` quantile of each group ``values[s:e]`` (sorted strongest first), equal bit for bit
     to ``np.quantile(values[s:e], q)`` (its default linear method, its float32 arithmetic): one
-    vectorised pass instead of a NumPy call per latent per quantile (a third of the statistics' time)."""
+    vectorised pass instead of a NumPy call per latent per quantile (under a profiler, building the
+    per-latent records, their quantiles included, took 7.0 of the statistics' 9.1 s on three
+    60-document indexes)."""
     n = ends - starts
     pos = q * (n - 1).astype(np.float64)
     lo = np.floor(pos).astype(np.int64)
