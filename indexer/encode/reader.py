@@ -20,6 +20,7 @@ Special tokens (BOS, EOS, padding) are masked out: they never reach pooling or S
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,20 @@ def model_cache_dir() -> Path:
     return settings().model_cache or saedex_home() / "models"
 
 
+def _save_dense_copy(model: torch.nn.Module, tokenizer, target: Path) -> None:
+    """Write the dense copy beside ``target`` and rename it into place, so that a process killed
+    mid-write, or two processes (test workers) dequantising at once, never leave a half-written
+    copy that ``_resolve_local_dir`` would take for a whole one (it looks for config.json)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.{os.getpid()}.partial"
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        os.replace(staging, target)
+    except OSError:  # another process won the race: its copy is whole, ours goes
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 _readers: dict[tuple, "Reader"] = {}
 
 
@@ -209,8 +224,7 @@ class Reader:
                 model.hf_quantizer = None
                 if hasattr(model.config, "quantization_config"):
                     del model.config.quantization_config
-                model.save_pretrained(save_to)
-                self.tokenizer.save_pretrained(save_to)
+                _save_dense_copy(model, self.tokenizer, Path(save_to))
         self.model = _truncate_after_layer(model, self.config.layer)
         self.device = resolve_device(self.config.device)
         self.precision = resolve_precision(self.config.precision, self.device)
