@@ -317,3 +317,26 @@ def test_window_keys_of_a_document_are_its_tokens_and_forms_however_often_asked(
         assert doc.keys(center, width) == want
     assert {("tok", "pre"), ("form", "name_start")} <= doc.keys((4, 8), 0)
     assert ("tok", "mike") not in doc.keys((41, 46), 5)
+
+
+def test_the_dense_reader_copy_appears_whole_or_not_at_all(tmp_path):
+    """The GGUF reader's dense copy is staged beside its folder and renamed in: a second writer
+    (another test worker, a second server) that loses the race leaves the winner's copy as it was."""
+    from pathlib import Path
+
+    from indexer.encode.reader import _save_dense_copy
+
+    class Part:
+        def __init__(self, name: str, body: str):
+            self.name, self.body = name, body
+
+        def save_pretrained(self, folder) -> None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / self.name).write_text(self.body)
+
+    target = tmp_path / "models" / "gemma3-270m"
+    _save_dense_copy(Part("config.json", "first"), Part("tokenizer.json", "t"), target)
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "tokenizer.json"]
+    _save_dense_copy(Part("config.json", "second"), Part("tokenizer.json", "t"), target)
+    assert (target / "config.json").read_text() == "first"
+    assert [p.name for p in target.parent.iterdir()] == ["gemma3-270m"]  # no staging folder left behind
