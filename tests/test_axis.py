@@ -130,3 +130,47 @@ def test_a_concept_latents_affinity_reads_its_decoder_row_in_the_value_texts_spa
     assert np.allclose(W[3], plain[3])  # the token latent: snippets only
     assert W[7, 0] > plain[7, 0] and W[7, 0] > W[7, 1]  # the concept latent now leans to praise
     assert np.allclose(affinities(table, ax, 8, np.zeros((4, 5), np.float32), 4), plain)  # another space: ignored
+
+
+def test_half_precision_query_cosines_give_the_float32_latents_and_scores(monkeypatch):
+    """The query's cosines to every latent run in float16 (half the bytes of a memory-bound
+    product); the rows near each signal's pool edge are recomputed in float32. On 6,000 random
+    unit rows (64-d: cosines crowd near the edge) the latents, their order and their scores equal
+    a float32 product's, per family; without the refinement they do not."""
+    import search.latents as sl
+    from indexer.store.latent_table import LatentTable
+
+    rng = np.random.default_rng(3)
+    n, dim = 6000, 64
+
+    def unit(m):
+        return (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)
+
+    table = LatentTable(token="t", ids=np.arange(n) * 2, label_vecs=unit(rng.standard_normal((n, dim))),
+                        snippet_vecs=unit(rng.standard_normal((n, dim))), p90=np.ones(n, np.float32),
+                        doc_freq=np.full(n, 0.1, np.float32), quality=rng.random(n).astype(np.float32),
+                        labels=[f"l{i}" for i in range(n)], kinds=["concept"] * n, descriptions=[""] * n,
+                        label_ref=(rng.random(n) * 0.05).astype(np.float32), snippet_ref=(rng.random(n) * 0.05).astype(np.float32),
+                        concept=np.arange(n) % 3 == 0)
+    queries = unit(rng.standard_normal((20, dim)))
+
+    def run(**patches) -> list:
+        with monkeypatch.context() as m:
+            for name, value in patches.items():
+                m.setattr(sl, name, value)
+            table.derived.clear()
+            return [sl.latents_for_query(None, q, top, table=table, family=fam)
+                    for q in queries for fam in ("all", "concept") for top in (50, 120)]
+
+    half_product = sl._similarities
+
+    def float32_similarities(table, d, q):
+        half_product(table, d, q)  # caches the stack and the row norms that _refine reads
+        return (np.concatenate([table.label_vecs, table.snippet_vecs]) @ q).reshape(2, -1)
+
+    exact = run(_similarities=float32_similarities)
+    half = run()
+    assert [[i for i, _ in r] for r in half] == [[i for i, _ in r] for r in exact]
+    assert max(abs(a - b) for r, s in zip(half, exact) for (_, a), (_, b) in zip(r, s)) < 1e-6
+    unrefined = run(_refine=lambda *a, **k: None)
+    assert [[i for i, _ in r] for r in unrefined] != [[i for i, _ in r] for r in exact]
