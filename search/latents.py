@@ -164,13 +164,14 @@ def rank_weights(n: int, temperature: float) -> np.ndarray:
 HALF_ERROR = 4e-3
 
 
-def _similarity_parts(table: LatentTable, d) -> list[np.ndarray]:
-    """The float32 rows a query is compared with: (label vectors, snippet vectors[, the
-    dictionary's directions]), each (table.size, dim)."""
-    parts = [table.label_vecs, table.snippet_vecs]
-    if d is not None:
-        parts.append(d.directions[np.minimum(table.ids, d.directions.shape[0] - 1)])
-    return parts
+def _similarity_rows(table: LatentTable, d, part: int, rows=slice(None)) -> np.ndarray:
+    """The float32 rows a query is compared with, of one part: 0 label vectors, 1 snippet
+    vectors, 2 the dictionary's directions; ``rows`` of the table (default all)."""
+    if part == 0:
+        return table.label_vecs[rows]
+    if part == 1:
+        return table.snippet_vecs[rows]
+    return d.directions[np.minimum(table.ids[rows], d.directions.shape[0] - 1)]
 
 
 def _similarities(table: LatentTable, d, q: np.ndarray) -> np.ndarray:
@@ -182,7 +183,7 @@ def _similarities(table: LatentTable, d, q: np.ndarray) -> np.ndarray:
     key = ("half_similarity_stack", id(d))
     got = table.derived.get(key)
     if got is None:
-        parts = _similarity_parts(table, d)
+        parts = [_similarity_rows(table, d, j) for j in range(2 if d is None else 3)]
         stack = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)).to(torch.float16)
         norms = [float(np.linalg.norm(p, axis=1).max(initial=0.0)) for p in parts]
         got = table.derived[key] = (stack, norms)
@@ -205,13 +206,7 @@ def _refine(table: LatentTable, d, sims: np.ndarray, q: np.ndarray, offsets: lis
             sig = np.where(allowed, sig, -np.inf)
         edge = np.partition(sig, len(sig) - pool)[len(sig) - pool]
         rows = np.flatnonzero(sig >= edge - 2 * HALF_ERROR * max(norms[j], 1e-12))
-        if j == 0:
-            exact = table.label_vecs[rows]
-        elif j == 1:
-            exact = table.snippet_vecs[rows]
-        else:
-            exact = d.directions[np.minimum(table.ids[rows], d.directions.shape[0] - 1)]
-        sims[j, rows] = exact.astype(np.float32, copy=False) @ q
+        sims[j, rows] = _similarity_rows(table, d, j, rows).astype(np.float32, copy=False) @ q
 
 
 def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_weight: float = 0.5,
