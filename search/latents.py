@@ -159,8 +159,10 @@ def rank_weights(n: int, temperature: float) -> np.ndarray:
 # (46 MB read a search, 4.2 ms on one core of the demo machine). It runs in half precision (half
 # the bytes: 1.6 ms), then every row that could reach a signal's pool is recomputed in float32
 # (:func:`_refine`), so the latents, scores and order are those of the float32 product. HALF_ERROR
-# bounds the half-precision error of a cosine of unit rows: measured at most 3.3e-4 over 100
-# queries on the demo index; the bound keeps a 12x margin.
+# bounds the half-precision error of a cosine of unit rows: rounding both inputs and the output to
+# float16 (unit roundoff 2^-11) with float32 accumulation errs by at most ~1.5e-3; measured at most
+# 3.3e-4 over 100 queries on the demo index. (The rows refined cost ~0.4 ms a signal; a tighter
+# bound would save part of that, a looser kernel would need a looser bound.)
 HALF_ERROR = 4e-3
 
 
