@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result  # noqa: E402
-from benchmarks.tune_families import halves  # noqa: E402
+from benchmarks.tune_families import _map, halves  # noqa: E402
 
 
 def dbsf_scores(hits: list) -> dict[str, float]:
@@ -68,8 +68,7 @@ def main() -> None:
     parts = {"all": tune | val, "tuning": tune, "validation": val}
 
     def maps(res: dict, method: str) -> dict[str, float]:
-        ap_ = {q["name"]: q["methods"][method]["ap"] for q in res["queries"]}
-        return {k: round(float(np.mean([ap_[n] for n in names])), 4) for k, names in parts.items()}
+        return {k: _map(res, names, method) for k, names in parts.items()}
 
     base = evaluate(eng, qs, ["sae", "dense", "hybrid"])
     dense = maps(base, "dense")
