@@ -13,7 +13,7 @@ import numpy as np
 from scipy import stats
 
 from analyses.hypotheses import hypothesize_and_verify
-from analyses.length import bucket_strata, cmh, length_report, slice_lengths
+from analyses.length import STRATA, bucket_strata, cmh, length_report, slice_lengths
 from analyses.matrix import (
     ONE_STRATUM,
     AnalysisError,
@@ -99,7 +99,7 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
     stratify = params.length == "stratified" and len_a.tokens is not None and all(b.tokens is not None for b in len_bs)
     if params.length == "stratified" and not stratify:
         lengths["warning"] = "some documents have no stored length (n_tokens): compared without the length correction"
-    stratum_of = bucket_strata([len_a.tokens, *(b.tokens for b in len_bs)]) if stratify else None
+    stratum_of = bucket_strata([len_a.tokens, *(b.tokens for b in len_bs)], STRATA) if stratify else None
 
     def counts(f: Filter) -> tuple[np.ndarray, np.ndarray]:
         return stratified_counts(copy, f, stratum_of if stratify else ONE_STRATUM, floor, ref, threshold)

@@ -26,8 +26,8 @@ from scipy import stats
 from indexer.store import Filter
 from indexer.store.columns import (
     LENGTH_FIELD,
-    N_LENGTH_BUCKETS,
     ColumnCopy,
+    bucket_strata,
     column_lengths,
     column_values,
     length_bucket,
@@ -59,23 +59,6 @@ def slice_lengths(copy: ColumnCopy, flt: Filter | None) -> SliceLengths:
             return SliceLengths(None)
         parts.append(got)
     return SliceLengths(np.concatenate(parts) if parts else np.zeros(0))
-
-
-def bucket_strata(lengths: list[np.ndarray], n_strata: int = STRATA) -> np.ndarray:
-    """Stratum of each fixed length bucket (:data:`LENGTH_EDGES`): consecutive buckets grouped so
-    that each stratum holds about 1/``n_strata`` of the pooled documents (a bucket goes where its
-    midpoint falls). Strata are groups of buckets, not raw quantiles, so the counts the columnar
-    copy stores per bucket answer them exactly."""
-    hist = np.bincount(length_bucket(np.concatenate(lengths)), minlength=N_LENGTH_BUCKETS).astype(np.float64)
-    total = hist.sum()
-    if total == 0:
-        return np.zeros(N_LENGTH_BUCKETS, np.int64)
-    mid = (np.cumsum(hist) - hist / 2) / total
-    raw = np.minimum((mid * n_strata).astype(np.int64), n_strata - 1)
-    held = np.flatnonzero(hist > 0)  # an empty bucket joins the stratum of the held bucket before it
-    raw = raw[held][np.maximum(np.searchsorted(held, np.arange(N_LENGTH_BUCKETS), side="right") - 1, 0)]
-    _, dense = np.unique(raw, return_inverse=True)  # strata numbered 0.. without gaps
-    return dense.astype(np.int64)
 
 
 def cmh(ca: np.ndarray, na: np.ndarray, cb: np.ndarray, nb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

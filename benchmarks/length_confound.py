@@ -81,7 +81,7 @@ def main() -> None:
     phrase_docs = {r["id"] for r in rows if r.get("planted")}
     with open_store(name) as store:
         for strata in (1, 2, 4, 8, 16):
-            diff_mod.bucket_strata = (lambda s: lambda ls: bucket_strata(ls, s))(strata)
+            diff_mod.bucket_strata = (lambda s: lambda ls, _n: bucket_strata(ls, s))(strata)
             params = DiffParams(a={"slice": "B"}, b={"slice": "A"}, top=1000, length="stratified" if strata > 1 else "none")
             t = time.perf_counter()
             res = diff_mod.diff(store, name, params, n_examples=5)

@@ -33,11 +33,12 @@ from indexer.encode.pooling import SpanArrays, fire_spans, span_arrays, spans_in
 from indexer.encode.recipe import read_manifest
 from indexer.store import Filter, Hit, SparseMap, Store, schema, view_filter
 from indexer.store.catalog import require_fresh_latent_stats, require_index
-from indexer.store.columns import RowLocator, copy_for
+from indexer.store.columns import RowLocator, copy_for, fresh_copy
 from indexer.store.latent_table import latent_table
 from search.bm25 import allowed_mask, load_or_build_bm25
 from search.latents import (CONCEPT_DIRECTION_WEIGHT, CONCEPT_SHARE, DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query,
                             opposite_rows, rank_weights)
+from search.length_neutral import length_baseline, rank_length_neutral
 from search.llm_steps import llm_expand, llm_filter_latents, llm_rerank
 from search.params import MAX_K, MAX_QUERY_CHARS, SearchParams
 
@@ -134,6 +135,7 @@ class SearchEngine:
         self._query_cache: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
         self._spans: OrderedDict[tuple, SpanArrays | None] = OrderedDict()  # decoded firing spans, by document
         self._locators: dict[str, tuple] = {}  # view -> (token, RowLocator | None): explanations read the columnar copy
+        self._baselines: dict[str, tuple] = {}  # view -> (token, LengthBaseline): --length-neutral's per-stratum means
 
     # ------------------------------------------------------------------ index state
     def token(self) -> str | None:
@@ -400,6 +402,8 @@ class SearchEngine:
                 hits = self.store.search_hybrid(idx, vals, dense, limit, flt, rrf_k=opts.rrf_k, prefetch=max(limit, 100),
                                                 with_sparse=vectors, sparse_weight=opts.hybrid_sae_weight,
                                                 fusion=opts.fusion, without_fields=schema.FIRING)
+            elif opts.length_neutral:
+                hits = self._length_neutral_hits(idx, vals, limit, flt, opts.view)
             else:
                 hits = self.store.search_sparse(idx, vals, limit, flt, with_sparse=vectors, without_fields=schema.FIRING,
                                                 view=opts.view)
@@ -434,6 +438,25 @@ class SearchEngine:
                     merged[w.latent] = w
             latents = sorted(merged.values(), key=lambda w: -w.weight)
         return latents
+
+    def _length_neutral_hits(self, idx: list[int], vals: list[float], limit: int, flt: Filter | None, view: str) -> list[Hit]:
+        """The ranking of :mod:`search.length_neutral`, over the whole filtered slice of the
+        columnar copy (rebuilt first if stale); the per-stratum means are computed once per
+        manifest change."""
+        copy = fresh_copy(self.store, self.manifest.recipe, progress=False, view=view)
+        token = self.token()
+        cached = self._baselines.get(view)
+        if cached is None or cached[0] != token:
+            cached = (token, length_baseline(copy))
+            self._baselines[view] = cached
+        ranked = rank_length_neutral(copy, cached[1], flt, idx, vals, limit)
+        docs = {h.doc_id: h for h in self.store.get_docs([d for d, _ in ranked], view=view)}
+        hits = []
+        for doc_id, score in ranked:
+            if doc_id in docs:  # a document deleted since the copy was read is left out
+                docs[doc_id].score = score
+                hits.append(docs[doc_id])
+        return hits
 
     def _bm25_hits(self, query: str, flt: Filter, want: int) -> list[Hit]:
         with self._lock:

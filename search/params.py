@@ -31,14 +31,24 @@ class SearchParams(Params):
         "Rank by latents of this SAE family only: token (words, forms, fixed phrases) | concept (what sentences say) | all."))
     view: Literal["response", "prompt"] = Field("response", description=(
         "Rank by the latents of each record's response (its text) | prompt (records indexed with --prompt-field)."))
+    length_neutral: bool = Field(False, description=(
+        "Method sae: rank by how much more of the query's latents a document has than the index's documents "
+        "of its length have (long texts stop ranking first for length alone; off where length is the property)."))
     feedback: int = Field(12, ge=0, le=200, description=(
         "Pseudo-relevance feedback (methods sae, hybrid): add the latents enriched in the top N "
         "results of a first pass (0 = off)."))
 
     @property
     def uses_llm(self) -> bool:
-        """Whether this search calls an LLM (the server runs those on their own pool)."""
+        """Whether this search calls an LLM."""
         return bool(self.rerank or self.expand or self.llm_filter)
+
+    @property
+    def slow(self) -> bool:
+        """Whether this search may take seconds: an LLM step waits on its endpoint, a
+        length-neutral ranking reads the whole filtered slice. The server runs these on a pool of
+        their own, so that they never hold the threads plain searches wait for."""
+        return self.uses_llm or self.length_neutral
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -46,6 +56,8 @@ class SearchParams(Params):
             raise ValueError(f"offset must be >= 0 with offset + k <= {MAX_K}, got offset {self.offset}")
         if self.like is not None and self.method != "sae":
             raise ValueError("--like works with method sae")
+        if self.length_neutral and self.method != "sae":
+            raise ValueError("--length-neutral works with method sae")
         if self.view != "response" and self.method != "sae":
             raise ValueError("--view prompt works with method sae (BM25 and the dense vector read the responses)")
         return self

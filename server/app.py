@@ -56,7 +56,7 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024
 NAME = INDEX_NAME_RE.pattern.replace("\\Z", "$")  # pydantic's Rust regex: "$" is the very end there, and it has no \Z
 MAX_WAIT_S = 60.0
-LLM_WORKERS, LLM_QUEUE = 2, 8  # searches with LLM steps: running at once, and in all (running + waiting)
+LLM_WORKERS, LLM_QUEUE = 2, 8  # slow searches (LLM steps, --length-neutral): running at once, and in all (running + waiting)
 LatentsQuery = LatentsParams.from_query_string()
 _PATHS = re.compile(r"(?<![\w.:/])/[^\s'\"()<>,;:]+")
 
@@ -186,6 +186,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
     # Searches with an LLM step wait seconds to minutes on the endpoint: they run on a pool of
     # their own (LLM_WORKERS threads, at most LLM_QUEUE waiting: 429 beyond), so two "expand"
     # requests no longer held both search threads while a plain search waited 7 s behind them.
+    # A length-neutral search (it ranks the whole filtered slice) runs there too.
     llm_pool: list[ThreadPoolExecutor] = []
     llm_waiting = threading.BoundedSemaphore(LLM_QUEUE)
 
@@ -234,7 +235,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
             key = getattr(request.state, "api_key", None)
             return await asyncio.wrap_future(searchers[-1].submit(key.id if key else "", fn, *args))
         if not llm_waiting.acquire(blocking=False):
-            raise HTTPException(429, f"{LLM_QUEUE} searches with LLM steps are already waiting; retry later",
+            raise HTTPException(429, f"{LLM_QUEUE} slow searches (LLM steps, length-neutral) are already waiting; retry later",
                                 headers={"Retry-After": "5"})
         try:
             return await asyncio.get_running_loop().run_in_executor(llm_pool[-1] if llm_pool else None, fn, *args)
@@ -290,7 +291,7 @@ def create_app(qdrant_url: str | None = None, api_keys: list[str] | None = None,
             return result
 
         try:
-            out = await in_pool(request, run, llm=body.uses_llm)
+            out = await in_pool(request, run, llm=body.slow)
         except HTTPException:
             raise
         except Exception as e:  # noqa: BLE001

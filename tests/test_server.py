@@ -99,6 +99,10 @@ def test_search_and_analyses(client, bbc_index):
     assert len(res) == 5 and all(x["fields"]["topic"] == "sports" for x in res) and res[0]["explanation"]
     for method in ("bm25", "dense", "hybrid"):
         assert client.post(f"/v1/indexes/{bbc_index}/search", json={"query": "oil prices", "k": 3, "method": method}, headers=AUTH).status_code == 200
+    neutral = client.post(f"/v1/indexes/{bbc_index}/search", json={"query": "sports results", "k": 5, "length_neutral": True}, headers=AUTH)
+    assert neutral.status_code == 200 and neutral.json()["results"][0]["explanation"]  # (on the slow searches' pool)
+    assert client.post(f"/v1/indexes/{bbc_index}/search", json={"query": "x", "method": "dense", "length_neutral": True},
+                       headers=AUTH).status_code == 422
     like = client.post(f"/v1/indexes/{bbc_index}/search", json={"like": res[0]["id"], "k": 3}, headers=AUTH)
     assert like.status_code == 200 and res[0]["id"] not in [x["id"] for x in like.json()["results"]]
     d = finished(client.post(f"/v1/indexes/{bbc_index}/diff?wait=60", json={"a": {"topic": "sports"}, "b": {"topic": "business"}, "top": 5}, headers=AUTH))

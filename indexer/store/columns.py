@@ -67,6 +67,23 @@ def length_bucket(tokens: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(tokens), -1, np.searchsorted(LENGTH_EDGES, np.nan_to_num(tokens), side="right"))
 
 
+def bucket_strata(lengths: list[np.ndarray], n_strata: int) -> np.ndarray:
+    """Stratum of each fixed length bucket (:data:`LENGTH_EDGES`): consecutive buckets grouped so
+    that each stratum holds about 1/``n_strata`` of the pooled documents (a bucket goes where its
+    midpoint falls). Strata are groups of buckets, not raw quantiles, so the counts the columnar
+    copy stores per bucket answer them exactly."""
+    hist = np.bincount(length_bucket(np.concatenate(lengths)), minlength=N_LENGTH_BUCKETS).astype(np.float64)
+    total = hist.sum()
+    if total == 0:
+        return np.zeros(N_LENGTH_BUCKETS, np.int64)
+    mid = (np.cumsum(hist) - hist / 2) / total
+    raw = np.minimum((mid * n_strata).astype(np.int64), n_strata - 1)
+    held = np.flatnonzero(hist > 0)  # an empty bucket joins the stratum of the held bucket before it
+    raw = raw[held][np.maximum(np.searchsorted(held, np.arange(N_LENGTH_BUCKETS), side="right") - 1, 0)]
+    _, dense = np.unique(raw, return_inverse=True)  # strata numbered 0.. without gaps
+    return dense.astype(np.int64)
+
+
 def column_lengths(table: pa.Table) -> np.ndarray:
     """Each row's stored length as float (NaN where missing), vectorised."""
     if LENGTH_FIELD not in table.column_names:
