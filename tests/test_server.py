@@ -279,6 +279,13 @@ def test_web_page_in_headless_chromium(live_server, bbc_index):
         import json as _json
         exported = _json.load(open(dl.value.path(), encoding="utf-8"))
         assert len(exported["results"]) == 20 and exported["request"]["query"] == "football match"
+        page.check("#length-neutral")  # the same search, length-neutral: a new list of 10, and its request says so
+        page.click("#go")
+        page.locator(".result").nth(10).wait_for(state="detached", timeout=60000)
+        page.wait_for_selector(".result mark", timeout=60000)
+        with page.expect_download() as dl:
+            page.click("#export-json")
+        assert _json.load(open(dl.value.path(), encoding="utf-8"))["request"].get("length_neutral") is True
         page.locator(".result .chip").first.click()
         page.wait_for_selector("#latent-page h2", timeout=30000)
         assert "latent" in page.inner_text("#latent-page h2")

@@ -82,7 +82,8 @@ async function doSearch(ev, more) {
   try {
     const body = more ? { ...shown.body, offset: shown.next }
       : { query: $("#q").value, k: parseInt($("#k").value, 10) || 10, method: $("#method").value, where: parseWhere($("#where").value),
-          ...($("#view").value === "prompt" ? { view: "prompt" } : {}) };
+          ...($("#view").value === "prompt" ? { view: "prompt" } : {}),
+          ...($("#length-neutral").checked ? { length_neutral: true } : {}) };
     const out = await api(`/v1/indexes/${index()}/search`, body);
     if (!more) {
       shown = { query: body.query, results: [], next: null, body };
