@@ -77,7 +77,8 @@ def _render(out: dict) -> None:
         if "prompt" in r:  # a two-view record: its prompt, then its response; the view ranked carries the marks
             body = (f"[dim]prompt:[/dim] {_highlight(r['prompt'][:300], spans if r.get('view') == 'prompt' else [])}\n"
                     f"[dim]response:[/dim] {body}")
-        t.add_row(str(n), f"{r['score']:.3f}", head + body,
+        score = f"{r['score']:.3f}" + (f"\n[dim]-{r['length_baseline']:.3f}\nfor its\nlength[/dim]" if "length_baseline" in r else "")
+        t.add_row(str(n), score, head + body,
                   "\n".join(f"{escape(e['label'])} ({e['activation']:.1f})" for e in r["explanation"][:3]))
     console.print(t)
 

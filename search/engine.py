@@ -379,6 +379,7 @@ class SearchEngine:
             self.manifest.state.require_view(opts.view, self.index)
         want = opts.offset + opts.k  # pages are cut from the top offset + k
         explain = opts.explain
+        length_baselines: dict[str, float] = {}  # --length-neutral: what each hit's length stratum scores, subtracted
         if opts.method == "bm25":
             hits = self._bm25_hits(query, flt, want)
             latents: list[WeightedLatent] = []
@@ -403,7 +404,7 @@ class SearchEngine:
                                                 with_sparse=vectors, sparse_weight=opts.hybrid_sae_weight,
                                                 fusion=opts.fusion, without_fields=schema.FIRING)
             elif opts.length_neutral:
-                hits = self._length_neutral_hits(idx, vals, limit, flt, opts.view)
+                hits, length_baselines = self._length_neutral_hits(idx, vals, limit, flt, opts.view)
             else:
                 hits = self.store.search_sparse(idx, vals, limit, flt, with_sparse=vectors, without_fields=schema.FIRING,
                                                 view=opts.view)
@@ -415,6 +416,8 @@ class SearchEngine:
             hits, rerank_info = llm_rerank(query or "", hits, opts.llm_model)
         hits = hits[opts.offset : want]
         results = self._explain(hits, latents if explain else [], opts)
+        for r in results if length_baselines else []:  # a hit's score = its plain score minus this
+            r["length_baseline"] = round(length_baselines[r["id"]], 6)
         out = {"results": results, "latents": [w.as_dict() for w in latents], "method": opts.method,
                "offset": opts.offset, "next_offset": want if full_page and want < MAX_K else None}
         if rerank_info:
@@ -439,10 +442,11 @@ class SearchEngine:
             latents = sorted(merged.values(), key=lambda w: -w.weight)
         return latents
 
-    def _length_neutral_hits(self, idx: list[int], vals: list[float], limit: int, flt: Filter | None, view: str) -> list[Hit]:
+    def _length_neutral_hits(self, idx: list[int], vals: list[float], limit: int, flt: Filter | None, view: str
+                             ) -> tuple[list[Hit], dict[str, float]]:
         """The ranking of :mod:`search.length_neutral`, over the whole filtered slice of the
-        columnar copy (rebuilt first if stale); the per-stratum means are computed once per
-        manifest change."""
+        columnar copy (rebuilt first if stale), and each hit's subtracted stratum score; the
+        per-stratum means are computed once per manifest change."""
         copy = fresh_copy(self.store, self.manifest.recipe, progress=False, view=view)
         token = self.token()
         cached = self._baselines.get(view)
@@ -450,13 +454,13 @@ class SearchEngine:
             cached = (token, length_baseline(copy))
             self._baselines[view] = cached
         ranked = rank_length_neutral(copy, cached[1], flt, idx, vals, limit)
-        docs = {h.doc_id: h for h in self.store.get_docs([d for d, _ in ranked], view=view)}
+        docs = {h.doc_id: h for h in self.store.get_docs([d for d, _, _ in ranked], view=view)}
         hits = []
-        for doc_id, score in ranked:
+        for doc_id, score, _ in ranked:
             if doc_id in docs:  # a document deleted since the copy was read is left out
                 docs[doc_id].score = score
                 hits.append(docs[doc_id])
-        return hits
+        return hits, {doc_id: base for doc_id, _, base in ranked}
 
     def _bm25_hits(self, query: str, flt: Filter, want: int) -> list[Hit]:
         with self._lock:

@@ -75,15 +75,15 @@ def length_baseline(copy: ColumnCopy, n_strata: int = STRATA) -> LengthBaseline:
 
 
 def rank_length_neutral(copy: ColumnCopy, baseline: LengthBaseline, flt: Filter | None, latents: list[int],
-                        weights: list[float], limit: int) -> list[tuple[str, float]]:
-    """The ``limit`` best (doc id, score) of the filtered documents in which some query latent
-    fires: score = sum_i w_i a_i - sum_i w_i mean_i(stratum of the document's length).
-    Ties keep the copy's order (stable)."""
+                        weights: list[float], limit: int) -> list[tuple[str, float, float]]:
+    """The ``limit`` best (doc id, score, baseline) of the filtered documents in which some query
+    latent fires: score = sum_i w_i a_i - baseline, baseline = sum_i w_i mean_i(stratum of the
+    document's length). Ties keep the copy's order (stable)."""
     q = np.zeros(copy.d_sae)
     np.add.at(q, np.asarray(latents, np.int64), np.asarray(weights, np.float64))
     per_stratum = baseline.mean @ q
     shards = list(copy.iter_shards())
-    scores, where = [], []  # per shard: scores of the documents that match, and (shard, row) of each
+    scores, bases, where = [], [], []  # per shard: scores and baselines of the documents that match, (shard, row) of each
     for i, sh in enumerate(shards):
         rows = np.flatnonzero(row_mask(sh.table, flt))
         if not len(rows):
@@ -91,11 +91,12 @@ def rank_length_neutral(copy: ColumnCopy, baseline: LengthBaseline, flt: Filter 
         raw = np.concatenate([sh.csr(copy.d_sae, block) @ q for block in _blocks(rows)])
         fires = raw > 0  # as a Qdrant sparse search: a document none of the query's latents fire in is no hit
         rows, raw = rows[fires], raw[fires]
-        scores.append(raw - per_stratum[baseline.strata(column_lengths(sh.table)[rows])])
+        bases.append(per_stratum[baseline.strata(column_lengths(sh.table)[rows])])
+        scores.append(raw - bases[-1])
         where.append(np.stack([np.full(len(rows), i), rows], axis=1))
     if not scores:
         return []
-    score, where_all = np.concatenate(scores), np.concatenate(where)
+    score, base, where_all = np.concatenate(scores), np.concatenate(bases), np.concatenate(where)
     order = np.argsort(-score, kind="stable")[:limit]
-    return [(shards[int(i)].table.column("doc_id")[int(r)].as_py(), float(score[j]))
+    return [(shards[int(i)].table.column("doc_id")[int(r)].as_py(), float(score[j]), float(base[j]))
             for j, (i, r) in zip(order.tolist(), where_all[order].tolist())]

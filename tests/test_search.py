@@ -285,18 +285,19 @@ def test_length_neutral_scores_are_plain_scores_minus_their_length_strata_means(
         got = rank_length_neutral(copy, base, flt, latents, weights, 1000)
         keep = keep & (plain > 0)
         assert len(got) == keep.sum()
-        ids = [int(x[1:]) for x, _ in got]
-        assert np.allclose([s for _, s in got], expect[ids], atol=1e-9)
+        ids = [int(x[1:]) for x, _, _ in got]
+        assert np.allclose([s for _, s, _ in got], expect[ids], atol=1e-9)
+        assert np.allclose([s + b for _, s, b in got], plain[ids], atol=1e-9)  # score + baseline = the plain score
         assert set(ids) == set(np.flatnonzero(keep).tolist())
         assert all(a >= b for a, b in zip(expect[ids], expect[ids][1:]))
     # long documents lead the plain ranking and not the length-neutral one
     top_plain = np.argsort(-plain)[:40]
-    top_neutral = [int(x[1:]) for x, _ in rank_length_neutral(copy, base, None, latents, weights, 40)]
+    top_neutral = [int(x[1:]) for x, _, _ in rank_length_neutral(copy, base, None, latents, weights, 40)]
     assert np.median(tokens[top_neutral]) < 0.75 * np.median(tokens[top_plain])  # 434 vs 792 tokens
     # read in blocks of a few rows (as a large shard is), the baseline and the ranking are the same
     monkeypatch.setattr(length_neutral, "BLOCK", 7)
     assert np.allclose(length_baseline(copy).mean, base.mean, rtol=1e-12, atol=1e-12)
-    assert [int(x[1:]) for x, _ in rank_length_neutral(copy, base, None, latents, weights, 40)] == top_neutral
+    assert [int(x[1:]) for x, _, _ in rank_length_neutral(copy, base, None, latents, weights, 40)] == top_neutral
 
 
 def test_length_neutral_search_end_to_end(bbc_index):
@@ -323,3 +324,5 @@ def test_length_neutral_search_end_to_end(bbc_index):
     mean = {s: np.mean([raw[d] for d in raw if stratum[d] == s]) for s in set(stratum.values())}
     for h in neutral["results"]:
         assert abs(h["score"] - (raw[h["id"]] - mean[stratum[h["id"]]])) < 1e-3 * max(1.0, abs(raw[h["id"]]))
+        assert abs(h["length_baseline"] - mean[stratum[h["id"]]]) < 1e-3 * max(1.0, abs(raw[h["id"]]))  # shown with each hit
+    assert all("length_baseline" not in h for h in plain["results"])

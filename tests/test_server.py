@@ -283,6 +283,7 @@ def test_web_page_in_headless_chromium(live_server, bbc_index):
         page.click("#go")
         page.locator(".result").nth(10).wait_for(state="detached", timeout=60000)
         page.wait_for_selector(".result mark", timeout=60000)
+        assert "subtracted" in page.inner_text(".result .meta >> nth=0")  # what the hit's length stratum scores
         with page.expect_download() as dl:
             page.click("#export-json")
         assert _json.load(open(dl.value.path(), encoding="utf-8"))["request"].get("length_neutral") is True

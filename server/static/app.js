@@ -71,7 +71,7 @@ function renderResult(r, i) {
     `<div class="text prompt"><span class="muted">prompt:</span> ${onPrompt ? marked(r.prompt, spans) : esc(r.prompt.slice(0, 1500))}</div>`;
   const label = r.prompt === undefined ? "" : `<span class="muted">response:</span> `;
   return `<div class="result" data-id="${esc(r.id)}">
-    <div class="meta">#${i + 1} · score ${r.score.toFixed(3)} · ${esc(r.dataset)} · ${esc(r.id)} ${fieldsLine(r.fields)}</div>
+    <div class="meta">#${i + 1} · score ${r.score.toFixed(3)}${r.length_baseline === undefined ? "" : ` (its length's ${r.length_baseline.toFixed(3)} subtracted)`} · ${esc(r.dataset)} · ${esc(r.id)} ${fieldsLine(r.fields)}</div>
     ${prompt}<div class="text">${label}${onPrompt ? esc(r.text.slice(0, 1500)) : marked(r.text, spans)}</div>
     <div class="chips">${r.explanation.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality)).join("")}</div>
   </div>`;
