@@ -118,8 +118,9 @@ def test_indexes_take_labels_kind_and_quality_from_the_dictionary(bbc_index):
 
 @pytest.mark.slow  # loads the reader model
 def test_build_dictionary_end_to_end_and_resume(tmp_path: Path):
-    """A tiny build (8 real BBC paragraphs, taxonomy only): every stage runs, the dictionary loads
-    for the SAE it was built for, and a second run resumes from the saved stages."""
+    """A tiny build (4 real BBC paragraphs, taxonomy only): every stage runs, the dictionary loads
+    for the SAE it was built for, and a second run resumes from the saved stages. (8 paragraphs
+    embedded twice the contexts for the same checks: 48 s instead of 24.)"""
     import shutil
 
     from indexer.labels.dictionary.build import build_dictionary
@@ -127,16 +128,16 @@ def test_build_dictionary_end_to_end_and_resume(tmp_path: Path):
 
     sae_dir = tmp_path / "sae"
     shutil.copytree(DEFAULT_SAE_DIR, sae_dir, ignore=shutil.ignore_patterns("dictionary.*"))
-    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": r["text"]} for r in load_bbc(2, seed=5, max_chars=400)][:8])
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": r["text"]} for r in load_bbc(1, seed=5, max_chars=400)][:4])
     work = tmp_path / "work"
-    rec = build_dictionary(corpus, sae_dir, work, max_docs=8, per_latent=4, n_background=8, vocabulary=taxonomy(), progress=False)
-    assert rec["documents"] == 8 and rec["vocabulary"] == len(taxonomy()) and rec["background_contexts"] >= 4
+    rec = build_dictionary(corpus, sae_dir, work, max_docs=4, per_latent=4, n_background=8, vocabulary=taxonomy(), progress=False)
+    assert rec["documents"] == 4 and rec["vocabulary"] == len(taxonomy()) and rec["background_contexts"] >= 4
     d = load_dictionary(sae_dir, load_sae(sae_dir).content_hash())
     assert d is not None and len(d.latents) > 20
     for l, e in d.latents.items():
         assert e["kind"] in ("concept", "lexical") and 0 <= e["quality"] <= 1 and e["label"]
         assert abs(float(np.linalg.norm(d.directions[l])) - 1) < 0.01
     timings = json.loads((work / "timings.json").read_text())
-    build_dictionary(corpus, sae_dir, work, max_docs=8, per_latent=4, n_background=8, vocabulary=taxonomy(), progress=False)
+    build_dictionary(corpus, sae_dir, work, max_docs=4, per_latent=4, n_background=8, vocabulary=taxonomy(), progress=False)
     again = json.loads((work / "timings.json").read_text())
     assert again["collect"] == timings["collect"] and again["embed_contexts"] == timings["embed_contexts"]  # resumed
