@@ -107,6 +107,7 @@ def eval_cmd(
     feedback: int = typer.Option(SearchParams.model_fields["feedback"].default, "--feedback",
                                  help="Pseudo-relevance feedback documents (0 = off)."),
     family: str = typer.Option("all", "--family", help="SAE family the sae/hybrid methods rank by: token | concept | all."),
+    length_neutral: bool = typer.Option(False, "--length-neutral", help="Rank the sae method length-neutral (see `search --help`)."),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
 ):
@@ -114,7 +115,7 @@ def eval_cmd(
     qs = load_queries(queries)
     ms = [m.strip() for m in methods.split(",") if m.strip()]
     base = SearchOptions.parse(temperature=temperature, n_latents=n_latents, label_weight=label_weight, max_doc_freq=max_doc_freq,
-                               feedback=feedback, family=family)
+                               feedback=feedback, family=family, length_neutral=length_neutral)
     with open_store(index, qdrant_url) as store:
         res = evaluate(SearchEngine(store, index), qs, ms, base)
 

@@ -107,6 +107,7 @@ def evaluate(engine: SearchEngine, queries: list[QuerySpec], methods: list[str] 
                "base_rate": round(len(rel) / max(len(pool), 1), 4), "methods": {}}
         for m in methods:
             opts = base.model_copy(update={"method": m, "k": min(max(len(pool), 1), MAX_K), "offset": 0, "where": dict(q.where),
+                                           "length_neutral": base.length_neutral and m == "sae",  # an sae option only
                                            "explain": False})
             ranked = [r["id"] for r in engine.search(q.query, opts)["results"]]
             # A method that leaves documents unranked (BM25: no query word) gets them appended in a

@@ -158,6 +158,10 @@ def test_eval_retrieval_reports_every_method(bbc_index, tmp_path):
     assert row["relevant"] == 24 and row["pool"] == 120
     for m in res["summary"]:
         assert 0 <= row["methods"][m]["ap"] <= 1
+    # --length-neutral ranks the sae method only: the other methods' APs do not move
+    r = cli("eval-retrieval", "--index", bbc_index, "--queries", str(q), "--methods", "sae,dense", "--length-neutral", "--json")
+    neutral = json.loads(r.stdout)["queries"][0]["methods"]
+    assert neutral["dense"] == row["methods"]["dense"] and 0 <= neutral["sae"]["ap"] <= 1
 
 
 def test_average_precision():
