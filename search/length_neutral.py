@@ -50,8 +50,13 @@ class LengthBaseline:
 
     def strata(self, lengths: np.ndarray) -> np.ndarray:
         """Row of ``mean`` for each length (the all-documents row where none is stored)."""
-        b = length_bucket(lengths)
-        return np.where(b >= 0, self.stratum_of_bucket[np.maximum(b, 0)], len(self.mean) - 1)
+        return _mean_rows(self.stratum_of_bucket, lengths)
+
+
+def _mean_rows(stratum_of_bucket: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Each length's stratum; one past the last stratum (the all-documents row) where none is stored."""
+    b = length_bucket(lengths)
+    return np.where(b >= 0, stratum_of_bucket[np.maximum(b, 0)], int(stratum_of_bucket.max()) + 1)
 
 
 def length_baseline(copy: ColumnCopy, n_strata: int = STRATA) -> LengthBaseline:
@@ -61,10 +66,10 @@ def length_baseline(copy: ColumnCopy, n_strata: int = STRATA) -> LengthBaseline:
     lengths = [column_lengths(sh.table) for sh in shards]
     known = [x[~np.isnan(x)] for x in lengths]
     stratum_of_bucket = bucket_strata(known or [np.zeros(0)], n_strata)
-    base = LengthBaseline(stratum_of_bucket, np.zeros((int(stratum_of_bucket.max()) + 2, copy.d_sae)))
-    sums, counts = np.zeros_like(base.mean), np.zeros(len(base.mean))
+    n_rows = int(stratum_of_bucket.max()) + 2  # the strata, then all documents
+    sums, counts = np.zeros((n_rows, copy.d_sae)), np.zeros(n_rows)
     for sh, ln in zip(shards, lengths):
-        strata = base.strata(ln)
+        strata = _mean_rows(stratum_of_bucket, ln)
         for block in _blocks(np.arange(sh.rows)):
             onehot = sp.csr_matrix((np.ones(len(block)), (strata[block], np.arange(len(block)))), shape=(len(sums), len(block)))
             sums += (onehot @ sh.csr(copy.d_sae, block)).toarray()
