@@ -38,17 +38,20 @@ def main() -> None:
         engine = SearchEngine(store, args.index)
         dense = evaluate(engine, qs, ["dense"])
         out["dense"] = {"all": dense["summary"]["dense"]["map"], "tune": _map(dense, tune, "dense"), "validation": _map(dense, val, "dense")}
+        longer_half = {}  # query -> ids of its slice's longer half (tokens read), read once for both rankings
+        for q in qs:
+            lengths = {h.doc_id: h.payload.get("n_tokens") or 0 for b in store.scroll_docs(Filter(dict(q.where)), with_sparse=False,
+                                                                                          payload_fields=["doc_id", "n_tokens"]) for h in b}
+            median = float(np.median(list(lengths.values())))
+            longer_half[q.name] = {d for d, n in lengths.items() if n > median}
         for name, neutral in (("sae", False), ("sae_length_neutral", True)):
             t = time.process_time()
             res = evaluate(engine, qs, ["sae"], SearchOptions(length_neutral=neutral))
             cpu = time.process_time() - t
             longer = {}
-            for q in qs:  # share of the top 20 from the slice's longer half (tokens read)
-                lengths = {h.doc_id: h.payload.get("n_tokens") or 0 for b in store.scroll_docs(Filter(dict(q.where)), with_sparse=False,
-                                                                                              payload_fields=["doc_id", "n_tokens"]) for h in b}
-                median = float(np.median(list(lengths.values())))
+            for q in qs:  # share of the top 20 from the slice's longer half
                 top = engine.search(q.query, SearchOptions(length_neutral=neutral, k=20, where=dict(q.where), explain=False))["results"]
-                longer[q.name] = round(float(np.mean([lengths.get(h["id"], 0) > median for h in top])), 2) if top else None
+                longer[q.name] = round(float(np.mean([h["id"] in longer_half[q.name] for h in top])), 2) if top else None
             out["runs"][name] = {"map": res["summary"]["sae"]["map"], "tune": _map(res, tune, "sae"), "validation": _map(res, val, "sae"),
                                  "cpu_s_all_queries": round(cpu, 1),
                                  "per_query": {q["name"]: q["methods"]["sae"]["ap"] for q in res["queries"]},
