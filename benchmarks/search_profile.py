@@ -3,6 +3,7 @@ stage (query embedding, query -> latents, Qdrant calls, explanations), over dist
 
     python benchmarks/search_profile.py --index demo [--n 200]
     python benchmarks/search_profile.py --index demo --length-neutral --label length-neutral
+    python benchmarks/search_profile.py --index demo --meaning-weight 0 --label no-meaning
     PYTHONPATH=../old python benchmarks/search_profile.py --index demo --label before   # another checkout
 
 torch and BLAS run on one thread each, as in `saedex serve`. The first query (model and table loading) is not
@@ -45,6 +46,7 @@ STAGES = [
     ("Qdrant: hits' vectors for explanations", "get_docs", "indexer/store/base.py"),
     ("freshness check (manifest + count)", "require_fresh_latent_stats", "indexer/store/catalog.py"),
     ("pseudo-relevance feedback", "feedback_latents", "search/engine.py"),
+    ("the query's meaning through concept latents", "with_meaning", "search/engine.py"),
     ("length-neutral ranking (whole slice)", "rank_length_neutral", "search/length_neutral.py"),
     ("explanations", "_explain", "search/engine.py"),
     ("whole search", "search", "search/engine.py"),
@@ -58,6 +60,7 @@ def main() -> None:
     ap.add_argument("--label", default="")
     ap.add_argument("--feedback", type=int, default=None, help="pseudo-relevance feedback documents (default: the engine's)")
     ap.add_argument("--length-neutral", action="store_true", help="length-neutral ranking (search --length-neutral)")
+    ap.add_argument("--meaning-weight", type=float, default=None, help="the query's meaning term (default: the engine's)")
     args = ap.parse_args()
     import torch
     from threadpoolctl import threadpool_limits
@@ -70,7 +73,8 @@ def main() -> None:
 
     store = open_store(args.index)
     eng = SearchEngine(store, args.index)
-    opts = {"k": 10, "length_neutral": args.length_neutral} | ({} if args.feedback is None else {"feedback": args.feedback})
+    opts = {"k": 10, "length_neutral": args.length_neutral} | ({} if args.feedback is None else {"feedback": args.feedback}) | (
+        {} if args.meaning_weight is None else {"meaning_weight": args.meaning_weight})
     t = time.process_time()
     eng.search("warm-up query", SearchOptions(**opts))  # loads models and tables (and the length baseline)
     warm_s = time.process_time() - t
@@ -92,7 +96,7 @@ def main() -> None:
         if ct:
             stages[stage] = round(ct / args.n * 1000, 2)
     out = {"index": args.index, "code": str(Path(engine_mod.__file__).resolve().parents[1].name), "searches": args.n,
-           "length_neutral": args.length_neutral, "warm_up_cpu_s": round(warm_s, 2),
+           "length_neutral": args.length_neutral, "meaning_weight": SearchOptions(**opts).meaning_weight, "warm_up_cpu_s": round(warm_s, 2),
            "cpu_ms_per_search": round(cpu_ms, 2), "wall_ms_per_search": round(wall_ms, 2),
            "profiled_ms_per_search_by_stage": stages}
     store.close()

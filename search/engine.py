@@ -40,6 +40,7 @@ from search.latents import (CONCEPT_DIRECTION_WEIGHT, CONCEPT_SHARE, DIRECTION_W
                             opposite_rows, rank_weights)
 from search.length_neutral import length_baseline, rank_length_neutral
 from search.llm_steps import llm_expand, llm_filter_latents, llm_rerank
+from search.meaning import MEANING_LATENTS, MEANING_WEIGHT, concept_directions, meaning_terms
 from search.params import MAX_K, MAX_QUERY_CHARS, SearchParams
 
 
@@ -74,6 +75,10 @@ class SearchOptions(SearchParams):
     explain: bool = True  # evaluation turns it off: it ranks whole pools and only needs ids
     feedback_weight: float = Field(0.5, ge=0, le=1)  # share of the feedback latents in the second pass
     feedback_latents: int = Field(40, ge=1, le=1000)
+    # The query's meaning through the concept latents' decoder rows (:mod:`search.meaning`), as a
+    # share of the label-matched latents' weight; method sae only (hybrid has dense for it).
+    meaning_weight: float = Field(MEANING_WEIGHT, ge=0, le=10)
+    meaning_latents: int = Field(MEANING_LATENTS, ge=1, le=100_000)
 
     @classmethod
     def of(cls, params: SearchParams, **tuning) -> "SearchOptions":
@@ -99,10 +104,12 @@ class WeightedLatent:
     weight: float
     similarity: float
     p90: float
+    meaning: float = 0.0  # the part of ``weight`` that is the query's meaning (:mod:`search.meaning`)
 
     def as_dict(self) -> dict:
-        return {"latent": self.latent, "label": self.label, "weight": round(self.weight, 5),
-                "similarity": round(self.similarity, 4), "p90": round(self.p90, 4)}
+        out = {"latent": self.latent, "label": self.label, "weight": round(self.weight, 5),
+               "similarity": round(self.similarity, 4), "p90": round(self.p90, 4)}
+        return out | ({"meaning": round(self.meaning, 5)} if self.meaning else {})
 
 
 _NOT_CACHED = object()
@@ -136,6 +143,7 @@ class SearchEngine:
         self._spans: OrderedDict[tuple, SpanArrays | None] = OrderedDict()  # decoded firing spans, by document
         self._locators: dict[str, tuple] = {}  # view -> (token, RowLocator | None): explanations read the columnar copy
         self._baselines: dict[str, tuple] = {}  # view -> (token, LengthBaseline): --length-neutral's per-stratum means
+        self._directions: tuple | None = None  # (concept recipe, ConceptDirections | None): the meaning term's decoder rows
 
     # ------------------------------------------------------------------ index state
     def token(self) -> str | None:
@@ -338,6 +346,42 @@ class SearchEngine:
         # at most n_latents in all, as without feedback: the ranking query and the explanations stay the same size
         return sorted(merged.values(), key=lambda w: -w.weight)[: opts.n_latents]
 
+    def with_meaning(self, latents: list[WeightedLatent], query: str, opts: SearchOptions) -> list[WeightedLatent]:
+        """``latents`` plus the query's meaning through the concept latents (:mod:`search.meaning`):
+        each of the ``opts.meaning_latents`` concept latents best aligned with the query (either
+        sign) gets ``meaning_weight x total label weight x (q . d_i)`` per unit of activation added
+        to its coefficient, so the term keeps its share whatever the label weights sum to. A
+        latent named by the opposite of a query word gets no positive share (as in matching)."""
+        if opts.family == "token":
+            return latents
+        directions = self._concept_directions()
+        if directions is None:
+            return latents
+        table = self.table()
+        total = sum(w.weight for w in latents) or 1.0
+        ids, coef = meaning_terms(directions, get_embedder().encode_query(query), opts.meaning_latents, opts.meaning_weight * total)
+        rows = table.rows(ids)
+        opposite = opposite_rows(table, query)
+        merged = {w.latent: w for w in latents}
+        for i, c, r in zip(ids.tolist(), coef.tolist(), rows.tolist()):
+            if r < 0 or table.p90[r] <= 0 or (c > 0 and opposite[r]):  # never fired here / named by an opposite
+                continue
+            add = c * float(table.p90[r])  # the ranking query's coefficient is weight / p90
+            w = merged.get(i)
+            if w is None:
+                merged[i] = WeightedLatent(i, table.labels[r], add, 0.0, float(table.p90[r]), meaning=add)
+            else:
+                merged[i] = WeightedLatent(i, w.label, w.weight + add, w.similarity, w.p90, meaning=w.meaning + add)
+        return sorted(merged.values(), key=lambda w: -w.weight)
+
+    def _concept_directions(self):
+        """The index's concept decoder rows (None: no usable concept family), loaded once per recipe."""
+        concept = self.manifest.recipe.concept
+        cached = self._directions
+        if cached is None or cached[0] != concept:
+            cached = self._directions = (concept, concept_directions(self.manifest.recipe))
+        return cached[1]
+
     def _get_encoder(self) -> Encoder:
         with self._lock:
             if self._encoder is None:
@@ -394,6 +438,8 @@ class SearchEngine:
                         "offset": opts.offset, "next_offset": None}
             if opts.feedback and not opts.like:
                 latents = self.feedback_latents(latents, flt, opts, query)
+            if opts.method == "sae" and opts.meaning_weight > 0 and query and query.strip() and not opts.like:
+                latents = self.with_meaning(latents, query, opts)
             idx = [w.latent for w in latents]
             vals = [w.weight / w.p90 for w in latents]
             limit = want + (1 if opts.like else 0)
@@ -543,7 +589,8 @@ class SearchEngine:
                     q = float(table.quality[r]) if r >= 0 else float("nan")
                     expl.append({"latent": lat, "label": w.label, "kind": table.kinds[r] if r >= 0 else None,
                                  "quality": None if q != q else q, "weight": round(w.weight, 5), "activation": round(float(acts[j]), 4),
-                                 "contribution": round(float(contrib[j]), 5), "spans": [spans[lat]] if lat in spans else []})
+                                 "contribution": round(float(contrib[j]), 5), "spans": [spans[lat]] if lat in spans else []}
+                                | ({"meaning": round(w.meaning, 5)} if w.meaning else {}))
             fields = {k: v for k, v in h.payload.items() if k not in schema.HIDDEN}
             out.append({"id": h.doc_id, "score": round(float(h.score), 6), "text": h.payload.get("text", ""),
                         "dataset": h.payload.get("dataset"), "fields": fields, "explanation": expl,

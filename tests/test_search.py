@@ -330,3 +330,65 @@ def test_length_neutral_search_end_to_end(bbc_index):
         assert abs(h["score"] - (raw[h["id"]] - mean[stratum[h["id"]]])) < 1e-3 * max(1.0, abs(raw[h["id"]]))
         assert abs(h["length_baseline"] - mean[stratum[h["id"]]]) < 1e-3 * max(1.0, abs(raw[h["id"]]))  # shown with each hit
     assert all("length_baseline" not in h for h in plain["results"])
+
+
+def test_meaning_terms_pick_the_best_aligned_directions_in_either_sign():
+    """The concept latents whose decoder rows align most with the query, by |q . d|, each with
+    scale x (q . d): a direction pointing away from the query counts (negatively), not only towards."""
+    import numpy as np
+
+    from search.meaning import ConceptDirections, meaning_terms
+
+    rows = np.array([[1, 0], [0.1, 0], [-0.9, 0], [0, 1], [0.5, 0]], np.float32)
+    d = ConceptDirections(ids=np.arange(100, 105), rows=rows)
+    ids, coef = meaning_terms(d, np.array([1.0, 0.0]), 3, scale=2.0)
+    assert ids.tolist() == [100, 102, 104] and coef.tolist() == pytest.approx([2.0, -1.8, 1.0])
+    ids, _ = meaning_terms(d, np.array([1.0, 0.0]), 50, scale=1.0)
+    assert sorted(ids.tolist()) == list(range(100, 105))
+
+
+def test_meaning_term_adds_the_query_decomposed_over_concept_latents(bbc_index):
+    """Method sae adds, to each of the concept latents best aligned with the query, meaning_weight x
+    the label weights' total x (q . d_i) per unit of activation (d_i its decoder row); hits are
+    scored by Qdrant with exactly those coefficients. Hybrid, the token family and weight 0 add none."""
+    import numpy as np
+
+    from indexer.encode.embedder import get_embedder
+    from indexer.encode.sae import shipped_concept_sae
+    from indexer.store import open_store
+    from search.engine import SearchEngine, SearchOptions
+
+    query = "a gloomy, pessimistic outlook"
+    store = open_store(bbc_index)
+    try:
+        eng = SearchEngine(store, bbc_index)
+        d_token = eng.manifest.recipe.sae.d_sae
+        decoder = shipped_concept_sae().W_dec.float().numpy()
+        q = get_embedder().encode_query(query)
+        opts = dict(k=30, feedback=0)
+        plain = eng.search(query, SearchOptions(meaning_weight=0, **opts))
+        with_m = eng.search(query, SearchOptions(meaning_weight=0.5, meaning_latents=40, **opts))
+        assert not any("meaning" in x for x in plain["latents"])
+        terms = [x for x in with_m["latents"] if "meaning" in x]
+        assert 20 <= len(terms) <= 40 and all(x["latent"] >= d_token for x in terms)
+        assert any(x["meaning"] < 0 for x in terms) and any(x["meaning"] > 0 for x in terms)
+        total = sum(x["weight"] for x in plain["latents"])
+        dots = decoder @ q
+        best = set((d_token + np.argsort(-np.abs(dots))[:40]).tolist())
+        assert {x["latent"] for x in terms} <= best
+        for x in terms:  # coefficient per unit of activation = 0.5 x total x (q . d)
+            assert x["meaning"] / x["p90"] == pytest.approx(0.5 * total * dots[x["latent"] - d_token], rel=1e-3, abs=1e-6)
+        label_w = {x["latent"]: x["weight"] for x in plain["latents"]}
+        for x in with_m["latents"]:  # the label-matched part is unchanged
+            assert x["weight"] - x.get("meaning", 0.0) == pytest.approx(label_w.get(x["latent"], 0.0), abs=1e-4)
+        coef = {x["latent"]: x["weight"] / x["p90"] for x in with_m["latents"]}
+        vecs = {d.doc_id: d.sparse for d in store.get_docs([h["id"] for h in with_m["results"]], with_sparse=True)}
+        for h in with_m["results"]:  # Qdrant scored with exactly these coefficients
+            assert h["score"] == pytest.approx(sum(coef.get(i, 0.0) * a for i, a in vecs[h["id"]].items()), rel=1e-3, abs=1e-5)
+        before = {h["id"]: h["score"] for h in plain["results"]}
+        assert any(abs(h["score"] - before[h["id"]]) > 1e-4 for h in with_m["results"] if h["id"] in before)
+        for extra in (dict(method="hybrid"), dict(family="token")):
+            out = eng.search(query, SearchOptions(meaning_weight=0.5, **opts, **extra))
+            assert not any("meaning" in x for x in out["latents"]), extra
+    finally:
+        store.close()
