@@ -78,8 +78,9 @@ def _render(out: dict) -> None:
             body = (f"[dim]prompt:[/dim] {_highlight(r['prompt'][:300], spans if r.get('view') == 'prompt' else [])}\n"
                     f"[dim]response:[/dim] {body}")
         score = f"{r['score']:.3f}" + (f"\n[dim]-{r['length_baseline']:.3f}\nfor its\nlength[/dim]" if "length_baseline" in r else "")
-        t.add_row(str(n), score, head + body,
-                  "\n".join(f"{escape(e['label'])} ({e['activation']:.1f})" for e in r["explanation"][:3]))
+        why = [f"{escape(e['label'])} ({e['activation']:.1f})" for e in r["explanation"][:3]]
+        why += [f"[dim]against: {escape(e['label'])} ({e['activation']:.1f})[/dim]" for e in r.get("against", [])[:1]]
+        t.add_row(str(n), score, head + body, "\n".join(why))
     console.print(t)
 
 

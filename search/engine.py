@@ -113,6 +113,10 @@ class WeightedLatent:
 
 
 _NOT_CACHED = object()
+# A hit's explanation lists its strongest positive contributions; with the query's meaning term
+# (:mod:`search.meaning`) some latents count *against* a document, and the strongest of those are
+# listed apart ("against"), so a reader sees what held a hit back, not only what lifted it.
+AGAINST_LATENTS = 2
 
 
 class SearchEngine:
@@ -570,9 +574,19 @@ class SearchEngine:
                     if h.sparse is None and h.doc_id not in acts_of:
                         h.sparse = fetched.get(h.doc_id, {})
         spans_of = self._spans_for(hits, opts.view) if weights else {}
+
+        def entry(j: int, acts: np.ndarray, contrib: np.ndarray, spans: dict) -> dict:
+            """One query latent's part in a hit: what it is, how strongly it fired, what it added."""
+            w, lat, r = wl[j], int(lat_ids[j]), int(rows[j])
+            q = float(table.quality[r]) if r >= 0 else float("nan")
+            return ({"latent": lat, "label": w.label, "kind": table.kinds[r] if r >= 0 else None,
+                     "quality": None if q != q else q, "weight": round(w.weight, 5), "activation": round(float(acts[j]), 4),
+                     "contribution": round(float(contrib[j]), 5), "spans": [spans[lat]] if lat in spans else []}
+                    | ({"meaning": round(w.meaning, 5)} if w.meaning else {}))
+
         out = []
         for h in hits:
-            expl = []
+            expl, against = [], []
             if weights:
                 if h.doc_id in acts_of:
                     acts = acts_of[h.doc_id]
@@ -583,17 +597,16 @@ class SearchEngine:
                 contrib = acts * scale
                 present = np.flatnonzero(acts > 0)
                 top = present[np.argsort(-contrib[present], kind="stable")][: opts.explain_latents]
-                spans = spans_in(spans_of.get(h.doc_id), [int(lat_ids[j]) for j in top])
-                for j in top.tolist():
-                    w, lat, r = wl[j], int(lat_ids[j]), int(rows[j])
-                    q = float(table.quality[r]) if r >= 0 else float("nan")
-                    expl.append({"latent": lat, "label": w.label, "kind": table.kinds[r] if r >= 0 else None,
-                                 "quality": None if q != q else q, "weight": round(w.weight, 5), "activation": round(float(acts[j]), 4),
-                                 "contribution": round(float(contrib[j]), 5), "spans": [spans[lat]] if lat in spans else []}
-                                | ({"meaning": round(w.meaning, 5)} if w.meaning else {}))
+                top = top[contrib[top] > 0] if len(top) else top
+                lowering = present[contrib[present] < 0]  # the query's meaning points away from these
+                lowering = lowering[np.argsort(contrib[lowering], kind="stable")][:AGAINST_LATENTS]
+                spans = spans_in(spans_of.get(h.doc_id), [int(lat_ids[j]) for j in (*top, *lowering)])
+                expl = [entry(j, acts, contrib, spans) for j in top.tolist()]
+                against = [entry(j, acts, contrib, spans) for j in lowering.tolist()]
             fields = {k: v for k, v in h.payload.items() if k not in schema.HIDDEN}
             out.append({"id": h.doc_id, "score": round(float(h.score), 6), "text": h.payload.get("text", ""),
                         "dataset": h.payload.get("dataset"), "fields": fields, "explanation": expl,
+                        **({"against": against} if against else {}),
                         **({"prompt": h.payload[schema.PROMPT_TEXT]} if schema.PROMPT_TEXT in h.payload else {}),
                         **({"view": opts.view} if opts.view != "response" else {})})
         return out

@@ -385,6 +385,10 @@ def test_meaning_term_adds_the_query_decomposed_over_concept_latents(bbc_index):
         vecs = {d.doc_id: d.sparse for d in store.get_docs([h["id"] for h in with_m["results"]], with_sparse=True)}
         for h in with_m["results"]:  # Qdrant scored with exactly these coefficients
             assert h["score"] == pytest.approx(sum(coef.get(i, 0.0) * a for i, a in vecs[h["id"]].items()), rel=1e-3, abs=1e-5)
+        against = [e for h in with_m["results"] for e in h.get("against", [])]
+        assert against and all(e["contribution"] < 0 and e["meaning"] < 0 and e["activation"] > 0 for e in against)
+        assert all(e["contribution"] > 0 for h in with_m["results"] for e in h["explanation"])
+        assert not any("against" in h for h in plain["results"])  # only the meaning term counts against a document
         before = {h["id"]: h["score"] for h in plain["results"]}
         assert any(abs(h["score"] - before[h["id"]]) > 1e-4 for h in with_m["results"] if h["id"] in before)
         for extra in (dict(method="hybrid"), dict(family="token")):

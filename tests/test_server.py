@@ -268,6 +268,7 @@ def test_web_page_in_headless_chromium(live_server, bbc_index):
         assert page.locator(".result").count() == 10
         assert page.locator(".result mark").count() > 0
         assert "topic=" in page.inner_text(".result .meta >> nth=0")  # payload fields on the card
+        assert page.locator(".result .against").count() > 0  # latents the query's meaning counts against a hit
         page.click("#more")  # the next page of results, appended
         page.locator(".result").nth(19).wait_for(timeout=60000)
         with page.expect_download() as dl:

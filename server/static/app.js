@@ -73,7 +73,8 @@ function renderResult(r, i) {
   return `<div class="result" data-id="${esc(r.id)}">
     <div class="meta">#${i + 1} · score ${r.score.toFixed(3)}${r.length_baseline === undefined ? "" : ` (its length's ${r.length_baseline.toFixed(3)} subtracted)`} · ${esc(r.dataset)} · ${esc(r.id)} ${fieldsLine(r.fields)}</div>
     ${prompt}<div class="text">${label}${onPrompt ? esc(r.text.slice(0, 1500)) : marked(r.text, spans)}</div>
-    <div class="chips">${r.explanation.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality)).join("")}</div>
+    <div class="chips">${r.explanation.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality)).join("")}${
+      (r.against || []).length ? ` <span class="muted against">against:</span> ` + r.against.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality)).join("") : ""}</div>
   </div>`;
 }
 async function doSearch(ev, more) {
