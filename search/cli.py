@@ -109,6 +109,8 @@ def eval_cmd(
                                  help="Pseudo-relevance feedback documents (0 = off)."),
     family: str = typer.Option("all", "--family", help="SAE family the sae/hybrid methods rank by: token | concept | all."),
     length_neutral: bool = typer.Option(False, "--length-neutral", help="Rank the sae method length-neutral (see `search --help`)."),
+    meaning_weight: float = typer.Option(SearchParams.model_fields["meaning_weight"].default, "--meaning-weight", min=0, max=10,
+                                         help="The sae method's term for the query's meaning through concept latents (0 = off; README)."),
     qdrant_url: Optional[str] = UrlOpt,
     as_json: bool = JsonOpt,
 ):
@@ -116,7 +118,7 @@ def eval_cmd(
     qs = load_queries(queries)
     ms = [m.strip() for m in methods.split(",") if m.strip()]
     base = SearchOptions.parse(temperature=temperature, n_latents=n_latents, label_weight=label_weight, max_doc_freq=max_doc_freq,
-                               feedback=feedback, family=family, length_neutral=length_neutral)
+                               feedback=feedback, family=family, length_neutral=length_neutral, meaning_weight=meaning_weight)
     with open_store(index, qdrant_url) as store:
         res = evaluate(SearchEngine(store, index), qs, ms, base)
 

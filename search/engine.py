@@ -40,7 +40,7 @@ from search.latents import (CONCEPT_DIRECTION_WEIGHT, CONCEPT_SHARE, DIRECTION_W
                             opposite_rows, rank_weights)
 from search.length_neutral import length_baseline, rank_length_neutral
 from search.llm_steps import llm_expand, llm_filter_latents, llm_rerank
-from search.meaning import MEANING_LATENTS, MEANING_WEIGHT, concept_directions, meaning_terms
+from search.meaning import MEANING_LATENTS, concept_directions, meaning_terms
 from search.params import MAX_K, MAX_QUERY_CHARS, SearchParams
 
 
@@ -75,9 +75,7 @@ class SearchOptions(SearchParams):
     explain: bool = True  # evaluation turns it off: it ranks whole pools and only needs ids
     feedback_weight: float = Field(0.5, ge=0, le=1)  # share of the feedback latents in the second pass
     feedback_latents: int = Field(40, ge=1, le=1000)
-    # The query's meaning through the concept latents' decoder rows (:mod:`search.meaning`), as a
-    # share of the label-matched latents' weight; method sae only (hybrid has dense for it).
-    meaning_weight: float = Field(MEANING_WEIGHT, ge=0, le=10)
+    # How many concept latents the query's meaning term (SearchParams.meaning_weight) reaches.
     meaning_latents: int = Field(MEANING_LATENTS, ge=1, le=100_000)
 
     @classmethod

@@ -17,6 +17,7 @@ lines tune, even lines validate): SAE MAP x dense 1.312 -> 1.333 over all querie
 there the dense ranking already carries the query's meaning, and on the tuning half hybrid
 MAP fell with it (1.381 -> 1.358).
 
+The weight is a search parameter (``SearchParams.meaning_weight``, default 0.25; ``--meaning-weight``).
 Only where the concept SAE reads the query embedder's space (the shipped MiniLM family): an mpnet
 family's decoder rows are not comparable with a MiniLM query vector.
 """
@@ -31,7 +32,6 @@ from indexer.encode.embedder import DEFAULT_EMBEDDER, same_embedder, unit_embedd
 from indexer.encode.recipe import Recipe
 from indexer.encode.sae import load_sae, sae_dir
 
-MEANING_WEIGHT = 0.25  # of the label-matched latents' total weight (dev queries: see the module docstring)
 MEANING_LATENTS = 100  # the concept latents with the largest |q . d_i|: 100, 200, 400 and all 2,048 measured alike
 
 

@@ -11,6 +11,9 @@ from indexer.core.params import Params, Where
 METHODS = ("sae", "bm25", "dense", "hybrid")
 MAX_K = 10_000
 MAX_QUERY_CHARS = 2000
+# The sae method's term for the query's meaning read through the concept latents' decoder rows, as a
+# share of the label-matched latents' weight; chosen on half the dev queries (search/meaning.py).
+MEANING_WEIGHT = 0.25
 
 
 class SearchParams(Params):
@@ -34,6 +37,10 @@ class SearchParams(Params):
     length_neutral: bool = Field(False, description=(
         "Method sae: rank by how much more of the query's latents a document has than the index's documents "
         "of its length have (long texts stop ranking first for length alone; off where length is the property)."))
+    meaning_weight: float = Field(MEANING_WEIGHT, ge=0, le=10, allow_inf_nan=False, description=(
+        "Method sae: weight of the query's own meaning, read through the concept latents' directions "
+        "(latents pointing along the query lift a document, those pointing away lower it); 0 = labels only. "
+        "The other methods ignore it."))
     feedback: int = Field(12, ge=0, le=200, description=(
         "Pseudo-relevance feedback (methods sae, hybrid): add the latents enriched in the top N "
         "results of a first pass (0 = off)."))

@@ -162,6 +162,12 @@ def test_eval_retrieval_reports_every_method(bbc_index, tmp_path):
     r = cli("eval-retrieval", "--index", bbc_index, "--queries", str(q), "--methods", "sae,dense", "--length-neutral", "--json")
     neutral = json.loads(r.stdout)["queries"][0]["methods"]
     assert neutral["dense"] == row["methods"]["dense"] and 0 <= neutral["sae"]["ap"] <= 1
+    # --meaning-weight 0 turns the sae method's meaning term off (README); a negative weight is refused
+    r = cli("eval-retrieval", "--index", bbc_index, "--queries", str(q), "--methods", "sae,dense", "--meaning-weight", "0", "--json")
+    plain = json.loads(r.stdout)["queries"][0]["methods"]
+    assert plain["dense"] == row["methods"]["dense"] and 0 <= plain["sae"]["ap"] <= 1
+    r = cli("eval-retrieval", "--index", bbc_index, "--queries", str(q), "--meaning-weight", "-1")
+    assert r.exit_code == 2 and "meaning-weight" in r.output
 
 
 def test_average_precision():
@@ -396,3 +402,5 @@ def test_meaning_term_adds_the_query_decomposed_over_concept_latents(bbc_index):
             assert not any("meaning" in x for x in out["latents"]), extra
     finally:
         store.close()
+    r = cli("search", query, "--index", bbc_index, "--k", "5", "--meaning-weight", "0", "--json")  # the CLI flag (store closed)
+    assert r.exit_code == 0 and not any("meaning" in x for x in json.loads(r.stdout)["latents"]), r.output

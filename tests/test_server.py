@@ -103,6 +103,11 @@ def test_search_and_analyses(client, bbc_index):
     assert neutral.status_code == 200 and neutral.json()["results"][0]["explanation"]  # (on the slow searches' pool)
     assert client.post(f"/v1/indexes/{bbc_index}/search", json={"query": "x", "method": "dense", "length_neutral": True},
                        headers=AUTH).status_code == 422
+    labels_only = client.post(f"/v1/indexes/{bbc_index}/search", json={"query": "sports results", "k": 5, "meaning_weight": 0}, headers=AUTH)
+    assert labels_only.status_code == 200 and not any("meaning" in x for x in labels_only.json()["latents"])
+    assert any("meaning" in x for x in r.json()["latents"])  # the default weighs the query's meaning in
+    for bad in (-1, 11, "nan"):
+        assert client.post(f"/v1/indexes/{bbc_index}/search", json={"query": "x", "meaning_weight": bad}, headers=AUTH).status_code == 422
     like = client.post(f"/v1/indexes/{bbc_index}/search", json={"like": res[0]["id"], "k": 3}, headers=AUTH)
     assert like.status_code == 200 and res[0]["id"] not in [x["id"] for x in like.json()["results"]]
     d = finished(client.post(f"/v1/indexes/{bbc_index}/diff?wait=60", json={"a": {"topic": "sports"}, "b": {"topic": "business"}, "top": 5}, headers=AUTH))
