@@ -353,6 +353,26 @@ def test_meaning_terms_pick_the_best_aligned_directions_in_either_sign():
     assert sorted(ids.tolist()) == list(range(100, 105))
 
 
+def test_meaning_term_needs_a_concept_family_in_the_query_space():
+    """No concept family (an index of the token family only), or one whose SAE reads another
+    embedder's space (mpnet's rows against a MiniLM query), gives no decoder rows: the term is off.
+    The shipped MiniLM family's rows come with the index's latent ids (after the token SAE's)."""
+    import dataclasses
+
+    from indexer.encode.recipe import Recipe, SaeRecipe
+    from indexer.encode.sae import load_sae, sae_dir
+    from search.meaning import concept_directions
+
+    token_only = Recipe.external(d_sae=16384)
+    assert concept_directions(token_only) is None
+    mini, mpnet = (load_sae(sae_dir(n, "concept")) for n in ("default", "mpnet"))
+    got = concept_directions(dataclasses.replace(token_only, concept=SaeRecipe.of(mini, "default")))
+    assert got is not None and got.ids[0] == 16384 and got.rows.shape == (mini.d_sae, 384)
+    assert concept_directions(dataclasses.replace(token_only, concept=SaeRecipe.of(mpnet, "mpnet"))) is None
+    other = dataclasses.replace(SaeRecipe.of(mini, "default"), hash="0" * 16)  # not the SAE the index was built with
+    assert concept_directions(dataclasses.replace(token_only, concept=other)) is None
+
+
 def test_meaning_term_adds_the_query_decomposed_over_concept_latents(bbc_index):
     """Method sae adds, to each of the concept latents best aligned with the query, meaning_weight x
     the label weights' total x (q . d_i) per unit of activation (d_i its decoder row); hits are
