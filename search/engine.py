@@ -595,7 +595,7 @@ class SearchEngine:
                 contrib = acts * scale
                 present = np.flatnonzero(acts > 0)
                 top = present[np.argsort(-contrib[present], kind="stable")][: opts.explain_latents]
-                top = top[contrib[top] > 0] if len(top) else top
+                top = top[contrib[top] > 0]  # a latent the meaning term weighs negatively is never a reason for a hit
                 lowering = present[contrib[present] < 0]  # the query's meaning points away from these
                 lowering = lowering[np.argsort(contrib[lowering], kind="stable")][:AGAINST_LATENTS]
                 spans = spans_in(spans_of.get(h.doc_id), [int(lat_ids[j]) for j in (*top, *lowering)])

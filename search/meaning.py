@@ -11,8 +11,8 @@ latents whose *names* fit a query; this term reaches the ones whose *direction* 
 where the label part is weakest (tone, sentiment, speech acts).
 
 Measured on the 17 dev queries (README "The query's meaning through the concept latents"; odd
-lines tune, even lines validate): SAE MAP x dense 1.312 -> 1.333 over all queries, tuning half
-1.464 -> 1.483, validation half 1.155 -> 1.180 at weight 0.25 (the tuning half's pick among 0,
+lines tune, even lines validate; ``benchmarks/meaning.py``): SAE MAP x dense 1.312 -> 1.330 over
+all queries, tuning half 1.464 -> 1.479, validation half 1.155 -> 1.178 at weight 0.25 (the tuning half's pick among 0,
 0.25, 0.5, 0.75, 1, 2, 4), 15 of 17 queries equal or better. It is left out of hybrid search:
 there the dense ranking already carries the query's meaning, and on the tuning half hybrid
 MAP fell with it (1.381 -> 1.358).
