@@ -440,7 +440,7 @@ class SearchEngine:
                         "offset": opts.offset, "next_offset": None}
             if opts.feedback and not opts.like:
                 latents = self.feedback_latents(latents, flt, opts, query)
-            if opts.method == "sae" and opts.meaning_weight > 0 and query and query.strip() and not opts.like:
+            if opts.method == "sae" and opts.meaning_weight > 0 and not opts.like:  # opts.check: a query unless --like
                 latents = self.with_meaning(latents, query, opts)
             idx = [w.latent for w in latents]
             vals = [w.weight / w.p90 for w in latents]
