@@ -37,7 +37,7 @@ from indexer.store.columns import RowLocator, copy_for, fresh_copy
 from indexer.store.latent_table import latent_table
 from search.bm25 import allowed_mask, load_or_build_bm25
 from search.latents import (CONCEPT_DIRECTION_WEIGHT, CONCEPT_SHARE, DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query,
-                            opposite_rows, rank_weights)
+                            opposite_rows, rank_weights, top_order)
 from search.length_neutral import length_baseline, rank_length_neutral
 from search.llm_steps import llm_expand, llm_filter_latents, llm_rerank
 from search.meaning import MEANING_LATENTS, concept_directions, meaning_terms
@@ -309,18 +309,15 @@ class SearchEngine:
                            if d.sparse)
         doc_w = np.exp(-np.arange(len(top)) / max(len(top) / 2, 1))  # the first documents are likelier relevant
         doc_w /= doc_w.sum()
-        rows_in, weights_in = [], []
-        for h, dw in zip(top, doc_w.tolist()):
-            if h.doc_id not in vectors:
-                continue
-            ids, vals = vectors[h.doc_id]
-            rows = table.rows(ids)
-            ok = rows >= 0
-            rows, vals = rows[ok], vals[ok]
-            strong = rows[vals >= 0.5 * table.p90[rows]]  # fires at least half as strongly as usual
-            rows_in.append(strong)
-            weights_in.append(np.full(len(strong), dw))
-        share = np.bincount(np.concatenate(rows_in), np.concatenate(weights_in), minlength=table.size)
+        kept = [(vectors[h.doc_id], dw) for h, dw in zip(top, doc_w) if h.doc_id in vectors]
+        ids = np.concatenate([v[0] for v, _ in kept]) if kept else np.zeros(0, np.int64)  # every document's latents, in rank order
+        vals = np.concatenate([v[1] for v, _ in kept]) if kept else np.zeros(0, np.float32)
+        weights_in = np.repeat([dw for _, dw in kept], [len(v[0]) for v, _ in kept])
+        rows = table.rows(ids)
+        ok = rows >= 0
+        rows, vals, weights_in = rows[ok], vals[ok], weights_in[ok]
+        strong = vals >= 0.5 * table.p90[rows]  # fires at least half as strongly as usual
+        share = np.bincount(rows[strong], weights_in[strong], minlength=table.size)
         cand = np.flatnonzero(share > 0)
         df = table.doc_freq[cand]
         score = (share[cand] - df) * np.clip(np.nan_to_num(table.quality[cand], nan=0.5), 0.0, 1.0) ** opts.quality_weight
@@ -330,7 +327,7 @@ class SearchEngine:
             good &= in_family[cand]
         if query:
             good &= ~opposite_rows(table, query)[cand]
-        order = np.argsort(-score[good], kind="stable")[: opts.feedback_latents]
+        order = top_order(score[good], opts.feedback_latents)
         fb_rows = cand[good][order]
         fb_ids = table.ids[fb_rows]
         if not len(fb_ids):
