@@ -290,8 +290,9 @@ def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_wei
         score[unclear] -= (1 - UNCLEAR_WEIGHT) * np.abs(score[unclear])
     if isinstance(query, str):
         score[opposite_rows(table, query)[rows]] = -np.inf
-    order = [i for i in np.lexsort((table.ids[rows], -score))[:top] if np.isfinite(score[i])]
-    return [(int(table.ids[rows[i]]), float(score[i])) for i in order]
+    order = np.lexsort((table.ids[rows], -score))[:top]
+    order = order[np.isfinite(score[order])]
+    return list(zip(table.ids[rows[order]].tolist(), score[order].tolist()))
 
 
 def _unclear_rows(table: LatentTable) -> np.ndarray:

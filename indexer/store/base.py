@@ -21,6 +21,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -50,7 +51,10 @@ class IndexNotFound(StoreError, NotFoundError):
     http_status = NotFoundError.http_status
 
 
+@lru_cache(maxsize=1 << 15)
 def point_id(doc_id: str) -> str:
+    """A document's Qdrant point id (UUID5 of its id). Remembered: a search's hits and feedback
+    documents recur across searches, and each uuid5 costs ~8 us (~0.2 ms a search)."""
     return str(uuid.uuid5(_NS, doc_id))
 
 
