@@ -15,9 +15,10 @@ import torch
 
 import indexer.encode.query_path as query_path
 from indexer.encode.embedder import Embedder, get_embedder
-from indexer.encode.lean_bert import LeanBert, verified
+from indexer.encode.lean_bert import LEAN_MAX_TOKENS, LeanBert, Routed, verified
 
-TEXTS = ["sarcastic remarks about politicians", "x", "Ünïcödé, emoji 🙂 — dashes", "long text " * 300]
+TEXTS = ["sarcastic remarks about politicians", "x", "Ünïcödé, emoji 🙂 — dashes", "edge " * 30, "a longer text " * 12,
+         "long text " * 300]
 
 
 def test_saved_query_path_equals_the_model_and_loads_without_sentence_transformers():
@@ -39,10 +40,12 @@ def test_saved_query_path_equals_the_model_and_loads_without_sentence_transforme
     assert np.array_equal(np.asarray(vec, np.float32), eager._forward_one(TEXTS[0]))
 
 
-def _bert_inputs(emb: Embedder) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _bert_inputs(emb: Embedder, short: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The test texts as model inputs; ``short``: only those the lean forward serves."""
     tok = emb.model.tokenizer
-    return [(f["input_ids"], f["attention_mask"]) for f in
-            (tok([t], return_tensors="pt", truncation=True, max_length=emb.max_seq_length) for t in TEXTS)]
+    inputs = [(f["input_ids"], f["attention_mask"]) for f in
+              (tok([t], return_tensors="pt", truncation=True, max_length=emb.max_seq_length) for t in TEXTS)]
+    return [x for x in inputs if x[0].shape[1] <= LEAN_MAX_TOKENS] if short else inputs
 
 
 def _lean_is_exact(emb: Embedder) -> bool:
@@ -58,12 +61,19 @@ def test_lean_bert_reproduces_minilm_in_bf16_and_refuses_padding(tmp_path):
     if emb.precision != "bf16":
         pytest.skip("no native bf16 here: queries keep the TorchScript trace")
     auto = emb.model[0].auto_model
-    lean = LeanBert.from_model(auto)
+    lean = LeanBert.from_model(auto, keep_plain=True)
     assert lean is not None
     lean.save(tmp_path / "lean.pt")
     loaded = LeanBert.load(tmp_path / "lean.pt")
+    # a loaded forward holds its linear weights packed only, and says so if asked to save
+    assert not any(k.endswith(("qkv.weight", "intermediate.weight")) for k in loaded.state)
+    with pytest.raises(ValueError, match="keep_plain"):
+        loaded.save(tmp_path / "again.pt")
     eager = lambda i, m: auto(input_ids=i, attention_mask=m).last_hidden_state  # noqa: E731
     assert verified(lean, eager, _bert_inputs(emb)) and verified(loaded, eager, _bert_inputs(emb))
+    # past LEAN_MAX_TOKENS the routed forward hands texts to the eager model (a trace in use): still exact
+    assert max(x[0].shape[1] for x in _bert_inputs(emb, short=False)) > LEAN_MAX_TOKENS
+    assert verified(Routed(loaded, eager), eager, _bert_inputs(emb, short=False))
     ids, mask = _bert_inputs(emb)[0]
     with pytest.raises(ValueError, match="unpadded"):
         loaded(ids, torch.cat([mask[:, :-1], torch.zeros_like(mask[:, :1])], dim=1))
@@ -74,7 +84,7 @@ def test_without_the_lean_forward_the_saved_path_is_one_trace_and_exact(tmp_path
     """A model the lean forward does not cover (MPNet, fp32 where oneDNN rounds otherwise) saves
     the trace of the whole path, still equal to the eager model."""
     emb = get_embedder()
-    monkeypatch.setattr(query_path.LeanBert, "from_model", classmethod(lambda cls, auto: None))
+    monkeypatch.setattr(query_path.LeanBert, "from_model", classmethod(lambda cls, auto, keep_plain=False: None))
     monkeypatch.setattr(query_path, "folder_for", lambda key: tmp_path / f"query-path-{key}")
     assert query_path.build_and_save(emb.model, emb._path_key, emb.dim)
     saved = query_path.load_saved(emb._path_key)

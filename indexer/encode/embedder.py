@@ -16,7 +16,7 @@ import numpy as np
 
 from indexer.core.errors import InputError
 from indexer.core.progress import progress_bar
-from indexer.encode.lean_bert import LeanBert, verified
+from indexer.encode.lean_bert import LEAN_MAX_TOKENS, LeanBert, Routed, verified
 from indexer.encode.query_path import build_and_save, load_saved, query_path_key
 from indexer.encode.reader import ReaderConfig, model_cache_dir, resolve_precision
 
@@ -251,7 +251,8 @@ PAD_BUCKET = 4  # fixed_batch: token lengths rounded up to a multiple of this (1
 def _trace_transformer(model):
     """The fastest forward of a sentence-transformers model's transformer, (ids, mask) -> token
     embeddings, that equals the eager model on probe texts of other lengths: the lean forward of
-    a BERT encoder (:mod:`indexer.encode.lean_bert`), else a TorchScript trace; None if neither."""
+    a BERT encoder (:mod:`indexer.encode.lean_bert`) for short texts, else a TorchScript trace;
+    None if neither."""
     import warnings
 
     import torch
@@ -270,20 +271,23 @@ def _trace_transformer(model):
             return self.m(input_ids=ids, attention_mask=mask).last_hidden_state
 
     tok = model.tokenizer
-    probes = ["a probe of middling length for the trace", "short", "a much longer probe " * 12]
+    probes = ["a probe of middling length for the trace", "short", "edge " * 30, "a much longer probe " * 12]
     inputs = [(f["input_ids"], f["attention_mask"]) for f in
               (tok([text], return_tensors="pt", truncation=True, max_length=model.max_seq_length) for text in probes)]
     eager = _Hidden(auto).eval()
-    lean = LeanBert.from_model(auto)
-    if lean is not None and verified(lean, eager, inputs):
-        return lean
+    traced = None
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(eager, inputs[0], check_trace=False, strict=False)
-        return traced if verified(traced, eager, inputs[1:]) else None
+        traced = traced if verified(traced, eager, inputs[1:]) else None
     except Exception:  # noqa: BLE001 - an untraceable model runs eagerly
-        return None
+        traced = None
+    lean = LeanBert.from_model(auto)
+    short = [x for x in inputs if x[0].shape[1] <= LEAN_MAX_TOKENS]
+    if lean is not None and verified(lean, eager, short):
+        return Routed(lean, traced or eager)
+    return traced
 
 
 @lru_cache(maxsize=4)

@@ -5,9 +5,11 @@ A query is one short text, and on one core its embedding was a third of a search
 called through ``nn.Linear``, re-lays its weight out for oneDNN on every call; with the weights
 packed once (``mkldnn._reorder_linear_weight``), the query, key and value projections of a layer
 fused into one product, and no attention mask (one text has no padding), the same encoder costs
-~2.4 ms (compiled by TorchScript, off the GIL) and computes the same bits: every path built from it is checked equal to the eager model on
-probe texts before it is used (:func:`verified`), and anything else (another architecture,
-another precision whose packed kernel rounds differently, no oneDNN) keeps the TorchScript trace.
+~2.4 ms (compiled by TorchScript, off the GIL) and computes the same bits for texts of up to
+:data:`LEAN_MAX_TOKENS` tokens (:class:`Routed` sends longer ones to the trace): every path built
+from it is checked equal to the eager model on probe texts before it is used (:func:`verified`),
+and anything else (another architecture, another precision whose packed kernel rounds
+differently, no oneDNN) keeps the TorchScript trace.
 """
 
 from __future__ import annotations
@@ -21,15 +23,22 @@ import torch
 import torch.nn.functional as F
 
 
-
-def _linear_op():
+def _has_packed_linear() -> bool:
+    """Whether this torch carries oneDNN's packed linear ops (a build without oneDNN has none)."""
     try:
-        return torch.ops.mkldnn._linear_pointwise
-    except (AttributeError, RuntimeError):  # a torch built without oneDNN
-        return None
+        torch.ops.mkldnn._linear_pointwise
+        torch.ops.mkldnn._reorder_linear_weight
+    except (AttributeError, RuntimeError):
+        return False
+    return True
 
 
-_LINEAR = _linear_op()
+_ONEDNN_LINEAR = _has_packed_linear()
+# The longest text (in tokens) the lean forward serves. Its packed products sum in the eager
+# model's order only for so few rows on every CPU measured: on an AMX Xeon the 1,536-wide output
+# projection changes its summation order past 32 rows (1-ulp differences from 33 tokens on), where
+# an AMD EPYC stays exact at every length. Queries are shorter; longer texts take the other path.
+LEAN_MAX_TOKENS = 32
 _PACK_BATCH = 16  # the batch the packed layout is tuned for: a query's ~10 tokens
 
 
@@ -40,22 +49,28 @@ def _pack(weight: torch.Tensor) -> torch.Tensor:
 class LeanBert:
     """Token embeddings (1, T, H) of one unpadded text, as ``BertModel(...).last_hidden_state``."""
 
-    def __init__(self, state: dict[str, torch.Tensor], heads: int, eps: float):
-        self.state, self.heads, self.eps = state, heads, eps
+    def __init__(self, state: dict[str, torch.Tensor], heads: int, eps: float, keep_plain: bool = False):
+        """``keep_plain``: keep the linear weights unpacked too, as :meth:`save` needs them; a forward
+        that is only run drops them (MiniLM: 21 MB less held by a server)."""
+        self.state, self.heads, self.eps = dict(state), heads, eps
         self.params: list[torch.Tensor] = []  # _PER_LAYER a layer, linear weights packed
         for i in range(int(state["n_layers"])):
             p = f"layer.{i}."
             for name in ("qkv", "attention_out", "intermediate", "out"):
                 self.params += [_pack(state[p + name + ".weight"]), state[p + name + ".bias"]]
+                if not keep_plain:
+                    del self.state[p + name + ".weight"]
             for name in ("ln_attention", "ln_out"):
                 self.params += [state[p + name + ".weight"], state[p + name + ".bias"]]
+        self.savable = keep_plain
 
     @classmethod
-    def from_model(cls, auto) -> "LeanBert | None":
+    def from_model(cls, auto, keep_plain: bool = False) -> "LeanBert | None":
         """The lean forward of a transformers ``BertModel`` (absolute positions, GELU, eval), or
-        None for any other model (MPNet, a decoder, relative positions) or without oneDNN."""
+        None for any other model (MPNet, a decoder, relative positions) or without oneDNN;
+        ``keep_plain`` where it is to be saved."""
         cfg = getattr(auto, "config", None)
-        if (_LINEAR is None or not torch.backends.mkldnn.is_available() or type(auto).__name__ != "BertModel"
+        if (not _ONEDNN_LINEAR or not torch.backends.mkldnn.is_available() or type(auto).__name__ != "BertModel"
                 or getattr(cfg, "position_embedding_type", "absolute") != "absolute" or cfg.hidden_act != "gelu"
                 or getattr(cfg, "is_decoder", False)):
             return None
@@ -73,11 +88,13 @@ class LeanBert:
                 state[p + name + ".weight"], state[p + name + ".bias"] = mod.weight, mod.bias
         state = {k: v.detach().clone() for k, v in state.items()}
         try:
-            return cls(state, cfg.num_attention_heads, cfg.layer_norm_eps)
+            return cls(state, cfg.num_attention_heads, cfg.layer_norm_eps, keep_plain)
         except RuntimeError:  # a dtype oneDNN cannot pack here
             return None
 
     def save(self, path: Path) -> None:
+        if not self.savable:
+            raise ValueError("this lean forward dropped its plain weights: build it with keep_plain=True to save it")
         torch.save({"state": self.state, "heads": self.heads, "eps": self.eps}, str(path))
 
     @classmethod
@@ -92,6 +109,17 @@ class LeanBert:
         s = self.state
         return _scripted()(ids, s["word"], s["token_type"], s["position"], s["ln_embeddings.weight"], s["ln_embeddings.bias"],
                            self.params, self.heads, self.eps)
+
+
+class Routed:
+    """(ids, mask) -> token embeddings: the lean forward up to :data:`LEAN_MAX_TOKENS` tokens,
+    ``longer`` (a trace or the eager model) past it."""
+
+    def __init__(self, lean: LeanBert, longer):
+        self.lean, self.longer = lean, longer
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.lean(ids, mask) if ids.shape[1] <= LEAN_MAX_TOKENS else self.longer(ids, mask)
 
 
 _PER_LAYER = 12  # qkv, attention out, intermediate, out (weight, bias each), then two layer norms (weight, bias)
@@ -122,7 +150,7 @@ def _forward(ids: torch.Tensor, word: torch.Tensor, token_type: torch.Tensor, po
 
 @lru_cache(maxsize=1)
 def _scripted():
-    """:func:`_forward` compiled by TorchScript once per process (~0.2 s): it then runs without
+    """:func:`_forward` compiled by TorchScript once per process (12 ms measured): it then runs without
     the GIL between its ops, so concurrent searches embed on both cores (769 vs 542 queries/s
     on two threads measured against the same forward in Python; 2.35 vs 3.08 ms on one)."""
     return torch.jit.script(_forward)

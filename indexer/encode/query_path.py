@@ -9,10 +9,10 @@ lengths (one past the truncation limit), its token ids equal the model tokenizer
 vectors equal the eager model's exactly; it is keyed by the model's files, the torch version,
 the precision and the sequence limit, so any change builds a new one.
 
-Where the model is a BERT encoder, the transformer is saved as its lean forward instead
+Where the model is a BERT encoder, the transformer is also saved as its lean forward
 (:mod:`indexer.encode.lean_bert`: packed weights, ~40% less CPU a query) with the pooling traced
-behind it; it is kept on the same condition (equal to the eager model on every probe), else the
-trace of the whole path is.
+behind it, for texts of up to ``LEAN_MAX_TOKENS`` tokens (queries); it is kept on the same
+condition (equal to the eager model on every probe), and longer texts take the whole trace.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from indexer.core.paths import saedex_home
-from indexer.encode.lean_bert import LeanBert
+from indexer.encode.lean_bert import LEAN_MAX_TOKENS, LeanBert
 
-FORMAT = 2  # 2: a BERT encoder is saved as its lean forward
+FORMAT = 3  # 2: a BERT encoder is saved as its lean forward; 3: with the whole trace for longer texts
 PROBES = ["a probe of middling length for the trace", "short", "Ünïcödé, emoji 🙂 and numbers 3.14 — dashes",
-          "a much longer probe " * 12, "past the limit " * 200]
+          "edge " * 30, "a much longer probe " * 12, "past the limit " * 200]
 _lock = threading.Lock()
 
 
@@ -70,12 +70,13 @@ class SavedQueryPath:
         self.tokenizer = Tokenizer.from_str((folder / "tokenizer.json").read_text())
         self.tokenizer.enable_truncation(int(meta["max_len"]))
         self.tokenizer.no_padding()
-        if (folder / "lean.pt").exists():  # the lean transformer, then the traced pooling
+        whole = torch.jit.load(str(folder / "path.pt"), map_location="cpu")
+        if (folder / "lean.pt").exists():  # short texts: the lean transformer, then the traced pooling
             self.kind = "lean"
-            self.module = _LeanPath(LeanBert.load(folder / "lean.pt"), torch.jit.load(str(folder / "pool.pt"), map_location="cpu"))
+            self.module = _LeanPath(LeanBert.load(folder / "lean.pt"), torch.jit.load(str(folder / "pool.pt"), map_location="cpu"), whole)
         else:
             self.kind = "trace"
-            self.module = torch.jit.load(str(folder / "path.pt"), map_location="cpu")
+            self.module = whole
 
     def tensors(self, text: str):
         import torch
@@ -94,12 +95,15 @@ class SavedQueryPath:
 
 
 class _LeanPath:
-    """(ids, mask) -> sentence embedding: the lean transformer, then the model's own pooling (traced)."""
+    """(ids, mask) -> sentence embedding: up to LEAN_MAX_TOKENS tokens the lean transformer, then
+    the model's own pooling (traced); past it the trace of the whole path."""
 
-    def __init__(self, lean: LeanBert, pool):
-        self.lean, self.pool = lean, pool
+    def __init__(self, lean: LeanBert, pool, whole):
+        self.lean, self.pool, self.whole = lean, pool, whole
 
     def __call__(self, ids, mask):
+        if ids.shape[1] > LEAN_MAX_TOKENS:
+            return self.whole(ids, mask)
         return self.pool(self.lean(ids, mask), mask)
 
 
@@ -115,8 +119,8 @@ def load_saved(key: str) -> SavedQueryPath | None:
 
 def build_and_save(model, key: str, dim: int) -> bool:
     """Save ``model``'s query path (a SentenceTransformer: transformer + pooling + normalise) with
-    a ``tokenizers`` copy of its tokenizer: the lean forward where the model is a BERT encoder and
-    it checks out, else one trace of the whole path. Checked on :data:`PROBES` (same token ids,
+    a ``tokenizers`` copy of its tokenizer: one trace of the whole path, and beside it for short
+    texts the lean forward where the model is a BERT encoder and it checks out. Checked on :data:`PROBES` (same token ids,
     the eager model's vectors bit for bit); False (nothing saved) if neither checks out."""
     import torch
 
@@ -153,7 +157,11 @@ def build_and_save(model, key: str, dim: int) -> bool:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             f = prep([PROBES[0]])
-            lean = LeanBert.from_model(auto)
+            traced = torch.jit.trace(_Path().eval(), (f["input_ids"], f["attention_mask"]), check_trace=False, strict=False)
+            torch.jit.save(traced, str(tmp / "path.pt"))
+            if not _matches(SavedQueryPath(tmp), model, prep):
+                return False
+            lean = LeanBert.from_model(auto, keep_plain=True)
             if lean is not None:
                 lean.save(tmp / "lean.pt")
                 hidden = auto(input_ids=f["input_ids"], attention_mask=f["attention_mask"]).last_hidden_state
@@ -162,12 +170,6 @@ def build_and_save(model, key: str, dim: int) -> bool:
                 if not _matches(SavedQueryPath(tmp), model, prep):
                     (tmp / "lean.pt").unlink()
                     (tmp / "pool.pt").unlink()
-                    lean = None
-            if lean is None:
-                traced = torch.jit.trace(_Path().eval(), (f["input_ids"], f["attention_mask"]), check_trace=False, strict=False)
-                torch.jit.save(traced, str(tmp / "path.pt"))
-                if not _matches(SavedQueryPath(tmp), model, prep):
-                    return False
         os.replace(tmp, folder) if not folder.exists() else None
         return True
     except Exception:  # noqa: BLE001 - an untraceable model keeps using sentence-transformers
