@@ -4,7 +4,12 @@ encoder actor of the resumed run killed with SIGKILL mid-run; the result is comp
 of the same documents: the same ids once each, the same vectors, the same search and diff results.
 
 Both paths run in fp32 here: bf16 (this CPU's default) agrees at pooled cosine ~0.999 but its
-rounding depends on batch shape and thread count, and the claim tested is the path, not bf16."""
+rounding depends on batch shape and thread count, and the claim tested is the path, not bf16.
+On some CPUs even fp32 products depend on the batch's row count and the thread count (an AMX Xeon:
+the reader's activations differ by ~1e-6 between one process and one-CPU actors, and the concept
+embedder's sentence vectors by ulps), so two latents nearly tied at a TopK boundary can swap
+(measured there: one document of 119, a concept latent at 2.763 in place of one at 2.751); the
+comparison allows such swaps and nothing else."""
 
 from __future__ import annotations
 
@@ -117,20 +122,26 @@ def _vectors(index: str) -> dict[str, tuple[dict, dict]]:
 
 
 def _assert_same_index(index: str, reference: str) -> None:
-    """Same ids, vectors at cosine >= 0.9999 with the same top-10 latents, same payload."""
+    """Same ids and payloads; the same vectors up to float noise: shared latents within 1%, and
+    a latent in only one index only as one of a near-tie swapped at a TopK boundary (the other
+    index holds a latent of nearly the same activation instead; see the module docstring)."""
     a, b = _vectors(reference), _vectors(index)
     assert set(a) == set(b) and len(a) == N_DOCS
-    worst = 1.0
+    swaps = 0
     for doc_id, (va, row_a) in a.items():
         vb, row_b = b[doc_id]
-        keys = sorted(set(va) | set(vb))
-        x, y = np.array([va.get(k, 0.0) for k in keys]), np.array([vb.get(k, 0.0) for k in keys])
-        worst = min(worst, float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))))
+        for k in va.keys() & vb.keys():
+            assert abs(va[k] - vb[k]) <= 0.01 * max(abs(va[k]), abs(vb[k])), (doc_id, k, va[k], vb[k])
+        only_a = sorted(va[k] for k in va.keys() - vb.keys())
+        only_b = sorted(vb[k] for k in vb.keys() - va.keys())
+        assert len(only_a) == len(only_b) <= 2, (doc_id, only_a, only_b)
+        assert all(abs(x - y) <= 0.02 * max(x, y) for x, y in zip(only_a, only_b)), (doc_id, only_a, only_b)
+        swaps += len(only_a)
         top = lambda v: set(sorted(v, key=lambda k: -v[k])[:10])  # noqa: E731
         assert top(va) == top(vb), doc_id
         for col in ("text", "dataset", "topic", "field_id", "content_hash", "n_tokens"):
             assert row_a[col] == row_b[col], (doc_id, col)
-    assert worst >= 0.9999, worst
+    assert swaps <= 5, swaps  # one measured on the AMX Xeon, none on an AMD EPYC
     for args in (["search", "football match result", "--k", "10"],
                  ["diff", "--a", "topic=sports", "--b", "topic=business"]):
         ra, rb = (cli(*args, "--index", i, "--json") for i in (reference, index))
