@@ -94,3 +94,19 @@ def test_without_the_lean_forward_the_saved_path_is_one_trace_and_exact(tmp_path
     eager._forwarded = -100  # the model's own eager path for every text
     for t in TEXTS:
         assert np.array_equal(saved(t), eager._forward_one(t)), t
+
+
+def test_in_process_query_forward_equals_the_model_on_short_and_long_texts():
+    """The forward queries use in a process with the model loaded (the lean one up to
+    LEAN_MAX_TOKENS tokens where it checks out, the eager model past it, or a trace) gives the
+    eager model's bits on every test text."""
+    from indexer.encode.embedder import _trace_transformer
+
+    emb = get_embedder()
+    auto = emb.model[0].auto_model
+    forward = _trace_transformer(emb.model)
+    assert forward is not None
+    eager = lambda i, m: auto(input_ids=i, attention_mask=m).last_hidden_state  # noqa: E731
+    assert verified(forward, eager, _bert_inputs(emb, short=False))
+    assert isinstance(forward, Routed) == _lean_is_exact(emb)
+

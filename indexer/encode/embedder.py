@@ -142,11 +142,12 @@ class Embedder:
         normalise): what ``encode`` computes (to 3e-8), without ``encode``'s batching machinery.
 
         The transformer runs as its lean forward (a BERT encoder: packed weights, see
-        :mod:`indexer.encode.lean_bert`) or else a TorchScript trace, whichever checks out equal
-        to the eager model (see :meth:`_traced`). A trace costs 2.6 ms of CPU a query instead of
-        4.2 (7 through ``encode``) and runs without Python between its ops, so concurrent searches
-        use both cores (701 vs 392 queries/s on 2 threads); the lean forward costs ~30% less again
-        and, its ops being few and long, keeps both cores too (582 vs 515 queries/s here).
+        :mod:`indexer.encode.lean_bert`; texts of up to LEAN_MAX_TOKENS tokens, longer ones
+        eagerly) or else a TorchScript trace, whichever checks out equal to the eager model (see
+        :meth:`_traced`). A trace costs 2.6 ms of CPU a query instead of 4.2 (7 through
+        ``encode``) and runs without Python between its ops, so concurrent searches use both
+        cores (701 vs 392 queries/s on 2 threads); the lean forward, compiled by TorchScript,
+        costs ~2.35 ms and runs off the GIL too (769 vs 515 queries/s on 2 threads).
         Building either costs seconds, so it starts with the TRACE_AFTER + 1st query: a one-off
         CLI search runs eagerly (both reproduce the eager model exactly, so results are the same)."""
         if self._saved is not None:
@@ -275,19 +276,16 @@ def _trace_transformer(model):
     inputs = [(f["input_ids"], f["attention_mask"]) for f in
               (tok([text], return_tensors="pt", truncation=True, max_length=model.max_seq_length) for text in probes)]
     eager = _Hidden(auto).eval()
-    traced = None
+    lean = LeanBert.from_model(auto)
+    if lean is not None and verified(lean, eager, [x for x in inputs if x[0].shape[1] <= LEAN_MAX_TOKENS]):
+        return Routed(lean, eager)  # a query past LEAN_MAX_TOKENS tokens (rare) runs the eager model
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(eager, inputs[0], check_trace=False, strict=False)
-        traced = traced if verified(traced, eager, inputs[1:]) else None
+        return traced if verified(traced, eager, inputs[1:]) else None
     except Exception:  # noqa: BLE001 - an untraceable model runs eagerly
-        traced = None
-    lean = LeanBert.from_model(auto)
-    short = [x for x in inputs if x[0].shape[1] <= LEAN_MAX_TOKENS]
-    if lean is not None and verified(lean, eager, short):
-        return Routed(lean, traced or eager)
-    return traced
+        return None
 
 
 @lru_cache(maxsize=4)
