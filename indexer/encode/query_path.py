@@ -120,8 +120,9 @@ def load_saved(key: str) -> SavedQueryPath | None:
 def build_and_save(model, key: str, dim: int) -> bool:
     """Save ``model``'s query path (a SentenceTransformer: transformer + pooling + normalise) with
     a ``tokenizers`` copy of its tokenizer: one trace of the whole path, and beside it for short
-    texts the lean forward where the model is a BERT encoder and it checks out. Checked on :data:`PROBES` (same token ids,
-    the eager model's vectors bit for bit); False (nothing saved) if neither checks out."""
+    texts the lean forward where the model is a BERT encoder and it checks out. Checked on
+    :data:`PROBES` (same token ids, the eager model's vectors bit for bit); False (nothing saved)
+    if the trace does not check out."""
     import torch
 
     mods = list(model)
