@@ -4,6 +4,7 @@ stage (query embedding, query -> latents, Qdrant calls, explanations), over dist
     python benchmarks/search_profile.py --index demo [--n 200]
     python benchmarks/search_profile.py --index demo --length-neutral --label length-neutral
     python benchmarks/search_profile.py --index demo --meaning-weight 0 --label no-meaning
+    python benchmarks/search_profile.py --index demo --concept-share none --label joint   # families ranked together
     PYTHONPATH=../old python benchmarks/search_profile.py --index demo --label before   # another checkout
 
 torch and BLAS run on one thread each, as in `saedex serve`. The first query (model and table loading) is not
@@ -40,7 +41,7 @@ distinct_queries, write_result = _common.distinct_queries, _common.write_result
 STAGES = [
     ("query embedding (MiniLM)", "encode", "indexer/encode/embedder.py"),
     ("query embedding (MiniLM, one text)", "_forward_one", "indexer/encode/embedder.py"),
-    ("query -> latents (all of it)", "latents_for_query", "search/latents.py"),
+    ("query -> latents (all of it)", "latents_by_family", "search/latents.py"),
     ("Qdrant: latent payloads", "get_latents", "indexer/store/base.py"),
     ("Qdrant: ranking query", "search_sparse", "indexer/store/base.py"),
     ("Qdrant: hits' vectors for explanations", "get_docs", "indexer/store/base.py"),
@@ -61,6 +62,8 @@ def main() -> None:
     ap.add_argument("--feedback", type=int, default=None, help="pseudo-relevance feedback documents (default: the engine's)")
     ap.add_argument("--length-neutral", action="store_true", help="length-neutral ranking (search --length-neutral)")
     ap.add_argument("--meaning-weight", type=float, default=None, help="the query's meaning term (default: the engine's)")
+    ap.add_argument("--concept-share", default=None, help="the concept family's share of a query ('none': ranked together; "
+                                                         "default: the engine's)")
     args = ap.parse_args()
     import torch
     from threadpoolctl import threadpool_limits
@@ -74,7 +77,8 @@ def main() -> None:
     store = open_store(args.index)
     eng = SearchEngine(store, args.index)
     opts = {"k": 10, "length_neutral": args.length_neutral} | ({} if args.feedback is None else {"feedback": args.feedback}) | (
-        {} if args.meaning_weight is None else {"meaning_weight": args.meaning_weight})
+        {} if args.meaning_weight is None else {"meaning_weight": args.meaning_weight}) | (
+        {} if args.concept_share is None else {"concept_share": None if args.concept_share == "none" else float(args.concept_share)})
     t = time.process_time()
     eng.search("warm-up query", SearchOptions(**opts))  # loads models and tables (and the length baseline)
     warm_s = time.process_time() - t
@@ -96,7 +100,8 @@ def main() -> None:
         if ct:
             stages[stage] = round(ct / args.n * 1000, 2)
     out = {"index": args.index, "code": str(Path(engine_mod.__file__).resolve().parents[1].name), "searches": args.n,
-           "length_neutral": args.length_neutral, "meaning_weight": SearchOptions(**opts).meaning_weight, "warm_up_cpu_s": round(warm_s, 2),
+           "length_neutral": args.length_neutral, "meaning_weight": SearchOptions(**opts).meaning_weight,
+           "concept_share": SearchOptions(**opts).concept_share, "warm_up_cpu_s": round(warm_s, 2),
            "cpu_ms_per_search": round(cpu_ms, 2), "wall_ms_per_search": round(wall_ms, 2),
            "profiled_ms_per_search_by_stage": stages}
     store.close()

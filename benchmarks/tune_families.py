@@ -5,9 +5,12 @@ release default; a number: each family ranked on its own, the concept family giv
 the query's weight) and ``concept_direction_weight`` (the concept latents' decoder rows, which live
 in the query embedder's space, as a third matching signal). The dev queries are split by line:
 odd lines tune, even lines validate (each half holds one sentiment query). Dense and, per
-setting, SAE and hybrid MAP are reported for both halves from the same run.
+setting, SAE and hybrid MAP are reported for both halves from the same run, and for a second,
+held-out query set (``--heldout``, default ``queries/heldout.jsonl``: 26 queries no setting was
+chosen on) - the setting is picked on the tuning half alone.
 
-    python benchmarks/tune_families.py --index dev [--shares none,0.3,0.5,0.7] [--directions 0,0.3,0.6]
+    python benchmarks/tune_families.py --index dev_m --shares none,0.3,0.5,0.6,0.7,0.8,0.9,1 --directions 0 \
+        --out tune_families-heldout
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--index", default="dev")
     ap.add_argument("--queries", default=str(Path(__file__).parent / "queries" / "dev.jsonl"))
+    ap.add_argument("--heldout", default=str(Path(__file__).parent / "queries" / "heldout.jsonl"),
+                    help="A second query set to validate on ('' for none).")
     ap.add_argument("--shares", default="none,0.3,0.5,0.7")
     ap.add_argument("--directions", default="0,0.3,0.6")
     ap.add_argument("--out", default="tune_families")
@@ -54,6 +59,11 @@ def main() -> None:
     rows = []
     base = evaluate(eng, qs, ["dense", "bm25"], SearchOptions())
     dense = {h: _map(base, n, "dense") for h, n in names.items()}
+    held = load_queries(args.heldout) if args.heldout else []
+    held_names = {"heldout": {q.name for q in held}, "heldout_odd": {q.name for q in halves(held)[0]},
+                  "heldout_even": {q.name for q in halves(held)[1]}} if held else {}
+    held_base = evaluate(eng, held, ["dense"], SearchOptions()) if held else None
+    dense.update({h: _map(held_base, n, "dense") for h, n in held_names.items()})
     print(json.dumps({"dense": dense}), flush=True)
     shares = [None if s == "none" else float(s) for s in args.shares.split(",")]
     for share, dw in itertools.product(shares, [float(x) for x in args.directions.split(",")]):
@@ -66,12 +76,21 @@ def main() -> None:
                 row[f"{h}_{m}_x_dense"] = round(row[f"{h}_{m}"] / dense[h], 3)
         row["all_sae"], row["all_hybrid"] = res["summary"]["sae"]["map"], res["summary"]["hybrid"]["map"]
         row["per_query"] = {q["name"]: {m: q["methods"][m]["ap"] for m in ("sae", "hybrid")} for q in res["queries"]}
+        if held:
+            hres = evaluate(eng, held, ["sae", "hybrid"], opts)
+            for h, n in held_names.items():
+                for m in ("sae", "hybrid"):
+                    row[f"{h}_{m}"] = _map(hres, n, m)
+                    row[f"{h}_{m}_x_dense"] = round(row[f"{h}_{m}"] / dense[h], 3)
+            row["per_query"].update({f"heldout:{q['name']}": {m: q["methods"][m]["ap"] for m in ("sae", "hybrid")}
+                                     for q in hres["queries"]})
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "per_query"}), flush=True)
     store.close()
     best = max(rows, key=lambda r: r["tune_sae"])
     summary = {"dense": dense, "dense_all": base["summary"]["dense"]["map"], "bm25_all": base["summary"]["bm25"]["map"],
-               "dense_per_query": {q["name"]: q["methods"]["dense"]["ap"] for q in base["queries"]},
+               "dense_per_query": {q["name"]: q["methods"]["dense"]["ap"] for q in base["queries"]}
+               | ({f"heldout:{q['name']}": q["methods"]["dense"]["ap"] for q in held_base["queries"]} if held_base else {}),
                "halves": {h: sorted(n) for h, n in names.items()}, "rows": rows,
                "chosen_on_tune_half": {k: v for k, v in best.items() if k != "per_query"}}
     print("chosen on the tuning half:", json.dumps(summary["chosen_on_tune_half"]))

@@ -36,7 +36,7 @@ from indexer.store.catalog import require_fresh_latent_stats, require_index
 from indexer.store.columns import RowLocator, copy_for, fresh_copy
 from indexer.store.latent_table import latent_table
 from search.bm25 import allowed_mask, load_or_build_bm25
-from search.latents import (CONCEPT_DIRECTION_WEIGHT, CONCEPT_SHARE, DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_for_query,
+from search.latents import (CONCEPT_DIRECTION_WEIGHT, CONCEPT_SHARE, DIRECTION_WEIGHT, QUALITY_WEIGHT, latents_by_family,
                             opposite_rows, rank_weights, top_order)
 from search.length_neutral import length_baseline, rank_length_neutral
 from search.llm_steps import llm_expand, llm_filter_latents, llm_rerank
@@ -59,7 +59,8 @@ class SearchOptions(SearchParams):
     max_doc_freq: float = Field(0.5, gt=0, le=1)
     # With both SAE families (family "all"): None ranks all latents together by query similarity;
     # a share in [0, 1] ranks each family on its own and gives the concept family that share of
-    # the query's weight (each family's latents rank-weighted among themselves).
+    # the query's weight (each family's latents rank-weighted among themselves). Default 0.8:
+    # see search.latents.CONCEPT_SHARE for how it was chosen and checked.
     concept_share: Optional[float] = Field(CONCEPT_SHARE, ge=0, le=1)
     concept_direction_weight: float = Field(CONCEPT_DIRECTION_WEIGHT, ge=0, le=1)
     # Hybrid fuses the SAE and dense rankings in Qdrant. DBSF (each list's scores normalised by
@@ -209,7 +210,8 @@ class SearchEngine:
         both = table.concept is not None and table.concept.any() and not table.concept.all()
         split = opts.family == "all" and opts.concept_share is not None and both
         shares = (("token", 1 - opts.concept_share), ("concept", opts.concept_share)) if split else ((opts.family, 0.5),)
-        parts = [(self._family_latents(query, opts, f), share) for f, share in shares if share > 0]  # share 0: not ranked at all
+        ranked = self._family_latents(query, opts, [f for f, share in shares if share > 0])  # share 0: not ranked at all
+        parts = [(ranked[f], share) for f, share in shares if share > 0]
         if opts.llm_filter:  # one LLM call for the query's latents of every family
             pooled = [k for part, _ in parts for k in part]
             if pooled:
@@ -234,18 +236,19 @@ class SearchEngine:
                     self._query_cache.popitem(last=False)
         return out
 
-    def _family_latents(self, query: str, opts: SearchOptions, family: str) -> list[tuple[int, float, int]]:
-        """The query's ``n_latents`` best latents of ``family`` (latent, similarity, table row)
-        that fire here and pass the document-frequency cap."""
+    def _family_latents(self, query: str, opts: SearchOptions, families: list[str]) -> dict[str, list[tuple[int, float, int]]]:
+        """Per family, the query's ``n_latents`` best latents (latent, similarity, table row) that
+        fire here and pass the document-frequency cap; one similarity pass serves every family."""
         table = self.table()
-        dw = opts.concept_direction_weight if family == "concept" else opts.direction_weight
-        ranked = latents_for_query(self.store, query, opts.n_latents * 2, label_weight=opts.label_weight,
-                                   direction_weight=dw, quality_weight=opts.quality_weight, table=table,
-                                   family=family)
-        rows = table.rows([i for i, _ in ranked])
-        ok = (rows >= 0) & (table.p90[rows] > 0) & (table.doc_freq[rows] <= opts.max_doc_freq)
-        kept = [(i, s, int(r)) for (i, s), r, good in zip(ranked, rows.tolist(), ok.tolist()) if good][: opts.n_latents]
-        return kept
+        ranked = latents_by_family(self.store, query, opts.n_latents * 2,
+                                   {f: opts.concept_direction_weight if f == "concept" else opts.direction_weight for f in families},
+                                   label_weight=opts.label_weight, quality_weight=opts.quality_weight, table=table)
+        out = {}
+        for family, pairs in ranked.items():
+            rows = table.rows([i for i, _ in pairs])
+            ok = (rows >= 0) & (table.p90[rows] > 0) & (table.doc_freq[rows] <= opts.max_doc_freq)
+            out[family] = [(i, s, int(r)) for (i, s), r, good in zip(pairs, rows.tolist(), ok.tolist()) if good][: opts.n_latents]
+        return out
 
     def expansion_latents(self, query: str, opts: SearchOptions) -> list[WeightedLatent]:
         """Latents of LLM-written example phrases, run through the reader and SAE like documents."""

@@ -138,9 +138,15 @@ QUALITY_WEIGHT = 0.5  # 0.3358 vs 0.3327 without quality weighting (dev queries)
 # Dev MAP (17 queries): 0.3349 at 0, 0.3375 at 0.5, 0.3426 at 1, 0.3461 at 1.5, 0.3434 at 2 (README).
 CENTER = 1.5
 # Both families in one query (search/engine.SearchOptions.concept_share): None ranks the families'
-# latents together; a share ranks each on its own. Concept latents' directions are their decoder
-# rows in the embedder's space (the query's own space), hence a weight of their own.
-CONCEPT_SHARE: float | None = None
+# latents together; a share ranks each on its own, its n_latents best, and gives the concept family
+# that share of the query's rank weights. 0.8: the dev tuning half's pick among None, 0.3, 0.5,
+# 0.6, 0.7, 0.8, 0.9, 1 (SAE MAP x dense 1.439 -> 1.505); validation half 1.207 -> 1.218 and 26
+# held-out queries 1.170 -> 1.216 (benchmarks/tune_families.py; README "Weighing the families").
+# Ranked together, the token family's many near-duplicate latents of a query's words ("said",
+# quotes, "joke") crowd out the one concept latent that names it ("mistakes": AP 0.02 -> 0.09).
+# Concept latents' directions are their decoder rows in the embedder's space (the query's own
+# space), hence a weight of their own.
+CONCEPT_SHARE: float | None = 0.8
 CONCEPT_DIRECTION_WEIGHT = 0.0
 # A concept latent labelled "unclear" (no name separates its sentences from the background) matches a
 # query through the near-miss name its label vector keeps; it counts this much of a named latent's
@@ -206,20 +212,20 @@ def _similarities(table: LatentTable, d, q: np.ndarray) -> np.ndarray:
     return approx.reshape(-1, table.size)
 
 
-def _refine(table: LatentTable, d, sims: np.ndarray, q: np.ndarray, offsets: list, allowed, pool: int) -> None:
+def _refine(table: LatentTable, d, sims: np.ndarray, q: np.ndarray, offsets: list, members, pool: int) -> None:
     """Recompute in float32, in place, each signal's rows that might be among its ``pool`` best
-    (signal = sims row minus its offset, masked to ``allowed``): rows whose approximate signal is
-    within twice the error bound of the pool's edge. Any row left approximate is then exactly
-    below every row of the exact pool, so nomination, floors and scores match float32's."""
+    (signal = sims row minus its offset; ``sims`` holds the columns of table rows ``members``, or
+    of every row where None): rows whose approximate signal is within twice the error bound of
+    the pool's edge. Any row left approximate is then exactly below every row of the exact pool,
+    so nomination, floors and scores match float32's."""
     _, norms = table.derived[("half_similarity_stack", id(d))]
     q = np.asarray(q, np.float32)
     for j in range(sims.shape[0]):
         sig = sims[j] - offsets[j]
-        if allowed is not None:
-            sig = np.where(allowed, sig, -np.inf)
         edge = np.partition(sig, len(sig) - pool)[len(sig) - pool]
-        rows = np.flatnonzero(sig >= edge - 2 * HALF_ERROR * max(norms[j], 1e-12))
-        sims[j, rows] = _similarity_rows(table, d, j, rows).astype(np.float32, copy=False) @ q
+        pos = np.flatnonzero(sig >= edge - 2 * HALF_ERROR * max(norms[j], 1e-12))
+        rows = pos if members is None else members[pos]
+        sims[j, pos] = _similarity_rows(table, d, j, rows).astype(np.float32, copy=False) @ q
 
 
 def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_weight: float = 0.5,
@@ -242,54 +248,80 @@ def latents_for_query(store: Store, query: str | np.ndarray, top: int, label_wei
     (:mod:`indexer.store.latent_table`; pass ``table`` when the caller holds it). ``query`` may be
     given already embedded. ``family`` (token | concept | all) limits the latents considered.
     """
+    return latents_by_family(store, query, top, {family: direction_weight}, label_weight, quality_weight, table, center)[family]
+
+
+def latents_by_family(store: Store, query: str | np.ndarray, top: int, families: dict[str, float], label_weight: float = 0.5,
+                      quality_weight: float = QUALITY_WEIGHT, table=None, center: float = CENTER) -> dict[str, list[tuple[int, float]]]:
+    """:func:`latents_for_query` for several families at once (family -> its direction weight):
+    one query embedding and one similarity product serve them all, so ranking each family on its
+    own (search's concept share) costs what one ranking does. Each family's list is exactly what
+    :func:`latents_for_query` returns for it alone (the refinement keeps every pool float32's)."""
     table = table if table is not None else latent_table(store)
-    allowed = table.in_family(family)
-    n_allowed = table.size if allowed is None else int(allowed.sum())
-    if n_allowed == 0:
-        return []
     label_ref, snippet_ref = centering(table)
     q = get_embedder().encode_query(query) if isinstance(query, str) else np.asarray(query, np.float32)
     q = q / max(float(np.linalg.norm(q)), 1e-12)
-    pool = min(max(top * 4, 200), n_allowed)
     d = None
-    if direction_weight > 0:
+    if any(dw > 0 for dw in families.values()):
         manifest = read_manifest(store)
         d = dictionary_for(manifest.recipe) if manifest is not None else None
-    sims = _similarities(table, d, q)
     centred = bool(center) and label_ref is not None
     offsets = [center * label_ref, center * snippet_ref] if centred else [0.0, 0.0]
-    _refine(table, d, sims, q, offsets + [0.0] * (sims.shape[0] - 2), allowed, pool)
-    name, evidence = sims[0], sims[1]
-    if centred:
-        name, evidence = name - offsets[0], evidence - offsets[1]
+    opposite = opposite_rows(table, query) if isinstance(query, str) else None
+    sims = None
+    out: dict[str, list[tuple[int, float]]] = {}
+    for family, direction_weight in families.items():
+        allowed = table.in_family(family)
+        members = None if allowed is None else np.flatnonzero(allowed)
+        n_allowed = table.size if members is None else len(members)
+        if n_allowed == 0:
+            out[family] = []
+            continue
+        if sims is None:
+            sims = _similarities(table, d, q)
+        out[family] = _rank_family(table, d, sims, q, offsets, members, min(max(top * 4, 200), n_allowed), top,
+                                   label_weight, direction_weight, quality_weight, opposite)
+    return out
+
+
+def _rank_family(table: LatentTable, d, sims: np.ndarray, q: np.ndarray, offsets: list, members, pool: int, top: int,
+                 label_weight: float, direction_weight: float, quality_weight: float, opposite) -> list[tuple[int, float]]:
+    """One family's ranking from the query's similarities to every row: the family's columns
+    (table rows ``members``; None = all) are taken out and refined for its pools, so a family's
+    ranking costs its own rows' work, not the table's."""
+    if members is not None:
+        sims = sims[:, members]
+        offsets = [o[members] if isinstance(o, np.ndarray) else o for o in offsets]
+    _refine(table, d, sims, q, offsets + [0.0] * (sims.shape[0] - 2), members, pool)
+    name, evidence = sims[0] - offsets[0], sims[1] - offsets[1]
     signals = [(label_weight * (1 - direction_weight), name), ((1 - label_weight) * (1 - direction_weight), evidence)]
     if direction_weight > 0:
         if d is not None:
             signals.append((direction_weight, sims[2]))
         else:
-            signals = [(w / (1 - direction_weight), sims) for w, sims in signals]
-    if allowed is not None:
-        signals = [(w, np.where(allowed, sims, -np.inf)) for w, sims in signals]
-    nominated = np.zeros(table.size, bool)
+            signals = [(w / (1 - direction_weight), sig) for w, sig in signals]
+    n = sims.shape[1]
+    nominated = np.zeros(n, bool)
     tops = []
-    for _, sims in signals:
-        best = np.argpartition(-sims, pool - 1)[:pool]
+    for _, sig in signals:
+        best = np.argpartition(-sig, pool - 1)[:pool]
         nominated[best] = True
         tops.append(best)
-    rows = np.flatnonzero(nominated)
-    score = np.zeros(len(rows), np.float64)
-    for (w, sims), best in zip(signals, tops):
-        floor = float(sims[best].min())
-        in_pool = np.zeros(table.size, bool)
+    pos = np.flatnonzero(nominated)
+    score = np.zeros(len(pos), np.float64)
+    for (w, sig), best in zip(signals, tops):
+        floor = float(sig[best].min())
+        in_pool = np.zeros(n, bool)
         in_pool[best] = True
-        score += w * np.where(in_pool[rows], sims[rows], floor)
+        score += w * np.where(in_pool[pos], sig[pos], floor)
+    rows = pos if members is None else members[pos]
     qual = table.quality[rows]
     score *= (1 - quality_weight) + quality_weight * np.where(np.isnan(qual), 0.5, qual)
     if UNCLEAR_WEIGHT != 1.0:  # lowered, whatever the sign of the score
         unclear = _unclear_rows(table)[rows]
         score[unclear] -= (1 - UNCLEAR_WEIGHT) * np.abs(score[unclear])
-    if isinstance(query, str):
-        score[opposite_rows(table, query)[rows]] = -np.inf
+    if opposite is not None:
+        score[opposite[rows]] = -np.inf
     order = np.lexsort((table.ids[rows], -score))[:top]
     order = order[np.isfinite(score[order])]
     return list(zip(table.ids[rows[order]].tolist(), score[order].tolist()))

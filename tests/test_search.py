@@ -112,9 +112,12 @@ def test_llm_rerank_filter_and_expand(bbc_index, llm_stub):
     n_kw = sum("year" in t for t in texts)
     assert 0 < n_kw < 20 and all("year" in t for t in texts[:n_kw])  # the stub scores docs with the keyword 10
     assert out["rerank"]["reranked"] == 20 and out["rerank"]["usage"]["calls"] >= 2
-    _, plain = search("sport", "--index", bbc_index, "--k", "5")
-    _, filt = search("sport", "--index", bbc_index, "--k", "5", "--llm-filter")
+    own = ("--feedback", "0", "--meaning-weight", "0")  # the query's own latents, nothing added after the filter
+    _, plain = search("sport", "--index", bbc_index, "--k", "5", *own)
+    _, filt = search("sport", "--index", bbc_index, "--k", "5", "--llm-filter", *own)
     assert 0 < len(filt["latents"]) < len(plain["latents"])
+    assert {l["latent"] for l in filt["latents"]} < {l["latent"] for l in plain["latents"]}
+    _, plain = search("sport", "--index", bbc_index, "--k", "5")
     _, exp = search("sport", "--index", bbc_index, "--k", "5", "--expand", "3")
     assert len({l["latent"] for l in exp["latents"]} - {l["latent"] for l in plain["latents"]}) > 0
 
@@ -202,6 +205,27 @@ def test_concept_share_splits_the_query_weight_between_families(bbc_index):
         assert set(weights(1.0)) <= concept
         r = cli("search", "football match results", "--index", bbc_index, "--k", "5", "--json")
         assert r.exit_code == 0 and json.loads(r.output)["results"], r.output
+    finally:
+        store.close()
+
+
+def test_ranking_families_together_equals_ranking_each_alone(bbc_index):
+    """Search ranks each family on its own (the default concept share) from one similarity pass
+    (``latents_by_family``); each family's ranking must be exactly the one it gets alone, scores
+    included, whatever the query - and the default must split the families."""
+    from indexer.store import open_store
+    from search.engine import SearchOptions
+    from search.latents import latents_by_family, latents_for_query
+
+    assert SearchOptions().concept_share is not None
+    store = open_store(bbc_index)
+    try:
+        for query in ("football match results", "a joke about ugly people", "negative review", "the economy is growing",
+                      "someone apologising", "x"):
+            both = latents_by_family(store, query, 60, {"token": 0.0, "concept": 0.0})
+            for family in ("token", "concept"):
+                alone = latents_for_query(store, query, 60, family=family)
+                assert both[family] == alone and alone, (query, family)
     finally:
         store.close()
 
