@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.core.paths import saedex_home
-from indexer.encode.lean_bert import LEAN_MAX_TOKENS, LeanBert
+from indexer.encode.lean_bert import LeanBert, Routed
 
 FORMAT = 3  # 2: a BERT encoder is saved as its lean forward; 3: with the whole trace for longer texts
 PROBES = ["a probe of middling length for the trace", "short", "Ünïcödé, emoji 🙂 and numbers 3.14 — dashes",
@@ -73,7 +73,8 @@ class SavedQueryPath:
         whole = torch.jit.load(str(folder / "path.pt"), map_location="cpu")
         if (folder / "lean.pt").exists():  # short texts: the lean transformer, then the traced pooling
             self.kind = "lean"
-            self.module = _LeanPath(LeanBert.load(folder / "lean.pt"), torch.jit.load(str(folder / "pool.pt"), map_location="cpu"), whole)
+            lean, pool = LeanBert.load(folder / "lean.pt"), torch.jit.load(str(folder / "pool.pt"), map_location="cpu")
+            self.module = Routed(lambda ids, mask: pool(lean(ids, mask), mask), whole)  # past LEAN_MAX_TOKENS: the whole trace
         else:
             self.kind = "trace"
             self.module = whole
@@ -92,19 +93,6 @@ class SavedQueryPath:
         with torch.inference_mode():
             v = self.module(ids, mask).float().cpu().numpy()[0]
         return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
-
-
-class _LeanPath:
-    """(ids, mask) -> sentence embedding: up to LEAN_MAX_TOKENS tokens the lean transformer, then
-    the model's own pooling (traced); past it the trace of the whole path."""
-
-    def __init__(self, lean: LeanBert, pool, whole):
-        self.lean, self.pool, self.whole = lean, pool, whole
-
-    def __call__(self, ids, mask):
-        if ids.shape[1] > LEAN_MAX_TOKENS:
-            return self.whole(ids, mask)
-        return self.pool(self.lean(ids, mask), mask)
 
 
 def load_saved(key: str) -> SavedQueryPath | None:
