@@ -1,8 +1,8 @@
 """How a query weighs the two SAE families, chosen on half the dev queries and checked on the other.
 
 Settings: ``concept_share`` (None: both families' latents ranked together by query similarity, the
-release default; a number: each family ranked on its own, the concept family given that share of
-the query's weight) and ``concept_direction_weight`` (the concept latents' decoder rows, which live
+default until session 19; a number: each family ranked on its own, the concept family given that
+share of the query's weight - 0.8 is the default now, chosen with this script) and ``concept_direction_weight`` (the concept latents' decoder rows, which live
 in the query embedder's space, as a third matching signal). The dev queries are split by line:
 odd lines tune, even lines validate (each half holds one sentiment query). Dense and, per
 setting, SAE and hybrid MAP are reported for both halves from the same run, and for a second,

@@ -141,7 +141,8 @@ CENTER = 1.5
 # latents together; a share ranks each on its own, its n_latents best, and gives the concept family
 # that share of the query's rank weights. 0.8: the dev tuning half's pick among None, 0.3, 0.5,
 # 0.6, 0.7, 0.8, 0.9, 1 (SAE MAP x dense 1.439 -> 1.505); validation half 1.207 -> 1.218 and 26
-# held-out queries 1.170 -> 1.216 (benchmarks/tune_families.py; README "Weighing the families").
+# held-out queries 1.170 -> 1.216, 15 Brown genre queries 1.327 -> 1.372 (benchmarks/tune_families.py;
+# README "Ranking each family on its own").
 # Ranked together, the token family's many near-duplicate latents of a query's words ("said",
 # quotes, "joke") crowd out the one concept latent that names it ("mistakes": AP 0.02 -> 0.09).
 # Concept latents' directions are their decoder rows in the embedder's space (the query's own
