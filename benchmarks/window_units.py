@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -32,33 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.encode.embedder import get_embedder  # noqa: E402
 from indexer.encode.units import units_of  # noqa: E402
-from indexer.train.unit_cache import cache_unit_embeddings  # noqa: E402
+from indexer.train.unit_cache import balanced_units, cache_unit_embeddings  # noqa: E402
 
 HOLDOUT = 5000
 
 
-def balanced(docs: list[tuple[str, str]], kind: str, n: int) -> list[str]:
-    """Distinct units (sentences, or windows of two) balanced over sources, shuffled (seed 0)."""
-    by: dict[str, list[str]] = {}
-    seen: set[str] = set()
-    for text, src in docs:
-        us = units_of(text)
-        if kind == "window":
-            us = [" ".join(us[i : i + 2]) for i in range(0, len(us), 2)]
-        for u in us:
-            key = " ".join(u.lower().split())
-            if key not in seen:
-                seen.add(key)
-                by.setdefault(src, []).append(" ".join(u.split()))
-    rng, quota, left = random.Random(0), {}, n
-    srcs = sorted(by, key=lambda s: len(by[s]))
-    for i, s in enumerate(srcs):
-        quota[s] = min(len(by[s]), left // (len(srcs) - i))
-        left -= quota[s]
-    units = [u for s in sorted(by) for u in rng.sample(by[s], quota[s])]
-    rng.shuffle(units)
-    print(kind, len(units), quota, flush=True)
-    return units
+def windows_of(text: str) -> list[str]:
+    """Non-overlapping windows of two consecutive sentences (a lone last sentence stays alone)."""
+    us = units_of(text)
+    return [" ".join(us[i : i + 2]) for i in range(0, len(us), 2)]
 
 
 def main() -> None:
@@ -70,8 +51,10 @@ def main() -> None:
     with gzip.open(args.corpus, "rt") as f:
         docs = [(d["text"], d.get("source", "")) for d in map(json.loads, f)]
     emb = get_embedder("all-MiniLM-L6-v2")
-    for kind in ("sentence", "window"):
-        cache_unit_embeddings(balanced(docs, kind, args.units + HOLDOUT), Path(args.out) / f"{kind}_units", emb, holdout_units=HOLDOUT)
+    for kind, split in (("sentence", units_of), ("window", windows_of)):
+        units, per_source = balanced_units(docs, args.units + HOLDOUT, split=split)
+        print(kind, len(units), per_source, flush=True)
+        cache_unit_embeddings(units, Path(args.out) / f"{kind}_units", emb, holdout_units=HOLDOUT)
 
 
 if __name__ == "__main__":

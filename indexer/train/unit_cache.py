@@ -15,7 +15,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +26,15 @@ from indexer.encode.units import units_of
 SHARD_UNITS = 20_000
 
 
-def balanced_units(docs: Iterable[tuple[str, str]], max_units: int, seed: int = 0) -> tuple[list[str], dict[str, int]]:
+def balanced_units(docs: Iterable[tuple[str, str]], max_units: int, seed: int = 0,
+                   split: Callable[[str], list[str]] = units_of) -> tuple[list[str], dict[str, int]]:
     """Distinct units of ``(text, source)`` documents, at most ``max_units``, balanced over sources
-    (water-filling), shuffled with ``seed``; and how many each source gave."""
+    (water-filling), shuffled with ``seed``; and how many each source gave. ``split`` makes a
+    document's units (its sentences; ``benchmarks/window_units.py`` measures other units)."""
     by_source: dict[str, list[str]] = {}
     seen: set[str] = set()
     for text, source in docs:
-        for u in units_of(text):
+        for u in split(text):
             key = " ".join(u.lower().split())
             if key not in seen:
                 seen.add(key)
