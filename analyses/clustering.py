@@ -133,9 +133,9 @@ def _axis_model(store: Store, index: str, axis: str, d_sae: int, cols: np.ndarra
 
 
 def _named(cards: dict[int, dict], latent: int) -> dict:
-    """A latent's label and its quality, as every cluster and pole-model entry shows them."""
+    """A latent's label, quality and family, as every cluster and pole-model entry shows them."""
     card = cards.get(latent, {})
-    return {"label": card.get("label", ""), "quality": card.get("quality")}
+    return {"label": card.get("label", ""), "quality": card.get("quality"), "family": card.get("family")}
 
 
 def _add_axis(store: Store, out: dict, ax, F: np.ndarray, pred: np.ndarray, k: int, pole=None) -> None:

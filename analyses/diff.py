@@ -153,7 +153,8 @@ def diff(store: Store, index: str, params: DiffParams, n_examples: int = 5, llm_
         more_a = d_len[lat] > 0
         src = a if more_a else others[int(which[lat])]
         row = {
-            "latent": lat, "label": cards.get(lat, {}).get("label", ""), "kind": cards.get(lat, {}).get("kind"),
+            "latent": lat, "label": cards.get(lat, {}).get("label", ""), "family": cards.get(lat, {}).get("family"),
+            "kind": cards.get(lat, {}).get("kind"),
             "quality": cards.get(lat, {}).get("quality"), "freq_a": round(float(fa[lat]), 5), "freq_b": round(float(fb[lat]), 5),
             "diff": round(float(d[lat]), 5), "ratio": round(float((fa[lat] + 1e-4) / (fb[lat] + 1e-4)), 3),
             "z": round(float(z[lat]), 3), "p_adj": float(p_adj[lat]), "more_in": "a" if more_a else "b",

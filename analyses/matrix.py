@@ -323,7 +323,7 @@ def require_docs(m: DocMatrix, what: str, minimum: int = 1) -> None:
 
 
 def latent_cards(store: Store, ids: list[int]) -> dict[int, dict]:
-    """Label, kind (concept | lexical) and label quality of each latent, for analysis tables.
+    """Label, kind (concept | lexical), label quality and SAE family of each latent, for analysis tables.
 
     Read from the index's in-memory latent table, not from the latents' Qdrant payloads: those
     carry 20 examples each, and converting a few hundred of them held the GIL for ~300 ms at a
@@ -331,5 +331,5 @@ def latent_cards(store: Store, ids: list[int]) -> dict[int, dict]:
     if not ids:
         return {}
     metas = latent_table(store).metas(sorted(set(int(i) for i in ids)))
-    return {i: {"label": m["label"], "kind": m["kind"], "quality": m["quality"]} for i, m in metas.items()}
+    return {i: {"label": m["label"], "kind": m["kind"], "quality": m["quality"], "family": m["family"]} for i, m in metas.items()}
 

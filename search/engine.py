@@ -466,7 +466,7 @@ class SearchEngine:
         results = self._explain(hits, latents if explain else [], opts)
         for r in results if length_baselines else []:  # a hit's score = its plain score minus this
             r["length_baseline"] = round(length_baselines[r["id"]], 6)
-        out = {"results": results, "latents": [w.as_dict() for w in latents], "method": opts.method,
+        out = {"results": results, "latents": self._with_family([w.as_dict() for w in latents]), "method": opts.method,
                "offset": opts.offset, "next_offset": want if full_page and want < MAX_K else None}
         if rerank_info:
             out["rerank"] = rerank_info
@@ -474,6 +474,12 @@ class SearchEngine:
                 out["warnings"] = [f"rerank {rerank_info['status']}: {rerank_info.get('error', '')}; "
                                    f"{rerank_info['failed']} of {rerank_info['failed'] + rerank_info['reranked']} hits keep their SAE order"]
         return out
+
+    def _with_family(self, latents: list[dict]) -> list[dict]:
+        """Each query latent's record with its SAE family (token | concept)."""
+        table = self.table()
+        rows = table.rows([d["latent"] for d in latents])
+        return [d | {"family": table.family_at(r)} if r >= 0 else d for d, r in zip(latents, rows.tolist())]
 
     def _latents(self, query: str | None, opts: SearchOptions) -> list[WeightedLatent]:
         if opts.like:
@@ -577,7 +583,8 @@ class SearchEngine:
             """One query latent's part in a hit: what it is, how strongly it fired, what it added."""
             w, lat, r = wl[j], int(lat_ids[j]), int(rows[j])
             q = float(table.quality[r]) if r >= 0 else float("nan")
-            return ({"latent": lat, "label": w.label, "kind": table.kinds[r] if r >= 0 else None,
+            return ({"latent": lat, "label": w.label, "family": table.family_at(r) if r >= 0 else None,
+                     "kind": table.kinds[r] if r >= 0 else None,
                      "quality": None if q != q else q, "weight": round(w.weight, 5), "activation": round(float(acts[j]), 4),
                      "contribution": round(float(contrib[j]), 5), "spans": [spans[lat]] if lat in spans else []}
                     | ({"meaning": round(w.meaning, 5)} if w.meaning else {}))

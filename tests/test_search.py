@@ -448,3 +448,30 @@ def test_meaning_term_adds_the_query_decomposed_over_concept_latents(bbc_index):
         store.close()
     r = cli("search", query, "--index", bbc_index, "--k", "5", "--meaning-weight", "0", "--json")  # the CLI flag (store closed)
     assert r.exit_code == 0 and not any("meaning" in x for x in json.loads(r.stdout)["latents"]), r.output
+
+
+def test_every_latent_a_command_reports_names_its_family(bbc_index):
+    """Search latents, their explanations, diff and correlation entries each say which SAE family
+    a latent belongs to (its id range decides: token ids first, then concept ids)."""
+    from indexer.encode.recipe import read_manifest
+    from indexer.store import open_store
+
+    store = open_store(bbc_index)
+    try:
+        recipe = read_manifest(store, bbc_index).recipe
+    finally:
+        store.close()
+    _, out = search("football match results", "--index", bbc_index, "--k", "3")
+    fams = {l["family"] for l in out["latents"]}
+    assert fams == {"token", "concept"}
+    assert all(l["family"] == recipe.family_of(l["latent"]) for l in out["latents"])
+    assert all(e["family"] == recipe.family_of(e["latent"]) for r in out["results"] for e in r["explanation"])
+    assert any(r["explanation"] for r in out["results"])
+    r = cli("diff", "--index", bbc_index, "--a", "topic=sports", "--b", "topic=business", "--top", "10", "--json")
+    assert r.exit_code == 0, r.output
+    lats = json.loads(r.output)["latents"]
+    assert lats and all(l["family"] == recipe.family_of(l["latent"]) for l in lats)
+    r = cli("correlations", "--index", bbc_index, "--min-support", "3", "--json")
+    assert r.exit_code == 0, r.output
+    pairs = json.loads(r.output)["pairs"]
+    assert pairs and all(p["family_a"] == recipe.family_of(p["a"]) and p["family_b"] == recipe.family_of(p["b"]) for p in pairs)

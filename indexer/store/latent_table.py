@@ -77,17 +77,22 @@ class LatentTable:
         index[self.ids] = np.arange(self.size)
         return index
 
+    def family_at(self, row: int) -> str:
+        """The SAE family (token | concept) of the latent in ``row``."""
+        return "concept" if self.concept is not None and bool(self.concept[row]) else "token"
+
     def meta(self, latent: int) -> dict | None:
         return self.metas([latent]).get(int(latent))
 
     def metas(self, latents) -> dict[int, dict]:
-        """label, p90, doc_freq, description, kind and quality of each latent the index has."""
+        """label, p90, doc_freq, description, kind, quality and family (token | concept) of each latent the index has."""
         out = {}
         for i, r in zip(np.asarray(latents, np.int64).tolist(), self.rows(latents).tolist()):
             if r >= 0:
                 q = float(self.quality[r])
                 out[i] = {"label": self.labels[r], "p90": float(self.p90[r]), "doc_freq": float(self.doc_freq[r]),
-                          "description": self.descriptions[r], "kind": self.kinds[r], "quality": None if np.isnan(q) else round(q, 3)}
+                          "description": self.descriptions[r], "kind": self.kinds[r], "quality": None if np.isnan(q) else round(q, 3),
+                          "family": self.family_at(r)}
         return out
 
 
