@@ -274,6 +274,9 @@ def test_web_page_in_headless_chromium(live_server, bbc_index):
         assert page.locator(".result mark").count() > 0
         assert "topic=" in page.inner_text(".result .meta >> nth=0")  # payload fields on the card
         assert page.locator(".result .against").count() > 0  # latents the query's meaning counts against a hit
+        assert page.locator("#query-latents .chip.concept").count() > 0  # concept latents tinted apart from token ones
+        assert page.locator("#query-latents .chip:not(.concept)").count() > 0
+        assert "concept latent" in page.locator("#query-latents .chip.concept").first.get_attribute("title")
         page.click("#more")  # the next page of results, appended
         page.locator(".result").nth(19).wait_for(timeout=60000)
         with page.expect_download() as dl:

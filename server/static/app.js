@@ -47,10 +47,12 @@ function highlight(text, spans) {
   return html + esc(text.slice(pos));
 }
 // quality: how well the label detects the latent on held-out text (null: not measured); low ones are faded
-function chip(latent, label, extra, quality) {
+// family: "concept" latents (what a sentence says) are tinted apart from "token" ones (words, forms)
+function chip(latent, label, extra, quality, family) {
   const q = quality === null || quality === undefined ? "" : ` · label quality ${Number(quality).toFixed(2)}`;
-  const cls = quality !== null && quality !== undefined && quality < 0.7 ? "chip unreliable" : "chip";
-  return `<span class="${cls}" data-latent="${latent}" title="latent ${latent}${q}">${esc(label)}${extra ? " · " + esc(extra) : ""}</span>`;
+  const f = family ? ` · ${family} latent` : "";
+  const cls = "chip" + (quality !== null && quality !== undefined && quality < 0.7 ? " unreliable" : "") + (family === "concept" ? " concept" : "");
+  return `<span class="${cls}" data-latent="${latent}" title="latent ${latent}${f}${q}">${esc(label)}${extra ? " · " + esc(extra) : ""}</span>`;
 }
 
 // Results shown so far (all pages), for the CSV/JSON export.
@@ -73,8 +75,8 @@ function renderResult(r, i) {
   return `<div class="result" data-id="${esc(r.id)}">
     <div class="meta">#${i + 1} · score ${r.score.toFixed(3)}${r.length_baseline === undefined ? "" : ` (its length's ${r.length_baseline.toFixed(3)} subtracted)`} · ${esc(r.dataset)} · ${esc(r.id)} ${fieldsLine(r.fields)}</div>
     ${prompt}<div class="text">${label}${onPrompt ? esc(r.text.slice(0, 1500)) : marked(r.text, spans)}</div>
-    <div class="chips">${r.explanation.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality)).join("")}${
-      (r.against || []).length ? ` <span class="muted against">against:</span> ` + r.against.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality)).join("") : ""}</div>
+    <div class="chips">${r.explanation.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality, e.family)).join("")}${
+      (r.against || []).length ? ` <span class="muted against">against:</span> ` + r.against.map((e) => chip(e.latent, e.label, "act " + e.activation.toFixed(1), e.quality, e.family)).join("") : ""}</div>
   </div>`;
 }
 async function doSearch(ev, more) {
@@ -88,7 +90,7 @@ async function doSearch(ev, more) {
     const out = await api(`/v1/indexes/${index()}/search`, body);
     if (!more) {
       shown = { query: body.query, results: [], next: null, body };
-      $("#query-latents").innerHTML = (out.latents || []).slice(0, 12).map((l) => chip(l.latent, l.label, l.weight.toFixed(2))).join("");
+      $("#query-latents").innerHTML = (out.latents || []).slice(0, 12).map((l) => chip(l.latent, l.label, l.weight.toFixed(2), null, l.family)).join("");
       $("#results").innerHTML = "";
     }
     const start = shown.results.length;
@@ -189,7 +191,7 @@ async function doLatents(ev) {
   try {
     const q = $("#latent-q").value.trim();
     const out = await api(`/v1/indexes/${index()}/latents?top=50${q ? "&query=" + encodeURIComponent(q) : ""}`);
-    $("#latent-list").innerHTML = out.latents.map((l) => `<div class="result">${chip(l.id, l.label, null, l.quality)} <span class="muted">${(100 * l.doc_freq).toFixed(2)}% of docs · ${esc(l.kind || "lexical")}</span>
+    $("#latent-list").innerHTML = out.latents.map((l) => `<div class="result">${chip(l.id, l.label, null, l.quality, l.family)} <span class="muted">${(100 * l.doc_freq).toFixed(2)}% of docs · ${esc(l.kind || "lexical")}</span>
       ${l.examples[0] && l.examples[0].span ? `<div class="example">${highlight(l.examples[0].text, [l.examples[0].span])}</div>` : ""}</div>`).join("");
   } catch (e) { showError(e); }
 }
