@@ -260,7 +260,7 @@ def correlations(store: Store, index: str, params: CorrelationsParams | None = N
         pa, pb = lats.get(a, {}), lats.get(b, {})
         pair = {"a": a, "b": b, "label_a": pa.get("label", ""), "label_b": pb.get("label", ""),
                 "quality_a": pa.get("quality"), "quality_b": pb.get("quality"),
-                "family_a": recipe.family_of(a), "family_b": recipe.family_of(b),
+                "family_a": pa.get("family"), "family_b": pb.get("family"),
                 "npmi": round(float(npmi[o]), 4), "count": int(cij[o]), "max_cond_prob": round(float(cond[o]), 4),
                 "label_sim": round(float(sim), 4), "examples": ex}
         if cross:
