@@ -149,9 +149,9 @@ CENTER = 1.5
 # space), hence a weight of their own.
 CONCEPT_SHARE: float | None = 0.8
 CONCEPT_DIRECTION_WEIGHT = 0.0
-# A concept latent labelled "unclear" (no name separates its sentences from the background) matches a
-# query through the near-miss name its label vector keeps; it counts this much of a named latent's
-# score. Dev queries, halves (README "Unclear latents in queries"): SAE MAP x dense, tuning half
+# A concept latent labelled "unclear" (no name separates its sentences from the background), or by a
+# word's first piece (kind "form": its sentences share "[Cr]agg", "[Cr]uyff"), matches a query through
+# the near-miss name its label vector keeps; it counts this much of a named latent's score. Dev queries, halves (README "Unclear latents in queries"): SAE MAP x dense, tuning half
 # 1.191 at 1 -> 1.255 at 0.75 and at 0.5; validation half 1.111 -> 1.116 / 1.113.
 UNCLEAR_WEIGHT = 0.5
 
@@ -329,10 +329,11 @@ def _rank_family(table: LatentTable, d, sims: np.ndarray, q: np.ndarray, offsets
 
 
 def _unclear_rows(table: LatentTable) -> np.ndarray:
-    """(table.size,) bool: latents whose label is "unclear" (concept family)."""
+    """(table.size,) bool: concept latents whose label names no meaning: "unclear", or a word's
+    first piece (kind "form"; both keep the near-miss name's vector)."""
     got = table.derived.get("unclear")
     if got is None:
-        got = table.derived["unclear"] = np.array([k == "unclear" for k in table.kinds], bool)
+        got = table.derived["unclear"] = np.array([k in ("unclear", "form") for k in table.kinds], bool)
     return got
 
 

@@ -121,3 +121,25 @@ def test_a_concept_sae_on_another_embedder_keeps_its_own_space_and_meets_queries
     # the index's own embedder: one space, nothing kept apart
     same = build_concept_dictionary(sae, units, vocab, emb, progress=False)
     assert "unit_directions" not in same and same["label_vecs"].shape == (2, emb.dim)
+
+
+def test_a_latent_that_follows_a_names_first_piece_is_labelled_by_that_form():
+    """MiniLM reads a rare name through its first WordPiece; sentences about Cragg, Cruyff and
+    Crespo share nothing but "Cr" and a concept latent can still gather them. Its label says so
+    (with the words shown, the piece bracketed) instead of the nearest meaning; a latent whose
+    units all name one word, or that share a topic, is not a form."""
+    from indexer.labels.forms import background_pieces, shared_first_piece
+
+    emb = get_embedder()
+    names = ["Cragg won the mile in record time.", "Cruyff changed how the game is played.", "Crespo signed a new contract.",
+             "Mr Cranmer will chair the inquiry.", "Crichton's novel sold a million copies.", "Crivelli denied the claims.",
+             "The Cratchit family ate a small goose.", "Cresswell was elected in 1997."]
+    bg = background_pieces(BACKGROUND, emb.first_piece)
+    form = shared_first_piece(names, bg, emb.first_piece)
+    assert form is not None and form.piece == "cr" and form.share == 1.0 and form.background == 0.0
+    assert form.label.startswith("first piece of a name split into tokens: [Cr]")
+    assert form.quality == 1.0  # every scoring unit holds it, no background unit does
+    one_word = ["Yukos filed for bankruptcy.", "Yukos sold its unit.", "Shares in Yukos fell.", "Yukos owes tax.", "Yukos appealed."]
+    assert shared_first_piece(one_word, bg, emb.first_piece) is None  # the word names that latent
+    assert shared_first_piece(TOPICS["football"], bg, emb.first_piece) is None
+    assert shared_first_piece(names, [], emb.first_piece) is None

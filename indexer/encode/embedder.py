@@ -79,6 +79,7 @@ class Embedder:
         self._model = None
         self._model_lock = threading.Lock()
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._first_pieces: dict[str, str] = {}  # word -> its first piece ("" where it does not split)
         self._trace_state = None  # None: not tried; False: not usable; else the traced transformer
         self._pad_texts: dict[int, str | None] = {}  # token count -> a filler text of that many tokens
         self._forwarded = 0  # queries embedded one at a time (the trace pays off past TRACE_AFTER)
@@ -112,6 +113,18 @@ class Embedder:
             return self._saved.dim
         dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(dim_fn())
+
+    def first_piece(self, word: str) -> str | None:
+        """The tokenizer's first piece of ``word`` (lower case, no continuation marks) where the
+        word splits into several pieces and that piece is letters, else None. A sentence's vector
+        leans on a rare name's first piece, so concept latents can follow it (labels.forms)."""
+        pieces = self._first_pieces.get(word)
+        if pieces is None:
+            with _tokenizer_lock:
+                toks = self.model.tokenizer.tokenize(word)
+            first = toks[0].lstrip("▁Ġ#").lower() if len(toks) > 1 else ""
+            pieces = self._first_pieces[word] = first if first.isalpha() else ""
+        return pieces or None
 
     def save_query_path(self) -> bool:
         """Save this model's query path for later processes (a CLI search then loads no

@@ -32,6 +32,7 @@ from indexer.encode.embedder import Embedder
 from indexer.encode.sae import SparseAutoencoder
 from indexer.labels.dictionary.labelling import auc_rows
 from indexer.labels.dictionary.vocabulary import Concept
+from indexer.labels.forms import PieceForm, background_pieces, shared_first_piece
 
 N_TOP = 20
 N_BACKGROUND = 3000
@@ -53,7 +54,7 @@ very just also only about into over after before up down out off again more most
 class ConceptLabel:
     latent: int
     label: str
-    kind: str  # concept | unclear
+    kind: str  # concept | form (its units share a word's first piece: labels.forms) | unclear
     quality: float  # held-out AUC of the label's embedding: odd-ranked top units vs unseen background units
     chosen_auc: float  # AUC on the units that chose it (for the record; not the quality)
     source: str  # taxonomy | empath | wordnet | phrase (of the best candidate)
@@ -141,6 +142,7 @@ def label_concept_latents(sae: SparseAutoencoder, X: np.ndarray, texts: list[str
     rng = np.random.default_rng(seed)
     bg_rows = rng.choice(len(X), size=min(len(X), n_background), replace=False)
     bg_df = Counter(g for r in bg_rows for g in _grams(texts[r]))
+    bg_pieces = background_pieces([texts[r] for r in bg_rows], emb.first_piece)
     with torch.inference_mode():
         bg_act = sae.encode(torch.from_numpy(X[bg_rows])).numpy()  # (n_bg, d_sae): which background units each latent fires on
     vocab_vecs = _unit_rows(vocab_vecs)
@@ -177,9 +179,11 @@ def label_concept_latents(sae: SparseAutoencoder, X: np.ndarray, texts: list[str
         name, source, quality, chosen_auc = choose_label(Xn[rows], Xn[neg], Xn[near], cands)
         sims = Xn[rows] @ Xn[rows].T
         exemplar = texts[rows[int(np.argmax(sims.sum(1)))]]
+        form = shared_first_piece([texts[r] for r in rows], bg_pieces, emb.first_piece)
         good = quality >= min_quality
-        out[j] = ConceptLabel(latent=j, label=name if good else "unclear", kind="concept" if good else "unclear",
-                              quality=quality, chosen_auc=chosen_auc, source=source,
+        out[j] = ConceptLabel(latent=j, label=form.label if form else name if good else "unclear",
+                              kind="form" if form else "concept" if good else "unclear",
+                              quality=form.quality if form else quality, chosen_auc=chosen_auc, source="form" if form else source,
                               nearest=name, exemplar=exemplar, top_units=[texts[r] for r in rows], n_fired=int(fired[j]))
         if progress and (n + 1) % 256 == 0:
             print(f"labelled {n + 1:,}/{len(plan):,} concept latents", file=sys.stderr, flush=True)
@@ -217,6 +221,8 @@ def as_entries(labels: dict[int, ConceptLabel]) -> dict[int, dict]:
         d = asdict(c)
         d["top_units"] = c.top_units[:5]  # enough to read; the index shows its own examples
         d["description"] = (f'e.g. "{c.exemplar[:160]}"' + ("" if c.kind == "concept" else
+                            " Its units share a word's first piece as the embedder splits it: the latent follows that form, not a "
+                            f"meaning (nearest name: {c.nearest!r})." if c.kind == "form" else
                             f" No candidate label separates its top units from the background (nearest: {c.nearest!r}, AUC {c.quality:.2f})."))
         out[j] = d
     return out
@@ -299,13 +305,14 @@ def label_concepts_here(examples: dict[int, list[dict]], positives: dict[int, np
     ``directions``, the decoder rows), and the candidates the ``pool`` (the dictionary's own labels,
     the taxonomy) plus phrases mined from the latent's firing sentences here."""
     bg_df = Counter(g for t in background_units for g in _grams(t))
-    plan = {}
+    plan, sentences = {}, {}
     for l, ex in examples.items():
-        sentences = [e["text"][e["span"][0]:e["span"][1]] for e in ex if e.get("span")]
+        sentences[l] = [e["text"][e["span"][0]:e["span"][1]] for e in ex if e.get("span")]
         if l in positives and len(positives[l]) >= 4:
-            plan[l] = mined_phrases(sentences, bg_df, len(background_units), min_share=PHRASE_SHARE_HERE)
+            plan[l] = mined_phrases(sentences[l], bg_df, len(background_units), min_share=PHRASE_SHARE_HERE)
     phrases = sorted({p for ph in plan.values() for p in ph})
     phrase_vecs = dict(zip(phrases, emb.encode(phrases, batch_size=256))) if phrases else {}
+    bg_pieces = background_pieces(background_units, emb.first_piece)
     pool_vecs = _unit_rows(np.stack([v for _, _, v in pool]) if pool else np.zeros((0, emb.dim), np.float32))
     ids = sorted(plan)
     dirs = _unit_rows(directions[ids])
@@ -325,9 +332,20 @@ def label_concepts_here(examples: dict[int, list[dict]], positives: dict[int, np
         name, source, quality, chosen_auc = choose_label(pos, bg, near, cands)
         vec = next(np.asarray(v, np.float32) for n_, _, v in cands if n_ == name)
         exemplar = next((e["text"][e["span"][0]:e["span"][1]] for e in examples[l] if e.get("span")), "")
+        form = shared_first_piece(sentences[l], bg_pieces, emb.first_piece)
+        if form is not None:
+            out[l] = {"label": form.label, "kind": "form", "quality": form.quality, "label_source": ConceptLabeller.name,
+                      "vec": vec, "nearest": name, "description": _form_description(form, name, quality)}
+            continue
         good = quality >= min_quality
         out[l] = {"label": name if good else "unclear", "kind": "concept" if good else "unclear", "quality": quality,
                   "label_source": ConceptLabeller.name, "vec": vec, "nearest": name,
                   "description": f"Chosen on this index's firing sentences, e.g. \"{exemplar[:160]}\" (held-out AUC {quality:.2f}; from {source})."
                   + ("" if good else f" No candidate separates them from the background well (nearest: {name!r}).")}
     return out
+
+
+def _form_description(form: PieceForm, nearest: str, auc: float) -> str:
+    return (f"Its sentences share a word's first piece as the embedder splits it, \"{form.piece}\" ({form.share:.0%} of them, "
+            f"{form.background:.0%} of background sentences): the latent follows that form, not a meaning "
+            f"(nearest name: {nearest!r}, AUC {auc:.2f}).")

@@ -13,6 +13,9 @@ punctuation) hold for a large share of all tokens and would name nothing.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -35,6 +38,7 @@ FORMS: tuple[Form, ...] = (
     Form("name_piece", "piece of a name split into tokens", "name piece"),
     Form("word_piece", "piece of a word split into tokens", "word piece"),
 )
+_BY_KEY = {f.key: f for f in FORMS}
 
 
 def _word_bounds(text: str, start: int, end: int) -> tuple[int, int]:
@@ -123,3 +127,88 @@ def form_label(form: Form, examples: list[tuple[str, list[int], float]], show: i
         if len(shown) == show:
             break
     return form.label + (": " + ", ".join(shown) if shown else "")
+
+
+# The concept family reads whole sentences, yet its embedder reads a rare name through WordPiece
+# pieces, and a short sentence's vector leans on a name's first piece: on the demo index concept
+# latents gather "[Cr]agg", "[Cr]am", "[Cr]uyff" or "[Gi]eve", "[Gi]dley", "[Gi]zmondo", and the
+# closest meaning a vocabulary offers ("crc", "economy") names none of it. A latent's units share
+# such a piece when at least WORD_START_SHARE of its choosing units hold a word beginning with it,
+# the piece is WORD_START_ENRICHMENT times as common there as in background units, and no one
+# word carries it in WORD_START_MAX_WORD of all its units (then the word itself names the latent).
+WORD_START_SHARE = 0.5
+WORD_START_ENRICHMENT = 3.0
+WORD_START_MAX_WORD = 0.4
+WORD_START_MIN_WORDS = 3  # distinct words carrying the piece
+WORD_START_STEM = 4  # a lower-case start this long is a word stem
+_UNIT_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class PieceForm:
+    """What a concept latent's units share when it is a word's first piece (see above)."""
+
+    piece: str
+    label: str  # 'first piece of a name split into tokens: [Cr]agg, [Cr]am, [Cr]uyff'
+    quality: float  # detection AUC on the scoring units vs the background: (hit rate + 1 - background rate) / 2
+    share: float  # of the choosing units
+    background: float  # share of background units holding it
+
+
+def _pieces_of(unit: str, first_piece: Callable[[str], str | None]) -> dict[str, list[str]]:
+    """word start -> the words of ``unit`` (as written, possessive dropped) that begin with it. A
+    word's starts are its first piece and that piece's shorter prefixes: the embedder keeps
+    "[Q]west", "[Qu]aid" and "[Quan]gos" apart, but a latent can gather all three by their "Q"."""
+    out: dict[str, list[str]] = {}
+    for w in _UNIT_WORD.findall(unit):
+        w = w[:-2] if w.lower().endswith("'s") else w
+        p = first_piece(w) if len(w) > 1 else None
+        for n in range(1, len(p) + 1 if p else 0):
+            out.setdefault(p[:n], []).append(w)
+    return out
+
+
+def background_pieces(units: list[str], first_piece: Callable[[str], str | None]) -> list[set[str]]:
+    """Each background unit's word starts, read once for every latent :func:`shared_first_piece` judges."""
+    return [set(_pieces_of(u, first_piece)) for u in units]
+
+
+def shared_first_piece(units: list[str], background: list[set[str]], first_piece: Callable[[str], str | None]) -> PieceForm | None:
+    """The word start a concept latent's units share (strongest units first: even ranks choose,
+    odd ranks score, as the concept labels are chosen), or None.
+
+    ``background``: :func:`background_pieces` of units the latent does not single out;
+    ``first_piece(word)``: the embedder tokenizer's first piece of ``word`` (lower case) where the
+    word splits into several pieces, else None."""
+    if len(units) < 4 or not background:
+        return None
+    per_unit = [_pieces_of(u, first_piece) for u in units]
+    choose, score = per_unit[0::2], per_unit[1::2]
+    counts = Counter(p for u in choose for p in u)
+    for piece, c in sorted(counts.items(), key=lambda pc: (-len(pc[0]), -pc[1], pc[0])):  # the most specific start that holds
+        share = c / len(choose)
+        if share < WORD_START_SHARE:
+            continue
+        words = Counter(w.lower() for u in per_unit for w in set(u.get(piece, ())))
+        if len(words) < WORD_START_MIN_WORDS or words.most_common(1)[0][1] >= WORD_START_MAX_WORD * len(units):
+            continue
+        bg = sum(piece in u for u in background) / len(background)
+        if share < WORD_START_ENRICHMENT * max(bg, 1 / len(background)):
+            continue
+        hit = sum(piece in u for u in score) / max(len(score), 1)
+        if hit < WORD_START_SHARE:  # the scoring units must show it too
+            continue
+        written = [w for u in per_unit for w in u.get(piece, ())]
+        name = sum(w[:1].isupper() for w in written) * 2 >= len(written)
+        if not name and not 1 < len(piece) < WORD_START_STEM:  # "[forecast]s", "[forecast]ing": a word's family, which
+            continue  # its meaning names; "[i]mplicating", "[i]nteracted": one letter starts too many words to name anything
+        form = _BY_KEY["name_start" if name else "word_start"]
+        shown, seen = [], set()
+        for w, _ in Counter(written).most_common():
+            if w.lower() not in seen and len(w) <= 24:
+                seen.add(w.lower())
+                shown.append(f"[{w[:len(piece)]}]{w[len(piece):]}")
+            if len(shown) == 3:
+                break
+        return PieceForm(piece, f"{form.label}: " + ", ".join(shown), round(0.5 * (hit + 1 - bg), 3), round(share, 3), round(bg, 3))
+    return None
