@@ -142,4 +142,7 @@ def test_a_latent_that_follows_a_names_first_piece_is_labelled_by_that_form():
     one_word = ["Yukos filed for bankruptcy.", "Yukos sold its unit.", "Shares in Yukos fell.", "Yukos owes tax.", "Yukos appealed."]
     assert shared_first_piece(one_word, bg, emb.first_piece) is None  # the word names that latent
     assert shared_first_piece(TOPICS["football"], bg, emb.first_piece) is None
+    stem = ["Spider-Man swung across the city.", "Spiderman 2 topped the box office.", "Dew covered the spiderwebs.",
+            "Spider-Man returns next summer.", "The spidery handwriting was hard to read.", "Spiderman fans queued all night."]
+    assert shared_first_piece(stem, bg, emb.first_piece) is None  # "[Spider]": a stem, which its meaning names
     assert shared_first_piece(names, [], emb.first_piece) is None

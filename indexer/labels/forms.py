@@ -140,7 +140,7 @@ WORD_START_SHARE = 0.5
 WORD_START_ENRICHMENT = 3.0
 WORD_START_MAX_WORD = 0.4
 WORD_START_MIN_WORDS = 3  # distinct words carrying the piece
-WORD_START_STEM = 4  # a lower-case start this long is a word stem
+WORD_START_STEM = 4  # a start this long is a stem
 _UNIT_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]")
 
 
@@ -200,8 +200,10 @@ def shared_first_piece(units: list[str], background: list[set[str]], first_piece
             continue
         written = [w for u in per_unit for w in u.get(piece, ())]
         name = sum(w[:1].isupper() for w in written) * 2 >= len(written)
-        if not name and not 1 < len(piece) < WORD_START_STEM:  # "[forecast]s", "[forecast]ing": a word's family, which
-            continue  # its meaning names; "[i]mplicating", "[i]nteracted": one letter starts too many words to name anything
+        if len(piece) >= WORD_START_STEM:  # "[forecast]s", "[forecast]ing", "[Spider]-Man", "[Half]-Life": a stem,
+            return None  # which its meaning names (and so does any shorter start of it)
+        if not name and len(piece) == 1:  # "[i]mplicating", "[i]nteracted": one lower-case letter starts too many words
+            continue
         form = _BY_KEY["name_start" if name else "word_start"]
         shown, seen = [], set()
         for w, _ in Counter(written).most_common():
