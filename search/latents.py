@@ -151,8 +151,9 @@ CONCEPT_SHARE: float | None = 0.8
 CONCEPT_DIRECTION_WEIGHT = 0.0
 # A concept latent labelled "unclear" (no name separates its sentences from the background), or by a
 # word's first piece (kind "form": its sentences share "[Cr]agg", "[Cr]uyff"), matches a query through
-# the near-miss name its label vector keeps; it counts this much of a named latent's score. Dev queries, halves (README "Unclear latents in queries"): SAE MAP x dense, tuning half
-# 1.191 at 1 -> 1.255 at 0.75 and at 0.5; validation half 1.111 -> 1.116 / 1.113.
+# the near-miss name its label vector keeps; it counts this much of a named latent's score. Dev
+# queries, halves (README "Unclear latents in queries"): SAE MAP x dense, tuning half 1.191 at 1 ->
+# 1.255 at 0.75 and at 0.5; validation half 1.111 -> 1.116 / 1.113.
 UNCLEAR_WEIGHT = 0.5
 
 

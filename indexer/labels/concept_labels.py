@@ -15,6 +15,8 @@ over those of latents about nearly the same thing ("contracts" vs "debt" vs "rev
 A label's score is the mean of its AUC against background units and against the neighbours' units.
 Where no candidate separates well (held-out AUC below ``MIN_QUALITY``) the label says so
 (``kind = "unclear"``) and shows the latent's most central unit instead of a near-miss name.
+Where its units share a word's first piece as the embedder splits it ("[Cr]agg", "[Cr]uyff"), the
+latent follows that form, and the label names the form (``kind = "form"``, :mod:`indexer.labels.forms`).
 """
 
 from __future__ import annotations
