@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from indexer.store import DocPoint, EdgeStore, Filter, LatentPoint, ServerStore, StoreError
+from indexer.store import LATENTS, DocPoint, EdgeStore, Filter, LatentPoint, ServerStore, StoreError
 
 
 def _backends():
@@ -104,6 +104,19 @@ def test_latents_and_manifest(store):
     assert [p.latent for p in store.get_latents([4, 3, 99])] == [4, 3]  # the ids asked, in that order, those present
     assert [p.payload["label"] for p in store.get_latents()] == ["x", "y"]
     assert store.get_latents([4], with_vectors=True)[0].label_vec == pytest.approx([0, 1, 0])
+
+
+def test_latent_examples_round_trip_and_an_older_indexs_list_still_reads(store):
+    """Examples are written as one JSON string (fast across the Rust boundary) and read back as the
+    list they were; a latent written by an older release (examples as a nested list) reads the same."""
+    examples = [{"doc_id": "d1", "activation": 2.5, "text": "naïve “quotes” ✓", "span": [3, 5], "doc_span": [10, 12]}]
+    store.upsert_latents([LatentPoint(7, [1, 0, 0], [0, 1, 0], {"label": "x", "examples": examples})])
+    store._upsert(LATENTS, [(8, {"label": [0, 1, 0], "snippets": [1, 0, 0]}, {"label": "old", "examples": examples, "latent": 8})])
+    for p in store.get_latents([7, 8]):
+        assert p.payload["examples"] == examples and "examples_json" not in p.payload, p.payload
+    only = store.get_latents([7, 8], payload_fields=["examples"])
+    assert [p.payload for p in only] == [{"examples": examples}] * 2
+    assert store.get_latents([7], payload_fields=["label"])[0].payload == {"label": "x"}
     token = store.manifest_token()
     store.write_manifest({"reader": {"model": "m"}})
     got = store.read_manifest()
