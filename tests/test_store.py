@@ -107,15 +107,17 @@ def test_latents_and_manifest(store):
 
 
 def test_latent_examples_round_trip_and_an_older_indexs_list_still_reads(store):
-    """Examples are written as one JSON string (fast across the Rust boundary) and read back as the
-    list they were; a latent written by an older release (examples as a nested list) reads the same."""
+    """Examples and negatives are written as JSON strings (fast across the Rust boundary) and read
+    back as the lists they were; a latent written by an older release (nested lists) reads the same."""
     examples = [{"doc_id": "d1", "activation": 2.5, "text": "naïve “quotes” ✓", "span": [3, 5], "doc_span": [10, 12]}]
-    store.upsert_latents([LatentPoint(7, [1, 0, 0], [0, 1, 0], {"label": "x", "examples": examples})])
-    store._upsert(LATENTS, [(8, {"label": [0, 1, 0], "snippets": [1, 0, 0]}, {"label": "old", "examples": examples, "latent": 8})])
+    lists = {"examples": examples, "negatives": examples[::-1]}
+    store.upsert_latents([LatentPoint(7, [1, 0, 0], [0, 1, 0], {"label": "x", **lists})])
+    store._upsert(LATENTS, [(8, {"label": [0, 1, 0], "snippets": [1, 0, 0]}, {"label": "old", **lists, "latent": 8})])
     for p in store.get_latents([7, 8]):
-        assert p.payload["examples"] == examples and "examples_json" not in p.payload, p.payload
+        assert {k: p.payload[k] for k in lists} == lists and not any(k.endswith("_json") for k in p.payload), p.payload
     only = store.get_latents([7, 8], payload_fields=["examples"])
     assert [p.payload for p in only] == [{"examples": examples}] * 2
+    assert [p.payload for p in store.get_latents([7], payload_fields=["negatives", "label"])] == [{"negatives": examples[::-1], "label": "x"}]
     assert store.get_latents([7], payload_fields=["label"])[0].payload == {"label": "x"}
     token = store.manifest_token()
     store.write_manifest({"reader": {"model": "m"}})

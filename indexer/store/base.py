@@ -360,8 +360,8 @@ class Store(ABC):
         """Latents (all, ascending, or ``ids`` in the order given, those present); ``payload_fields``
         limits the payload (a latent's examples are most of its bytes, and converting them holds the GIL)."""
         payload = list(payload_fields) if payload_fields is not None else True
-        if payload_fields is not None and "examples" in payload_fields:
-            payload.append(EXAMPLES_JSON)
+        if payload_fields is not None:
+            payload += [PACKED[f] for f in payload_fields if f in PACKED]
         if ids is not None:
             recs = self._retrieve(LATENTS, [int(i) for i in ids], payload, with_vectors)
         else:
@@ -382,24 +382,27 @@ class Store(ABC):
         return sorted(out, key=lambda p: order[p.latent])
 
 
-# A latent's examples (most of its payload's bytes) are stored as one JSON string: a nested list of
-# dicts crossed the Python/Rust boundary field by field (Qdrant Edge: 1.2 ms per latent, ~70% of
-# writing a label refresh's latents), one string costs a copy. Indexes written before keep a list.
-EXAMPLES_JSON = "examples_json"
+# A latent's examples and negatives (most of its payload's bytes) are stored as JSON strings: a
+# nested list of dicts crossed the Python/Rust boundary field by field (Qdrant Edge: 1.2 ms per
+# latent, ~70% of writing a label refresh's latents), a string costs a copy. Indexes written
+# before keep their lists, which read as they are.
+PACKED = {"examples": "examples_json", "negatives": "negatives_json"}
 
 
 def _packed(payload: dict, latent: int) -> dict:
-    out = {k: v for k, v in payload.items() if k != "examples"}
-    if "examples" in payload:
-        out[EXAMPLES_JSON] = json.dumps(payload["examples"], ensure_ascii=False, separators=(",", ":"))
+    out = {k: v for k, v in payload.items() if k not in PACKED}
+    for field, key in PACKED.items():
+        if field in payload:
+            out[key] = json.dumps(payload[field], ensure_ascii=False, separators=(",", ":"))
     out["latent"] = latent
     return out
 
 
 def _unpacked(payload: Mapping | None) -> dict:
     out = dict(payload or {})
-    if EXAMPLES_JSON in out:
-        out["examples"] = json.loads(out.pop(EXAMPLES_JSON))
+    for field, key in PACKED.items():
+        if key in out:
+            out[field] = json.loads(out.pop(key))
     return out
 
 
