@@ -104,21 +104,6 @@ def test_latents_and_manifest(store):
     assert [p.latent for p in store.get_latents([4, 3, 99])] == [4, 3]  # the ids asked, in that order, those present
     assert [p.payload["label"] for p in store.get_latents()] == ["x", "y"]
     assert store.get_latents([4], with_vectors=True)[0].label_vec == pytest.approx([0, 1, 0])
-
-
-def test_latent_examples_round_trip_and_an_older_indexs_list_still_reads(store):
-    """Examples and negatives are written as JSON strings (fast across the Rust boundary) and read
-    back as the lists they were; a latent written by an older release (nested lists) reads the same."""
-    examples = [{"doc_id": "d1", "activation": 2.5, "text": "naïve “quotes” ✓", "span": [3, 5], "doc_span": [10, 12]}]
-    lists = {"examples": examples, "negatives": examples[::-1]}
-    store.upsert_latents([LatentPoint(7, [1, 0, 0], [0, 1, 0], {"label": "x", **lists})])
-    store._upsert(LATENTS, [(8, {"label": [0, 1, 0], "snippets": [1, 0, 0]}, {"label": "old", **lists, "latent": 8})])
-    for p in store.get_latents([7, 8]):
-        assert {k: p.payload[k] for k in lists} == lists and not any(k.endswith("_json") for k in p.payload), p.payload
-    only = store.get_latents([7, 8], payload_fields=["examples"])
-    assert [p.payload for p in only] == [{"examples": examples}] * 2
-    assert [p.payload for p in store.get_latents([7], payload_fields=["negatives", "label"])] == [{"negatives": examples[::-1], "label": "x"}]
-    assert store.get_latents([7], payload_fields=["label"])[0].payload == {"label": "x"}
     token = store.manifest_token()
     store.write_manifest({"reader": {"model": "m"}})
     got = store.read_manifest()
@@ -128,6 +113,23 @@ def test_latent_examples_round_trip_and_an_older_indexs_list_still_reads(store):
     store.write_manifest(dict(got))
     again = store.read_manifest()
     assert again["generation"] == got["generation"] and again["revision"] != got["revision"]
+
+
+def test_latent_examples_round_trip_and_an_older_indexs_list_still_reads(store):
+    """Examples and negatives are written as JSON strings (fast across the Rust boundary) and read
+    back as the lists they were; a latent written by an older release (nested lists) reads the same."""
+    examples = [{"doc_id": "d1", "activation": 2.5, "text": "naïve “quotes” ✓", "span": [3, 5], "doc_span": [10, 12]}]
+    lists = {"examples": examples, "negatives": examples[::-1]}
+    store.upsert_latents([LatentPoint(7, [1, 0, 0], [0, 1, 0], {"label": "x", **lists})])
+    store._upsert(LATENTS, [(8, {"label": [0, 1, 0], "snippets": [1, 0, 0]}, {"label": "old", **lists, "latent": 8})])
+    raw = store._retrieve(LATENTS, [7], True, False)[0].payload
+    assert isinstance(raw["examples_json"], str) and isinstance(raw["negatives_json"], str) and "examples" not in raw
+    for p in store.get_latents([7, 8]):
+        assert {k: p.payload[k] for k in lists} == lists and not any(k.endswith("_json") for k in p.payload), p.payload
+    only = store.get_latents([7, 8], payload_fields=["examples"])
+    assert [p.payload for p in only] == [{"examples": examples}] * 2
+    assert [p.payload for p in store.get_latents([7], payload_fields=["negatives", "label"])] == [{"negatives": examples[::-1], "label": "x"}]
+    assert store.get_latents([7], payload_fields=["label"])[0].payload == {"label": "x"}
 
 
 def test_edge_second_process_gets_a_clear_lock_error(tmp_path):
